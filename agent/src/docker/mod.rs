@@ -1,0 +1,1 @@
+//! Runner containers through the Docker Engine API (work in progress).

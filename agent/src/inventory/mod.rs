@@ -1,0 +1,1 @@
+//! Hardware inventory (work in progress).

@@ -1,0 +1,1 @@
+//! GitLab REST client and webhook payloads (work in progress).

@@ -1,0 +1,10 @@
+//! The AutoGit coordinator: the fleet's control plane.
+//!
+//! It enrolls agents (PKI in `autogit-certs`), holds one mTLS gRPC session per
+//! agent, keeps state in SQLite, watches GitLab for pending jobs (webhooks and
+//! polling), decides placement, and tells agents which runner containers to
+//! start. See `docs/ARCHITECTURE.md` for the data flow through these modules.
+#![forbid(unsafe_code)]
+
+pub mod gitlab;
+pub mod scheduler;

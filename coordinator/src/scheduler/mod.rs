@@ -1,0 +1,1 @@
+//! Pools, placement and demand: pure scheduling logic (work in progress).
