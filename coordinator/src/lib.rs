@@ -6,5 +6,17 @@
 //! start. See `docs/ARCHITECTURE.md` for the data flow through these modules.
 #![forbid(unsafe_code)]
 
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod enroll;
+pub mod fleet;
 pub mod gitlab;
+pub mod grpc;
+pub mod http;
+pub mod output;
+pub mod pki;
 pub mod scheduler;
+pub mod server;
+pub mod tokens;

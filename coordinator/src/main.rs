@@ -1,1 +1,5 @@
-fn main() {}
+//! `autogit-coordinator`: see `autogit_coordinator::cli`.
+
+fn main() -> std::process::ExitCode {
+    autogit_coordinator::cli::main()
+}

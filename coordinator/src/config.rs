@@ -1,0 +1,259 @@
+//! The coordinator's configuration: one serde struct, loaded in layers.
+//!
+//! Precedence (later wins): built-in defaults → TOML file (`--config` or
+//! `AUTOGIT_CONFIG`) → `AUTOGIT_*` environment variables (nested keys with
+//! `__`, e.g. `AUTOGIT_AGENTS__LOST_AFTER=10m`) → command-line flags.
+//! Validated once; every error names the key. `docs/configuration.md` lists
+//! every key with its default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Top-level keys, so `AUTOGIT_*` variables meant for other programs (the
+/// agent's, say) are ignored rather than rejected.
+const KEYS: &[&str] = &["data_dir", "grpc_listen", "http_listen", "tls", "agents"];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the CA, the SQLite database and other state live.
+    pub data_dir: PathBuf,
+    /// gRPC (mTLS) listener for agents.
+    pub grpc_listen: SocketAddr,
+    /// HTTP listener: /healthz, /readyz, webhooks, admin API.
+    pub http_listen: SocketAddr,
+    #[serde(default)]
+    pub tls: TlsConfig,
+    #[serde(default)]
+    pub agents: AgentsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Extra DNS names / IPs for the coordinator's server certificate
+    /// (`autogit-coordinator`, `localhost`, 127.0.0.1, ::1 and the host name
+    /// are always included).
+    pub server_names: Vec<String>,
+    /// Lifetime of agent certificates; agents renew at about 2/3 of it.
+    #[serde(with = "humantime_serde")]
+    pub agent_cert_ttl: Duration,
+    /// Lifetime of the coordinator's server certificate (re-issued at start).
+    #[serde(with = "humantime_serde")]
+    pub server_cert_ttl: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            server_names: Vec::new(),
+            agent_cert_ttl: Duration::from_secs(24 * 3600),
+            server_cert_ttl: Duration::from_secs(90 * 24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsConfig {
+    /// How often agents send heartbeats (told to them at session start).
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A ready agent silent this long becomes `unreachable`.
+    #[serde(with = "humantime_serde")]
+    pub unreachable_after: Duration,
+    /// An unreachable agent without a session this long becomes `lost`.
+    #[serde(with = "humantime_serde")]
+    pub lost_after: Duration,
+    /// How often heartbeat-derived liveness is written to SQLite.
+    #[serde(with = "humantime_serde")]
+    pub persist_interval: Duration,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        AgentsConfig {
+            heartbeat_interval: Duration::from_secs(5),
+            unreachable_after: Duration::from_secs(20),
+            lost_after: Duration::from_secs(600),
+            persist_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("/var/lib/autogit"),
+            grpc_listen: "0.0.0.0:7443".parse().expect("valid literal"),
+            http_listen: "0.0.0.0:8080".parse().expect("valid literal"),
+            tls: TlsConfig::default(),
+            agents: AgentsConfig::default(),
+        }
+    }
+}
+
+/// Values given on the command line (highest precedence).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<SocketAddr>,
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("invalid configuration: {key}: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+impl Config {
+    /// Load from the layers. `env` is the process environment (passed in so
+    /// tests never touch the real one).
+    pub fn load(file: Option<&Path>, env: &[(String, String)], flags: &Overrides) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = file {
+            if !f.exists() {
+                return Err(ConfigError::MissingFile(f.to_path_buf()));
+            }
+            fig = fig.merge(Toml::file_exact(f));
+        }
+        fig = fig.merge(env_provider(env)).merge(Serialized::defaults(flags));
+        let cfg: Config = fig.extract().map_err(|e| ConfigError::Parse(format_figment(e)))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let a = &self.agents;
+        let invalid = |key, problem: String| Err(ConfigError::Invalid { key, problem });
+        if a.heartbeat_interval < Duration::from_millis(100) {
+            return invalid("agents.heartbeat_interval", "must be at least 100ms".into());
+        }
+        if a.unreachable_after <= a.heartbeat_interval {
+            return invalid(
+                "agents.unreachable_after",
+                format!(
+                    "must be longer than agents.heartbeat_interval ({})",
+                    humantime::format_duration(a.heartbeat_interval)
+                ),
+            );
+        }
+        if a.lost_after <= a.unreachable_after {
+            return invalid("agents.lost_after", "must be longer than agents.unreachable_after".into());
+        }
+        if self.tls.agent_cert_ttl < Duration::from_secs(5) {
+            return invalid("tls.agent_cert_ttl", "must be at least 5s".into());
+        }
+        if self.tls.server_cert_ttl < Duration::from_secs(3600) {
+            return invalid("tls.server_cert_ttl", "must be at least 1h".into());
+        }
+        Ok(())
+    }
+
+    /// Names on the coordinator's server certificate.
+    pub fn server_names(&self) -> Vec<String> {
+        let mut names = vec![
+            autogit_certs::tls::COORDINATOR_NAME.to_string(),
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+        ];
+        if let Ok(h) = nix_hostname() {
+            names.push(h);
+        }
+        names.extend(self.tls.server_names.iter().cloned());
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+fn nix_hostname() -> std::io::Result<String> {
+    let h = std::fs::read_to_string("/proc/sys/kernel/hostname")?;
+    let h = h.trim().to_string();
+    if h.is_empty() || h.contains(' ') { Err(std::io::Error::other("no hostname")) } else { Ok(h) }
+}
+
+fn env_provider(env: &[(String, String)]) -> Serialized<figment::value::Dict> {
+    // Figment's Env provider reads the real environment; we build the same
+    // nested dictionary from the given pairs so tests stay hermetic.
+    let mut fig = Figment::new();
+    for (k, v) in env {
+        let Some(rest) = k.strip_prefix("AUTOGIT_") else { continue };
+        let path = rest.to_ascii_lowercase().replace("__", ".");
+        let top = path.split('.').next().unwrap_or_default();
+        if !KEYS.contains(&top) {
+            continue;
+        }
+        let value: figment::value::Value = v.parse().unwrap_or_else(|_| v.clone().into());
+        fig = fig.merge(Serialized::default(&path, value));
+    }
+    let dict = fig.extract::<figment::value::Dict>().unwrap_or_default();
+    Serialized::defaults(dict)
+}
+
+fn format_figment(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| {
+            let key = if e.path.is_empty() { String::new() } else { format!("{}: ", e.path.join(".")) };
+            let src = e.metadata.as_ref().and_then(|m| m.source.as_ref()).map(|s| format!(" (from {s})")).unwrap_or_default();
+            format!("{key}{}{src}", e.kind)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("c.toml");
+        std::fs::write(&f, "grpc_listen = \"127.0.0.1:1\"\nhttp_listen = \"127.0.0.1:2\"\n[agents]\nlost_after = \"1h\"\n").unwrap();
+        let e = env(&[("AUTOGIT_HTTP_LISTEN", "127.0.0.1:3"), ("AUTOGIT_AGENTS__HEARTBEAT_INTERVAL", "2s"), ("AUTOGIT_STATE_DIR", "/x")]);
+        let flags = Overrides { grpc_listen: Some("127.0.0.1:4".parse().unwrap()), ..Default::default() };
+        let c = Config::load(Some(&f), &e, &flags).unwrap();
+        assert_eq!(c.grpc_listen.port(), 4, "flag beats file");
+        assert_eq!(c.http_listen.port(), 3, "env beats file");
+        assert_eq!(c.agents.lost_after, Duration::from_secs(3600), "file beats default");
+        assert_eq!(c.agents.heartbeat_interval, Duration::from_secs(2));
+        assert_eq!(c.agents.unreachable_after, Duration::from_secs(20), "default kept");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("c.toml");
+        std::fs::write(&f, "[agents]\nheartbeat_interval = \"soon\"\n").unwrap();
+        let err = Config::load(Some(&f), &[], &Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("agents.heartbeat_interval"), "{err}");
+        std::fs::write(&f, "grpc_listn = \"x\"\n").unwrap();
+        let err = Config::load(Some(&f), &[], &Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("grpc_listn"), "{err}");
+        std::fs::write(&f, "[agents]\nheartbeat_interval = \"30s\"\n").unwrap();
+        let err = Config::load(Some(&f), &[], &Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("agents.unreachable_after"), "{err}");
+        let err = Config::load(Some(&d.path().join("nope.toml")), &[], &Overrides::default()).unwrap_err();
+        assert!(matches!(err, ConfigError::MissingFile(_)));
+    }
+}

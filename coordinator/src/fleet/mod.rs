@@ -1,0 +1,17 @@
+//! The fleet of agents: their identity-bound sessions, liveness, inventory.
+//!
+//! * [`registry`]: the in-memory live view (sessions, heartbeats, states).
+//! * [`monitor`]: the loop that applies heartbeat timeouts, flushes liveness
+//!   to SQLite in batches and picks up revocations written by CLI commands.
+//! * [`session`]: drives one agent's gRPC session.
+//! * [`inventory`] / [`agent`]: domain types.
+
+pub mod agent;
+pub mod inventory;
+pub mod monitor;
+pub mod registry;
+pub mod session;
+
+pub use agent::{AgentState, AgentView, Load, rfc3339};
+pub use inventory::Inventory;
+pub use registry::{Fleet, NotConnected, Refusal, SessionId, SessionTx, Timings, Transition};

@@ -1,0 +1,504 @@
+//! The live fleet: which agents exist, which have a session, when each was
+//! last heard from, and the channel to send each one commands.
+//!
+//! Heartbeats only touch memory. Liveness reaches SQLite in batches (every
+//! `persist_interval`) and on state transitions, so thousands of agents do
+//! not cost a write per heartbeat. Revocation is checked here on every session
+//! open and renewal; revoking cuts the live session at once.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use autogit_certs::AgentId;
+use autogit_proto::v1 as pb;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, watch};
+use tonic::Status;
+
+use super::agent::{AgentState, AgentView, Load};
+use super::inventory::Inventory;
+use crate::db::{self, AgentRow, Liveness};
+
+/// Messages to one agent's session.
+pub type SessionTx = mpsc::Sender<Result<pb::CoordinatorMessage, Status>>;
+
+/// Identifies one session of an agent (an agent reconnecting gets a new one).
+pub type SessionId = u64;
+
+/// Timing of liveness decisions.
+#[derive(Debug, Clone, Copy)]
+pub struct Timings {
+    pub heartbeat_interval: Duration,
+    pub unreachable_after: Duration,
+    pub lost_after: Duration,
+}
+
+/// Why a session or renewal is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("agent {0} is revoked")]
+    Revoked(AgentId),
+    #[error("agent {0} is unknown to this coordinator")]
+    Unknown(AgentId),
+}
+
+/// A state change worth an audit event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub agent: AgentId,
+    pub from: AgentState,
+    pub to: AgentState,
+}
+
+#[derive(Debug)]
+struct Live {
+    hostname: String,
+    arch: String,
+    token_labels: BTreeMap<String, String>,
+    cordoned: bool,
+    state: AgentState,
+    inventory: Option<Inventory>,
+    load: Option<Load>,
+    last_seen: Option<Instant>,
+    last_seen_wall: Option<OffsetDateTime>,
+    session: Option<(SessionId, SessionTx)>,
+    enrolled_at: i64,
+    cert_not_after: i64,
+    dirty: bool,
+}
+
+#[derive(Debug)]
+struct Inner {
+    agents: Mutex<HashMap<AgentId, Live>>,
+    revoked: RwLock<HashSet<AgentId>>,
+    next_session: std::sync::atomic::AtomicU64,
+    timings: Timings,
+    changed: watch::Sender<u64>,
+}
+
+/// Cheap handle to the live fleet.
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    inner: Arc<Inner>,
+}
+
+fn live_from_row(row: &AgentRow) -> Live {
+    let stored: AgentState = row.state.parse().unwrap_or(AgentState::Unreachable);
+    // After a restart nobody has a session yet: agents that were up are
+    // unreachable until they reconnect (they do so on their own).
+    let state = match stored {
+        AgentState::Ready => AgentState::Unreachable,
+        s => s,
+    };
+    let view = AgentView::from_row(row).ok();
+    Live {
+        hostname: row.hostname.clone(),
+        arch: row.arch.clone(),
+        token_labels: serde_json::from_str(&row.labels).unwrap_or_default(),
+        cordoned: row.cordoned,
+        state,
+        inventory: view.as_ref().and_then(|v| v.inventory.clone()),
+        load: view.and_then(|v| v.load),
+        last_seen: None,
+        last_seen_wall: row.last_seen.map(db::from_ms),
+        session: None,
+        enrolled_at: row.enrolled_at,
+        cert_not_after: row.cert_not_after,
+        dirty: false,
+    }
+}
+
+impl Fleet {
+    /// Build the registry from stored agents and revocations.
+    pub fn new(rows: &[AgentRow], revoked: &[String], timings: Timings) -> Self {
+        let agents = rows
+            .iter()
+            .filter_map(|r| r.id.parse::<AgentId>().ok().map(|id| (id, live_from_row(r))))
+            .collect();
+        let revoked = revoked.iter().filter_map(|s| s.parse().ok()).collect();
+        let (changed, _) = watch::channel(0);
+        Fleet {
+            inner: Arc::new(Inner {
+                agents: Mutex::new(agents),
+                revoked: RwLock::new(revoked),
+                next_session: 1.into(),
+                timings,
+                changed,
+            }),
+        }
+    }
+
+    pub fn timings(&self) -> Timings {
+        self.inner.timings
+    }
+
+    /// A receiver that ticks whenever placement-relevant fleet state changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.changed.subscribe()
+    }
+
+    fn notify(&self) {
+        self.inner.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, Live>> {
+        // A poisoned lock means a panic mid-update; the map is still usable.
+        self.inner.agents.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_revoked(&self, id: &AgentId) -> bool {
+        self.inner.revoked.read().unwrap_or_else(|e| e.into_inner()).contains(id)
+    }
+
+    /// Check that `id` may hold a session or renew its certificate.
+    pub fn admit(&self, id: &AgentId) -> Result<(), Refusal> {
+        if self.is_revoked(id) {
+            return Err(Refusal::Revoked(*id));
+        }
+        if !self.lock().contains_key(id) {
+            return Err(Refusal::Unknown(*id));
+        }
+        Ok(())
+    }
+
+    /// A newly enrolled agent.
+    pub fn insert_enrolled(&self, row: &AgentRow) {
+        if let Ok(id) = row.id.parse() {
+            self.lock().insert(id, live_from_row(row));
+        }
+    }
+
+    /// Open a session: the agent becomes ready. An older session of the same
+    /// agent is closed (an agent has at most one).
+    pub fn connect(&self, id: AgentId, inventory: Inventory, tx: SessionTx) -> Result<(SessionId, AgentState), Refusal> {
+        if self.is_revoked(&id) {
+            return Err(Refusal::Revoked(id));
+        }
+        let sid = self.inner.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let prev_state;
+        {
+            let mut agents = self.lock();
+            let live = agents.get_mut(&id).ok_or(Refusal::Unknown(id))?;
+            if let Some((_, old)) = live.session.take() {
+                let _ = old.try_send(Err(Status::aborted("replaced by a newer session of the same agent")));
+            }
+            prev_state = live.state;
+            live.hostname = inventory.hostname.clone();
+            live.arch = inventory.arch.clone();
+            live.inventory = Some(inventory);
+            live.state = AgentState::Ready;
+            live.last_seen = Some(Instant::now());
+            live.last_seen_wall = Some(OffsetDateTime::now_utc());
+            live.session = Some((sid, tx));
+            live.dirty = true;
+        }
+        self.notify();
+        Ok((sid, prev_state))
+    }
+
+    pub fn heartbeat(&self, id: &AgentId, sid: SessionId, load: Load) {
+        let mut agents = self.lock();
+        if let Some(live) = agents.get_mut(id) {
+            if live.session.as_ref().is_some_and(|(s, _)| *s == sid) {
+                live.load = Some(load);
+                live.last_seen = Some(Instant::now());
+                live.last_seen_wall = Some(OffsetDateTime::now_utc());
+                live.dirty = true;
+            }
+        }
+    }
+
+    /// Replace an agent's inventory; returns true if it changed.
+    pub fn update_inventory(&self, id: &AgentId, inventory: Inventory) -> bool {
+        let changed = {
+            let mut agents = self.lock();
+            match agents.get_mut(id) {
+                Some(live) if live.inventory.as_ref() != Some(&inventory) => {
+                    live.hostname = inventory.hostname.clone();
+                    live.arch = inventory.arch.clone();
+                    live.inventory = Some(inventory);
+                    true
+                }
+                _ => false,
+            }
+        };
+        if changed {
+            self.notify();
+        }
+        changed
+    }
+
+    /// The session `sid` ended. Returns the transition if the agent was ready.
+    pub fn disconnect(&self, id: &AgentId, sid: SessionId) -> Option<Transition> {
+        let t = {
+            let mut agents = self.lock();
+            let live = agents.get_mut(id)?;
+            if !live.session.as_ref().is_some_and(|(s, _)| *s == sid) {
+                return None; // an older, already replaced session
+            }
+            live.session = None;
+            live.dirty = true;
+            if live.state == AgentState::Ready {
+                live.state = AgentState::Unreachable;
+                Some(Transition { agent: *id, from: AgentState::Ready, to: AgentState::Unreachable })
+            } else {
+                None
+            }
+        };
+        self.notify();
+        t
+    }
+
+    /// Revoke: refuse from now on and cut any live session.
+    pub fn revoke(&self, id: &AgentId) {
+        self.inner.revoked.write().unwrap_or_else(|e| e.into_inner()).insert(*id);
+        {
+            let mut agents = self.lock();
+            if let Some(live) = agents.get_mut(id) {
+                if let Some((_, tx)) = live.session.take() {
+                    let _ = tx.try_send(Err(Status::permission_denied("agent revoked")));
+                }
+                live.state = AgentState::Revoked;
+                live.dirty = true;
+            }
+        }
+        self.notify();
+    }
+
+    pub fn set_cordoned(&self, id: &AgentId, cordoned: bool) -> bool {
+        let found = match self.lock().get_mut(id) {
+            Some(live) => {
+                live.cordoned = cordoned;
+                true
+            }
+            None => false,
+        };
+        self.notify();
+        found
+    }
+
+    pub fn record_cert(&self, id: &AgentId, not_after: i64) {
+        if let Some(live) = self.lock().get_mut(id) {
+            live.cert_not_after = not_after;
+        }
+    }
+
+    /// Send a command to an agent's live session.
+    pub fn send(&self, id: &AgentId, msg: pb::CoordinatorMessage) -> Result<(), NotConnected> {
+        let tx = {
+            let agents = self.lock();
+            agents.get(id).and_then(|l| l.session.as_ref().map(|(_, tx)| tx.clone()))
+        };
+        match tx {
+            Some(tx) => tx.try_send(Ok(msg)).map_err(|_| NotConnected(*id)),
+            None => Err(NotConnected(*id)),
+        }
+    }
+
+    /// Close every live session (shutdown); agents reconnect on their own.
+    pub fn close_all_sessions(&self) {
+        for live in self.lock().values_mut() {
+            if let Some((_, tx)) = live.session.take() {
+                let _ = tx.try_send(Err(Status::unavailable("coordinator shutting down")));
+            }
+        }
+    }
+
+    /// End an agent's session with an error status.
+    pub fn send_status(&self, id: &AgentId, status: Status) -> Result<(), NotConnected> {
+        let tx = self.lock().get(id).and_then(|l| l.session.as_ref().map(|(_, tx)| tx.clone()));
+        match tx {
+            Some(tx) => tx.try_send(Err(status)).map_err(|_| NotConnected(*id)),
+            None => Err(NotConnected(*id)),
+        }
+    }
+
+    /// Apply the heartbeat timeouts: ready agents silent for
+    /// `unreachable_after` become unreachable (their session is closed), and
+    /// agents without a session for `lost_after` become lost.
+    pub fn tick(&self, now: Instant) -> Vec<Transition> {
+        let t = self.inner.timings;
+        let mut out = Vec::new();
+        {
+            let mut agents = self.lock();
+            for (id, live) in agents.iter_mut() {
+                let silent = live.last_seen.map(|s| now.saturating_duration_since(s));
+                let next = match (live.state, silent) {
+                    (AgentState::Ready, Some(d)) if d > t.unreachable_after => {
+                        if let Some((_, tx)) = live.session.take() {
+                            let _ = tx.try_send(Err(Status::deadline_exceeded("no heartbeat within the grace period")));
+                        }
+                        Some(AgentState::Unreachable)
+                    }
+                    (AgentState::Unreachable, Some(d)) if d > t.lost_after => Some(AgentState::Lost),
+                    // Unreachable since a restart: never heard from in this process.
+                    (AgentState::Unreachable, None) => {
+                        live.last_seen = Some(now);
+                        None
+                    }
+                    _ => None,
+                };
+                if let Some(to) = next {
+                    out.push(Transition { agent: *id, from: live.state, to });
+                    live.state = to;
+                    live.dirty = true;
+                }
+            }
+        }
+        if !out.is_empty() {
+            self.notify();
+        }
+        out
+    }
+
+    /// Take the liveness of agents changed since the last flush.
+    pub fn take_dirty(&self) -> Vec<Liveness> {
+        let mut agents = self.lock();
+        agents
+            .iter_mut()
+            .filter(|(_, l)| l.dirty)
+            .map(|(id, l)| {
+                l.dirty = false;
+                Liveness {
+                    id: id.to_string(),
+                    state: l.state.as_str().to_string(),
+                    last_seen: l.last_seen_wall.map(db::to_ms).unwrap_or(0),
+                    load: l.load.and_then(|x| serde_json::to_string(&x).ok()),
+                }
+            })
+            .collect()
+    }
+
+    pub fn connected_count(&self) -> usize {
+        self.lock().values().filter(|l| l.session.is_some()).count()
+    }
+
+    /// A consistent snapshot of every agent, for listings and scheduling.
+    pub fn snapshot(&self) -> Vec<AgentView> {
+        let agents = self.lock();
+        let mut v: Vec<AgentView> = agents
+            .iter()
+            .map(|(id, l)| {
+                let mut labels = l.token_labels.clone();
+                if let Some(inv) = &l.inventory {
+                    for (k, val) in &inv.labels {
+                        labels.entry(k.clone()).or_insert_with(|| val.clone());
+                    }
+                }
+                AgentView {
+                    id: id.to_string(),
+                    hostname: l.hostname.clone(),
+                    arch: l.arch.clone(),
+                    state: l.state,
+                    cordoned: l.cordoned,
+                    connected: l.session.is_some(),
+                    last_seen: l.last_seen_wall.map(|t| super::agent::rfc3339(db::to_ms(t))),
+                    enrolled_at: super::agent::rfc3339(l.enrolled_at),
+                    cert_expires_at: super::agent::rfc3339(l.cert_not_after),
+                    labels,
+                    gpus: l.inventory.as_ref().map(|i| i.gpus.clone()).unwrap_or_default(),
+                    load: l.load,
+                    inventory: l.inventory.clone(),
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.hostname, &a.id).cmp(&(&b.hostname, &b.id)));
+        v
+    }
+}
+
+/// The agent has no live session to send to.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("agent {0} has no live session")]
+pub struct NotConnected(pub AgentId);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &AgentId) -> AgentRow {
+        AgentRow {
+            id: id.to_string(),
+            hostname: "h".into(),
+            arch: "x86_64".into(),
+            state: "enrolled".into(),
+            cordoned: false,
+            labels: "{}".into(),
+            inventory: None,
+            load: None,
+            cert_serial: "01".into(),
+            cert_not_after: 0,
+            token_id: None,
+            enrolled_at: 0,
+            last_seen: None,
+            revoked_at: None,
+        }
+    }
+
+    fn timings() -> Timings {
+        Timings {
+            heartbeat_interval: Duration::from_secs(1),
+            unreachable_after: Duration::from_secs(3),
+            lost_after: Duration::from_secs(10),
+        }
+    }
+
+    fn inv() -> Inventory {
+        Inventory { hostname: "h".into(), arch: "x86_64".into(), ..Default::default() }
+    }
+
+    #[tokio::test]
+    async fn ready_unreachable_lost_and_back() {
+        let id = AgentId::new_random();
+        let fleet = Fleet::new(&[row(&id)], &[], timings());
+        let (tx, mut rx) = mpsc::channel(4);
+        let (sid, prev) = fleet.connect(id, inv(), tx).unwrap();
+        assert_eq!(prev, AgentState::Enrolled);
+        let t0 = Instant::now();
+        assert!(fleet.tick(t0 + Duration::from_secs(2)).is_empty());
+        let t = fleet.tick(t0 + Duration::from_secs(4));
+        assert_eq!(t, vec![Transition { agent: id, from: AgentState::Ready, to: AgentState::Unreachable }]);
+        // the silent session was closed
+        assert!(matches!(rx.recv().await, Some(Err(_))));
+        let t = fleet.tick(t0 + Duration::from_secs(15));
+        assert_eq!(t[0].to, AgentState::Lost);
+        fleet.disconnect(&id, sid);
+        let (tx2, _rx2) = mpsc::channel(4);
+        let (_, prev) = fleet.connect(id, inv(), tx2).unwrap();
+        assert_eq!(prev, AgentState::Lost);
+        assert_eq!(fleet.snapshot()[0].state, AgentState::Ready);
+    }
+
+    #[tokio::test]
+    async fn revoke_cuts_session_and_refuses() {
+        let id = AgentId::new_random();
+        let fleet = Fleet::new(&[row(&id)], &[], timings());
+        let (tx, mut rx) = mpsc::channel(4);
+        fleet.connect(id, inv(), tx).unwrap();
+        fleet.revoke(&id);
+        let msg = rx.recv().await.unwrap();
+        assert_eq!(msg.unwrap_err().code(), tonic::Code::PermissionDenied);
+        let (tx2, _rx2) = mpsc::channel(4);
+        assert_eq!(fleet.connect(id, inv(), tx2).unwrap_err(), Refusal::Revoked(id));
+        assert_eq!(fleet.admit(&id), Err(Refusal::Revoked(id)));
+        let stranger = AgentId::new_random();
+        assert_eq!(fleet.admit(&stranger), Err(Refusal::Unknown(stranger)));
+    }
+
+    #[test]
+    fn heartbeats_stay_in_memory_until_flushed() {
+        let id = AgentId::new_random();
+        let fleet = Fleet::new(&[row(&id)], &[], timings());
+        let (tx, _rx) = mpsc::channel(4);
+        let (sid, _) = fleet.connect(id, inv(), tx).unwrap();
+        assert_eq!(fleet.take_dirty().len(), 1);
+        assert!(fleet.take_dirty().is_empty());
+        for _ in 0..100 {
+            fleet.heartbeat(&id, sid, Load { runner_containers: 2, ..Default::default() });
+        }
+        let d = fleet.take_dirty();
+        assert_eq!(d.len(), 1, "100 heartbeats make one pending write");
+        assert!(d[0].load.as_deref().unwrap().contains("\"runner_containers\":2"));
+    }
+}

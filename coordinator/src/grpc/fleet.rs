@@ -1,0 +1,35 @@
+//! `Fleet.Session` and `Fleet.Renew`: thin adapters over the fleet domain.
+
+use autogit_proto::v1 as pb;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::auth::peer_agent;
+use crate::enroll::Enroller;
+use crate::fleet::session::Sessions;
+
+pub struct FleetService {
+    pub sessions: Sessions,
+    pub enroller: Enroller,
+}
+
+#[tonic::async_trait]
+impl pb::fleet_server::Fleet for FleetService {
+    type SessionStream = ReceiverStream<Result<pb::CoordinatorMessage, Status>>;
+
+    async fn session(&self, req: Request<Streaming<pb::AgentMessage>>) -> Result<Response<Self::SessionStream>, Status> {
+        let agent = peer_agent(&req)?;
+        let stream = self.sessions.open(agent, req.into_inner()).await.inspect_err(|s| {
+            tracing::warn!(%agent, code = ?s.code(), message = s.message(), "session refused");
+        })?;
+        Ok(Response::new(stream))
+    }
+
+    async fn renew(&self, req: Request<pb::RenewRequest>) -> Result<Response<pb::RenewResponse>, Status> {
+        let agent = peer_agent(&req)?;
+        let cert = self.enroller.renew(agent, &req.get_ref().csr_pem).await.inspect_err(|e| {
+            tracing::warn!(%agent, reason = %e, "renewal refused");
+        })?;
+        Ok(Response::new(pb::RenewResponse { certificate_pem: cert }))
+    }
+}

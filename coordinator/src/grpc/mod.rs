@@ -1,0 +1,41 @@
+//! The gRPC edge: one TLS port serving `Enrollment` (no client certificate
+//! needed) and `Fleet` (client certificate from the cluster CA, not revoked).
+//!
+//! Handlers are thin adapters: convert, call the domain, map the error.
+//! [`ProtocolError`] is the one conversion from bad input to
+//! `Status::invalid_argument`.
+
+mod auth;
+mod enrollment;
+mod fleet;
+mod listener;
+
+pub use auth::peer_agent;
+pub use enrollment::EnrollmentService;
+pub use fleet::FleetService;
+pub use listener::{serve, TlsIncoming};
+
+/// A message from an agent that breaks the contract.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("invalid {field}: {problem}")]
+    Invalid { field: &'static str, problem: String },
+    #[error("missing {0}")]
+    Missing(&'static str),
+}
+
+impl ProtocolError {
+    pub fn invalid(field: &'static str, problem: impl Into<String>) -> Self {
+        ProtocolError::Invalid { field, problem: problem.into() }
+    }
+
+    pub fn missing(field: &'static str) -> Self {
+        ProtocolError::Missing(field)
+    }
+}
+
+impl From<ProtocolError> for tonic::Status {
+    fn from(e: ProtocolError) -> Self {
+        tonic::Status::invalid_argument(e.to_string())
+    }
+}

@@ -1,0 +1,100 @@
+//! `serve`: build every part of the coordinator, run it, and shut it down in
+//! order (listeners, then background tasks, then state) within a deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::Audit;
+use crate::config::Config;
+use crate::db::Db;
+use crate::enroll::Enroller;
+use crate::fleet::session::Sessions;
+use crate::fleet::{self, Fleet, Timings};
+use crate::{grpc, http, pki};
+
+/// How long shutdown may take before tasks are abandoned.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The addresses actually bound (ports may have been 0).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub grpc: std::net::SocketAddr,
+    pub http: std::net::SocketAddr,
+}
+
+/// Run the coordinator until `shutdown` is cancelled. `on_bound` is called
+/// once the listeners are bound.
+pub async fn run(cfg: Config, shutdown: CancellationToken, on_bound: impl FnOnce(Bound)) -> anyhow::Result<()> {
+    let ca = Arc::new(pki::load(&cfg.data_dir)?);
+    let db = Db::open(&cfg.data_dir).await.context("open state database")?;
+    let audit = Audit::new(db.clone());
+    let timings = Timings {
+        heartbeat_interval: cfg.agents.heartbeat_interval,
+        unreachable_after: cfg.agents.unreachable_after,
+        lost_after: cfg.agents.lost_after,
+    };
+    let fleet = Fleet::new(&db.list_agents().await?, &db.revoked_agent_ids().await?, timings);
+
+    let (chain, key) = ca
+        .issue_server_cert(&cfg.server_names(), cfg.tls.server_cert_ttl)
+        .context("issue coordinator server certificate")?;
+    let tls = autogit_certs::tls::server_config(ca.cert_pem(), &chain, &key).context("build TLS config")?;
+
+    let grpc_listener = TcpListener::bind(cfg.grpc_listen).await.with_context(|| format!("bind gRPC listener {}", cfg.grpc_listen))?;
+    let http_listener = TcpListener::bind(cfg.http_listen).await.with_context(|| format!("bind HTTP listener {}", cfg.http_listen))?;
+    let bound = Bound { grpc: grpc_listener.local_addr()?, http: http_listener.local_addr()? };
+    tracing::info!(grpc = %bound.grpc, http = %bound.http, ca_fingerprint = %ca.fingerprint(), "coordinator listening");
+    on_bound(bound);
+
+    let enroller = Enroller::new(db.clone(), ca.clone(), fleet.clone(), audit.clone(), cfg.tls.agent_cert_ttl);
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+    let sessions = Sessions { fleet: fleet.clone(), db: db.clone(), audit: audit.clone(), events: events_tx };
+
+    let listeners = CancellationToken::new();
+    let tasks = CancellationToken::new();
+    let grpc_task = tokio::spawn(grpc::serve(
+        grpc_listener,
+        tls,
+        grpc::EnrollmentService { enroller: enroller.clone() },
+        grpc::FleetService { sessions, enroller },
+        listeners.clone(),
+    ));
+    let http_task = tokio::spawn(http::serve(http_listener, http::router(http::HttpState { db: db.clone() }), listeners.clone()));
+    let monitor = tokio::spawn(fleet::monitor::run(fleet.clone(), db.clone(), audit.clone(), cfg.agents.persist_interval, tasks.clone()));
+    let events_task = tokio::spawn({
+        let tasks = tasks.clone();
+        async move {
+            loop {
+                tokio::select! {
+                    _ = tasks.cancelled() => break,
+                    ev = events_rx.recv() => match ev {
+                        Some(ev) => tracing::debug!(?ev, "agent event"),
+                        None => break,
+                    },
+                }
+            }
+        }
+    });
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down");
+    let drain = async {
+        listeners.cancel();
+        fleet.close_all_sessions();
+        let _ = grpc_task.await;
+        let _ = http_task.await;
+        tasks.cancel();
+        let _ = monitor.await;
+        let _ = events_task.await;
+    };
+    if tokio::time::timeout(DRAIN_DEADLINE, drain).await.is_err() {
+        tracing::warn!("shutdown deadline passed; abandoning remaining tasks");
+    }
+    db.close().await;
+    Ok(())
+}
