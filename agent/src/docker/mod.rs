@@ -1,1 +1,28 @@
-//! Runner containers through the Docker Engine API (work in progress).
+//! Runner containers through the Docker Engine API.
+//!
+//! The coordinator's `StartRunner` becomes a validated [`RunnerSpec`]
+//! ([`spec`]), which [`mapping`] turns into a container (labels, limits,
+//! mounts, GPUs). [`engine`] is the Docker side behind the
+//! [`ContainerEngine`] trait, and [`supervisor`] is the actor that runs each
+//! runner's [`lifecycle`] and reports [`RunnerEvent`]s ([`events`]).
+//!
+//! ```text
+//! StartRunner ─TryFrom─▶ RunnerSpec ─▶ SupervisorHandle::start ─▶ Lifecycle task
+//!                                                               │ pull? create start wait remove
+//!                                                               ▼
+//!             RunnerStatus ◀─From─ RunnerEvent ◀── mpsc ── Supervisor actor
+//! ```
+
+pub mod engine;
+pub mod events;
+mod lifecycle;
+pub mod mapping;
+pub mod spec;
+pub mod supervisor;
+
+pub use engine::{ContainerEngine, DockerEngine, EngineError, EngineInfo};
+pub use events::{ContainerStatus, ManagedContainer, RunnerEvent, RunnerState};
+pub use spec::{BindMount, EnvVar, GpuAccess, RunnerId, RunnerSpec, SpecError, StopRequest};
+pub use supervisor::{
+    StartOutcome, StopOutcome, SupervisorConfig, SupervisorError, SupervisorHandle, spawn,
+};
