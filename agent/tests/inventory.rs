@@ -514,3 +514,10 @@ fn free_bytes_reports_space_on_a_real_file_system() {
     let err = inventory::free_bytes(&dir.path().join("missing")).expect_err("missing dir");
     assert_eq!(err.kind(), io::ErrorKind::NotFound);
 }
+
+#[test]
+fn collector_can_be_shared_with_blocking_tasks() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<Collector>();
+    assert_send_sync::<Inventory>();
+}
