@@ -1,0 +1,121 @@
+//! Hardware vocabulary shared by pools and agents: CPU architectures and GPU
+//! vendors, with the spellings AutoGit accepts in config and from agents.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A machine architecture a pool can require and an agent can have.
+///
+/// Canonical names are the kernel's (`uname -m`): `x86_64`, `aarch64`,
+/// `riscv64`. The Docker/Debian aliases `amd64` and `arm64` are accepted
+/// everywhere (config and agent inventory) and normalised; matching is
+/// ASCII case-insensitive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Arch {
+    X86_64,
+    Aarch64,
+    Riscv64,
+}
+
+impl Arch {
+    /// All supported architectures, in a fixed order.
+    pub const ALL: [Arch; 3] = [Arch::X86_64, Arch::Aarch64, Arch::Riscv64];
+
+    /// The canonical (`uname -m`) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+            Arch::Riscv64 => "riscv64",
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An architecture name AutoGit does not support.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unsupported architecture {0:?} (expected x86_64/amd64, aarch64/arm64 or riscv64)")]
+pub struct UnknownArch(pub String);
+
+impl FromStr for Arch {
+    type Err = UnknownArch;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "x86_64" | "amd64" => Ok(Arch::X86_64),
+            "aarch64" | "arm64" => Ok(Arch::Aarch64),
+            "riscv64" => Ok(Arch::Riscv64),
+            _ => Err(UnknownArch(s.to_owned())),
+        }
+    }
+}
+
+impl Serialize for Arch {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Arch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A GPU vendor. Config spells them `nvidia`, `amd`, `intel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GpuVendor {
+    Nvidia,
+    Amd,
+    Intel,
+}
+
+impl GpuVendor {
+    /// Whether containers reach this vendor's GPUs through device nodes
+    /// (`/dev/kfd`, `/dev/dri/renderD*`) rather than an NVIDIA device request.
+    pub fn uses_device_nodes(self) -> bool {
+        !matches!(self, GpuVendor::Nvidia)
+    }
+}
+
+impl fmt::Display for GpuVendor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GpuVendor::Nvidia => "NVIDIA",
+            GpuVendor::Amd => "AMD",
+            GpuVendor::Intel => "Intel",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arch_aliases_normalise() {
+        assert_eq!("amd64".parse::<Arch>(), Ok(Arch::X86_64));
+        assert_eq!("X86_64".parse::<Arch>(), Ok(Arch::X86_64));
+        assert_eq!("arm64".parse::<Arch>(), Ok(Arch::Aarch64));
+        assert_eq!("aarch64".parse::<Arch>(), Ok(Arch::Aarch64));
+        assert_eq!("riscv64".parse::<Arch>(), Ok(Arch::Riscv64));
+        assert_eq!(Arch::Aarch64.to_string(), "aarch64");
+    }
+
+    #[test]
+    fn unknown_arch_is_rejected_with_its_name() {
+        let err = "ppc64le".parse::<Arch>().unwrap_err();
+        assert!(err.to_string().contains("\"ppc64le\""), "{err}");
+        assert!("armv7l".parse::<Arch>().is_err());
+        assert!("".parse::<Arch>().is_err());
+    }
+}
