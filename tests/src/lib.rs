@@ -1,1 +1,4 @@
 //! placeholder
+
+pub mod gitlab_sim;
+pub mod runner_image;
