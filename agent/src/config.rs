@@ -1,0 +1,214 @@
+//! The agent's configuration: one serde struct, loaded in layers.
+//!
+//! Precedence (later wins): defaults → TOML (`--config` or `AUTOGIT_CONFIG`,
+//! default `/etc/autogit/agent.toml` when it exists) → `AUTOGIT_*`
+//! environment (nested keys with `__`) → flags. Every error names the key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The system-wide config file read when no `--config` is given.
+pub const DEFAULT_CONFIG: &str = "/etc/autogit/agent.toml";
+
+const KEYS: &[&str] = &["state_dir", "labels", "docker", "inventory", "session"];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Key, certificate, CA and agent id (written by `join`).
+    pub state_dir: PathBuf,
+    /// Labels reported with the inventory (e.g. `rack = "b3"`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub docker: DockerConfig,
+    #[serde(default)]
+    pub inventory: InventoryConfig,
+    #[serde(default)]
+    pub session: SessionConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerConfig {
+    /// Docker Engine socket path; when unset, `DOCKER_HOST` (unix://) and
+    /// then `/var/run/docker.sock` are used.
+    pub socket: Option<PathBuf>,
+    /// Keep failed runner containers this long for inspection before removal.
+    #[serde(with = "humantime_serde")]
+    pub keep_failed_for: Duration,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig { socket: None, keep_failed_for: Duration::ZERO }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InventoryConfig {
+    /// Root of sysfs, for AMD/Intel GPU discovery (tests point it at fixtures).
+    pub sysfs_root: PathBuf,
+    /// Root of procfs (cpuinfo, meminfo).
+    pub proc_root: PathBuf,
+    /// TESTING ONLY: a JSON file of fake NVIDIA GPUs used instead of NVML.
+    pub nvidia_fixture: Option<PathBuf>,
+    /// How often the inventory is re-collected to detect changes.
+    #[serde(with = "humantime_serde")]
+    pub rescan_interval: Duration,
+}
+
+impl Default for InventoryConfig {
+    fn default() -> Self {
+        InventoryConfig {
+            sysfs_root: "/sys".into(),
+            proc_root: "/proc".into(),
+            nvidia_fixture: None,
+            rescan_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// First reconnect delay; doubles per failure up to `reconnect_max`, with jitter.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+    /// Timeout for TCP + TLS connection setup.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            reconnect_initial: Duration::from_millis(500),
+            reconnect_max: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            state_dir: "/var/lib/autogit-agent".into(),
+            labels: BTreeMap::new(),
+            docker: DockerConfig::default(),
+            inventory: InventoryConfig::default(),
+            session: SessionConfig::default(),
+        }
+    }
+}
+
+/// Flag values (highest precedence).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("invalid configuration: {key}: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+impl Config {
+    /// Load the layers; `explicit` is `--config`/`AUTOGIT_CONFIG` (must exist);
+    /// otherwise [`DEFAULT_CONFIG`] is read if present.
+    pub fn load(explicit: Option<&Path>, env: &[(String, String)], flags: &Overrides) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match explicit {
+            Some(f) if !f.exists() => return Err(ConfigError::MissingFile(f.to_path_buf())),
+            Some(f) => fig = fig.merge(Toml::file_exact(f)),
+            None if Path::new(DEFAULT_CONFIG).exists() => fig = fig.merge(Toml::file_exact(DEFAULT_CONFIG)),
+            None => {}
+        }
+        fig = fig.merge(env_layer(env)).merge(Serialized::defaults(flags));
+        let cfg: Config = fig.extract().map_err(|e| ConfigError::Parse(format_figment(e)))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.session;
+        if s.reconnect_initial.is_zero() {
+            return Err(ConfigError::Invalid { key: "session.reconnect_initial", problem: "must be greater than 0".into() });
+        }
+        if s.reconnect_max < s.reconnect_initial {
+            return Err(ConfigError::Invalid { key: "session.reconnect_max", problem: "must be at least session.reconnect_initial".into() });
+        }
+        if self.inventory.rescan_interval < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid { key: "inventory.rescan_interval", problem: "must be at least 1s".into() });
+        }
+        for k in self.labels.keys() {
+            if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+                return Err(ConfigError::Invalid { key: "labels", problem: format!("label key {k:?} must use only [A-Za-z0-9-_./]") });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn env_layer(env: &[(String, String)]) -> Serialized<figment::value::Dict> {
+    let mut fig = Figment::new();
+    for (k, v) in env {
+        let Some(rest) = k.strip_prefix("AUTOGIT_") else { continue };
+        let path = rest.to_ascii_lowercase().replace("__", ".");
+        if !KEYS.contains(&path.split('.').next().unwrap_or_default()) {
+            continue;
+        }
+        let value: figment::value::Value = v.parse().unwrap_or_else(|_| v.clone().into());
+        fig = fig.merge(Serialized::default(&path, value));
+    }
+    Serialized::defaults(fig.extract::<figment::value::Dict>().unwrap_or_default())
+}
+
+fn format_figment(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| {
+            let key = if e.path.is_empty() { String::new() } else { format!("{}: ", e.path.join(".")) };
+            let src = e.metadata.as_ref().and_then(|m| m.source.as_ref()).map(|s| format!(" (from {s})")).unwrap_or_default();
+            format!("{key}{}{src}", e.kind)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_and_key_named_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("a.toml");
+        std::fs::write(&f, "state_dir = \"/x\"\n[labels]\nrack = \"b3\"\n[session]\nreconnect_max = \"5s\"\n").unwrap();
+        let env = vec![("AUTOGIT_SESSION__RECONNECT_INITIAL".to_string(), "1s".to_string()), ("AUTOGIT_GRPC_LISTEN".into(), "ignored".into())];
+        let c = Config::load(Some(&f), &env, &Overrides { state_dir: Some("/y".into()) }).unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/y"));
+        assert_eq!(c.session.reconnect_initial, Duration::from_secs(1));
+        assert_eq!(c.session.reconnect_max, Duration::from_secs(5));
+        assert_eq!(c.labels["rack"], "b3");
+        std::fs::write(&f, "[docker]\nsockit = \"x\"\n").unwrap();
+        let e = Config::load(Some(&f), &[], &Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("sockit"), "{e}");
+        std::fs::write(&f, "[session]\nreconnect_initial = \"10s\"\nreconnect_max = \"1s\"\n").unwrap();
+        let e = Config::load(Some(&f), &[], &Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("session.reconnect_max"), "{e}");
+    }
+}

@@ -1,0 +1,93 @@
+//! Certificate renewal over mTLS, at about two thirds of the certificate's
+//! lifetime (±10% jitter so a fleet enrolled together does not renew
+//! together). A fresh key is generated for every renewal.
+
+use std::time::Duration;
+
+use autogit_certs::{csr, CertInfo};
+use autogit_proto::v1 as pb;
+use rand::Rng;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::state::StateDir;
+use crate::transport;
+
+/// When to renew a certificate valid from `not_before` to `not_after`,
+/// measured from `now`.
+pub fn renew_in(not_before: OffsetDateTime, not_after: OffsetDateTime, now: OffsetDateTime, jitter: f64) -> Duration {
+    let life = (not_after - not_before).as_seconds_f64().max(0.0);
+    let at = not_before + time::Duration::seconds_f64(life * (2.0 / 3.0) * (1.0 + jitter));
+    let wait = (at - now).as_seconds_f64();
+    Duration::from_secs_f64(wait.max(0.0))
+}
+
+/// Renew once, now. Writes the new key and certificate to the state dir.
+pub async fn renew_once(state: &StateDir, connect_timeout: Duration) -> anyhow::Result<CertInfo> {
+    let id = state.load()?;
+    let keys = csr::generate(&id.agent.agent_id)?;
+    let tls = autogit_certs::tls::agent_client_config(&id.ca_pem, &id.cert_pem, &id.key_pem)?;
+    let channel = transport::connect(&id.agent.coordinator, tls, connect_timeout).await?;
+    let resp = pb::fleet_client::FleetClient::new(channel)
+        .renew(pb::RenewRequest { csr_pem: keys.csr_pem })
+        .await
+        .map_err(|s| anyhow::anyhow!("renewal refused: {}", s.message()))?
+        .into_inner();
+    let info = CertInfo::from_pem(&resp.certificate_pem)?;
+    if info.agent_id().map(|a| a.to_string()) != Some(id.agent.agent_id.clone()) {
+        anyhow::bail!("renewed certificate has a different identity");
+    }
+    state.save_renewed(&resp.certificate_pem, &keys.key_pem)?;
+    Ok(info)
+}
+
+/// Keep the certificate fresh until `shutdown`.
+pub async fn run(state: StateDir, connect_timeout: Duration, shutdown: CancellationToken) {
+    let mut retry = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        let wait = match state.load().map_err(anyhow::Error::from).and_then(|id| Ok(CertInfo::from_pem(&id.cert_pem)?)) {
+            Ok(info) => {
+                let jitter = rand::rng().random_range(-0.1..0.1);
+                renew_in(info.not_before, info.not_after, OffsetDateTime::now_utc(), jitter)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "read current certificate");
+                retry.next_delay()
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        match renew_once(&state, connect_timeout).await {
+            Ok(info) => {
+                retry.reset();
+                tracing::info!(serial = %info.serial_hex, not_after = %info.not_after, "certificate renewed");
+            }
+            Err(e) => {
+                let delay = retry.next_delay();
+                tracing::warn!(error = %format!("{e:#}"), retry_in = ?delay, "certificate renewal failed");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renews_at_two_thirds() {
+        let nb = OffsetDateTime::UNIX_EPOCH;
+        let na = nb + time::Duration::seconds(300);
+        assert_eq!(renew_in(nb, na, nb, 0.0), Duration::from_secs(200));
+        assert_eq!(renew_in(nb, na, nb + time::Duration::seconds(250), 0.0), Duration::ZERO);
+        let j = renew_in(nb, na, nb, 0.1);
+        assert!(j > Duration::from_secs(219) && j < Duration::from_secs(221));
+    }
+}

@@ -1,0 +1,317 @@
+//! `autogit-agent run`: one outbound mTLS gRPC session to the coordinator,
+//! kept alive with capped exponential backoff and jitter.
+//!
+//! Per session: send `Hello` (inventory + every managed container on the
+//! host), then heartbeats (CPU, memory, runner containers), inventory when it
+//! changes, and runner status events; execute `StartRunner` / `StopRunner`.
+//! The runner supervisor outlives sessions: containers keep running while the
+//! agent reconnects, and events queue until the next session.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use autogit_proto::v1 as pb;
+use sysinfo::System;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+
+use crate::backoff::Backoff;
+use crate::config::Config;
+use crate::docker::{self, DockerEngine, RunnerEvent, RunnerSpec, StopRequest, SupervisorConfig, SupervisorHandle};
+use crate::inventory::{Collector, DockerInfo, Inventory, InventoryOptions};
+use crate::state::StateDir;
+use crate::{renew, transport};
+
+/// A session that lasted this long resets the reconnect backoff.
+const STABLE_SESSION: Duration = Duration::from_secs(30);
+/// Events buffered while disconnected.
+const EVENT_BUFFER: usize = 1024;
+
+/// Why `run` stopped for good.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("coordinator refuses this agent: {0}")]
+    Refused(String),
+}
+
+/// How one session ended.
+enum End {
+    Shutdown,
+    /// Try again after a backoff.
+    Retry(String),
+    /// Revoked or unknown: retrying cannot help.
+    Fatal(String),
+}
+
+/// Long-lived parts shared by every session.
+struct Agent {
+    cfg: Config,
+    state: StateDir,
+    collector: Arc<Collector>,
+    docker: Option<(DockerEngine, SupervisorHandle)>,
+    docker_error: Option<String>,
+    system: System,
+    last_inventory: Option<Inventory>,
+}
+
+pub fn inventory_options(cfg: &Config) -> InventoryOptions {
+    InventoryOptions {
+        sysfs_root: cfg.inventory.sysfs_root.clone(),
+        proc_root: cfg.inventory.proc_root.clone(),
+        labels: cfg.labels.clone(),
+        nvidia_fixture: cfg.inventory.nvidia_fixture.clone(),
+        ..InventoryOptions::default()
+    }
+}
+
+/// Collect the inventory, with Docker facts when Docker is reachable.
+pub async fn collect_inventory(collector: Arc<Collector>, engine: Option<&DockerEngine>, docker_error: Option<&str>) -> Inventory {
+    let docker = match engine {
+        Some(e) => e.inventory_info().await,
+        None => DockerInfo { available: false, error: docker_error.map(str::to_string), ..Default::default() },
+    };
+    tokio::task::spawn_blocking(move || collector.collect(docker)).await.unwrap_or_default()
+}
+
+/// Inventories equal for change detection: free disk is compared in GiB so
+/// that ordinary churn does not resend the inventory every scan.
+fn same_inventory(a: &Inventory, b: &Inventory) -> bool {
+    let mut a = a.clone();
+    let mut b = b.clone();
+    a.docker.root_free_bytes = a.docker.root_free_bytes.map(|x| x >> 30);
+    b.docker.root_free_bytes = b.docker.root_free_bytes.map(|x| x >> 30);
+    a == b
+}
+
+/// Run until `shutdown` (Ok) or until the coordinator refuses this agent.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    let state = StateDir::new(&cfg.state_dir);
+    let identity = state.load()?;
+    tracing::info!(agent = %identity.agent.agent_id, coordinator = %identity.agent.coordinator, "starting agent");
+    let (events_tx, mut events_rx) = mpsc::channel::<RunnerEvent>(EVENT_BUFFER);
+    let (docker, docker_error) = match DockerEngine::connect(cfg.docker.socket.as_deref()).await {
+        Ok(engine) => {
+            let sup_cfg = SupervisorConfig {
+                scope: Some(identity.agent.agent_id.clone()),
+                failed_retention: cfg.docker.keep_failed_for,
+                ..SupervisorConfig::default()
+            };
+            match docker::spawn(Arc::new(engine.clone()), sup_cfg, events_tx.clone()).await {
+                Ok(sup) => (Some((engine, sup)), None),
+                Err(e) => (None, Some(e.to_string())),
+            }
+        }
+        Err(e) => (None, Some(e.to_string())),
+    };
+    if let Some(e) = &docker_error {
+        tracing::warn!(error = %e, "Docker is unavailable; runners cannot start on this host");
+    }
+    let renewals = tokio::spawn(renew::run(state.clone(), cfg.session.connect_timeout, shutdown.clone()));
+    let mut agent = Agent {
+        collector: Arc::new(Collector::new(inventory_options(&cfg))),
+        cfg,
+        state,
+        docker,
+        docker_error,
+        system: System::new(),
+        last_inventory: None,
+    };
+    let mut backoff = Backoff::new(agent.cfg.session.reconnect_initial, agent.cfg.session.reconnect_max);
+    let result = loop {
+        let started = Instant::now();
+        match agent.session(&mut events_rx, &shutdown).await {
+            End::Shutdown => break Ok(()),
+            End::Fatal(msg) => break Err(RunError::Refused(msg)),
+            End::Retry(msg) => {
+                if started.elapsed() > STABLE_SESSION {
+                    backoff.reset();
+                }
+                let delay = backoff.next_delay();
+                tracing::warn!(reason = %msg, retry_in = ?delay, "session with coordinator ended");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break Ok(()),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    };
+    if let Some((_, sup)) = &agent.docker {
+        // Containers keep running; the next agent process adopts them.
+        sup.shutdown().await;
+    }
+    renewals.abort();
+    result
+}
+
+fn end_from_status(s: &tonic::Status) -> End {
+    match s.code() {
+        Code::PermissionDenied => End::Fatal(s.message().to_string()),
+        _ => End::Retry(format!("{:?}: {}", s.code(), s.message())),
+    }
+}
+
+fn send_now(tx: &mpsc::Sender<pb::AgentMessage>, msg: pb::agent_message::Msg) -> bool {
+    tx.try_send(pb::AgentMessage { msg: Some(msg) }).is_ok()
+}
+
+impl Agent {
+    async fn session(&mut self, events: &mut mpsc::Receiver<RunnerEvent>, shutdown: &CancellationToken) -> End {
+        let id = match self.state.load() {
+            Ok(id) => id,
+            Err(e) => return End::Fatal(e.to_string()),
+        };
+        let tls = match autogit_certs::tls::agent_client_config(&id.ca_pem, &id.cert_pem, &id.key_pem) {
+            Ok(t) => t,
+            Err(e) => return End::Fatal(format!("load agent certificate: {e}")),
+        };
+        let channel = tokio::select! {
+            _ = shutdown.cancelled() => return End::Shutdown,
+            r = transport::connect(&id.agent.coordinator, tls, self.cfg.session.connect_timeout) => match r {
+                Ok(c) => c,
+                Err(e) => return End::Retry(e.to_string()),
+            },
+        };
+        let inventory = self.inventory().await;
+        let containers = match &self.docker {
+            Some((_, sup)) => match sup.list_managed().await {
+                Ok(list) => list.into_iter().map(pb::ManagedContainer::from).collect(),
+                Err(e) => return End::Retry(format!("list managed containers: {e}")),
+            },
+            None => Vec::new(),
+        };
+        let (out, out_rx) = mpsc::channel::<pb::AgentMessage>(256);
+        let hello = pb::Hello {
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            inventory: Some(pb::Inventory::from(&inventory)),
+            containers,
+        };
+        send_now(&out, pb::agent_message::Msg::Hello(hello));
+        self.last_inventory = Some(inventory);
+        let mut client = pb::fleet_client::FleetClient::new(channel);
+        let mut inbound = match client.session(ReceiverStream::new(out_rx)).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => return end_from_status(&s),
+        };
+        let heartbeat_every = match inbound.message().await {
+            Ok(Some(pb::CoordinatorMessage { msg: Some(pb::coordinator_message::Msg::Welcome(w)) })) => {
+                Duration::from_millis(u64::from(w.heartbeat_interval_ms.max(100)))
+            }
+            Ok(_) => return End::Retry("coordinator did not send Welcome".into()),
+            Err(s) => return end_from_status(&s),
+        };
+        tracing::info!(coordinator = %id.agent.coordinator, "session established");
+        let mut heartbeat = tokio::time::interval(heartbeat_every);
+        let mut rescan = tokio::time::interval(self.cfg.inventory.rescan_interval);
+        rescan.tick().await; // the first tick is immediate; Hello already carried the inventory
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return End::Shutdown,
+                m = inbound.message() => match m {
+                    Ok(Some(m)) => self.handle(m, &out).await,
+                    Ok(None) => return End::Retry("closed by coordinator".into()),
+                    Err(s) => return end_from_status(&s),
+                },
+                _ = heartbeat.tick() => {
+                    let hb = self.heartbeat().await;
+                    if out.send(pb::AgentMessage { msg: Some(pb::agent_message::Msg::Heartbeat(hb)) }).await.is_err() {
+                        return End::Retry("session stream closed".into());
+                    }
+                }
+                _ = rescan.tick() => {
+                    let inv = self.inventory().await;
+                    if !self.last_inventory.as_ref().is_some_and(|old| same_inventory(old, &inv)) {
+                        tracing::info!("inventory changed; reporting");
+                        send_now(&out, pb::agent_message::Msg::Inventory(pb::Inventory::from(&inv)));
+                        self.last_inventory = Some(inv);
+                    }
+                }
+                Some(ev) = events.recv() => {
+                    let status = pb::RunnerStatus::from(ev);
+                    if out.send(pb::AgentMessage { msg: Some(pb::agent_message::Msg::RunnerStatus(status)) }).await.is_err() {
+                        return End::Retry("session stream closed".into());
+                    }
+                }
+            }
+        }
+    }
+
+    async fn inventory(&mut self) -> Inventory {
+        collect_inventory(self.collector.clone(), self.docker.as_ref().map(|(e, _)| e), self.docker_error.as_deref()).await
+    }
+
+    async fn heartbeat(&mut self) -> pb::Heartbeat {
+        self.system.refresh_cpu_usage();
+        self.system.refresh_memory();
+        let running = match &self.docker {
+            Some((_, sup)) => sup.running_count().await.unwrap_or(0),
+            None => 0,
+        };
+        pb::Heartbeat {
+            cpu_percent: self.system.global_cpu_usage(),
+            mem_used_bytes: self.system.used_memory(),
+            mem_total_bytes: self.system.total_memory(),
+            runner_containers: running as u32,
+        }
+    }
+
+    async fn handle(&mut self, m: pb::CoordinatorMessage, out: &mpsc::Sender<pb::AgentMessage>) {
+        match m.msg {
+            Some(pb::coordinator_message::Msg::StartRunner(cmd)) => {
+                let runner_id = cmd.runner_id.clone();
+                let spec = match RunnerSpec::try_from(cmd) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(runner = %runner_id, error = %e, "rejecting StartRunner");
+                        report_failure(out, &runner_id, format!("invalid StartRunner: {e}"));
+                        return;
+                    }
+                };
+                match &self.docker {
+                    Some((_, sup)) => {
+                        tracing::info!(runner = %runner_id, pool = %spec.pool, image = %spec.image, "starting runner");
+                        if let Err(e) = sup.start(spec).await {
+                            report_failure(out, &runner_id, e.to_string());
+                        }
+                    }
+                    None => report_failure(
+                        out,
+                        &runner_id,
+                        format!("Docker unavailable on this host: {}", self.docker_error.as_deref().unwrap_or("unknown")),
+                    ),
+                }
+            }
+            Some(pb::coordinator_message::Msg::StopRunner(cmd)) => {
+                let runner_id = cmd.runner_id.clone();
+                match (StopRequest::try_from(cmd), &self.docker) {
+                    (Ok(req), Some((_, sup))) => {
+                        tracing::info!(runner = %runner_id, graceful = req.graceful, "stopping runner");
+                        if let Err(e) = sup.stop(req).await {
+                            tracing::warn!(runner = %runner_id, error = %e, "stop runner");
+                        }
+                    }
+                    (Err(e), _) => tracing::warn!(runner = %runner_id, error = %e, "rejecting StopRunner"),
+                    (Ok(_), None) => {}
+                }
+            }
+            Some(pb::coordinator_message::Msg::Welcome(_)) | None => {}
+        }
+    }
+}
+
+fn report_failure(out: &mpsc::Sender<pb::AgentMessage>, runner_id: &str, reason: String) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    send_now(
+        out,
+        pb::agent_message::Msg::RunnerStatus(pb::RunnerStatus {
+            runner_id: runner_id.to_string(),
+            state: pb::RunnerState::Failed as i32,
+            reason,
+            at_unix_ms: now,
+            ..Default::default()
+        }),
+    );
+}
