@@ -26,6 +26,7 @@ use futures::StreamExt;
 use super::events::{ContainerStatus, ManagedContainer};
 use super::mapping::{self, LABEL_MANAGED, LABEL_POOL, LABEL_RUNNER_ID, LABEL_SCOPE};
 use super::spec::{RunnerId, RunnerSpec};
+use crate::inventory::DockerInfo;
 
 /// Where Docker listens when nothing else is configured.
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
@@ -238,6 +239,32 @@ impl DockerEngine {
         })
     }
 
+    /// This engine as the inventory reports it: versions, root directory and
+    /// its free space, or `available: false` with the reason.
+    pub async fn inventory_info(&self) -> DockerInfo {
+        match self.info().await {
+            Ok(info) => {
+                let root_free_bytes = match crate::inventory::free_bytes(Path::new(&info.root_dir))
+                {
+                    Ok(b) => Some(b),
+                    Err(e) => {
+                        tracing::debug!(root = %info.root_dir, error = %e, "free space of Docker's root unknown");
+                        None
+                    }
+                };
+                DockerInfo {
+                    available: true,
+                    version: Some(info.version).filter(|v| !v.is_empty()),
+                    api_version: Some(info.api_version).filter(|v| !v.is_empty()),
+                    root_dir: Some(info.root_dir).filter(|v| !v.is_empty()),
+                    root_free_bytes,
+                    error: None,
+                }
+            }
+            Err(e) => unavailable_info(&e),
+        }
+    }
+
     async fn inspect_managed(&self, id: &str) -> Result<Option<ManagedContainer>, EngineError> {
         let c = match self
             .docker
@@ -277,6 +304,15 @@ impl DockerEngine {
             status,
             stop_signal: config.stop_signal.filter(|s| !s.is_empty()),
         }))
+    }
+}
+
+/// The inventory's view of an engine that could not be reached.
+pub fn unavailable_info(err: &EngineError) -> DockerInfo {
+    DockerInfo {
+        available: false,
+        error: Some(err.to_string()),
+        ..Default::default()
     }
 }
 

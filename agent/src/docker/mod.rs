@@ -20,7 +20,7 @@ pub mod mapping;
 pub mod spec;
 pub mod supervisor;
 
-pub use engine::{ContainerEngine, DockerEngine, EngineError, EngineInfo};
+pub use engine::{ContainerEngine, DockerEngine, EngineError, EngineInfo, unavailable_info};
 pub use events::{ContainerStatus, ManagedContainer, RunnerEvent, RunnerState};
 pub use spec::{BindMount, EnvVar, GpuAccess, RunnerId, RunnerSpec, SpecError, StopRequest};
 pub use supervisor::{
