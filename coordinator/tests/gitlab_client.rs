@@ -637,13 +637,34 @@ async fn instance_pending_jobs_follow_graphql_cursors() {
 }
 
 #[tokio::test]
-async fn instance_pending_jobs_for_a_non_admin_is_forbidden() {
-    let server = Server::start(|_, _| respond(200, &[], r#"{"data": {"jobs": null}}"#)).await;
-    let err = client(&server)
+async fn instance_pending_jobs_null_connection_is_forbidden() {
+    let server = Server::start(|n, _| match n {
+        0 => respond(200, &[], r#"{"data": {"jobs": null}}"#),
+        1 => respond(
+            200,
+            &[],
+            r#"{"data": {"jobs": null}, "errors": [{"message": "The resource that you are attempting to access does not exist or you don't have permission to perform this action", "path": ["jobs"]}]}"#,
+        ),
+        _ => respond(
+            200,
+            &[],
+            r#"{"data": null, "errors": [{"message": "Field 'bogus' doesn't exist on type 'CiJobInterface'"}]}"#,
+        ),
+    })
+    .await;
+    let c = client(&server);
+    let err = c.instance_pending_jobs().await.expect_err("jobs: null");
+    assert!(matches!(err, GitLabError::Forbidden { .. }), "{err:?}");
+    let err = c
         .instance_pending_jobs()
         .await
-        .expect_err("not an admin");
+        .expect_err("permission error");
     assert!(matches!(err, GitLabError::Forbidden { .. }), "{err:?}");
+    let err = c.instance_pending_jobs().await.expect_err("schema error");
+    match err {
+        GitLabError::GraphQl { message, .. } => assert!(message.contains("bogus"), "{message}"),
+        other => panic!("expected GraphQl, got {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -429,6 +429,7 @@ impl GitLabClient {
                 )
                 .await?;
             let page: graphql::Response = self.decode(resp, &endpoint, "GraphQL jobs").await?;
+            let jobs = page.data.and_then(|d| d.jobs);
             if !page.errors.is_empty() {
                 let message = page
                     .errors
@@ -436,11 +437,15 @@ impl GitLabClient {
                     .map(|e| e.message.as_str())
                     .collect::<Vec<_>>()
                     .join("; ");
+                // GitLab's standard "resource not available" error.
+                if jobs.is_none() && message.contains("don't have permission") {
+                    return Err(GitLabError::Forbidden { endpoint });
+                }
                 return Err(GitLabError::GraphQl { endpoint, message });
             }
-            let Some(conn) = page.data.and_then(|d| d.jobs) else {
-                // GitLab answers `jobs: null` to tokens that are not an
-                // administrator's.
+            let Some(conn) = jobs else {
+                // `jobs: null` instead of a connection: not allowed to see
+                // instance jobs.
                 return Err(GitLabError::Forbidden { endpoint });
             };
             out.extend(

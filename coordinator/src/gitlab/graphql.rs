@@ -1,15 +1,21 @@
 //! The one GraphQL query AutoGit needs: every pending job on the instance.
 //!
 //! The REST API has no instance-wide job listing; administrators can ask
-//! `POST /api/graphql` for `jobs(statuses: [PENDING])` (a `CiJobConnection`,
-//! paginated through `pageInfo { hasNextPage endCursor }`, at most 100 nodes a
-//! page). For a token that is not an administrator's GitLab answers
-//! `"jobs": null`, which the client reports as
-//! [`GitLabError::Forbidden`](super::GitLabError::Forbidden).
+//! `POST /api/graphql` for `jobs(statuses: [PENDING])` (a connection of
+//! `CiJobInterface`, paginated through `pageInfo { hasNextPage endCursor }`,
+//! at most 100 nodes a page).
 //!
-//! Only long-standing `CiJob` fields are selected so older GitLab versions
-//! accept the query. Trigger jobs (`Ci::Bridge`) never go to runners and are
-//! dropped.
+//! Beware: for a token that is not an administrator's, GitLab's
+//! `Ci::JobsFinder` turns the access denial into an *empty* list, not an
+//! error; with Admin Mode on, an admin's token also needs the `admin_mode`
+//! scope. An empty answer therefore does not prove there is no demand:
+//! check `GET /user` (`is_admin`) before relying on this query. A `null`
+//! `jobs` field (alone or with GitLab's "you don't have permission" error) is
+//! reported as [`GitLabError::Forbidden`](super::GitLabError::Forbidden).
+//!
+//! Only fields of `CiJobInterface` that have existed for a long time are
+//! selected so older GitLab versions accept the query. The finder returns
+//! builds only; trigger jobs (`Ci::Bridge`) would be dropped anyway.
 
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +26,7 @@ use super::wire;
 pub const PAGE_SIZE: u32 = 100;
 
 /// The query. `$after` is the previous page's `endCursor`.
-pub const PENDING_JOBS_QUERY: &str = "query autogitPendingJobs($first: Int, $after: String) {
+pub const PENDING_JOBS_QUERY: &str = "query AutogitPendingBuilds($first: Int, $after: String) {
   jobs(statuses: [PENDING], first: $first, after: $after) {
     pageInfo { hasNextPage endCursor }
     nodes {
@@ -243,7 +249,7 @@ mod tests {
     }
 
     #[test]
-    fn non_admin_answer_has_null_jobs() {
+    fn null_jobs_field_is_understood() {
         let resp: Response = serde_json::from_str(r#"{"data": {"jobs": null}}"#).expect("parses");
         assert!(resp.data.and_then(|d| d.jobs).is_none());
     }

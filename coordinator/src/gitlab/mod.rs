@@ -79,8 +79,10 @@ pub trait GitLab: Send + Sync {
     async fn job(&self, project_id: u64, job_id: u64) -> GitLabResult<Job>;
 
     /// Every pending job on the instance, through GraphQL
-    /// `jobs(statuses: [PENDING])`. Needs an administrator's token; others
-    /// get [`GitLabError::Forbidden`].
+    /// `jobs(statuses: [PENDING])`. Needs an administrator's token (with the
+    /// `admin_mode` scope where Admin Mode is on). GitLab answers other
+    /// tokens with an **empty list**, so check [`GitLab::current_user`]'s
+    /// `is_admin` before trusting an empty result.
     async fn instance_pending_jobs(&self) -> GitLabResult<Vec<Job>>;
 
     /// `POST /user/runners`: creates a runner and returns its `glrt-` token.
