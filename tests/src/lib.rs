@@ -1,4 +1,9 @@
-//! placeholder
+//! End-to-end harness and GitLab simulator for AutoGit.
+//!
+//! * [`harness`]: real coordinator and agent processes over loopback.
+//! * [`gitlab_sim`]: GitLab's documented REST, runner API and Job Hooks.
+//! * [`runner_image`]: the local test runner image (no registry needed).
 
 pub mod gitlab_sim;
+pub mod harness;
 pub mod runner_image;

@@ -1,0 +1,361 @@
+//! Real coordinator and agent processes for end-to-end tests.
+//!
+//! Binaries come from `AUTOGIT_BIN_DIR` or the cargo target dir next to the
+//! running test (`cargo xtask test` builds them first). Every process is
+//! killed with SIGKILL when its handle drops, so a failing test leaves
+//! nothing running. All traffic is on 127.0.0.1.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use serde_json::Value;
+
+/// Directory holding the built `autogit-*` binaries.
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("AUTOGIT_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    // target/debug/deps/<test-exe> → target/debug
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// Path of a built binary; panics with the fix when it is missing.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`, or run the tests with `cargo xtask test`)",
+        p.display()
+    );
+    p
+}
+
+/// Poll `f` every 100 ms until it returns `Some`, at most `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A child process killed (SIGKILL) on drop, with its stderr in a file.
+#[derive(Debug)]
+pub struct Proc {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command, log: PathBuf) -> anyhow::Result<(Self, std::process::ChildStdout)> {
+        let f = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(f))
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("spawn {cmd:?}"))?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        Ok((Proc { child: Some(child), log }, stdout))
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Send a signal (e.g. SIGTERM) without waiting.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        if let Some(pid) = self.pid() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+        }
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Wait for exit at most `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        wait_for(timeout, "process exit", || self.try_exit())
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Short timings so liveness tests run in seconds.
+pub const FAST_COORDINATOR_CONFIG: &str = r#"
+[agents]
+heartbeat_interval = "300ms"
+unreachable_after = "2s"
+lost_after = "20s"
+persist_interval = "1s"
+"#;
+
+/// A coordinator data dir plus, when running, its process.
+pub struct Coordinator {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub proc: Option<Proc>,
+    pub grpc: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Coordinator {
+    /// `init` a fresh data dir in a temp dir, with `extra_config` appended to
+    /// [`FAST_COORDINATOR_CONFIG`].
+    pub fn init(extra_config: &str) -> anyhow::Result<Self> {
+        let tmp = tempfile::tempdir()?;
+        let dir = tmp.path().join("coordinator");
+        let config = tmp.path().join("coordinator.toml");
+        std::fs::write(&config, format!("{FAST_COORDINATOR_CONFIG}\n{extra_config}"))?;
+        let c = Coordinator { dir, config, proc: None, grpc: None, http: None, _tmp: Some(tmp) };
+        c.cli_ok(&["init"])?;
+        Ok(c)
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(bin("autogit-coordinator"));
+        cmd.arg("--data-dir").arg(&self.dir).arg("--config").arg(&self.config);
+        cmd.env_remove("AUTOGIT_LOG").env("NO_COLOR", "1");
+        cmd
+    }
+
+    /// Run a subcommand to completion.
+    pub fn cli(&self, args: &[&str]) -> anyhow::Result<Output> {
+        Ok(self.command().args(args).output()?)
+    }
+
+    /// Run a subcommand that must succeed; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.cli(args)?;
+        if !out.status.success() {
+            bail!("autogit-coordinator {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// `token create` with `args`; returns the token (last stdout line).
+    pub fn token(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut a = vec!["token", "create"];
+        a.extend_from_slice(args);
+        let out = self.cli_ok(&a)?;
+        out.lines().last().map(str::to_string).ok_or_else(|| anyhow!("token create printed nothing"))
+    }
+
+    /// `agents list --output json`.
+    pub fn agents(&self) -> anyhow::Result<Vec<Value>> {
+        let out = self.cli_ok(&["agents", "list", "--output", "json"])?;
+        Ok(serde_json::from_str(&out)?)
+    }
+
+    /// `token list --output json`.
+    pub fn tokens(&self) -> anyhow::Result<Vec<Value>> {
+        let out = self.cli_ok(&["token", "list", "--output", "json"])?;
+        Ok(serde_json::from_str(&out)?)
+    }
+
+    /// Start `serve`. The first start picks free ports; later starts reuse
+    /// them so agents find the coordinator where they left it.
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        let grpc = self.grpc.map(|a| a.to_string()).unwrap_or_else(|| "127.0.0.1:0".into());
+        let http = self.http.map(|a| a.to_string()).unwrap_or_else(|| "127.0.0.1:0".into());
+        let mut cmd = self.command();
+        cmd.args(["serve", "--grpc-listen", &grpc, "--http-listen", &http]);
+        let n = std::fs::read_dir(self.dir.parent().unwrap_or(Path::new("."))).map(|d| d.count()).unwrap_or(0);
+        let log = self.dir.with_file_name(format!("coordinator-{n}.log"));
+        let (proc, stdout) = Proc::spawn(cmd, log)?;
+        let line = read_line_timeout(stdout, Duration::from_secs(20)).with_context(|| format!("coordinator start; log:\n{}", proc.logs()))?;
+        // "autogit-coordinator listening grpc=ADDR http=ADDR"
+        let field = |k: &str| -> anyhow::Result<SocketAddr> {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .ok_or_else(|| anyhow!("unexpected first line {line:?}"))?
+                .parse()
+                .map_err(|e| anyhow!("bad address in {line:?}: {e}"))
+        };
+        self.grpc = Some(field("grpc=")?);
+        self.http = Some(field("http=")?);
+        self.proc = Some(proc);
+        Ok(())
+    }
+
+    pub fn grpc_addr(&self) -> String {
+        self.grpc.map(|a| a.to_string()).unwrap_or_default()
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http.expect("coordinator started"), path)
+    }
+
+    /// SIGKILL the running coordinator.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        self.proc.as_ref().map(Proc::logs).unwrap_or_default()
+    }
+
+    /// Wait until `agents list` shows `id` in `state`.
+    pub fn wait_agent_state(&self, id: &str, state: &str, timeout: Duration) -> anyhow::Result<Value> {
+        wait_for(timeout, &format!("agent {id} to be {state}"), || {
+            self.agents().ok()?.into_iter().find(|a| a["id"] == id && a["state"] == state)
+        })
+        .with_context(|| format!("coordinator log:\n{}", self.logs()))
+    }
+}
+
+fn read_line_timeout(stdout: std::process::ChildStdout, timeout: Duration) -> anyhow::Result<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = r.read_line(&mut line);
+        let _ = tx.send(line);
+        // Keep draining so the child never blocks on a full pipe.
+        let mut sink = String::new();
+        while r.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+            sink.clear();
+        }
+    });
+    let line = rx.recv_timeout(timeout).map_err(|_| anyhow!("no output within {timeout:?}"))?;
+    if line.is_empty() {
+        bail!("process exited before printing its address");
+    }
+    Ok(line.trim().to_string())
+}
+
+/// Short reconnect timings for tests.
+pub const FAST_AGENT_CONFIG: &str = r#"
+[session]
+reconnect_initial = "100ms"
+reconnect_max = "1s"
+connect_timeout = "3s"
+"#;
+
+/// An agent state dir plus, when running, its process.
+pub struct Agent {
+    pub state_dir: PathBuf,
+    pub config: PathBuf,
+    pub proc: Option<Proc>,
+    /// Run under this emulator (e.g. qemu-aarch64-static) with this binary.
+    pub runner: Option<(PathBuf, PathBuf)>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Agent {
+    /// A new, not yet enrolled agent with `extra_config` appended to [`FAST_AGENT_CONFIG`].
+    pub fn new(extra_config: &str) -> anyhow::Result<Self> {
+        let tmp = tempfile::tempdir()?;
+        let state_dir = tmp.path().join("state");
+        let config = tmp.path().join("agent.toml");
+        std::fs::write(&config, format!("{FAST_AGENT_CONFIG}\n{extra_config}"))?;
+        Ok(Agent { state_dir, config, proc: None, runner: None, _tmp: tmp })
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = match &self.runner {
+            Some((emu, binary)) => {
+                let mut c = Command::new(emu);
+                c.arg(binary);
+                c
+            }
+            None => Command::new(bin("autogit-agent")),
+        };
+        cmd.arg("--state-dir").arg(&self.state_dir).arg("--config").arg(&self.config);
+        cmd.env_remove("AUTOGIT_LOG").env("NO_COLOR", "1");
+        cmd
+    }
+
+    /// `join`; returns the raw output (tests check failures too).
+    pub fn join(&self, coordinator: &str, token: &str) -> anyhow::Result<Output> {
+        Ok(self.command().args(["join", "--coordinator", coordinator, "--token", token]).output()?)
+    }
+
+    /// `join` that must succeed; returns the agent id.
+    pub fn join_ok(&self, coordinator: &str, token: &str) -> anyhow::Result<String> {
+        let out = self.join(coordinator, token)?;
+        if !out.status.success() {
+            bail!("join failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        self.id()
+    }
+
+    pub fn id(&self) -> anyhow::Result<String> {
+        let v: Value = serde_json::from_slice(&std::fs::read(self.state_dir.join("agent.json"))?)?;
+        v["agent_id"].as_str().map(str::to_string).ok_or_else(|| anyhow!("agent.json has no agent_id"))
+    }
+
+    pub fn cert_pem(&self) -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(self.state_dir.join("cert.pem"))?)
+    }
+
+    /// Start `run`.
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        let mut cmd = self.command();
+        cmd.arg("run");
+        let n = std::fs::read_dir(self._tmp.path()).map(|d| d.count()).unwrap_or(0);
+        let (proc, mut stdout) = Proc::spawn(cmd, self._tmp.path().join(format!("agent-{n}.log")))?;
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        self.proc = Some(proc);
+        Ok(())
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        self.proc.as_ref().map(Proc::logs).unwrap_or_default()
+    }
+}
+
+/// `autogit-agent inventory` JSON for a config.
+pub fn agent_inventory(config: &Path) -> anyhow::Result<Value> {
+    let out = Command::new(bin("autogit-agent")).arg("--config").arg(config).arg("inventory").output()?;
+    if !out.status.success() {
+        bail!("inventory failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// The path of a file in the agent crate's test fixtures.
+pub fn agent_fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/tests/fixtures").join(rel)
+}
