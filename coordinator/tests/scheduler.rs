@@ -298,7 +298,8 @@ fn validation_names_pool_and_key() {
     p.run_untagged = true;
     p.validate().expect("an untagged catch-all pool is fine");
 
-    let cases: Vec<(fn(&mut Pool), &str)> = vec![
+    type Case = (fn(&mut Pool), &'static str);
+    let cases: Vec<Case> = vec![
         (|p| p.name = "Big Pool".into(), "pool 'Big Pool': name"),
         (|p| p.tags.push("a,b".into()), "tags tag \"a,b\""),
         (|p| p.tags.push("x".into()), "tags lists \"x\" twice"),

@@ -364,10 +364,8 @@ impl Pool {
                 "is empty and run_untagged = false, so no job could ever match this pool".into(),
             );
         }
-        if let Some(gpu) = &self.gpu {
-            if gpu.count == 0 {
-                return err("gpu.count", "must be >= 1 (omit `gpu` for no GPU)".into());
-            }
+        if self.gpu.as_ref().is_some_and(|g| g.count == 0) {
+            return err("gpu.count", "must be >= 1 (omit `gpu` for no GPU)".into());
         }
         if self.image.trim().is_empty() || self.image.contains(char::is_whitespace) {
             return err(
@@ -429,10 +427,12 @@ impl Pool {
             }
             _ => {}
         }
-        if let Some(mode) = &self.network_mode {
-            if mode.is_empty() || mode.contains(char::is_whitespace) {
-                return err("network_mode", format!("{mode:?} is not a network mode"));
-            }
+        let bad_mode = self
+            .network_mode
+            .as_ref()
+            .filter(|m| m.is_empty() || m.contains(char::is_whitespace));
+        if let Some(mode) = bad_mode {
+            return err("network_mode", format!("{mode:?} is not a network mode"));
         }
         let mut targets = BTreeSet::new();
         for (i, m) in self.mounts.iter().enumerate() {
@@ -530,7 +530,8 @@ pub fn validate_pools(pools: &[Pool]) -> Result<(), PoolError> {
                 == tags;
             // A later pool that takes untagged jobs when the earlier one
             // does not still receives the untagged demand.
-            same && !(pool.run_untagged && !earlier.run_untagged)
+            let adds_untagged = pool.run_untagged && !earlier.run_untagged;
+            same && !adds_untagged
         });
         if let Some(earlier) = shadowed_by {
             return Err(PoolError::new(
