@@ -644,8 +644,18 @@ fn placement_explains_gpu_blockers() {
     c.gpus
         .push(gpu(GpuVendor::Amd, "pci-0000:03:00.0", 16, None));
     assert_eq!(
-        place(&amd, &[c], Strategy::Spread).unwrap_err().to_string(),
+        place(&amd, std::slice::from_ref(&c), Strategy::Spread)
+            .unwrap_err()
+            .to_string(),
         "no agent has an AMD GPU with a render node"
+    );
+    let mut amd_big = amd.clone();
+    amd_big.gpu.as_mut().unwrap().min_memory = Some(ByteSize::gib(8));
+    assert_eq!(
+        place(&amd_big, &[c], Strategy::Spread)
+            .unwrap_err()
+            .to_string(),
+        "no agent has an AMD GPU with a render node and at least 8.0 GiB memory"
     );
 }
 

@@ -3,24 +3,47 @@
 //!
 //! Nothing here does I/O, reads the clock, awaits, or touches the database or
 //! GitLab: every decision is a function of its arguments (time included), so
-//! it is tested with fixtures and property tests, and the reconciler that
-//! executes the decisions stays thin.
-//!
-//! - [`pool`]: pool configuration (`[[pools]]`), built-in defaults,
-//!   validation, and rendering a pool's command/env templates
-//!   ([`template`]).
-//! - [`matching`]: GitLab's rule (a job's tags must be a subset of the
-//!   runner's; untagged jobs only go to `run_untagged` runners) and counting
-//!   each pending job once, for its most specific pool.
-//! - [`placement`]: choosing an agent and GPUs for one runner, or saying why
-//!   none fits.
-//! - [`plan`]: per pool, start runners up to pending + `idle_min` available
-//!   ones within `max_runners`, stop idle runners past `idle_timeout` that
-//!   are not needed, never stop busy ones, never give a GPU twice.
+//! it is tested with fixtures and property tests (`tests/scheduler*.rs`),
+//! and the reconciler that executes the decisions stays thin.
 //!
 //! Each runner container runs `gitlab-runner run-single --max-builds 1`: it
 //! serves one job and exits. Demand is counted per pool, not per job:
 //! AutoGit does not promise which runner takes which job.
+//!
+//! # Pools ([`pool`], [`template`])
+//! A pool is one kind of runner: the GitLab tags it carries, the hardware it
+//! needs (`arch`, optional `gpu`), its container (image, command, env,
+//! limits, mounts, Docker socket) and its sizing (`max_runners`, `idle_min`,
+//! `idle_timeout`). Config that defines no pools gets the built-in `amd64`,
+//! `arm64`, `riscv64`, `nvidia` and `amd` pools. `validate_pools` names the
+//! pool and key in every error. Command and env values are templates with
+//! `{gitlab_url}`, `{runner_token}`, `{runner_id}`, `{pool}` and GPU
+//! placeholders; unknown placeholders fail validation.
+//!
+//! # Matching ([`matching`])
+//! A job fits a pool when the job's tags are a subset of the pool's tags; an
+//! untagged job fits only pools with `run_untagged`. Each pending job is
+//! counted for exactly one pool: the fitting pool with the fewest tags beyond
+//! the job's, then the first in config order.
+//!
+//! # Placement ([`placement`])
+//! A new runner goes to an agent of the pool's arch that is `Ready`, not
+//! cordoned, has enough unassigned GPUs of the vendor (with `min_memory`),
+//! and enough free CPU and memory for the pool's limits. `Spread` prefers
+//! the fewest runners then the most free resources, `BinPack` the fullest
+//! agent that fits; ties go to the lowest agent id. When nothing fits, the
+//! error names the most relevant blocker ("all NVIDIA GPUs busy (4 of 4
+//! assigned)").
+//!
+//! # The plan ([`plan`](mod@plan))
+//! Per pool: *available* = provisioning + idle runners, *wanted* = pending +
+//! `idle_min`. Start wanted - available runners, never taking the pool above
+//! `max_runners` (counting every runner that is not stopping); each start
+//! reserves its CPU, memory and GPUs before the next is placed, so no GPU is
+//! given twice. Stop idle runners past `idle_timeout` only while available >
+//! wanted; stop idle, then provisioning, runners when a pool is above
+//! `max_runners`; never stop busy runners. The same input always yields the
+//! same plan.
 
 pub mod bytesize;
 pub mod hardware;

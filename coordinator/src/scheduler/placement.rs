@@ -302,15 +302,20 @@ impl fmt::Display for Unplaceable {
                 min_memory,
                 largest,
             } => match min_memory {
-                Some(min) => write!(
+                // Memory is the blocker only when even the largest is small;
+                // otherwise AMD/Intel GPUs lack a render node to pass in.
+                Some(min) if largest < min => write!(
                     f,
                     "no agent has {} with at least {min} memory (largest: {largest})",
                     gpus_phrase(*vendor, *count, false)
                 ),
-                None => write!(
+                _ => write!(
                     f,
-                    "no agent has {} with a render node",
-                    gpus_phrase(*vendor, *count, false)
+                    "no agent has {} with a render node{}",
+                    gpus_phrase(*vendor, *count, false),
+                    min_memory
+                        .map(|m| format!(" and at least {m} memory"))
+                        .unwrap_or_default()
                 ),
             },
             Unplaceable::GpusBusy {
