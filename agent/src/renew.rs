@@ -14,13 +14,28 @@ use crate::backoff::Backoff;
 use crate::state::StateDir;
 use crate::transport;
 
-/// When to renew a certificate valid from `not_before` to `not_after`,
-/// measured from `now`.
-pub fn renew_in(not_before: OffsetDateTime, not_after: OffsetDateTime, now: OffsetDateTime, jitter: f64) -> Duration {
-    let life = (not_after - not_before).as_seconds_f64().max(0.0);
-    let at = not_before + time::Duration::seconds_f64(life * (2.0 / 3.0) * (1.0 + jitter));
+/// Never renew more often than this, whatever the certificate says.
+const MIN_WAIT: Duration = Duration::from_secs(1);
+
+/// When to renew a certificate valid until `not_after` that this host
+/// received at `issued` (the certificate file's write time: `not_before` is
+/// back-dated by the coordinator to absorb clock skew, so it would make the
+/// lifetime look longer than it is), measured from `now`.
+pub fn renew_in(issued: OffsetDateTime, not_after: OffsetDateTime, now: OffsetDateTime, jitter: f64) -> Duration {
+    let life = (not_after - issued).as_seconds_f64().max(0.0);
+    let at = issued + time::Duration::seconds_f64(life * (2.0 / 3.0) * (1.0 + jitter));
     let wait = (at - now).as_seconds_f64();
-    Duration::from_secs_f64(wait.max(0.0))
+    Duration::from_secs_f64(wait.max(0.0)).max(MIN_WAIT)
+}
+
+/// When the current certificate was received: the later of its
+/// `not_before` and the certificate file's modification time.
+fn issued_at(state: &StateDir, info: &CertInfo) -> OffsetDateTime {
+    let written = std::fs::metadata(state.path().join(crate::state::CERT_FILE))
+        .and_then(|m| m.modified())
+        .map(OffsetDateTime::from)
+        .unwrap_or(info.not_before);
+    written.max(info.not_before)
 }
 
 /// Renew once, now. Writes the new key and certificate to the state dir.
@@ -49,7 +64,9 @@ pub async fn run(state: StateDir, connect_timeout: Duration, shutdown: Cancellat
         let wait = match state.load().map_err(anyhow::Error::from).and_then(|id| Ok(CertInfo::from_pem(&id.cert_pem)?)) {
             Ok(info) => {
                 let jitter = rand::rng().random_range(-0.1..0.1);
-                renew_in(info.not_before, info.not_after, OffsetDateTime::now_utc(), jitter)
+                let wait = renew_in(issued_at(&state, &info), info.not_after, OffsetDateTime::now_utc(), jitter);
+                tracing::debug!(not_after = %info.not_after, renew_in = ?wait, "next certificate renewal");
+                wait
             }
             Err(e) => {
                 tracing::error!(error = %e, "read current certificate");
@@ -86,7 +103,7 @@ mod tests {
         let nb = OffsetDateTime::UNIX_EPOCH;
         let na = nb + time::Duration::seconds(300);
         assert_eq!(renew_in(nb, na, nb, 0.0), Duration::from_secs(200));
-        assert_eq!(renew_in(nb, na, nb + time::Duration::seconds(250), 0.0), Duration::ZERO);
+        assert_eq!(renew_in(nb, na, nb + time::Duration::seconds(250), 0.0), MIN_WAIT, "overdue: soon, never a hot loop");
         let j = renew_in(nb, na, nb, 0.1);
         assert!(j > Duration::from_secs(219) && j < Duration::from_secs(221));
     }

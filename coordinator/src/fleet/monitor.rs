@@ -40,7 +40,7 @@ pub async fn run(fleet: Fleet, db: Db, audit: Audit, persist_interval: Duration,
             }
             Err(e) => tracing::warn!(error = %e, "read revocations"),
         }
-        if !transitions.is_empty() || last_flush.elapsed() >= persist_interval {
+        if fleet.take_urgent() || last_flush.elapsed() >= persist_interval {
             flush(&fleet, &db).await;
             last_flush = Instant::now();
         }

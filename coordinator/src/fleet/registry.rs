@@ -73,6 +73,9 @@ struct Inner {
     agents: Mutex<HashMap<AgentId, Live>>,
     revoked: RwLock<HashSet<AgentId>>,
     next_session: std::sync::atomic::AtomicU64,
+    /// Set when a state change should reach SQLite at the next tick rather
+    /// than at the next coarse flush.
+    urgent: std::sync::atomic::AtomicBool,
     timings: Timings,
     changed: watch::Sender<u64>,
 }
@@ -105,7 +108,7 @@ fn live_from_row(row: &AgentRow) -> Live {
         session: None,
         enrolled_at: row.enrolled_at,
         cert_not_after: row.cert_not_after,
-        dirty: false,
+        dirty: state != stored,
     }
 }
 
@@ -123,6 +126,7 @@ impl Fleet {
                 agents: Mutex::new(agents),
                 revoked: RwLock::new(revoked),
                 next_session: 1.into(),
+                urgent: true.into(),
                 timings,
                 changed,
             }),
@@ -139,7 +143,13 @@ impl Fleet {
     }
 
     fn notify(&self) {
+        self.inner.urgent.store(true, std::sync::atomic::Ordering::Relaxed);
         self.inner.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Whether a state change happened since the last call.
+    pub fn take_urgent(&self) -> bool {
+        self.inner.urgent.swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, Live>> {
