@@ -33,8 +33,8 @@ pub const BUSYBOX: &str = "/bin/busybox";
 /// Bumped when the layout below changes, so old images are rebuilt.
 const RECIPE_VERSION: &str = "autogit-test-runner-image/1";
 const APPLETS: &[&str] = &[
-    "sh", "ls", "cat", "echo", "sleep", "env", "true", "false", "mkdir", "rm", "ps", "id",
-    "uname", "kill", "hostname",
+    "sh", "ls", "cat", "echo", "sleep", "env", "true", "false", "mkdir", "rm", "ps", "id", "uname",
+    "kill", "hostname",
 ];
 
 /// Serialises builds inside one test process.
@@ -81,8 +81,8 @@ fn shared_libraries(bin: &Path) -> anyhow::Result<Vec<PathBuf>> {
         .arg(bin)
         .output()
         .context("run ldd on the test runner binary")?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     if text.contains("not a dynamic executable") || text.contains("statically linked") {
         return Ok(Vec::new());
     }
@@ -93,7 +93,7 @@ fn shared_libraries(bin: &Path) -> anyhow::Result<Vec<PathBuf>> {
     for line in text.lines() {
         let line = line.trim();
         let path = match line.split_once("=>") {
-            Some((_, rest)) => rest.trim().split_whitespace().next(),
+            Some((_, rest)) => rest.split_whitespace().next(),
             None => line.split_whitespace().next(),
         };
         if let Some(p) = path.filter(|p| p.starts_with('/')) {
@@ -113,7 +113,9 @@ fn hash_file(hasher: &mut Sha256, path: &Path) -> anyhow::Result<()> {
     let mut buf = vec![0u8; 1 << 16];
     hasher.update(path.as_os_str().as_encoded_bytes());
     loop {
-        let n = f.read(&mut buf).with_context(|| format!("read {}", path.display()))?;
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("read {}", path.display()))?;
         if n == 0 {
             return Ok(());
         }
@@ -156,9 +158,22 @@ fn copy_into(root: &Path, src: &Path, dest_in_image: &Path) -> anyhow::Result<()
     Ok(())
 }
 
-fn build_rootfs(root: &Path, runner_bin: &Path, busybox: &Path, libs: &[PathBuf]) -> anyhow::Result<()> {
+fn build_rootfs(
+    root: &Path,
+    runner_bin: &Path,
+    busybox: &Path,
+    libs: &[PathBuf],
+) -> anyhow::Result<()> {
     use std::os::unix::fs::{PermissionsExt, symlink};
-    for d in ["bin", "usr/bin", "usr/local/bin", "etc", "tmp", "root", "home/gitlab-runner"] {
+    for d in [
+        "bin",
+        "usr/bin",
+        "usr/local/bin",
+        "etc",
+        "tmp",
+        "root",
+        "home/gitlab-runner",
+    ] {
         fs::create_dir_all(root.join(d)).with_context(|| format!("create /{d} in the rootfs"))?;
     }
     fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777))
@@ -230,7 +245,10 @@ mod tests {
     #[test]
     fn ldd_of_a_dynamic_binary_lists_libc() {
         let libs = shared_libraries(Path::new("/bin/ls")).unwrap_or_default();
-        assert!(libs.iter().any(|l| l.to_string_lossy().contains("libc.so")), "{libs:?}");
+        assert!(
+            libs.iter().any(|l| l.to_string_lossy().contains("libc.so")),
+            "{libs:?}"
+        );
     }
 
     #[test]

@@ -103,7 +103,10 @@ async fn pagination_headers_and_link_match_gitlab() {
         sim.handle().create_job(job(1, &["a"]));
     }
     let resp = client
-        .get(api(&sim, "/projects/1/jobs?scope[]=pending&per_page=20&page=2&unknown_param=1"))
+        .get(api(
+            &sim,
+            "/projects/1/jobs?scope[]=pending&per_page=20&page=2&unknown_param=1",
+        ))
         .header("PRIVATE-TOKEN", ADMIN)
         .send()
         .await
@@ -119,9 +122,17 @@ async fn pagination_headers_and_link_match_gitlab() {
     for rel in ["prev", "next", "first", "last"] {
         assert!(l.contains_key(rel), "Link lacks rel={rel}: {l:?}");
     }
-    assert!(l["next"].starts_with(&api(&sim, "/projects/1/jobs?")), "{}", l["next"]);
+    assert!(
+        l["next"].starts_with(&api(&sim, "/projects/1/jobs?")),
+        "{}",
+        l["next"]
+    );
     assert!(l["next"].contains("page=3") && l["next"].contains("per_page=20"));
-    assert!(l["next"].contains("scope%5B%5D=pending"), "params kept: {}", l["next"]);
+    assert!(
+        l["next"].contains("scope%5B%5D=pending"),
+        "params kept: {}",
+        l["next"]
+    );
     assert!(l["last"].contains("page=3"));
     let page2: Vec<Value> = resp.json().await.expect("json");
     assert_eq!(page2.len(), 20);
@@ -166,7 +177,9 @@ async fn pagination_headers_and_link_match_gitlab() {
 
     // Default page size is 20; scope filters; scope=<single> works too; bad scope is 400.
     sim.handle().create_job(job(1, &[]));
-    let runner_token = create_runner(&client, &sim, json!({ "runner_type": "instance_type" })).await.1;
+    let runner_token = create_runner(&client, &sim, json!({ "runner_type": "instance_type" }))
+        .await
+        .1;
     assert!(request_job(&client, &sim, &runner_token).await.is_some());
     let running = client
         .get(api(&sim, "/projects/1/jobs?scope=running"))
@@ -176,7 +189,10 @@ async fn pagination_headers_and_link_match_gitlab() {
         .expect("running");
     assert_eq!(header(&running, "x-total"), "1");
     let both = client
-        .get(api(&sim, "/projects/1/jobs?scope[]=running&scope[]=pending"))
+        .get(api(
+            &sim,
+            "/projects/1/jobs?scope[]=running&scope[]=pending",
+        ))
         .header("PRIVATE-TOKEN", ADMIN)
         .send()
         .await
@@ -223,10 +239,20 @@ async fn projects_membership_listing_paginates() {
         .json()
         .await
         .expect("json");
-    let ids: BTreeSet<u64> = first.iter().chain(&second).filter_map(|p| p["id"].as_u64()).collect();
+    let ids: BTreeSet<u64> = first
+        .iter()
+        .chain(&second)
+        .filter_map(|p| p["id"].as_u64())
+        .collect();
     assert_eq!(ids, BTreeSet::from([1, 2, 3]));
     let p = &first[0];
-    for field in ["path_with_namespace", "web_url", "namespace", "default_branch", "created_at"] {
+    for field in [
+        "path_with_namespace",
+        "web_url",
+        "namespace",
+        "default_branch",
+        "created_at",
+    ] {
         assert!(p.get(field).is_some(), "project lacks {field}: {p}");
     }
     // By id and by URL-encoded path.
@@ -247,7 +273,11 @@ async fn authentication_and_authorization_errors() {
     let (sim, client) = start().await;
     sim.handle().create_job(job(1, &[]));
     sim.handle().create_job(job(2, &[]));
-    let none = client.get(api(&sim, "/user")).send().await.expect("no token");
+    let none = client
+        .get(api(&sim, "/user"))
+        .send()
+        .await
+        .expect("no token");
     assert_eq!(none.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
         none.json::<Value>().await.expect("json"),
@@ -269,7 +299,10 @@ async fn authentication_and_authorization_errors() {
         .json()
         .await
         .expect("json");
-    assert_eq!((me["username"].as_str(), me["is_admin"].as_bool()), (Some("root"), Some(true)));
+    assert_eq!(
+        (me["username"].as_str(), me["is_admin"].as_bool()),
+        (Some("root"), Some(true))
+    );
     let version: Value = client
         .get(api(&sim, "/version"))
         .header("PRIVATE-TOKEN", ADMIN)
@@ -279,7 +312,11 @@ async fn authentication_and_authorization_errors() {
         .json()
         .await
         .expect("json");
-    assert!(version["version"].as_str().is_some_and(|v| v.starts_with("18.")));
+    assert!(
+        version["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("18."))
+    );
 
     let dev = sim.handle().create_user(NewUser {
         username: "dev".into(),
@@ -287,9 +324,15 @@ async fn authentication_and_authorization_errors() {
         project_ids: vec![1],
     });
     let as_dev = |req: reqwest::RequestBuilder| req.header("PRIVATE-TOKEN", dev.token.clone());
-    let all = as_dev(client.get(api(&sim, "/runners/all"))).send().await.expect("all");
+    let all = as_dev(client.get(api(&sim, "/runners/all")))
+        .send()
+        .await
+        .expect("all");
     assert_eq!(all.status(), StatusCode::FORBIDDEN);
-    assert_eq!(all.json::<Value>().await.expect("json"), json!({ "message": "403 Forbidden" }));
+    assert_eq!(
+        all.json::<Value>().await.expect("json"),
+        json!({ "message": "403 Forbidden" })
+    );
     let inst = as_dev(client.post(api(&sim, "/user/runners")))
         .form(&[("runner_type", "instance_type")])
         .send()
@@ -300,15 +343,24 @@ async fn authentication_and_authorization_errors() {
         inst.json::<Value>().await.expect("json"),
         json!({ "message": "403 Forbidden - Insufficient permissions" })
     );
-    let other = as_dev(client.get(api(&sim, "/projects/2"))).send().await.expect("p2");
+    let other = as_dev(client.get(api(&sim, "/projects/2")))
+        .send()
+        .await
+        .expect("p2");
     assert_eq!(other.status(), StatusCode::NOT_FOUND);
     assert_eq!(
         other.json::<Value>().await.expect("json"),
         json!({ "message": "404 Project Not Found" })
     );
-    let own = as_dev(client.get(api(&sim, "/projects/1/jobs"))).send().await.expect("p1");
+    let own = as_dev(client.get(api(&sim, "/projects/1/jobs")))
+        .send()
+        .await
+        .expect("p1");
     assert_eq!(own.status(), StatusCode::OK);
-    let listed = as_dev(client.get(api(&sim, "/projects?membership=true"))).send().await.expect("mine");
+    let listed = as_dev(client.get(api(&sim, "/projects?membership=true")))
+        .send()
+        .await
+        .expect("mine");
     assert_eq!(header(&listed, "x-total"), "1");
     // A member may create a runner for its own project, not for another one.
     let mine = as_dev(client.post(api(&sim, "/user/runners")))
@@ -330,7 +382,10 @@ async fn authentication_and_authorization_errors() {
         .await
         .expect("unknown");
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
-    assert_eq!(unknown.json::<Value>().await.expect("json"), json!({ "error": "404 Not Found" }));
+    assert_eq!(
+        unknown.json::<Value>().await.expect("json"),
+        json!({ "error": "404 Not Found" })
+    );
 }
 
 #[tokio::test]
@@ -372,7 +427,10 @@ async fn runner_create_validate_verify_and_delete() {
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(resp.json::<Value>().await.expect("json"), want, "{body}");
     }
-    assert!(sim.handle().runners().is_empty(), "invalid input created a runner");
+    assert!(
+        sim.handle().runners().is_empty(),
+        "invalid input created a runner"
+    );
 
     // Form encoding with a comma-separated tag_list, as curl --data would send it.
     let resp = client
@@ -414,19 +472,27 @@ async fn runner_create_validate_verify_and_delete() {
     assert_eq!(details["maximum_timeout"], 3600);
     assert_eq!(details["status"], "never_contacted");
     assert_eq!(details["online"], Value::Null);
-    assert!(details.get("token").is_none(), "runner details must not leak the token");
+    assert!(
+        details.get("token").is_none(),
+        "runner details must not leak the token"
+    );
 
     // Verify: 403 for a wrong token, 400 without system_id, 200 with it.
     let verify = |body: Value| client.post(api(&sim, "/runners/verify")).json(&body).send();
     assert_eq!(
-        verify(json!({ "token": "glrt-nope", "system_id": "s_x" })).await.expect("v").status(),
+        verify(json!({ "token": "glrt-nope", "system_id": "s_x" }))
+            .await
+            .expect("v")
+            .status(),
         StatusCode::FORBIDDEN
     );
     assert_eq!(
         verify(json!({ "token": token })).await.expect("v").status(),
         StatusCode::BAD_REQUEST
     );
-    let ok = verify(json!({ "token": token, "system_id": "s_0123456789ab" })).await.expect("v");
+    let ok = verify(json!({ "token": token, "system_id": "s_0123456789ab" }))
+        .await
+        .expect("v");
     assert_eq!(ok.status(), StatusCode::OK);
     assert_eq!(ok.json::<Value>().await.expect("json")["id"], id);
     let details: Value = client
@@ -439,7 +505,11 @@ async fn runner_create_validate_verify_and_delete() {
         .await
         .expect("json");
     assert_eq!(details["status"], "online");
-    assert!(details["contacted_at"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert!(
+        details["contacted_at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
     let managers: Value = client
         .get(api(&sim, &format!("/runners/{id}/managers")))
         .header("PRIVATE-TOKEN", ADMIN)
@@ -471,7 +541,9 @@ async fn runner_create_validate_verify_and_delete() {
                 .json()
                 .await
                 .expect("json");
-            v.iter().filter_map(|r| r["id"].as_u64()).collect::<Vec<_>>()
+            v.iter()
+                .filter_map(|r| r["id"].as_u64())
+                .collect::<Vec<_>>()
         }
     };
     assert_eq!(list("").await, vec![id, paused_id]);
@@ -479,7 +551,10 @@ async fn runner_create_validate_verify_and_delete() {
     assert_eq!(list("?tag_list=gpu").await, vec![id]);
     assert_eq!(list("?tag_list=gpu,cpu").await, Vec::<u64>::new());
     assert_eq!(list("?status=online").await, vec![id]);
-    assert_eq!(list("?status=never_contacted&type=instance_type").await, vec![paused_id]);
+    assert_eq!(
+        list("?status=never_contacted&type=instance_type").await,
+        vec![paused_id]
+    );
     let bad = client
         .get(api(&sim, "/runners/all?type=robot_type"))
         .header("PRIVATE-TOKEN", ADMIN)
@@ -503,7 +578,10 @@ async fn runner_create_validate_verify_and_delete() {
         .await
         .expect("gone");
     assert_eq!(gone.status(), StatusCode::NOT_FOUND);
-    assert_eq!(gone.json::<Value>().await.expect("json"), json!({ "message": "404 Not found" }));
+    assert_eq!(
+        gone.json::<Value>().await.expect("json"),
+        json!({ "message": "404 Not found" })
+    );
     let again = client
         .delete(api(&sim, &format!("/runners/{id}")))
         .header("PRIVATE-TOKEN", ADMIN)
@@ -512,7 +590,10 @@ async fn runner_create_validate_verify_and_delete() {
         .expect("delete again");
     assert_eq!(again.status(), StatusCode::NOT_FOUND);
     assert_eq!(
-        verify(json!({ "token": token, "system_id": "s_0123456789ab" })).await.expect("v").status(),
+        verify(json!({ "token": token, "system_id": "s_0123456789ab" }))
+            .await
+            .expect("v")
+            .status(),
         StatusCode::FORBIDDEN,
         "a deleted runner's token must stop working"
     );
@@ -525,7 +606,11 @@ async fn runner_create_validate_verify_and_delete() {
         .expect("delete by token");
     assert_eq!(by_token.status(), StatusCode::NO_CONTENT);
     let snap = sim.handle().snapshot();
-    assert_eq!(snap.runners.iter().filter(|r| r.deleted).count(), 2, "deleted runners stay visible to tests");
+    assert_eq!(
+        snap.runners.iter().filter(|r| r.deleted).count(),
+        2,
+        "deleted runners stay visible to tests"
+    );
     assert!(request_job_status(&client, &sim, &t2).await == StatusCode::FORBIDDEN);
 }
 
@@ -553,7 +638,8 @@ async fn jobs_request_applies_gitlab_tag_matching() {
         json!({ "runner_type": "instance_type", "tag_list": ["gpu", "linux"], "run_untagged": false }),
     )
     .await;
-    let (_, untagged) = create_runner(&client, &sim, json!({ "runner_type": "instance_type" })).await;
+    let (_, untagged) =
+        create_runner(&client, &sim, json!({ "runner_type": "instance_type" })).await;
     let (_, paused) = create_runner(
         &client,
         &sim,
@@ -567,26 +653,52 @@ async fn jobs_request_applies_gitlab_tag_matching() {
     )
     .await;
 
-    assert!(request_job(&client, &sim, &paused).await.is_none(), "paused runners get nothing");
-    let p = request_job(&client, &sim, &proj2).await.expect("project runner job");
+    assert!(
+        request_job(&client, &sim, &paused).await.is_none(),
+        "paused runners get nothing"
+    );
+    let p = request_job(&client, &sim, &proj2)
+        .await
+        .expect("project runner job");
     assert_eq!(p["id"], j4, "project runner takes its own project's job");
-    assert!(request_job(&client, &sim, &proj2).await.is_none(), "and nothing from project 1");
-    let u = request_job(&client, &sim, &untagged).await.expect("untagged job");
+    assert!(
+        request_job(&client, &sim, &proj2).await.is_none(),
+        "and nothing from project 1"
+    );
+    let u = request_job(&client, &sim, &untagged)
+        .await
+        .expect("untagged job");
     assert_eq!(u["id"], j2);
-    assert!(request_job(&client, &sim, &untagged).await.is_none(), "run_untagged does not grant tags");
+    assert!(
+        request_job(&client, &sim, &untagged).await.is_none(),
+        "run_untagged does not grant tags"
+    );
     let g = request_job(&client, &sim, &gpu).await.expect("gpu job");
     assert_eq!(g["id"], j1);
-    assert!(request_job(&client, &sim, &gpu).await.is_none(), "[gpu, arm64] is not a subset of [gpu, linux]");
+    assert!(
+        request_job(&client, &sim, &gpu).await.is_none(),
+        "[gpu, arm64] is not a subset of [gpu, linux]"
+    );
 
     // The payload carries what a runner needs.
     assert!(g["token"].as_str().is_some_and(|t| !t.is_empty()));
     assert_eq!(g["job_info"]["project_id"], 1);
     assert_eq!(g["job_info"]["name"], "build");
     assert!(g["steps"][0]["script"].is_array());
-    assert!(g["variables"].as_array().is_some_and(|v| v.iter().any(|v| v["key"] == "AUTOGIT_SIM_DURATION_MS")));
+    assert!(
+        g["variables"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|v| v["key"] == "AUTOGIT_SIM_DURATION_MS"))
+    );
 
     let state = h.snapshot();
-    let status = |id: u64| state.jobs.iter().find(|j| j.id == id).map(|j| j.status.clone());
+    let status = |id: u64| {
+        state
+            .jobs
+            .iter()
+            .find(|j| j.id == id)
+            .map(|j| j.status.clone())
+    };
     assert_eq!(status(j3).as_deref(), Some("pending"));
     for id in [j1, j2, j4] {
         assert_eq!(status(id).as_deref(), Some("running"));
@@ -601,7 +713,15 @@ async fn concurrent_requests_never_hand_out_a_job_twice() {
     }
     let mut tokens = Vec::new();
     for _ in 0..8 {
-        tokens.push(create_runner(&client, &sim, json!({ "runner_type": "instance_type", "tag_list": ["x"] })).await.1);
+        tokens.push(
+            create_runner(
+                &client,
+                &sim,
+                json!({ "runner_type": "instance_type", "tag_list": ["x"] }),
+            )
+            .await
+            .1,
+        );
     }
     let mut tasks = Vec::new();
     for token in tokens {
@@ -639,16 +759,32 @@ async fn concurrent_requests_never_hand_out_a_job_twice() {
 async fn job_updates_trace_and_cancellation() {
     let (sim, client) = start().await;
     let jid = sim.handle().create_job(job(1, &["t"])).id;
-    let (rid, token) = create_runner(&client, &sim, json!({ "runner_type": "instance_type", "tag_list": ["t"] })).await;
+    let (rid, token) = create_runner(
+        &client,
+        &sim,
+        json!({ "runner_type": "instance_type", "tag_list": ["t"] }),
+    )
+    .await;
     let payload = request_job(&client, &sim, &token).await.expect("job");
     let job_token = payload["token"].as_str().expect("token").to_owned();
-    let put = |body: Value| client.put(api(&sim, &format!("/jobs/{jid}"))).json(&body).send();
+    let put = |body: Value| {
+        client
+            .put(api(&sim, &format!("/jobs/{jid}")))
+            .json(&body)
+            .send()
+    };
     assert_eq!(
-        put(json!({ "token": "glcbt-wrong", "state": "running" })).await.expect("put").status(),
+        put(json!({ "token": "glcbt-wrong", "state": "running" }))
+            .await
+            .expect("put")
+            .status(),
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        put(json!({ "token": job_token, "state": "running" })).await.expect("put").status(),
+        put(json!({ "token": job_token, "state": "running" }))
+            .await
+            .expect("put")
+            .status(),
         StatusCode::OK
     );
     let patch = |range: Option<&str>, body: &'static str| {
@@ -671,12 +807,20 @@ async fn job_updates_trace_and_cancellation() {
     assert_eq!(header(&gap, "range"), "0-6");
     let missing = patch(None, "x").await.expect("trace");
     assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(patch(Some("6-10"), "done\n").await.expect("trace").status(), StatusCode::ACCEPTED);
     assert_eq!(
-        put(json!({ "token": job_token, "state": "success" })).await.expect("put").status(),
+        patch(Some("6-10"), "done\n").await.expect("trace").status(),
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        put(json!({ "token": job_token, "state": "success" }))
+            .await
+            .expect("put")
+            .status(),
         StatusCode::OK
     );
-    let after = put(json!({ "token": job_token, "state": "running" })).await.expect("put");
+    let after = put(json!({ "token": job_token, "state": "running" }))
+        .await
+        .expect("put");
     assert_eq!(after.status(), StatusCode::FORBIDDEN);
     assert_eq!(header(&after, "job-status"), "success");
 
@@ -732,13 +876,21 @@ async fn job_updates_trace_and_cancellation() {
         .expect("put");
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     assert_eq!(header(&resp, "job-status"), "canceled");
-    assert_eq!(sim.handle().job(jid2).map(|j| j.status), Some("canceled".into()));
+    assert_eq!(
+        sim.handle().job(jid2).map(|j| j.status),
+        Some("canceled".into())
+    );
 }
 
 #[tokio::test]
 async fn injected_faults_look_like_gitlab_failures() {
     let (sim, client) = start().await;
-    let get = || client.get(api(&sim, "/projects")).header("PRIVATE-TOKEN", ADMIN).send();
+    let get = || {
+        client
+            .get(api(&sim, "/projects"))
+            .header("PRIVATE-TOKEN", ADMIN)
+            .send()
+    };
     sim.handle().set_faults(FaultSpec {
         rate_limit_next: Some(2),
         retry_after_secs: Some(7),
@@ -753,11 +905,21 @@ async fn injected_faults_look_like_gitlab_failures() {
     }
     assert_eq!(get().await.expect("get").status(), StatusCode::OK);
 
-    sim.handle().set_faults(FaultSpec { fail_next: Some(1), ..FaultSpec::default() });
+    sim.handle().set_faults(FaultSpec {
+        fail_next: Some(1),
+        ..FaultSpec::default()
+    });
     let r = get().await.expect("get");
     assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(r.json::<Value>().await.expect("json"), json!({ "message": "500 Internal Server Error" }));
-    sim.handle().set_faults(FaultSpec { fail_next: Some(1), fail_status: Some(502), ..FaultSpec::default() });
+    assert_eq!(
+        r.json::<Value>().await.expect("json"),
+        json!({ "message": "500 Internal Server Error" })
+    );
+    sim.handle().set_faults(FaultSpec {
+        fail_next: Some(1),
+        fail_status: Some(502),
+        ..FaultSpec::default()
+    });
     assert_eq!(get().await.expect("get").status(), StatusCode::BAD_GATEWAY);
     assert_eq!(get().await.expect("get").status(), StatusCode::OK);
 
@@ -775,11 +937,21 @@ async fn injected_faults_look_like_gitlab_failures() {
         StatusCode::SERVICE_UNAVAILABLE
     );
 
-    sim.handle().set_faults(FaultSpec { reset: true, latency_ms: Some(300), ..FaultSpec::default() });
+    sim.handle().set_faults(FaultSpec {
+        reset: true,
+        latency_ms: Some(300),
+        ..FaultSpec::default()
+    });
     let t = Instant::now();
     assert_eq!(get().await.expect("get").status(), StatusCode::OK);
-    assert!(t.elapsed() >= Duration::from_millis(300), "latency not applied");
-    sim.handle().set_faults(FaultSpec { reset: true, ..FaultSpec::default() });
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "latency not applied"
+    );
+    sim.handle().set_faults(FaultSpec {
+        reset: true,
+        ..FaultSpec::default()
+    });
     assert!(sim.handle().request_count("GET /api/v4/projects") >= 8);
     assert!(sim.handle().request_count("POST /api/v4/jobs/request") >= 1);
 }
@@ -797,20 +969,41 @@ async fn graphql_lists_pending_jobs_for_admins_only() {
             .send()
     };
     let q = "query($after: String) { jobs(statuses: [PENDING], first: 1, after: $after) { nodes { id status tags project { id } } pageInfo { hasNextPage endCursor } } }";
-    let page1: Value = query(ADMIN, q, json!({})).await.expect("gql").json().await.expect("json");
+    let page1: Value = query(ADMIN, q, json!({}))
+        .await
+        .expect("gql")
+        .json()
+        .await
+        .expect("json");
     let nodes = &page1["data"]["jobs"]["nodes"];
     assert_eq!(nodes[0]["id"], format!("gid://gitlab/Ci::Build/{b}"));
     assert_eq!(nodes[0]["status"], "PENDING");
     assert_eq!(nodes[0]["project"]["id"], "gid://gitlab/Project/2");
     assert_eq!(page1["data"]["jobs"]["pageInfo"]["hasNextPage"], true);
     let cursor = page1["data"]["jobs"]["pageInfo"]["endCursor"].clone();
-    let page2: Value = query(ADMIN, q, json!({ "after": cursor })).await.expect("gql").json().await.expect("json");
-    assert_eq!(page2["data"]["jobs"]["nodes"][0]["id"], format!("gid://gitlab/Ci::Build/{a}"));
+    let page2: Value = query(ADMIN, q, json!({ "after": cursor }))
+        .await
+        .expect("gql")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        page2["data"]["jobs"]["nodes"][0]["id"],
+        format!("gid://gitlab/Ci::Build/{a}")
+    );
     assert_eq!(page2["data"]["jobs"]["nodes"][0]["tags"], json!(["gpu"]));
     assert_eq!(page2["data"]["jobs"]["pageInfo"]["hasNextPage"], false);
 
-    let dev = sim.handle().create_user(NewUser { username: "dev".into(), ..NewUser::default() });
-    let denied: Value = query(&dev.token, q, json!({})).await.expect("gql").json().await.expect("json");
+    let dev = sim.handle().create_user(NewUser {
+        username: "dev".into(),
+        ..NewUser::default()
+    });
+    let denied: Value = query(&dev.token, q, json!({}))
+        .await
+        .expect("gql")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(denied["data"]["jobs"], Value::Null);
     assert!(denied["errors"][0]["message"].as_str().is_some());
     let bad = query("glpat-nope", q, json!({})).await.expect("gql");
@@ -828,7 +1021,10 @@ async fn sim_controls_work_over_http() {
         .expect("sim job");
     assert_eq!(created.status(), StatusCode::CREATED);
     let j: Value = created.json().await.expect("json");
-    assert_eq!((j["status"].as_str(), j["name"].as_str()), (Some("pending"), Some("train")));
+    assert_eq!(
+        (j["status"].as_str(), j["name"].as_str()),
+        (Some("pending"), Some("train"))
+    );
     let user: Value = client
         .post(format!("{}/sim/users", sim.url()))
         .json(&json!({ "username": "alice", "project_ids": [9] }))
@@ -867,7 +1063,10 @@ async fn sim_controls_work_over_http() {
     assert_eq!(state.jobs.len(), 1);
     assert_eq!(state.jobs[0].duration_ms, 250);
     assert!(state.faults.drop_webhooks);
-    assert!(!serde_json::to_string(&state).expect("json").contains(token), "state must not expose tokens");
+    assert!(
+        !serde_json::to_string(&state).expect("json").contains(token),
+        "state must not expose tokens"
+    );
     let one = client
         .get(format!("{}/sim/jobs/{}", sim.url(), j["id"]))
         .send()

@@ -38,12 +38,16 @@ async fn create_runner(sim: &SimServer, tags: &[&str]) -> (u64, String) {
         .json()
         .await
         .expect("json");
-    (v["id"].as_u64().expect("id"), v["token"].as_str().expect("token").to_owned())
+    (
+        v["id"].as_u64().expect("id"),
+        v["token"].as_str().expect("token").to_owned(),
+    )
 }
 
 fn runner_cmd(url: &str, token: &str, extra: &[&str]) -> Command {
     let mut c = Command::new(RUNNER_BIN);
-    c.args(["run-single", "--url", url, "--token", token]).args(extra);
+    c.args(["run-single", "--url", url, "--token", token])
+        .args(extra);
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
     c
 }
@@ -103,11 +107,19 @@ async fn sim_binary_prints_its_address_and_serves() {
         .await
         .expect("json");
     assert_eq!(v["version"], gitlab_sim::SIM_GITLAB_VERSION);
-    let unauth = client.get(format!("{url}/api/v4/version")).send().await.expect("unauth");
+    let unauth = client
+        .get(format!("{url}/api/v4/version"))
+        .send()
+        .await
+        .expect("unauth");
     assert_eq!(unauth.status(), reqwest::StatusCode::UNAUTHORIZED);
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("sigterm");
     let out = wait_output(child, Duration::from_secs(10)).await;
-    assert!(out.status.success(), "sim exits cleanly on SIGTERM: {:?}", out.status);
+    assert!(
+        out.status.success(),
+        "sim exits cleanly on SIGTERM: {:?}",
+        out.status
+    );
 }
 
 #[tokio::test]
@@ -125,15 +137,34 @@ async fn test_runner_takes_a_job_and_reports_success() {
         &sim.url(),
         &token,
         // Official flags the test runner must accept and ignore.
-        &["--executor", "docker", "--docker-image", "alpine:3", "--max-builds", "1",
-          "--wait-timeout", "20", "--docker-privileged", "--name=runner-1", "--limit", "1"],
+        &[
+            "--executor",
+            "docker",
+            "--docker-image",
+            "alpine:3",
+            "--max-builds",
+            "1",
+            "--wait-timeout",
+            "20",
+            "--docker-privileged",
+            "--name=runner-1",
+            "--limit",
+            "1",
+        ],
     )
     .spawn()
     .expect("spawn runner");
     let out = wait_output(child, Duration::from_secs(30)).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "runner failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(started.elapsed() >= Duration::from_millis(300), "job duration not honoured");
+    assert!(
+        out.status.success(),
+        "runner failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "job duration not honoured"
+    );
     assert!(!stdout.contains(&token), "runner logged its token");
     let j = sim.handle().job(job.id).expect("job");
     assert_eq!(j.status, "success");
@@ -161,14 +192,20 @@ async fn test_runner_honours_env_wait_timeout_and_bad_tokens() {
     let out = wait_output(child, Duration::from_secs(15)).await;
     assert!(out.status.success());
     assert!(started.elapsed() >= Duration::from_secs(1));
-    assert!(sim.handle().request_count("POST /api/v4/jobs/request") >= 3, "it polled");
+    assert!(
+        sim.handle().request_count("POST /api/v4/jobs/request") >= 3,
+        "it polled"
+    );
 
     let bad = runner_cmd(&sim.url(), "glrt-not-a-runner", &["--wait-timeout", "5"])
         .spawn()
         .expect("spawn");
     let out = wait_output(bad, Duration::from_secs(15)).await;
     assert_eq!(out.status.code(), Some(1), "a rejected token is an error");
-    let usage = Command::new(RUNNER_BIN).arg("register").output().expect("run");
+    let usage = Command::new(RUNNER_BIN)
+        .arg("register")
+        .output()
+        .expect("run");
     assert_eq!(usage.status.code(), Some(2));
 }
 
@@ -183,11 +220,21 @@ async fn sigterm_aborts_the_job_and_sigquit_finishes_it() {
         duration_ms: Some(20_000),
         ..NewJob::default()
     });
-    let child = runner_cmd(&sim.url(), &token, &["--wait-timeout", "20"]).spawn().expect("spawn");
-    assert!(wait_status(&sim, long.id, "running").await, "job never started");
+    let child = runner_cmd(&sim.url(), &token, &["--wait-timeout", "20"])
+        .spawn()
+        .expect("spawn");
+    assert!(
+        wait_status(&sim, long.id, "running").await,
+        "job never started"
+    );
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("sigterm");
     let out = wait_output(child, Duration::from_secs(15)).await;
-    assert_eq!(out.status.code(), Some(143), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(143),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let j = sim.handle().job(long.id).expect("job");
     assert_eq!(j.status, "failed");
     assert_eq!(j.failure_reason.as_deref(), Some("runner_system_failure"));
@@ -203,12 +250,21 @@ async fn sigterm_aborts_the_job_and_sigquit_finishes_it() {
         tags: vec!["sig".into()],
         ..NewJob::default()
     });
-    let child = runner_cmd(&sim.url(), &token, &["--wait-timeout", "20"]).spawn().expect("spawn");
+    let child = runner_cmd(&sim.url(), &token, &["--wait-timeout", "20"])
+        .spawn()
+        .expect("spawn");
     assert!(wait_status(&sim, first.id, "running").await);
     kill(Pid::from_raw(child.id() as i32), Signal::SIGQUIT).expect("sigquit");
     let out = wait_output(child, Duration::from_secs(15)).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-    assert_eq!(sim.handle().job(first.id).map(|j| j.status), Some("success".into()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        sim.handle().job(first.id).map(|j| j.status),
+        Some("success".into())
+    );
     assert_eq!(
         sim.handle().job(second.id).map(|j| j.status),
         Some("pending".into()),
@@ -237,7 +293,10 @@ async fn runner_image_runs_a_job_from_the_simulator() {
         .await
         .expect("join")
         .expect("image again");
-    assert!(t.elapsed() < Duration::from_secs(5), "rebuilt an unchanged image");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "rebuilt an unchanged image"
+    );
 
     let sim = start().await;
     let job = sim.handle().create_job(NewJob {
@@ -250,7 +309,15 @@ async fn runner_image_runs_a_job_from_the_simulator() {
     let name = format!("autogit-sim-e2e-{}", std::process::id());
     let child = Command::new("docker")
         .args(["run", "--rm", "--network", "host", "--name", &name, &image])
-        .args(["run-single", "--url", &sim.url(), "--token", &token, "--executor", "shell"])
+        .args([
+            "run-single",
+            "--url",
+            &sim.url(),
+            "--token",
+            &token,
+            "--executor",
+            "shell",
+        ])
         .args(["--max-builds", "1", "--wait-timeout", "30"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -269,7 +336,10 @@ async fn runner_image_runs_a_job_from_the_simulator() {
     assert_eq!(j.status, "success");
     assert_eq!(j.runner_id, Some(rid));
     let system_id = j.runner_system_id.unwrap_or_default();
-    assert!(system_id.starts_with("r_"), "a fresh container is a new machine: {system_id}");
+    assert!(
+        system_id.starts_with("r_"),
+        "a fresh container is a new machine: {system_id}"
+    );
 }
 
 const PYTHON_CHECK: &str = r#"
@@ -324,7 +394,13 @@ async fn python_gitlab_drives_the_simulator() {
         return;
     }
     let sim = start().await;
-    for (project, tags) in [(1, vec!["gpu"]), (2, vec![]), (3, vec!["a", "b"]), (3, vec![]), (5, vec![])] {
+    for (project, tags) in [
+        (1, vec!["gpu"]),
+        (2, vec![]),
+        (3, vec!["a", "b"]),
+        (3, vec![]),
+        (5, vec![]),
+    ] {
         sim.handle().create_job(NewJob {
             project_id: project,
             tags: tags.into_iter().map(String::from).collect(),

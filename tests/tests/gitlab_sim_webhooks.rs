@@ -50,9 +50,13 @@ async fn receiver() -> (Receiver, SocketAddr) {
         status: Arc::new(AtomicU16::new(200)),
         delay_ms: Arc::new(AtomicU64::new(0)),
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let app = Router::new().route("/hook", post(record)).with_state(r.clone());
+    let app = Router::new()
+        .route("/hook", post(record))
+        .with_state(r.clone());
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -85,7 +89,10 @@ async fn start(config: SimConfig) -> SimServer {
 }
 
 fn h<'a>(r: &'a Received, name: &str) -> &'a str {
-    r.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    r.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 async fn create_runner(sim: &SimServer, tags: &[&str]) -> String {
@@ -120,7 +127,10 @@ async fn job_lifecycle_sends_gitlab_job_hooks() {
         ..NewJob::default()
     });
     // Events for another project must not reach a project hook.
-    sim.handle().create_job(NewJob { project_id: 6, ..NewJob::default() });
+    sim.handle().create_job(NewJob {
+        project_id: 6,
+        ..NewJob::default()
+    });
     let runner_token = create_runner(&sim, &["only-this-job-tag", "linux"]).await;
     let client = reqwest::Client::new();
     let payload: Value = client
@@ -142,7 +152,10 @@ async fn job_lifecycle_sends_gitlab_job_hooks() {
     assert_eq!(put.status(), reqwest::StatusCode::OK);
 
     let events = rx.wait_for(4).await;
-    let statuses: Vec<&str> = events.iter().filter_map(|e| e.body["build_status"].as_str()).collect();
+    let statuses: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e.body["build_status"].as_str())
+        .collect();
     assert_eq!(statuses, ["created", "pending", "running", "success"]);
     let mut webhook_uuids = std::collections::BTreeSet::new();
     let mut idempotency = std::collections::BTreeSet::new();
@@ -150,10 +163,22 @@ async fn job_lifecycle_sends_gitlab_job_hooks() {
         assert_eq!(h(e, "x-gitlab-event"), "Job Hook");
         assert_eq!(h(e, "x-gitlab-token"), SECRET);
         assert_eq!(h(e, "x-gitlab-instance"), sim.url());
-        assert!(h(e, "user-agent").starts_with("GitLab/18."), "{}", h(e, "user-agent"));
+        assert!(
+            h(e, "user-agent").starts_with("GitLab/18."),
+            "{}",
+            h(e, "user-agent")
+        );
         assert_eq!(h(e, "content-type"), "application/json");
-        for name in ["x-gitlab-webhook-uuid", "x-gitlab-event-uuid", "idempotency-key"] {
-            assert!(uuid::Uuid::parse_str(h(e, name)).is_ok(), "{name} = {:?}", h(e, name));
+        for name in [
+            "x-gitlab-webhook-uuid",
+            "x-gitlab-event-uuid",
+            "idempotency-key",
+        ] {
+            assert!(
+                uuid::Uuid::parse_str(h(e, name)).is_ok(),
+                "{name} = {:?}",
+                h(e, name)
+            );
         }
         webhook_uuids.insert(h(e, "x-gitlab-webhook-uuid").to_owned());
         idempotency.insert(h(e, "idempotency-key").to_owned());
@@ -164,23 +189,48 @@ async fn job_lifecycle_sends_gitlab_job_hooks() {
         assert_eq!(b["build_stage"], "test");
         assert_eq!(b["project_id"], 5);
         assert_eq!(b["pipeline_id"], job.pipeline_id);
-        assert_eq!(b["commit"]["id"], job.pipeline_id, "commit.id is the pipeline id");
+        assert_eq!(
+            b["commit"]["id"], job.pipeline_id,
+            "commit.id is the pipeline id"
+        );
         for field in [
-            "ref", "tag", "sha", "before_sha", "build_created_at", "build_started_at",
-            "build_finished_at", "build_duration", "build_queued_duration",
-            "build_allow_failure", "build_failure_reason", "retries_count", "project_name",
-            "user", "commit", "repository", "project", "environment", "runner",
+            "ref",
+            "tag",
+            "sha",
+            "before_sha",
+            "build_created_at",
+            "build_started_at",
+            "build_finished_at",
+            "build_duration",
+            "build_queued_duration",
+            "build_allow_failure",
+            "build_failure_reason",
+            "retries_count",
+            "project_name",
+            "user",
+            "commit",
+            "repository",
+            "project",
+            "environment",
+            "runner",
         ] {
             assert!(b.get(field).is_some(), "payload lacks {field}");
         }
         assert!(b.get("tag_list").is_none() && b.get("build_tags").is_none());
     }
-    assert_eq!(webhook_uuids.len(), 4, "X-Gitlab-Webhook-UUID is new per delivery");
+    assert_eq!(
+        webhook_uuids.len(),
+        4,
+        "X-Gitlab-Webhook-UUID is new per delivery"
+    );
     assert_eq!(idempotency.len(), 4, "one Idempotency-Key per event");
     // Before a runner is assigned the payload has no runner and no trace of the job's tags.
     for e in &events[..2] {
         assert_eq!(e.body["runner"], Value::Null);
-        assert!(!e.body.to_string().contains("only-this-job-tag"), "job tags leaked into the payload");
+        assert!(
+            !e.body.to_string().contains("only-this-job-tag"),
+            "job tags leaked into the payload"
+        );
         assert_eq!(e.body["build_started_at"], Value::Null);
     }
     let running = &events[2].body;
@@ -188,8 +238,15 @@ async fn job_lifecycle_sends_gitlab_job_hooks() {
     assert_eq!(running["runner"]["runner_type"], "instance_type");
     assert_eq!(running["runner"]["is_shared"], true);
     assert_eq!(running["runner"]["active"], true);
-    assert_eq!(running["runner"]["tags"], json!(["only-this-job-tag", "linux"]));
-    assert!(running["build_started_at"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert_eq!(
+        running["runner"]["tags"],
+        json!(["only-this-job-tag", "linux"])
+    );
+    assert!(
+        running["build_started_at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
     assert!(events[3].body["build_finished_at"].as_str().is_some());
     assert!(events.iter().all(|e| e.body["project_id"] == 5));
 
@@ -200,7 +257,10 @@ async fn job_lifecycle_sends_gitlab_job_hooks() {
     let again = &events[4];
     assert_eq!(h(again, "idempotency-key"), first.idempotency_key);
     assert_eq!(h(again, "x-gitlab-event-uuid"), first.event_uuid);
-    assert_ne!(h(again, "x-gitlab-webhook-uuid"), h(&events[0], "x-gitlab-webhook-uuid"));
+    assert_ne!(
+        h(again, "x-gitlab-webhook-uuid"),
+        h(&events[0], "x-gitlab-webhook-uuid")
+    );
 }
 
 #[tokio::test]
@@ -210,11 +270,18 @@ async fn failing_hook_is_disabled_after_four_consecutive_failures() {
     let sim = start(SimConfig::default()).await;
     let hook = sim
         .handle()
-        .add_hook(NewHook { url: format!("http://{addr}/hook"), token: None, project_id: None })
+        .add_hook(NewHook {
+            url: format!("http://{addr}/hook"),
+            token: None,
+            project_id: None,
+        })
         .expect("hook");
     // 3 jobs = 6 events; GitLab gives up on the hook after the 4th failure.
     for _ in 0..3 {
-        sim.handle().create_job(NewJob { project_id: 1, ..NewJob::default() });
+        sim.handle().create_job(NewJob {
+            project_id: 1,
+            ..NewJob::default()
+        });
     }
     let (done, snap) = sim
         .handle()
@@ -223,9 +290,24 @@ async fn failing_hook_is_disabled_after_four_consecutive_failures() {
         })
         .await;
     assert!(done, "deliveries did not finish: {:?}", snap.deliveries);
-    let outcomes: Vec<&AttemptOutcome> = snap.deliveries.iter().map(|d| &d.attempts[0].outcome).collect();
-    assert!(outcomes[..4].iter().all(|o| matches!(o, AttemptOutcome::Failed { status: Some(500), .. })));
-    assert!(outcomes[4..].iter().all(|o| **o == AttemptOutcome::SkippedDisabled), "{outcomes:?}");
+    let outcomes: Vec<&AttemptOutcome> = snap
+        .deliveries
+        .iter()
+        .map(|d| &d.attempts[0].outcome)
+        .collect();
+    assert!(outcomes[..4].iter().all(|o| matches!(
+        o,
+        AttemptOutcome::Failed {
+            status: Some(500),
+            ..
+        }
+    )));
+    assert!(
+        outcomes[4..]
+            .iter()
+            .all(|o| **o == AttemptOutcome::SkippedDisabled),
+        "{outcomes:?}"
+    );
     assert_eq!(rx.events().len(), 4, "a disabled hook receives nothing");
     let state = &snap.hooks[0];
     assert_eq!(state.alert_status, "temporarily_disabled");
@@ -236,11 +318,17 @@ async fn failing_hook_is_disabled_after_four_consecutive_failures() {
     // and a success resets the failure count.
     rx.status.store(200, Ordering::SeqCst);
     assert!(sim.handle().enable_hook(hook.id));
-    sim.handle().create_job(NewJob { project_id: 1, ..NewJob::default() });
+    sim.handle().create_job(NewJob {
+        project_id: 1,
+        ..NewJob::default()
+    });
     let events = rx.wait_for(6).await;
     assert_eq!(events.len(), 6);
     let hooks = sim.handle().hooks();
-    assert_eq!((hooks[0].recent_failures, hooks[0].alert_status.as_str()), (0, "executable"));
+    assert_eq!(
+        (hooks[0].recent_failures, hooks[0].alert_status.as_str()),
+        (0, "executable")
+    );
 }
 
 #[tokio::test]
@@ -254,13 +342,29 @@ async fn short_backoff_expires_and_timeouts_count_as_failures() {
     })
     .await;
     sim.handle()
-        .add_hook(NewHook { url: format!("http://{addr}/hook"), token: None, project_id: None })
+        .add_hook(NewHook {
+            url: format!("http://{addr}/hook"),
+            token: None,
+            project_id: None,
+        })
         .expect("hook");
-    sim.handle().create_job(NewJob { project_id: 1, ..NewJob::default() });
-    sim.handle().create_job(NewJob { project_id: 1, ..NewJob::default() });
+    sim.handle().create_job(NewJob {
+        project_id: 1,
+        ..NewJob::default()
+    });
+    sim.handle().create_job(NewJob {
+        project_id: 1,
+        ..NewJob::default()
+    });
     let (done, snap) = sim
         .handle()
-        .wait_until(Duration::from_secs(5), |s| s.deliveries.iter().filter(|d| !d.attempts.is_empty()).count() == 4)
+        .wait_until(Duration::from_secs(5), |s| {
+            s.deliveries
+                .iter()
+                .filter(|d| !d.attempts.is_empty())
+                .count()
+                == 4
+        })
         .await;
     assert!(done);
     assert!(snap.deliveries.iter().all(|d| matches!(
@@ -271,7 +375,10 @@ async fn short_backoff_expires_and_timeouts_count_as_failures() {
     // After the (shortened) backoff the hook is executable again.
     tokio::time::sleep(Duration::from_millis(400)).await;
     rx.delay_ms.store(0, Ordering::SeqCst);
-    sim.handle().create_job(NewJob { project_id: 1, ..NewJob::default() });
+    sim.handle().create_job(NewJob {
+        project_id: 1,
+        ..NewJob::default()
+    });
     let (ok, snap) = sim
         .handle()
         .wait_until(Duration::from_secs(5), |s| {
@@ -279,7 +386,10 @@ async fn short_backoff_expires_and_timeouts_count_as_failures() {
         })
         .await;
     assert!(ok);
-    assert!(matches!(snap.deliveries[4].attempts[0].outcome, AttemptOutcome::Delivered { status: 200 }));
+    assert!(matches!(
+        snap.deliveries[4].attempts[0].outcome,
+        AttemptOutcome::Delivered { status: 200 }
+    ));
 }
 
 #[tokio::test]
@@ -287,20 +397,45 @@ async fn dropped_webhooks_fault_loses_events_until_turned_off() {
     let (rx, addr) = receiver().await;
     let sim = start(SimConfig::default()).await;
     sim.handle()
-        .add_hook(NewHook { url: format!("http://{addr}/hook"), token: None, project_id: None })
+        .add_hook(NewHook {
+            url: format!("http://{addr}/hook"),
+            token: None,
+            project_id: None,
+        })
         .expect("hook");
-    sim.handle().set_faults(FaultSpec { drop_webhooks: Some(true), ..FaultSpec::default() });
-    sim.handle().create_job(NewJob { project_id: 1, ..NewJob::default() });
+    sim.handle().set_faults(FaultSpec {
+        drop_webhooks: Some(true),
+        ..FaultSpec::default()
+    });
+    sim.handle().create_job(NewJob {
+        project_id: 1,
+        ..NewJob::default()
+    });
     let (done, snap) = sim
         .handle()
-        .wait_until(Duration::from_secs(5), |s| s.deliveries.iter().all(|d| !d.attempts.is_empty()))
+        .wait_until(Duration::from_secs(5), |s| {
+            s.deliveries.iter().all(|d| !d.attempts.is_empty())
+        })
         .await;
     assert!(done && snap.deliveries.len() == 2);
-    assert!(snap.deliveries.iter().all(|d| d.attempts[0].outcome == AttemptOutcome::Dropped));
+    assert!(
+        snap.deliveries
+            .iter()
+            .all(|d| d.attempts[0].outcome == AttemptOutcome::Dropped)
+    );
     assert!(rx.events().is_empty());
-    assert_eq!(snap.hooks[0].recent_failures, 0, "dropping is not a receiver failure");
-    sim.handle().set_faults(FaultSpec { drop_webhooks: Some(false), ..FaultSpec::default() });
-    sim.handle().create_job(NewJob { project_id: 1, ..NewJob::default() });
+    assert_eq!(
+        snap.hooks[0].recent_failures, 0,
+        "dropping is not a receiver failure"
+    );
+    sim.handle().set_faults(FaultSpec {
+        drop_webhooks: Some(false),
+        ..FaultSpec::default()
+    });
+    sim.handle().create_job(NewJob {
+        project_id: 1,
+        ..NewJob::default()
+    });
     assert_eq!(rx.wait_for(2).await.len(), 2);
 }
 
@@ -308,7 +443,10 @@ async fn dropped_webhooks_fault_loses_events_until_turned_off() {
 async fn project_hooks_api_registers_job_events_and_refuses_remote_urls() {
     let (rx, addr) = receiver().await;
     let sim = start(SimConfig::default()).await;
-    sim.handle().create_job(NewJob { project_id: 3, ..NewJob::default() });
+    sim.handle().create_job(NewJob {
+        project_id: 3,
+        ..NewJob::default()
+    });
     let client = reqwest::Client::new();
     let created = client
         .post(format!("{}/api/v4/projects/3/hooks", sim.url()))
@@ -319,8 +457,14 @@ async fn project_hooks_api_registers_job_events_and_refuses_remote_urls() {
         .expect("add hook");
     assert_eq!(created.status(), reqwest::StatusCode::CREATED);
     let hook: Value = created.json().await.expect("json");
-    assert_eq!((hook["job_events"].as_bool(), hook["project_id"].as_u64()), (Some(true), Some(3)));
-    assert!(hook.get("token").is_none(), "the hook secret is never returned");
+    assert_eq!(
+        (hook["job_events"].as_bool(), hook["project_id"].as_u64()),
+        (Some(true), Some(3))
+    );
+    assert!(
+        hook.get("token").is_none(),
+        "the hook secret is never returned"
+    );
     let listed: Vec<Value> = client
         .get(format!("{}/api/v4/projects/3/hooks", sim.url()))
         .header("PRIVATE-TOKEN", ADMIN)
@@ -331,7 +475,10 @@ async fn project_hooks_api_registers_job_events_and_refuses_remote_urls() {
         .await
         .expect("json");
     assert_eq!(listed.len(), 1);
-    sim.handle().create_job(NewJob { project_id: 3, ..NewJob::default() });
+    sim.handle().create_job(NewJob {
+        project_id: 3,
+        ..NewJob::default()
+    });
     let events = rx.wait_for(2).await;
     assert_eq!(events.len(), 2);
     assert_eq!(h(&events[0], "x-gitlab-token"), SECRET);
@@ -354,14 +501,24 @@ async fn project_hooks_api_registers_job_events_and_refuses_remote_urls() {
         .await
         .expect("remote hook");
     assert_eq!(remote.status(), reqwest::StatusCode::BAD_REQUEST);
-    assert!(sim.handle().add_hook(NewHook { url: "http://example.com/h".into(), ..NewHook::default() }).is_err());
+    assert!(
+        sim.handle()
+            .add_hook(NewHook {
+                url: "http://example.com/h".into(),
+                ..NewHook::default()
+            })
+            .is_err()
+    );
     let sim_remote = client
         .post(format!("{}/sim/hooks", sim.url()))
         .json(&json!({ "url": "http://10.1.2.3/h" }))
         .send()
         .await
         .expect("sim remote");
-    assert_eq!(sim_remote.status(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        sim_remote.status(),
+        reqwest::StatusCode::UNPROCESSABLE_ENTITY
+    );
 
     let hook_id = hook["id"].as_u64().expect("id");
     let del = client
@@ -371,7 +528,14 @@ async fn project_hooks_api_registers_job_events_and_refuses_remote_urls() {
         .await
         .expect("delete hook");
     assert_eq!(del.status(), reqwest::StatusCode::NO_CONTENT);
-    sim.handle().create_job(NewJob { project_id: 3, ..NewJob::default() });
+    sim.handle().create_job(NewJob {
+        project_id: 3,
+        ..NewJob::default()
+    });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(rx.events().len(), 2, "deleted and job_events=false hooks stay silent");
+    assert_eq!(
+        rx.events().len(),
+        2,
+        "deleted and job_events=false hooks stay silent"
+    );
 }

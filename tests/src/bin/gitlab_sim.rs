@@ -12,7 +12,10 @@ use autogit_tests::gitlab_sim::{SimConfig, SimHandle, serve};
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "autogit-gitlab-sim", about = "GitLab API simulator for AutoGit tests")]
+#[command(
+    name = "autogit-gitlab-sim",
+    about = "GitLab API simulator for AutoGit tests"
+)]
 struct Args {
     /// Address to listen on (use port 0 for a free port). Loopback is recommended.
     #[arg(long, default_value = "127.0.0.1:0")]

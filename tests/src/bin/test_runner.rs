@@ -126,7 +126,8 @@ impl Signals {
         set.add(Signal::SIGQUIT);
         set.add(Signal::SIGTERM);
         set.add(Signal::SIGINT);
-        set.thread_block().map_err(|e| format!("block signals: {e}"))?;
+        set.thread_block()
+            .map_err(|e| format!("block signals: {e}"))?;
         let flag = Arc::new(AtomicI32::new(0));
         let f = flag.clone();
         thread::spawn(move || {
@@ -167,7 +168,12 @@ fn system_id() -> String {
         return id;
     }
     if let Ok(mid) = std::fs::read_to_string("/etc/machine-id") {
-        let mid: String = mid.trim().chars().filter(char::is_ascii_hexdigit).take(12).collect();
+        let mid: String = mid
+            .trim()
+            .chars()
+            .filter(char::is_ascii_hexdigit)
+            .take(12)
+            .collect();
         if mid.len() == 12 {
             return format!("s_{mid}");
         }
@@ -223,7 +229,9 @@ impl Client {
         }
     }
 
-    fn answer(resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Answer, String> {
+    fn answer(
+        resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<Answer, String> {
         let mut resp = resp.map_err(|e| format!("request failed: {e}"))?;
         let retry_after = resp
             .headers()
@@ -241,14 +249,28 @@ impl Client {
     }
 
     fn post_json(&self, path: &str, body: &Value) -> Result<Answer, String> {
-        Self::answer(self.agent.post(&format!("{}{path}", self.base)).send_json(body))
+        Self::answer(
+            self.agent
+                .post(&format!("{}{path}", self.base))
+                .send_json(body),
+        )
     }
 
     fn put_json(&self, path: &str, body: &Value) -> Result<Answer, String> {
-        Self::answer(self.agent.put(&format!("{}{path}", self.base)).send_json(body))
+        Self::answer(
+            self.agent
+                .put(&format!("{}{path}", self.base))
+                .send_json(body),
+        )
     }
 
-    fn patch_trace(&self, job_id: u64, job_token: &str, offset: usize, data: &str) -> Result<Answer, String> {
+    fn patch_trace(
+        &self,
+        job_id: u64,
+        job_token: &str,
+        offset: usize,
+        data: &str,
+    ) -> Result<Answer, String> {
         let end = (offset + data.len()).saturating_sub(1);
         Self::answer(
             self.agent
@@ -274,7 +296,11 @@ fn sleep_unless(d: Duration, stop: impl Fn() -> bool) -> bool {
 }
 
 /// Retries `call` on connection errors, 429 and 5xx (bounded), honouring `Retry-After`.
-fn with_retries(what: &str, signals: &Signals, mut call: impl FnMut() -> Result<Answer, String>) -> Result<Answer, String> {
+fn with_retries(
+    what: &str,
+    signals: &Signals,
+    mut call: impl FnMut() -> Result<Answer, String>,
+) -> Result<Answer, String> {
     let mut last = String::new();
     for attempt in 0..8u32 {
         match call() {
@@ -283,7 +309,10 @@ fn with_retries(what: &str, signals: &Signals, mut call: impl FnMut() -> Result<
                     .retry_after
                     .unwrap_or(Duration::from_millis(200 * u64::from(attempt + 1)))
                     .min(MAX_BACKOFF);
-                log(&format!("{what}: HTTP {}, retrying in {:?}", a.status, wait));
+                log(&format!(
+                    "{what}: HTTP {}, retrying in {:?}",
+                    a.status, wait
+                ));
                 last = format!("HTTP {}", a.status);
                 if sleep_unless(wait, || signals.abort().is_some()) {
                     break;
@@ -309,7 +338,10 @@ enum JobEnd {
 }
 
 fn run_job(client: &Client, job: &Value, signals: &Signals) -> Result<JobEnd, String> {
-    let id = job.get("id").and_then(Value::as_u64).ok_or("job payload without id")?;
+    let id = job
+        .get("id")
+        .and_then(Value::as_u64)
+        .ok_or("job payload without id")?;
     let job_token = job
         .get("token")
         .and_then(Value::as_str)
@@ -329,16 +361,22 @@ fn run_job(client: &Client, job: &Value, signals: &Signals) -> Result<JobEnd, St
         .and_then(|v| v.get("value").and_then(Value::as_str))
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
-    log(&format!("job {id} ({name}) received, running for {duration_ms} ms"));
+    log(&format!(
+        "job {id} ({name}) received, running for {duration_ms} ms"
+    ));
     let update = |state: &str, reason: Option<&str>| {
         let mut body = json!({ "token": job_token, "state": state });
         if let Some(r) = reason {
             body["failure_reason"] = json!(r);
         }
-        with_retries("update job", signals, || client.put_json(&format!("/jobs/{id}"), &body))
+        with_retries("update job", signals, || {
+            client.put_json(&format!("/jobs/{id}"), &body)
+        })
     };
     if update("running", None)?.status == 403 {
-        log(&format!("job {id} is no longer running on GitLab; dropping it"));
+        log(&format!(
+            "job {id} is no longer running on GitLab; dropping it"
+        ));
         return Ok(JobEnd::CanceledByServer);
     }
     let mut offset = 0usize;
@@ -351,8 +389,12 @@ fn run_job(client: &Client, job: &Value, signals: &Signals) -> Result<JobEnd, St
         }
         Ok(())
     };
-    trace(&format!("Running with autogit-test-runner {VERSION}\n$ sleep {duration_ms}ms\n"))?;
-    let aborted = sleep_unless(Duration::from_millis(duration_ms), || signals.abort().is_some());
+    trace(&format!(
+        "Running with autogit-test-runner {VERSION}\n$ sleep {duration_ms}ms\n"
+    ))?;
+    let aborted = sleep_unless(Duration::from_millis(duration_ms), || {
+        signals.abort().is_some()
+    });
     if aborted && let Some(code) = signals.abort() {
         trace("ERROR: Job aborted: the runner received a termination signal\n")?;
         update("failed", Some("runner_system_failure"))?;
@@ -362,7 +404,9 @@ fn run_job(client: &Client, job: &Value, signals: &Signals) -> Result<JobEnd, St
     trace("Job succeeded\n")?;
     let a = update("success", None)?;
     if a.status == 403 {
-        log(&format!("job {id} was canceled on GitLab before it finished"));
+        log(&format!(
+            "job {id} was canceled on GitLab before it finished"
+        ));
         return Ok(JobEnd::CanceledByServer);
     }
     log(&format!("job {id} succeeded"));
@@ -421,13 +465,17 @@ fn run(opts: Opts, signals: &Signals) -> Result<ExitCode, String> {
             return Ok(ExitCode::SUCCESS);
         }
         let body = json!({ "token": opts.token, "system_id": system_id, "info": info });
-        let a = with_retries("request job", signals, || client.post_json("/jobs/request", &body))?;
+        let a = with_retries("request job", signals, || {
+            client.post_json("/jobs/request", &body)
+        })?;
         match a.status {
             201 => {
                 let job: Value = serde_json::from_str(&a.body)
                     .map_err(|e| format!("job payload is not JSON: {e}"))?;
                 match run_job(&client, &job, signals)? {
-                    JobEnd::Aborted(code) => return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1))),
+                    JobEnd::Aborted(code) => {
+                        return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+                    }
                     JobEnd::Succeeded | JobEnd::CanceledByServer => {}
                 }
                 builds += 1;

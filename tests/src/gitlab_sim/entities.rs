@@ -28,7 +28,16 @@ pub fn user(w: &World, u: &User) -> Value {
     let mut v = user_basic(w, u);
     if let Some(m) = v.as_object_mut() {
         m.insert("created_at".into(), json!(iso(u.created_at)));
-        for k in ["bio", "linkedin", "twitter", "discord", "website_url", "organization", "job_title", "pronouns"] {
+        for k in [
+            "bio",
+            "linkedin",
+            "twitter",
+            "discord",
+            "website_url",
+            "organization",
+            "job_title",
+            "pronouns",
+        ] {
             m.insert(k.into(), json!(""));
         }
         for k in ["location", "work_information"] {
@@ -48,8 +57,14 @@ pub fn user(w: &World, u: &User) -> Value {
 pub fn current_user(w: &World, u: &User) -> Value {
     let mut v = user(w, u);
     if let Some(m) = v.as_object_mut() {
-        m.insert("email".into(), json!(format!("{}@example.invalid", u.username)));
-        m.insert("commit_email".into(), json!(format!("{}@example.invalid", u.username)));
+        m.insert(
+            "email".into(),
+            json!(format!("{}@example.invalid", u.username)),
+        );
+        m.insert(
+            "commit_email".into(),
+            json!(format!("{}@example.invalid", u.username)),
+        );
         m.insert("last_sign_in_at".into(), Value::Null);
         m.insert("confirmed_at".into(), json!(iso(u.created_at)));
         m.insert("last_activity_on".into(), Value::Null);
@@ -222,10 +237,22 @@ pub fn runner_details(w: &World, r: &Runner, now: OffsetDateTime) -> Value {
         m.insert("locked".into(), json!(r.locked));
         m.insert("maximum_timeout".into(), json!(r.maximum_timeout));
         m.insert("access_level".into(), json!(r.access_level));
-        m.insert("version".into(), json!(latest.and_then(|m| m.version.clone())));
-        m.insert("revision".into(), json!(latest.and_then(|m| m.revision.clone())));
-        m.insert("platform".into(), json!(latest.and_then(|m| m.platform.clone())));
-        m.insert("architecture".into(), json!(latest.and_then(|m| m.architecture.clone())));
+        m.insert(
+            "version".into(),
+            json!(latest.and_then(|m| m.version.clone())),
+        );
+        m.insert(
+            "revision".into(),
+            json!(latest.and_then(|m| m.revision.clone())),
+        );
+        m.insert(
+            "platform".into(),
+            json!(latest.and_then(|m| m.platform.clone())),
+        );
+        m.insert(
+            "architecture".into(),
+            json!(latest.and_then(|m| m.architecture.clone())),
+        );
         m.insert("contacted_at".into(), ts(r.contacted_at));
         m.insert("maintenance_note".into(), json!(r.maintenance_note));
         m.insert("projects".into(), json!(projects));
@@ -349,9 +376,7 @@ pub fn job_request_payload(w: &World, j: &Job) -> Value {
     let project_path = project.map(|p| w.project_path(p)).unwrap_or_default();
     let project_name = project.map(|p| p.name.clone()).unwrap_or_default();
     let now = OffsetDateTime::now_utc();
-    let var = |k: &str, v: String, public: bool, masked: bool| {
-        json!({ "key": k, "value": v, "public": public, "masked": masked })
-    };
+    let var = |k: &str, v: String, public: bool, masked: bool| json!({ "key": k, "value": v, "public": public, "masked": masked });
     json!({
         "id": j.id,
         "token": j.token.expose(),

@@ -35,10 +35,7 @@ pub async fn apply(State(shared): State<Arc<Shared>>, req: Request, next: Next) 
     let (latency, verdict) = shared.with_world(|w| {
         w.count_request(key);
         let f = &mut w.faults;
-        let applies = f
-            .path_prefix
-            .as_deref()
-            .is_none_or(|p| path.starts_with(p));
+        let applies = f.path_prefix.as_deref().is_none_or(|p| path.starts_with(p));
         if !applies {
             return (0, Verdict::Pass);
         }
@@ -70,7 +67,8 @@ pub async fn apply(State(shared): State<Arc<Shared>>, req: Request, next: Next) 
 fn rate_limited(retry_after: u64) -> Response {
     let mut resp = (StatusCode::TOO_MANY_REQUESTS, "Retry later\n").into_response();
     let h = resp.headers_mut();
-    let reset = time::OffsetDateTime::now_utc() + time::Duration::seconds(retry_after.min(86_400) as i64);
+    let reset =
+        time::OffsetDateTime::now_utc() + time::Duration::seconds(retry_after.min(86_400) as i64);
     let pairs = [
         ("retry-after", retry_after.to_string()),
         ("ratelimit-name", "throttle_authenticated_api".to_owned()),

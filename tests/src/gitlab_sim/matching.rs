@@ -37,7 +37,9 @@ pub fn runner_matches(runner: &Runner, job: &Job, project: &Project) -> bool {
     if job.tags.is_empty() {
         return runner.run_untagged;
     }
-    job.tags.iter().all(|t| runner.tags.iter().any(|rt| rt == t))
+    job.tags
+        .iter()
+        .all(|t| runner.tags.iter().any(|rt| rt == t))
 }
 
 /// The pending job `runner` should get next, if any.
@@ -46,11 +48,14 @@ pub fn pick_job(
     jobs: &BTreeMap<u64, Job>,
     projects: &BTreeMap<u64, Project>,
 ) -> Option<u64> {
-    let candidates = jobs.values().filter(|j| j.status == JobStatus::Pending).filter(|j| {
-        projects
-            .get(&j.project_id)
-            .is_some_and(|p| runner_matches(runner, j, p))
-    });
+    let candidates = jobs
+        .values()
+        .filter(|j| j.status == JobStatus::Pending)
+        .filter(|j| {
+            projects
+                .get(&j.project_id)
+                .is_some_and(|p| runner_matches(runner, j, p))
+        });
     if runner.runner_type != RunnerType::Instance {
         return candidates.map(|j| j.id).min();
     }
@@ -146,10 +151,22 @@ mod tests {
     #[test]
     fn untagged_jobs_need_run_untagged() {
         let p = project(10, 1);
-        assert!(!runner_matches(&runner(RunnerType::Instance, &["a"], false), &job(1, 10, &[]), &p));
-        assert!(runner_matches(&runner(RunnerType::Instance, &["a"], true), &job(1, 10, &[]), &p));
+        assert!(!runner_matches(
+            &runner(RunnerType::Instance, &["a"], false),
+            &job(1, 10, &[]),
+            &p
+        ));
+        assert!(runner_matches(
+            &runner(RunnerType::Instance, &["a"], true),
+            &job(1, 10, &[]),
+            &p
+        ));
         // run_untagged does not let a runner take tagged jobs it lacks tags for.
-        assert!(!runner_matches(&runner(RunnerType::Instance, &[], true), &job(1, 10, &["a"]), &p));
+        assert!(!runner_matches(
+            &runner(RunnerType::Instance, &[], true),
+            &job(1, 10, &["a"]),
+            &p
+        ));
     }
 
     #[test]

@@ -30,7 +30,10 @@ impl PageRequest {
     pub fn from_params(params: &Params) -> Result<Self, String> {
         let page = match params.first("page") {
             None | Some("") => 1,
-            Some(s) => s.trim().parse::<i64>().map_err(|_| "page is invalid".to_owned())?,
+            Some(s) => s
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| "page is invalid".to_owned())?,
         };
         let per_page = match params.first("per_page") {
             None | Some("") => DEFAULT_PER_PAGE as i64,
@@ -46,7 +49,9 @@ impl PageRequest {
         let per_page = if per_page < 0 {
             DEFAULT_PER_PAGE
         } else {
-            usize::try_from(per_page).unwrap_or(MAX_PER_PAGE).min(MAX_PER_PAGE)
+            usize::try_from(per_page)
+                .unwrap_or(MAX_PER_PAGE)
+                .min(MAX_PER_PAGE)
         };
         let page = usize::try_from(page.max(1)).unwrap_or(1);
         Ok(PageRequest { page, per_page })
@@ -143,14 +148,23 @@ mod tests {
     fn middle_first_last_and_out_of_range_pages() {
         let p = paginate((1..=45).collect::<Vec<_>>(), req(2, 20));
         assert_eq!(p.items.first(), Some(&21));
-        assert_eq!((p.prev_page, p.next_page, p.total_pages), (Some(1), Some(3), 3));
+        assert_eq!(
+            (p.prev_page, p.next_page, p.total_pages),
+            (Some(1), Some(3), 3)
+        );
         let last = paginate((1..=45).collect::<Vec<_>>(), req(3, 20));
-        assert_eq!((last.items.len(), last.next_page, last.prev_page), (5, None, Some(2)));
+        assert_eq!(
+            (last.items.len(), last.next_page, last.prev_page),
+            (5, None, Some(2))
+        );
         let beyond = paginate((1..=45).collect::<Vec<_>>(), req(9, 20));
         assert!(beyond.items.is_empty());
         assert_eq!((beyond.next_page, beyond.prev_page), (None, None));
         let empty = paginate(Vec::<u8>::new(), req(1, 20));
-        assert_eq!((empty.total, empty.total_pages, empty.next_page), (0, 1, None));
+        assert_eq!(
+            (empty.total, empty.total_pages, empty.next_page),
+            (0, 1, None)
+        );
     }
 
     #[test]

@@ -39,7 +39,8 @@ impl Params {
         }
         let ct = content_type.unwrap_or("").to_ascii_lowercase();
         if ct.starts_with("application/json") || (ct.is_empty() && body.first() == Some(&b'{')) {
-            let v: Value = serde_json::from_slice(body).map_err(|_| "Invalid JSON body".to_owned())?;
+            let v: Value =
+                serde_json::from_slice(body).map_err(|_| "Invalid JSON body".to_owned())?;
             let Value::Object(map) = v else {
                 return Err("JSON body must be an object".to_owned());
             };
@@ -58,7 +59,8 @@ impl Params {
             if let Some((_, PVal::List(list))) = self.entries.iter_mut().find(|(k, _)| k == base) {
                 list.push(value);
             } else {
-                self.entries.push((base.to_owned(), PVal::List(vec![value])));
+                self.entries
+                    .push((base.to_owned(), PVal::List(vec![value])));
             }
         } else {
             self.entries.retain(|(k, _)| k != &key);
@@ -175,9 +177,7 @@ impl Params {
     /// arrays as `key%5B%5D=value`).
     pub fn to_query_with_page(&self, page: usize, per_page: usize) -> String {
         let mut pairs: Vec<String> = Vec::new();
-        let enc = |k: &str, v: &str| {
-            serde_urlencoded::to_string([(k, v)]).unwrap_or_default()
-        };
+        let enc = |k: &str, v: &str| serde_urlencoded::to_string([(k, v)]).unwrap_or_default();
         for (k, v) in &self.entries {
             if k == "page" || k == "per_page" {
                 continue;
@@ -213,17 +213,27 @@ mod tests {
     #[test]
     fn arrays_commas_and_json() {
         let q = Params::from_query("scope[]=pending&scope[]=running&tag_list=a,%20b&x=1");
-        assert_eq!(q.list("scope"), Some(vec!["pending".into(), "running".into()]));
+        assert_eq!(
+            q.list("scope"),
+            Some(vec!["pending".into(), "running".into()])
+        );
         assert_eq!(q.comma_list("tag_list"), Some(vec!["a".into(), "b".into()]));
         let j = Params::from_body(
             Some("application/json"),
             br#"{"tag_list":["gpu","x,y"],"paused":"true","maximum_timeout":3600}"#,
         )
         .unwrap_or_default();
-        assert_eq!(j.comma_list("tag_list"), Some(vec!["gpu".into(), "x".into(), "y".into()]));
+        assert_eq!(
+            j.comma_list("tag_list"),
+            Some(vec!["gpu".into(), "x".into(), "y".into()])
+        );
         assert_eq!(j.boolean("paused"), Ok(Some(true)));
         assert_eq!(j.integer("maximum_timeout"), Ok(Some(3600)));
-        assert!(Params::from_query("paused=maybe").boolean("paused").is_err());
+        assert!(
+            Params::from_query("paused=maybe")
+                .boolean("paused")
+                .is_err()
+        );
     }
 
     #[test]

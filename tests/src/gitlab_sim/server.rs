@@ -156,7 +156,8 @@ impl SimHandle {
     }
 
     pub fn job(&self, id: u64) -> Option<SimJob> {
-        self.shared.with_world(|w| w.jobs.get(&id).map(|j| w.sim_job(j)))
+        self.shared
+            .with_world(|w| w.jobs.get(&id).map(|j| w.sim_job(j)))
     }
 
     pub fn jobs(&self) -> Vec<SimJob> {
@@ -378,8 +379,7 @@ pub async fn serve(
         .unwrap_or_else(|e| e.into_inner())
         .take();
     let dispatcher = rx.map(|rx| tokio::spawn(super::webhooks::run_dispatcher(shared.clone(), rx)));
-    let app = super::api::router(shared)
-        .into_make_service_with_connect_info::<SocketAddr>();
+    let app = super::api::router(shared).into_make_service_with_connect_info::<SocketAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
@@ -399,7 +399,9 @@ pub struct SimServer {
 
 impl fmt::Debug for SimServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SimServer").field("addr", &self.addr).finish()
+        f.debug_struct("SimServer")
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 

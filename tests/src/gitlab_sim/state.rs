@@ -151,13 +151,19 @@ impl Job {
     /// Seconds spent queued (GitLab's `queued_duration`).
     pub fn queued_duration(&self, now: OffsetDateTime) -> Option<f64> {
         let queued = self.queued_at?;
-        Some(super::timefmt::secs_between(queued, self.started_at.unwrap_or(now)))
+        Some(super::timefmt::secs_between(
+            queued,
+            self.started_at.unwrap_or(now),
+        ))
     }
 
     /// Seconds spent running (GitLab's `duration`).
     pub fn duration(&self, now: OffsetDateTime) -> Option<f64> {
         let started = self.started_at?;
-        Some(super::timefmt::secs_between(started, self.finished_at.unwrap_or(now)))
+        Some(super::timefmt::secs_between(
+            started,
+            self.finished_at.unwrap_or(now),
+        ))
     }
 }
 
@@ -233,8 +239,7 @@ impl Runner {
 
     /// `online` as GitLab exposes it: `null` when never contacted.
     pub fn online(&self, now: OffsetDateTime) -> Option<bool> {
-        self.contacted_at
-            .map(|c| c > now - ONLINE_CONTACT_TIMEOUT)
+        self.contacted_at.map(|c| c > now - ONLINE_CONTACT_TIMEOUT)
     }
 
     /// `status`: `online`, `offline` or `never_contacted` (the simulator never makes
@@ -526,8 +531,7 @@ impl World {
             JobStatus::Success | JobStatus::Canceled => job.finished_at = Some(now),
             JobStatus::Failed => {
                 job.finished_at = Some(now);
-                job.failure_reason =
-                    Some(failure_reason.unwrap_or("unknown_failure").to_owned());
+                job.failure_reason = Some(failure_reason.unwrap_or("unknown_failure").to_owned());
             }
             JobStatus::Created => {}
         }
@@ -643,7 +647,9 @@ impl World {
                 let new = (old + 1).clamp(1, PERMANENTLY_DISABLED_FAILURE_THRESHOLD + 1);
                 hook.recent_failures = new;
                 if new > TEMPORARILY_DISABLED_FAILURE_THRESHOLD {
-                    let exp = old.saturating_sub(TEMPORARILY_DISABLED_FAILURE_THRESHOLD).min(60);
+                    let exp = old
+                        .saturating_sub(TEMPORARILY_DISABLED_FAILURE_THRESHOLD)
+                        .min(60);
                     let secs = (initial * 2f64.powi(exp as i32)).clamp(initial, max.max(initial));
                     hook.disabled_until = Some(now + time::Duration::seconds_f64(secs));
                 }
@@ -733,7 +739,11 @@ impl World {
                 .and_then(|v| v.as_str())
                 .map(str::to_owned)
         };
-        if let Some(m) = runner.managers.iter_mut().find(|m| m.system_id == system_id) {
+        if let Some(m) = runner
+            .managers
+            .iter_mut()
+            .find(|m| m.system_id == system_id)
+        {
             m.contacted_at = now;
             if info.is_some() {
                 m.version = info_str("version").or(m.version.take());

@@ -11,9 +11,8 @@ use time::macros::format_description;
 
 /// Formats `t` as GitLab does: `YYYY-MM-DDTHH:MM:SS.mmmZ` in UTC.
 pub fn iso(t: OffsetDateTime) -> String {
-    let fmt = format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
+    let fmt =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     t.to_offset(time::UtcOffset::UTC)
         .format(&fmt)
         .unwrap_or_else(|_| String::from("1970-01-01T00:00:00.000Z"))
@@ -44,6 +43,9 @@ mod tests {
             iso(datetime!(2016-01-25 16:39:48.066 UTC)),
             "2016-01-25T16:39:48.066Z"
         );
-        assert_eq!(iso(datetime!(2016-01-25 18:39:48 +2)), "2016-01-25T16:39:48.000Z");
+        assert_eq!(
+            iso(datetime!(2016-01-25 18:39:48 +2)),
+            "2016-01-25T16:39:48.000Z"
+        );
     }
 }

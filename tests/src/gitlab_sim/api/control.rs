@@ -68,7 +68,11 @@ pub async fn cancel_job(State(s): State<Arc<Shared>>, Path(id): Path<u64>) -> Re
 pub async fn add_hook(State(s): State<Arc<Shared>>, Json(hook): Json<NewHook>) -> Response {
     match handle(&s).add_hook(hook) {
         Ok(h) => (StatusCode::CREATED, Json(h)).into_response(),
-        Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "message": e }))).into_response(),
+        Err(e) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "message": e })),
+        )
+            .into_response(),
     }
 }
 

@@ -42,10 +42,15 @@ pub enum ApiError {
     Unauthorized,
     Forbidden(Option<String>),
     /// 403 from the runner API that also tells the runner the job's status.
-    JobForbidden { job_status: String, reason: String },
+    JobForbidden {
+        job_status: String,
+        reason: String,
+    },
     NotFound(Option<&'static str>),
     RecordNotFound,
-    RangeNotSatisfiable { size: usize },
+    RangeNotSatisfiable {
+        size: usize,
+    },
 }
 
 impl IntoResponse for ApiError {
@@ -156,8 +161,8 @@ impl<S: Send + Sync> FromRequest<S> for ApiReq {
             }
         };
         let params = if parse_body {
-            let from_body = Params::from_body(ct.as_deref(), &body)
-                .map_err(ApiError::BadRequest)?;
+            let from_body =
+                Params::from_body(ct.as_deref(), &body).map_err(ApiError::BadRequest)?;
             query.merge(from_body)
         } else {
             query
@@ -212,13 +217,22 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v4/projects/{id}", get(rest::get_project))
         .route("/api/v4/projects/{id}/jobs", get(rest::list_jobs))
         .route("/api/v4/projects/{id}/jobs/{job_id}", get(rest::get_job))
-        .route("/api/v4/projects/{id}/jobs/{job_id}/trace", get(rest::get_trace))
-        .route("/api/v4/projects/{id}/jobs/{job_id}/cancel", post(rest::cancel_job))
+        .route(
+            "/api/v4/projects/{id}/jobs/{job_id}/trace",
+            get(rest::get_trace),
+        )
+        .route(
+            "/api/v4/projects/{id}/jobs/{job_id}/cancel",
+            post(rest::cancel_job),
+        )
         .route(
             "/api/v4/projects/{id}/hooks",
             get(rest::list_hooks).post(rest::add_hook),
         )
-        .route("/api/v4/projects/{id}/hooks/{hook_id}", delete(rest::delete_hook))
+        .route(
+            "/api/v4/projects/{id}/hooks/{hook_id}",
+            delete(rest::delete_hook),
+        )
         .route(
             "/api/v4/runners",
             get(runners::list_owned).delete(runner_api::delete_by_token),
@@ -245,7 +259,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/sim/hooks", post(control::add_hook))
         .route("/sim/hooks/{id}/enable", post(control::enable_hook))
         .route("/sim/deliveries/{id}/redeliver", post(control::redeliver))
-        .route("/sim/faults", post(control::set_faults).get(control::get_faults))
+        .route(
+            "/sim/faults",
+            post(control::set_faults).get(control::get_faults),
+        )
         .route("/sim/users", post(control::create_user))
         .route("/sim/state", get(control::state))
         .route_layer(axum::middleware::from_fn(control::loopback_only));

@@ -48,10 +48,7 @@ pub async fn version(State(s): State<Arc<Shared>>, req: ApiReq) -> Result<Respon
     })
 }
 
-pub async fn current_user(
-    State(s): State<Arc<Shared>>,
-    req: ApiReq,
-) -> Result<Response, ApiError> {
+pub async fn current_user(State(s): State<Arc<Shared>>, req: ApiReq) -> Result<Response, ApiError> {
     s.with_world(|w| {
         let u = authenticate(w, &req)?;
         Ok(Json(entities::current_user(w, u)).into_response())
@@ -60,7 +57,9 @@ pub async fn current_user(
 
 /// Finds a project the user can see, or GitLab's `404 Project Not Found`.
 pub fn visible_project<'w>(w: &'w World, user: &User, key: &str) -> Result<&'w Project, ApiError> {
-    let p = w.find_project(key).ok_or(ApiError::NotFound(Some("Project")))?;
+    let p = w
+        .find_project(key)
+        .ok_or(ApiError::NotFound(Some("Project")))?;
     if w.can_read_project(user, p.id) {
         Ok(p)
     } else {
@@ -83,9 +82,21 @@ pub async fn list_projects(
             errors.push(e);
             None
         });
-        let order_by = req.params.string("order_by").unwrap_or_else(|| "created_at".into());
-        if !["id", "name", "path", "created_at", "updated_at", "last_activity_at", "similarity", "star_count"]
-            .contains(&order_by.as_str())
+        let order_by = req
+            .params
+            .string("order_by")
+            .unwrap_or_else(|| "created_at".into());
+        if ![
+            "id",
+            "name",
+            "path",
+            "created_at",
+            "updated_at",
+            "last_activity_at",
+            "similarity",
+            "star_count",
+        ]
+        .contains(&order_by.as_str())
         {
             errors.push("order_by does not have a valid value".into());
         }
@@ -154,9 +165,13 @@ pub async fn list_jobs(
         let p = visible_project(w, u, &id)?;
         let scopes = req.params.list("scope");
         if let Some(scopes) = &scopes
-            && scopes.iter().any(|s| !AVAILABLE_JOB_SCOPES.contains(&s.as_str()))
+            && scopes
+                .iter()
+                .any(|s| !AVAILABLE_JOB_SCOPES.contains(&s.as_str()))
         {
-            return Err(ApiError::Params(vec!["scope does not have a valid value".into()]));
+            return Err(ApiError::Params(vec![
+                "scope does not have a valid value".into(),
+            ]));
         }
         let now = OffsetDateTime::now_utc();
         let items: Vec<Value> = w

@@ -84,7 +84,11 @@ pub async fn request_job(State(s): State<Arc<Shared>>, req: ApiReq) -> Result<Re
             return Ok(no_content_with_last_update());
         };
         let job = w.jobs.get(&job_id).ok_or(ApiError::RecordNotFound)?;
-        Ok((StatusCode::CREATED, Json(entities::job_request_payload(w, job))).into_response())
+        Ok((
+            StatusCode::CREATED,
+            Json(entities::job_request_payload(w, job)),
+        )
+            .into_response())
     })
 }
 
@@ -135,8 +139,10 @@ pub async fn update_job(
             Some(_) => return Err(ApiError::BadRequest("Unknown job state".into())),
         }
         let mut resp = (StatusCode::OK, "200").into_response();
-        resp.headers_mut()
-            .insert("x-gitlab-trace-update-interval", HeaderValue::from_static("60"));
+        resp.headers_mut().insert(
+            "x-gitlab-trace-update-interval",
+            HeaderValue::from_static("60"),
+        );
         Ok(resp)
     })
 }

@@ -54,17 +54,21 @@ fn parse_create(req: &ApiReq) -> Result<CreateParams, ApiError> {
             }
         },
     };
-    let mut int = |k: &str| p.integer(k).unwrap_or_else(|e| {
-        errors.push(e);
-        None
-    });
+    let mut int = |k: &str| {
+        p.integer(k).unwrap_or_else(|e| {
+            errors.push(e);
+            None
+        })
+    };
     let group_id = int("group_id");
     let project_id = int("project_id");
     let maximum_timeout = int("maximum_timeout");
-    let mut boolean = |k: &str| p.boolean(k).unwrap_or_else(|e| {
-        errors.push(e);
-        None
-    });
+    let mut boolean = |k: &str| {
+        p.boolean(k).unwrap_or_else(|e| {
+            errors.push(e);
+            None
+        })
+    };
     let paused = boolean("paused");
     let locked = boolean("locked");
     let run_untagged = boolean("run_untagged");
@@ -141,7 +145,10 @@ pub async fn create_user_runner(
         if c.maximum_timeout.is_some_and(|t| t < 600) {
             invalid.push("Maximum timeout needs to be at least 10 minutes".to_owned());
         }
-        if c.maintenance_note.as_ref().is_some_and(|n| n.chars().count() > 1024) {
+        if c.maintenance_note
+            .as_ref()
+            .is_some_and(|n| n.chars().count() > 1024)
+        {
             invalid.push("Maintenance note is too long (maximum is 1024 characters)".to_owned());
         }
         if !invalid.is_empty() {
@@ -212,7 +219,9 @@ fn apply_filters<'w>(
     if let Some(s) = &scope
         && !allowed_scopes.contains(&s.as_str())
     {
-        return Err(ApiError::BadRequestRaw("Scope contains invalid value".into()));
+        return Err(ApiError::BadRequestRaw(
+            "Scope contains invalid value".into(),
+        ));
     }
     let matches_scope = |r: &Runner, s: &str| match s {
         "specific" => r.runner_type != RunnerType::Instance,
@@ -252,11 +261,27 @@ fn apply_filters<'w>(
 
 /// `Ci::Runner::AVAILABLE_SCOPES` (types and statuses, deprecated ones included).
 const ALL_SCOPES: &[&str] = &[
-    "specific", "shared", "instance_type", "group_type", "project_type", "active", "paused",
-    "online", "offline", "stale", "never_contacted",
+    "specific",
+    "shared",
+    "instance_type",
+    "group_type",
+    "project_type",
+    "active",
+    "paused",
+    "online",
+    "offline",
+    "stale",
+    "never_contacted",
 ];
 /// `Ci::Runner::AVAILABLE_STATUSES_INCL_DEPRECATED`.
-const STATUSES: &[&str] = &["active", "paused", "online", "offline", "stale", "never_contacted"];
+const STATUSES: &[&str] = &[
+    "active",
+    "paused",
+    "online",
+    "offline",
+    "stale",
+    "never_contacted",
+];
 
 /// Runners the user owns: group/project runners of namespaces they administer.
 fn owned(w: &World, user: &User) -> Vec<u64> {
@@ -266,10 +291,7 @@ fn owned(w: &World, user: &User) -> Vec<u64> {
         .filter(|r| match r.runner_type {
             RunnerType::Instance => false,
             RunnerType::Group => user.is_admin,
-            RunnerType::Project => r
-                .project_ids
-                .iter()
-                .any(|p| w.can_read_project(user, *p)),
+            RunnerType::Project => r.project_ids.iter().any(|p| w.can_read_project(user, *p)),
         })
         .map(|r| r.id)
         .collect()
@@ -282,7 +304,10 @@ pub async fn list_owned(State(s): State<Arc<Shared>>, req: ApiReq) -> Result<Res
         let ids = owned(w, user);
         let runners = w.runners.values().filter(|r| ids.contains(&r.id)).collect();
         let runners = apply_filters(&req, runners, STATUSES, now)?;
-        let items = runners.iter().map(|r| entities::runner(w, r, now)).collect();
+        let items = runners
+            .iter()
+            .map(|r| entities::runner(w, r, now))
+            .collect();
         paged(w, &req, items)
     })
 }
@@ -296,7 +321,10 @@ pub async fn list_all(State(s): State<Arc<Shared>>, req: ApiReq) -> Result<Respo
         let now = OffsetDateTime::now_utc();
         let runners = w.runners.values().filter(|r| !r.is_deleted()).collect();
         let runners = apply_filters(&req, runners, ALL_SCOPES, now)?;
-        let items: Vec<Value> = runners.iter().map(|r| entities::runner(w, r, now)).collect();
+        let items: Vec<Value> = runners
+            .iter()
+            .map(|r| entities::runner(w, r, now))
+            .collect();
         paged(w, &req, items)
     })
 }
