@@ -48,7 +48,6 @@ async fn main() -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("bind {}: {e}", args.listen))?;
     let addr = listener.local_addr()?;
-    let configured = args.external_url.is_some();
     let handle = SimHandle::new(SimConfig {
         admin_token: args.admin_token,
         external_url: args.external_url,
@@ -57,7 +56,7 @@ async fn main() -> anyhow::Result<()> {
     });
     println!("listening on http://{addr}");
     std::io::stdout().flush()?;
-    serve(listener, handle, configured, shutdown_signal()).await?;
+    serve(listener, handle, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -482,7 +482,12 @@ pub fn job_hook_payload(w: &World, job_id: u64) -> Option<Value> {
         "retries_count": 0,
         "pipeline_id": j.pipeline_id,
         "project_id": p.id,
-        "project_name": w.project_path(p).replace('/', " / "),
+        // `Project#full_name`: "<namespace name> / <project name>".
+        "project_name": format!(
+            "{} / {}",
+            w.group(p.group_id).map(|g| g.name.as_str()).unwrap_or("root"),
+            p.name
+        ),
         "user": hook_user,
         "commit": {
             "id": j.pipeline_id,

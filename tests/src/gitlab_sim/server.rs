@@ -104,10 +104,11 @@ impl SimHandle {
     pub fn new(config: SimConfig) -> Self {
         let to_time = |d: Duration| time::Duration::try_from(d).unwrap_or(time::Duration::MAX);
         let settings = Settings {
+            // Empty until `serve` knows the listen address, unless configured.
             external_url: config
                 .external_url
                 .clone()
-                .unwrap_or_else(|| "http://127.0.0.1".to_owned())
+                .unwrap_or_default()
                 .trim_end_matches('/')
                 .to_owned(),
             version: SIM_GITLAB_VERSION.to_owned(),
@@ -360,19 +361,20 @@ pub fn check_hook_url(url: &str) -> Result<(), String> {
     }
 }
 
-/// Serves `handle`'s simulator on `listener` until `shutdown` resolves. Sets the
-/// instance URL to the listener's address unless the config named one.
+/// Serves `handle`'s simulator on `listener` until `shutdown` resolves. The instance
+/// URL becomes `http://<listen address>` unless [`SimConfig::external_url`] named one.
 pub async fn serve(
     listener: TcpListener,
     handle: SimHandle,
-    external_url_configured: bool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     let shared = handle.shared();
-    if !external_url_configured {
-        shared.with_world(|w| w.settings.external_url = format!("http://{addr}"));
-    }
+    shared.with_world(|w| {
+        if w.settings.external_url.is_empty() {
+            w.settings.external_url = format!("http://{addr}");
+        }
+    });
     let rx = shared
         .dispatch_rx
         .lock()
@@ -414,15 +416,14 @@ pub async fn spawn(config: SimConfig) -> std::io::Result<SimServer> {
 /// Starts a simulator with `config` on an already bound listener.
 pub async fn spawn_on(listener: TcpListener, config: SimConfig) -> std::io::Result<SimServer> {
     let addr = listener.local_addr()?;
-    let configured = config.external_url.is_some();
     let handle = SimHandle::new(config);
-    if !configured {
-        handle
-            .shared()
-            .with_world(|w| w.settings.external_url = format!("http://{addr}"));
-    }
+    handle.shared().with_world(|w| {
+        if w.settings.external_url.is_empty() {
+            w.settings.external_url = format!("http://{addr}");
+        }
+    });
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listener, handle.clone(), true, async move {
+    let task = tokio::spawn(serve(listener, handle.clone(), async move {
         let _ = rx.await;
     }));
     Ok(SimServer {
