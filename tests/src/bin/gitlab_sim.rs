@@ -23,7 +23,7 @@ struct Args {
     /// Personal access token of the simulated `root` administrator.
     #[arg(long, env = "AUTOGIT_SIM_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: String,
-    /// Instance URL used in links and webhooks (default: http://<bound address>).
+    /// Instance URL used in links and webhooks (default: `http://<bound address>`).
     #[arg(long)]
     external_url: Option<String>,
     /// Webhook delivery timeout in seconds.
