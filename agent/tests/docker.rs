@@ -167,6 +167,38 @@ async fn start_reports_creating_running_exited_removed_and_leaves_nothing() {
 }
 
 #[tokio::test]
+async fn waiting_outlives_the_request_timeout() {
+    ensure_busybox_image();
+    let scope = unique_scope("longwait");
+    let _cleanup = Cleanup::new(&scope);
+    // A 1 s request timeout and a container that lives 3 s: the wait must
+    // not time out (the daemon sends the headers at once, the status at exit),
+    // or every runner that lives longer than the timeout would be "lost".
+    let engine = support::engine()
+        .await
+        .with_request_timeout(Duration::from_secs(1));
+    let runner = RunnerId::new_v4();
+    let id = engine
+        .create_container(&sh_spec(runner, "sleep 3; exit 4"), Some(&scope))
+        .await
+        .expect("create");
+    engine.start_container(&id).await.expect("start");
+    let started = std::time::Instant::now();
+    let code = engine
+        .wait_container(&id)
+        .await
+        .expect("wait past the request timeout");
+    assert_eq!(code, 4);
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    engine.remove_container(&id).await.expect("remove");
+    assert_eq!(count_for_runner(&engine, runner).await, 0);
+}
+
+#[tokio::test]
 async fn repeated_start_creates_no_second_container() {
     let mut h = harness("idempotent", |_| {}).await;
     let runner = RunnerId::new_v4();
@@ -779,4 +811,76 @@ async fn gpu_runner_on_a_host_without_nvidia_fails_clearly() {
     assert!(failed.contains("nvidia"), "{failed}");
     assert!(!st.contains(&RunnerState::Running), "{st:?}");
     assert_eq!(count_for_runner(&h.engine, runner).await, 0);
+}
+
+#[tokio::test]
+async fn a_stalled_event_receiver_never_blocks_the_supervisor() {
+    ensure_busybox_image();
+    let scope = unique_scope("stalled");
+    let _cleanup = Cleanup::new(&scope);
+    let engine = support::engine().await;
+    // Room for one event, and nobody reads (a session that is reconnecting).
+    let (tx, mut events) = mpsc::channel(1);
+    let config = SupervisorConfig {
+        scope: Some(scope.clone()),
+        ..Default::default()
+    };
+    let sup = docker::spawn(Arc::new(engine.clone()), config, tx)
+        .await
+        .expect("spawn");
+    let runners: Vec<RunnerId> = (0..2).map(|_| RunnerId::new_v4()).collect();
+    for r in &runners {
+        sup.start(sh_spec(*r, "sleep 0.5")).await.expect("start");
+    }
+    // Both containers appear, finish and are removed although their events are stuck.
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    let mut seen = [false; 2];
+    loop {
+        let mut gone = 0;
+        for (i, r) in runners.iter().enumerate() {
+            let n = count_for_runner(&engine, *r).await;
+            seen[i] |= n > 0;
+            gone += usize::from(seen[i] && n == 0);
+        }
+        if gone == runners.len() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "runners not run and removed: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The actor still answers, and it has processed every Removed.
+    let five = Duration::from_secs(5);
+    for r in &runners {
+        let again = tokio::time::timeout(five, sup.start(sh_spec(*r, "true"))).await;
+        assert_eq!(
+            again.expect("answers").expect("start"),
+            StartOutcome::AlreadyFinished
+        );
+    }
+    let count = tokio::time::timeout(five, sup.running_count()).await;
+    assert_eq!(count.expect("answers").expect("count"), 0);
+    let listed = tokio::time::timeout(five, sup.list_managed()).await;
+    assert!(listed.expect("answers").expect("list").is_empty());
+    // Nothing was lost: all ten events (eight transitions, two re-reported
+    // Removed) arrive, in order per runner.
+    let mut got: HashMap<RunnerId, Vec<RunnerState>> = HashMap::new();
+    for _ in 0..10 {
+        let ev = next_event(&mut events).await;
+        got.entry(ev.runner_id).or_default().push(ev.state);
+    }
+    for r in &runners {
+        assert_eq!(
+            got.get(r),
+            Some(&vec![
+                RunnerState::Creating,
+                RunnerState::Running,
+                RunnerState::Exited { code: 0 },
+                RunnerState::Removed,
+                RunnerState::Removed
+            ])
+        );
+    }
 }

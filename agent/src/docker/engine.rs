@@ -204,6 +204,13 @@ impl DockerEngine {
         })
     }
 
+    /// Change the per-request timeout (time to the response headers; a
+    /// container `wait` or an image pull may stream for longer).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.docker = self.docker.with_timeout(timeout);
+        self
+    }
+
     /// The socket this engine talks to.
     pub fn socket(&self) -> &Path {
         &self.socket
