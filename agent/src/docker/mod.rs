@@ -4,7 +4,7 @@
 //! ([`spec`]), which [`mapping`] turns into a container (labels, limits,
 //! mounts, GPUs). [`engine`] is the Docker side behind the
 //! [`ContainerEngine`] trait, and [`supervisor`] is the actor that runs each
-//! runner's [`lifecycle`] and reports [`RunnerEvent`]s ([`events`]).
+//! runner's `lifecycle` and reports [`RunnerEvent`]s ([`events`]).
 //!
 //! ```text
 //! StartRunner ─TryFrom─▶ RunnerSpec ─▶ SupervisorHandle::start ─▶ Lifecycle task

@@ -4,7 +4,7 @@
 //! * `start` is idempotent per runner id: a runner the supervisor knows (or
 //!   whose container exists in Docker) is never created twice; its state is
 //!   reported again instead.
-//! * Each runner lives in its own task ([`super::lifecycle`]); the actor keeps
+//! * Each runner lives in its own task (`lifecycle.rs`); the actor keeps
 //!   the latest state of each, forwards their events in order, and routes
 //!   stop commands to them.
 //! * On spawn the supervisor adopts every managed container already on the
