@@ -18,6 +18,26 @@ impl fmt::Debug for EnrollRequest {
     }
 }
 
+/// Command arguments with secrets masked: the value after a `--token`-like
+/// flag, `--token=...` forms, and anything that looks like a GitLab token.
+fn redact_command(command: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(command.len());
+    let mut mask_next = false;
+    for arg in command {
+        let lower = arg.to_ascii_lowercase();
+        let secretish = lower.starts_with("glrt-") || lower.starts_with("glpat-") || lower.starts_with("glrtr-");
+        if mask_next || secretish {
+            out.push(REDACTED.to_string());
+        } else if let Some((flag, _)) = arg.split_once('=').filter(|(f, _)| f.to_ascii_lowercase().contains("token")) {
+            out.push(format!("{flag}={REDACTED}"));
+        } else {
+            out.push(arg.clone());
+        }
+        mask_next = lower.starts_with('-') && lower.contains("token") && !lower.contains('=');
+    }
+    out
+}
+
 impl fmt::Debug for ContainerSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let env: Vec<String> = self
@@ -27,7 +47,7 @@ impl fmt::Debug for ContainerSpec {
             .collect();
         f.debug_struct("ContainerSpec")
             .field("image", &self.image)
-            .field("command", &self.command)
+            .field("command", &redact_command(&self.command))
             .field("env", &env)
             .field("cpu_limit", &self.cpu_limit)
             .field("memory_limit_bytes", &self.memory_limit_bytes)
@@ -55,6 +75,19 @@ mod tests {
         let s = format!("{req:?}");
         assert!(!s.contains("supersecret"), "{s}");
         assert!(s.contains("h1"));
+    }
+
+    #[test]
+    fn container_spec_debug_hides_token_arguments() {
+        let spec = ContainerSpec {
+            command: vec!["run-single".into(), "--token".into(), "abc123".into(), "--url=x".into(), "--token=def456".into(), "glrt-zzz".into()],
+            ..Default::default()
+        };
+        let s = format!("{spec:?}");
+        for secret in ["abc123", "def456", "glrt-zzz"] {
+            assert!(!s.contains(secret), "{s}");
+        }
+        assert!(s.contains("run-single") && s.contains("--url=x"), "{s}");
     }
 
     #[test]

@@ -16,6 +16,7 @@
 
 mod agents;
 mod events;
+mod runners;
 mod tokens;
 
 use std::path::Path;
@@ -28,6 +29,7 @@ use time::OffsetDateTime;
 
 pub use agents::{AgentRow, GpuRow, Liveness};
 pub use events::{EventFilter, EventRow};
+pub use runners::{RunnerRow, ACTIVE_STATES};
 pub use tokens::{TokenRow, TokenUse};
 
 /// Errors from the state store.
