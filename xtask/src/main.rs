@@ -1,12 +1,15 @@
-//! Project tasks: `cargo xtask test` (the test command in README.md).
+//! Project tasks.
 //!
-//! `test` builds every binary, makes sure a Docker engine answers (starting a
-//! private `dockerd` without a bridge network when none runs and we are
-//! root), runs the whole workspace's tests, and stops what it started.
+//! * `cargo xtask test`: the test command in README.md ([`test`]).
+//! * `cargo xtask dist`: cross-built, stripped agent binaries ([`dist`]).
+//! * `cargo xtask dev`: a local fleet on this host ([`dev`]).
+
+mod dev;
+mod dist;
+mod test;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -26,12 +29,19 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Build stripped agent binaries for x86_64, aarch64 and riscv64 into target/dist/.
+    Dist(dist::DistArgs),
+    /// Run a local fleet on this host: coordinator, one agent, SQLite, and the
+    /// GitLab simulator with demo jobs when no GitLab is configured.
+    Dev(dev::DevArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Test { args } => test(&args),
+        Cmd::Test { args } => test::run(&args),
+        Cmd::Dist(a) => dist::run(&a),
+        Cmd::Dev(a) => dev::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -42,114 +52,26 @@ fn main() -> ExitCode {
     }
 }
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
-fn cargo() -> Command {
+/// `cargo` in the workspace root.
+pub fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root());
     c
 }
 
-fn run(mut cmd: Command) -> anyhow::Result<()> {
+/// Run a command; fail if it fails.
+pub fn run(mut cmd: Command) -> anyhow::Result<()> {
     let status = cmd.status().with_context(|| format!("run {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed with {status}");
     }
     Ok(())
-}
-
-/// A dockerd we started; stopped on drop.
-struct Dockerd {
-    child: Child,
-}
-
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn docker_answers(socket: &Path) -> bool {
-    // `docker version` talks to the socket and fails fast when nothing answers.
-    Command::new("docker")
-        .arg("-H")
-        .arg(format!("unix://{}", socket.display()))
-        .args(["version", "--format", "{{.Server.APIVersion}}"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-/// The socket of a working Docker engine, and the daemon if we had to start one.
-fn ensure_docker() -> anyhow::Result<(PathBuf, Option<Dockerd>)> {
-    if let Some(h) = std::env::var("DOCKER_HOST").ok().and_then(|h| h.strip_prefix("unix://").map(PathBuf::from)) {
-        if docker_answers(&h) {
-            return Ok((h, None));
-        }
-    }
-    let default = PathBuf::from("/var/run/docker.sock");
-    if docker_answers(&default) {
-        return Ok((default, None));
-    }
-    if Command::new("dockerd").arg("--version").stdout(Stdio::null()).status().is_err() {
-        bail!("the tests need a Docker engine and none answers; install one (Debian: `apt-get install docker.io`)");
-    }
-    if !nix_is_root() {
-        bail!("no Docker engine answers and starting one needs root; start dockerd or run as root");
-    }
-    let base = std::env::temp_dir().join("autogit-xtask-docker");
-    std::fs::create_dir_all(&base)?;
-    let socket = base.join("docker.sock");
-    let log = std::fs::File::create(base.join("dockerd.log"))?;
-    eprintln!("xtask: starting a private dockerd (no bridge network) at {}", socket.display());
-    let child = Command::new("dockerd")
-        .args(["--bridge=none", "--iptables=false", "--ip-forward=false", "--ip-masq=false"])
-        .arg(format!("--data-root={}", base.join("root").display()))
-        .arg(format!("--exec-root={}", base.join("exec").display()))
-        .arg(format!("--pidfile={}", base.join("dockerd.pid").display()))
-        .arg(format!("--host=unix://{}", socket.display()))
-        .stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .context("start dockerd")?;
-    let d = Dockerd { child };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !docker_answers(&socket) {
-        if Instant::now() > deadline {
-            bail!("dockerd did not answer within 60 s; see {}", base.join("dockerd.log").display());
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    Ok((socket, Some(d)))
-}
-
-fn nix_is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false)
-}
-
-fn test(args: &[String]) -> anyhow::Result<()> {
-    let mut build = cargo();
-    build.args(["build", "--workspace", "--bins"]);
-    run(build)?;
-    let (socket, _dockerd) = ensure_docker()?;
-    let mut t = cargo();
-    t.args(["test", "--workspace", "--no-fail-fast"]).args(args);
-    t.env("DOCKER_HOST", format!("unix://{}", socket.display()));
-    t.env("AUTOGIT_BIN_DIR", root().join("target/debug"));
-    // Docker-backed tests must fail, not skip, when run through this command.
-    t.env("AUTOGIT_REQUIRE_DOCKER", "1");
-    run(t)
 }
