@@ -359,3 +359,84 @@ pub fn agent_inventory(config: &Path) -> anyhow::Result<Value> {
 pub fn agent_fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/tests/fixtures").join(rel)
 }
+
+/// The GitLab simulator, in this process, on its own runtime.
+pub struct Sim {
+    pub handle: crate::gitlab_sim::SimHandle,
+    pub url: String,
+    pub admin_token: String,
+    server: Option<crate::gitlab_sim::SimServer>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Sim {
+    pub fn start() -> anyhow::Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let admin_token = format!("glpat-{}", uuid::Uuid::new_v4().simple());
+        let cfg = crate::gitlab_sim::SimConfig { admin_token: admin_token.clone(), ..Default::default() };
+        let server = rt.block_on(crate::gitlab_sim::spawn(cfg))?;
+        Ok(Sim { handle: server.handle().clone(), url: server.url(), admin_token, server: Some(server), rt })
+    }
+
+    /// `[gitlab]` section pointing a coordinator at this simulator.
+    pub fn gitlab_config(&self) -> String {
+        format!("[gitlab]\nurl = \"{}\"\ntoken = \"{}\"\n", self.url, self.admin_token)
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            let _ = self.rt.block_on(s.shutdown());
+        }
+    }
+}
+
+/// Ids of containers on the test Docker daemon with `label` (`k=v`).
+pub fn docker_containers(label: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-a", "-q", "--no-trunc", "--filter", &format!("label={label}")])
+        .output()
+        .expect("run docker ps");
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+}
+
+/// `docker inspect` of one container as JSON.
+pub fn docker_inspect(id: &str) -> anyhow::Result<Value> {
+    let out = Command::new("docker").args(["inspect", id]).output()?;
+    if !out.status.success() {
+        bail!("docker inspect {id}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let v: Vec<Value> = serde_json::from_slice(&out.stdout)?;
+    v.into_iter().next().ok_or_else(|| anyhow!("docker inspect {id}: empty"))
+}
+
+/// The test runner image, built once per test process.
+pub fn test_runner_image() -> String {
+    static IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    IMAGE
+        .get_or_init(|| crate::runner_image::ensure_test_runner_image(&bin("autogit-test-runner")).expect("build test runner image"))
+        .clone()
+}
+
+/// A `[[pools]]` entry running the test runner image with host networking.
+pub fn test_pool(name: &str, tags: &[&str], arch: &str, extra: &str) -> String {
+    let tags = tags.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(", ");
+    format!(
+        r#"
+[[pools]]
+name = "{name}"
+tags = [{tags}]
+arch = "{arch}"
+image = "{image}"
+command = ["run-single", "--url", "{{gitlab_url}}", "--token", "{{runner_token}}", "--max-builds", "1", "--wait-timeout", "60"]
+network_mode = "host"
+docker_socket = false
+cpu_limit = 0.5
+mem_limit = "256MiB"
+max_runners = 4
+{extra}
+"#,
+        image = test_runner_image()
+    )
+}
