@@ -10,6 +10,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod demand;
 pub mod enroll;
 pub mod fleet;
 pub mod gitlab;

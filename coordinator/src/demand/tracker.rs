@@ -1,0 +1,279 @@
+//! The tracker: the actor that owns the pending-job table
+//! ([`DemandState`]) and is the only writer of the published snapshot.
+//!
+//! It receives webhook events (bounded queue, filled by the HTTP handler),
+//! poll results and questions from the poller (bounded command queue), and
+//! the results of its own job fetches. A fetch runs as a task of a
+//! [`JoinSet`] owned by the actor, at most `fetch_concurrency` at once
+//! (semaphore) and at most `max_queued_fetches` queued, one per job: the
+//! actor never awaits GitLab, so one slow call delays no other event.
+//!
+//! After every change of pending demand it publishes a new
+//! [`DemandSnapshot`] and then ticks the generation counter, so a
+//! subscriber woken by the tick always reads a snapshot at least that new.
+//! Runner activity goes to the reconciler over an unbounded channel; the
+//! table's rules report each `(runner, job)` once, so its volume is bounded
+//! by the jobs GitLab runs.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::task::{self, JoinSet};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use super::model::{DemandSnapshot, RunnerActivity, Source};
+use super::state::{DemandState, Effects, JobEvent, PollResult};
+use super::stats::Counters;
+use crate::gitlab::{GitLabError, Job, SharedGitLab};
+
+/// How often stale jobs are swept even when no poll completes.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// What the poller asks of the tracker.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// A completed poll to reconcile with.
+    Poll(PollResult),
+    /// Which projects have tracked jobs (the poller covers them too).
+    ProjectsOfInterest(oneshot::Sender<BTreeSet<u64>>),
+}
+
+/// One finished job fetch.
+struct FetchDone {
+    project_id: u64,
+    job_id: u64,
+    /// When the request went out (after waiting for a permit).
+    observed: Instant,
+    via: Source,
+    result: Result<Job, GitLabError>,
+}
+
+/// Where the tracker publishes.
+pub(crate) struct Publisher {
+    pub snapshot: watch::Sender<Arc<DemandSnapshot>>,
+    pub ticks: watch::Sender<u64>,
+}
+
+/// The actor's channels and limits.
+pub(crate) struct TrackerParts {
+    pub gitlab: SharedGitLab,
+    pub state: DemandState,
+    pub hooks: mpsc::Receiver<JobEvent>,
+    pub commands: mpsc::Receiver<Command>,
+    pub activity: mpsc::UnboundedSender<RunnerActivity>,
+    pub publisher: Publisher,
+    pub counters: Arc<Counters>,
+    pub fetch_concurrency: usize,
+    pub max_queued_fetches: usize,
+    pub shutdown: CancellationToken,
+}
+
+pub(crate) struct Tracker {
+    gitlab: SharedGitLab,
+    state: DemandState,
+    hooks: mpsc::Receiver<JobEvent>,
+    commands: mpsc::Receiver<Command>,
+    activity: mpsc::UnboundedSender<RunnerActivity>,
+    publisher: Publisher,
+    generation: u64,
+    counters: Arc<Counters>,
+    fetches: JoinSet<FetchDone>,
+    in_flight: HashSet<u64>,
+    /// Fetch task -> job id, to free the slot should a task panic.
+    tasks: HashMap<task::Id, u64>,
+    permits: Arc<Semaphore>,
+    max_queued_fetches: usize,
+    shutdown: CancellationToken,
+    reconciler_gone_logged: bool,
+}
+
+impl Tracker {
+    pub fn new(parts: TrackerParts) -> Self {
+        Tracker {
+            gitlab: parts.gitlab,
+            state: parts.state,
+            hooks: parts.hooks,
+            commands: parts.commands,
+            activity: parts.activity,
+            publisher: parts.publisher,
+            generation: 0,
+            counters: parts.counters,
+            fetches: JoinSet::new(),
+            in_flight: HashSet::new(),
+            tasks: HashMap::new(),
+            permits: Arc::new(Semaphore::new(parts.fetch_concurrency.max(1))),
+            max_queued_fetches: parts.max_queued_fetches.max(1),
+            shutdown: parts.shutdown,
+            reconciler_gone_logged: false,
+        }
+    }
+
+    /// Runs until the shutdown token fires. Fetches in flight are aborted
+    /// when it returns.
+    pub async fn run(mut self) {
+        let mut sweep = tokio::time::interval_at(Instant::now() + SWEEP_EVERY, SWEEP_EVERY);
+        sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let fx = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => break,
+                Some(done) = self.fetches.join_next_with_id(), if !self.fetches.is_empty() => match done {
+                    Ok((id, done)) => {
+                        self.tasks.remove(&id);
+                        self.on_fetch_done(done)
+                    }
+                    Err(e) => {
+                        // Only a panic gets here (the set is not aborted while
+                        // the actor runs): free the job's slot.
+                        if let Some(job_id) = self.tasks.remove(&e.id()) {
+                            self.in_flight.remove(&job_id);
+                        }
+                        tracing::error!(error = %e, "job fetch task failed");
+                        Effects::default()
+                    }
+                },
+                Some(cmd) = self.commands.recv() => self.on_command(cmd),
+                Some(ev) = self.hooks.recv() => self.on_hook(&ev),
+                _ = sweep.tick() => Effects {
+                    changed: self.state.sweep(Instant::now(), OffsetDateTime::now_utc()),
+                    ..Effects::default()
+                },
+            };
+            self.apply(fx);
+        }
+        self.fetches.abort_all();
+        tracing::debug!("demand tracker stopped");
+    }
+
+    fn on_hook(&mut self, ev: &JobEvent) -> Effects {
+        tracing::debug!(
+            project_id = ev.project_id,
+            job_id = ev.job_id,
+            status = %ev.status,
+            runner_id = ev.runner_id,
+            "job hook"
+        );
+        let mut fx = self.state.on_hook(ev, Instant::now());
+        for (project_id, job_id) in std::mem::take(&mut fx.fetch) {
+            self.fetch(project_id, job_id, Source::Webhook);
+        }
+        fx
+    }
+
+    fn on_command(&mut self, cmd: Command) -> Effects {
+        match cmd {
+            Command::Poll(poll) => {
+                let mut fx = self
+                    .state
+                    .on_poll(&poll, Instant::now(), OffsetDateTime::now_utc());
+                for (project_id, job_id) in std::mem::take(&mut fx.fetch) {
+                    self.fetch(project_id, job_id, Source::Poll);
+                }
+                fx
+            }
+            Command::ProjectsOfInterest(reply) => {
+                // The poller may have given up waiting; nothing to do then.
+                let _ = reply.send(self.state.projects_of_interest());
+                Effects::default()
+            }
+        }
+    }
+
+    fn on_fetch_done(&mut self, done: FetchDone) -> Effects {
+        self.in_flight.remove(&done.job_id);
+        Counters::bump(&self.counters.fetches);
+        let mut fx = match done.result {
+            Ok(job) => {
+                self.state
+                    .on_fetched(&job, done.observed, OffsetDateTime::now_utc(), done.via)
+            }
+            Err(GitLabError::NotFound { .. }) => {
+                tracing::debug!(
+                    project_id = done.project_id,
+                    job_id = done.job_id,
+                    "job not found in GitLab; forgetting it"
+                );
+                self.state.on_fetch_not_found(done.job_id, Instant::now())
+            }
+            Err(e) => {
+                Counters::bump(&self.counters.fetch_errors);
+                tracing::warn!(
+                    project_id = done.project_id,
+                    job_id = done.job_id,
+                    error = %e,
+                    status = e.http_status(),
+                    transient = e.is_transient(),
+                    "fetch job from GitLab failed; polling will catch up"
+                );
+                Effects::default()
+            }
+        };
+        // A fetched job never asks for another fetch, but stay general.
+        for (project_id, job_id) in std::mem::take(&mut fx.fetch) {
+            self.fetch(project_id, job_id, done.via);
+        }
+        fx
+    }
+
+    /// Starts fetching a job unless it is already being fetched or the
+    /// queue is full.
+    fn fetch(&mut self, project_id: u64, job_id: u64, via: Source) {
+        if self.in_flight.contains(&job_id) {
+            return;
+        }
+        if self.in_flight.len() >= self.max_queued_fetches {
+            Counters::bump(&self.counters.fetches_dropped);
+            tracing::warn!(
+                project_id,
+                job_id,
+                queued = self.in_flight.len(),
+                "job fetch queue full; leaving this job to polling"
+            );
+            return;
+        }
+        self.in_flight.insert(job_id);
+        let gitlab = self.gitlab.clone();
+        let permits = self.permits.clone();
+        let task = self.fetches.spawn(async move {
+            // The semaphore is never closed; without a permit, go anyway.
+            let _permit = permits.acquire_owned().await.ok();
+            let observed = Instant::now();
+            let result = gitlab.job(project_id, job_id).await;
+            FetchDone {
+                project_id,
+                job_id,
+                observed,
+                via,
+                result,
+            }
+        });
+        self.tasks.insert(task.id(), job_id);
+    }
+
+    fn apply(&mut self, fx: Effects) {
+        for activity in fx.activity {
+            tracing::debug!(?activity, "runner activity");
+            if self.activity.send(activity).is_err() && !self.reconciler_gone_logged {
+                self.reconciler_gone_logged = true;
+                tracing::warn!("runner activity receiver dropped; activity is discarded");
+            }
+        }
+        if fx.changed {
+            self.generation += 1;
+            let snap = Arc::new(self.state.snapshot(self.generation));
+            tracing::debug!(
+                generation = self.generation,
+                pending = snap.jobs.len(),
+                per_pool = ?snap.per_pool,
+                unmatched = snap.unmatched,
+                "pending demand changed"
+            );
+            self.publisher.snapshot.send_replace(snap);
+            self.publisher.ticks.send_replace(self.generation);
+        }
+    }
+}
