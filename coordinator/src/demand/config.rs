@@ -154,8 +154,10 @@ mod tests {
     use figment::Figment;
     use figment::providers::{Format, Toml};
 
-    fn parse(toml: &str) -> Result<DemandConfig, figment::Error> {
-        Figment::from(Toml::string(toml)).extract()
+    fn parse(toml: &str) -> Result<DemandConfig, String> {
+        Figment::from(Toml::string(toml))
+            .extract()
+            .map_err(|e| e.to_string())
     }
 
     #[test]

@@ -205,3 +205,27 @@ pub fn spawn(
     }
     (handle, activity_rx)
 }
+
+/// A handle whose tracker is the test itself: it reads (or does not read)
+/// the returned receiver.
+#[cfg(test)]
+pub(crate) fn test_handle(
+    secret: Option<&str>,
+    queue: usize,
+) -> (DemandHandle, mpsc::Receiver<JobEvent>) {
+    let (_snapshot_tx, snapshot) = watch::channel(Arc::new(DemandSnapshot::default()));
+    let (_ticks_tx, ticks) = watch::channel(0);
+    let (hooks, rx) = mpsc::channel(queue);
+    let handle = DemandHandle {
+        inner: Arc::new(Inner {
+            snapshot,
+            ticks,
+            hooks,
+            webhook_secret: secret.map(SecretString::from),
+            dedup: Mutex::new(LruSet::new(16)),
+            counters: Arc::new(Counters::default()),
+            disabled_logged: AtomicBool::new(false),
+        }),
+    };
+    (handle, rx)
+}

@@ -110,7 +110,7 @@ impl Poller {
         let mut polls: u64 = 0;
         loop {
             let cycle = Instant::now();
-            let refresh_due = polls % refresh_every == 0;
+            let refresh_due = polls.checked_rem(refresh_every) == Some(0);
             if !mode_known || (self.cfg.instance_jobs && refresh_due) {
                 match self.check_admin().await {
                     Some(Some(new_mode)) => {

@@ -205,3 +205,94 @@ impl DemandHandle {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demand::test_handle;
+    use crate::gitlab::JobStatus;
+
+    fn headers<'a>(token: &'a str, key: &'a str) -> WebhookHeaders<'a> {
+        WebhookHeaders {
+            token: Some(token.as_bytes()),
+            event: Some(JOB_HOOK_EVENT),
+            delivery_key: Some(key),
+        }
+    }
+
+    fn body(job_id: u64) -> Vec<u8> {
+        serde_json::json!({
+            "object_kind": "build", "build_id": job_id, "build_status": "running",
+            "project_id": 3, "runner": {"id": 9, "tags": null}
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_full_queue_answers_503_and_the_delivery_can_be_resent() {
+        let (handle, mut rx) = test_handle(Some("s"), 1);
+        let r = handle.receive_webhook(headers("s", "a"), &body(1));
+        assert_eq!(r.outcome, WebhookOutcome::Accepted);
+        let r = handle.receive_webhook(headers("s", "b"), &body(2));
+        assert_eq!(r.outcome, WebhookOutcome::Overloaded);
+        assert_eq!(reply(r).status(), StatusCode::SERVICE_UNAVAILABLE);
+        // The tracker catches up; GitLab resends "b": processed, not a duplicate.
+        let first = rx.try_recv().expect("first event queued");
+        assert_eq!(first.job_id, 1);
+        assert_eq!(first.status, JobStatus::Running);
+        assert_eq!(first.runner_id, Some(9));
+        let r = handle.receive_webhook(headers("s", "b"), &body(2));
+        assert_eq!(r.outcome, WebhookOutcome::Accepted);
+        let r = handle.receive_webhook(headers("s", "b"), &body(2));
+        assert_eq!(r.outcome, WebhookOutcome::Duplicate);
+        let stats = handle.stats().webhooks;
+        assert_eq!(
+            (stats.accepted, stats.overloaded, stats.duplicate),
+            (2, 1, 1)
+        );
+    }
+
+    #[test]
+    fn malformed_deliveries_are_not_remembered_as_seen() {
+        let (handle, mut rx) = test_handle(Some("s"), 4);
+        let r = handle.receive_webhook(headers("s", "k"), b"{not json");
+        assert_eq!(r.outcome, WebhookOutcome::Malformed);
+        assert_eq!(reply(r).status(), StatusCode::BAD_REQUEST);
+        let r = handle.receive_webhook(headers("s", "k"), &body(5));
+        assert_eq!(r.outcome, WebhookOutcome::Accepted);
+        assert_eq!(rx.try_recv().map(|e| e.job_id).ok(), Some(5));
+    }
+
+    #[test]
+    fn without_a_secret_everything_is_unauthorized() {
+        let (handle, mut rx) = test_handle(None, 4);
+        for token in ["", "s", "anything"] {
+            let r = handle.receive_webhook(headers(token, "k"), &body(1));
+            assert_eq!(r.outcome, WebhookOutcome::Unauthorized);
+            assert_eq!(reply(r).status(), StatusCode::UNAUTHORIZED);
+        }
+        let no_token = WebhookHeaders {
+            token: None,
+            ..headers("", "k")
+        };
+        assert_eq!(
+            handle.receive_webhook(no_token, &body(1)).outcome,
+            WebhookOutcome::Unauthorized
+        );
+        assert!(rx.try_recv().is_err(), "nothing reached the tracker");
+        assert_eq!(handle.stats().webhooks.unauthorized, 4);
+    }
+
+    #[test]
+    fn headers_fall_back_to_the_webhook_uuid_for_the_key() {
+        let mut map = HeaderMap::new();
+        map.insert(HEADER_WEBHOOK_UUID, "uuid-1".parse().expect("header"));
+        map.insert(HEADER_EVENT, JOB_HOOK_EVENT.parse().expect("header"));
+        let h = WebhookHeaders::from_map(&map);
+        assert_eq!(h.delivery_key, Some("uuid-1"));
+        assert_eq!(h.token, None);
+        map.insert(HEADER_IDEMPOTENCY_KEY, "idem-1".parse().expect("header"));
+        assert_eq!(WebhookHeaders::from_map(&map).delivery_key, Some("idem-1"));
+    }
+}
