@@ -13,7 +13,7 @@ use autogit_coordinator::gitlab::{
     CreateRunner, GitLab, GitLabClient, GitLabClientConfig, JobStatus, RetryPolicy, RunnerType,
 };
 use autogit_coordinator::scheduler::{Arch, Pool};
-use autogit_tests::gitlab_sim::{self, FaultSpec, NewHook, NewJob, SimConfig, SimServer};
+use autogit_tests::gitlab_sim::{self, FaultSpec, NewHook, NewJob, NewUser, SimConfig, SimServer};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -27,7 +27,7 @@ const WAIT: Duration = Duration::from_secs(10);
 /// webhook endpoint served on 127.0.0.1.
 struct Env {
     sim: SimServer,
-    gitlab: Arc<GitLabClient>,
+    admin: GitLabClient,
     demand: DemandHandle,
     activity: mpsc::UnboundedReceiver<RunnerActivity>,
     webhook_url: String,
@@ -63,6 +63,12 @@ fn fast_polling(projects: Option<Vec<u64>>) -> DemandConfig {
 }
 
 async fn start(cfg: DemandConfig) -> Env {
+    start_as(cfg, None).await
+}
+
+/// Like [`start`], with the demand module using `user`'s token instead of
+/// the administrator's.
+async fn start_as(cfg: DemandConfig, user: Option<NewUser>) -> Env {
     let sim = gitlab_sim::spawn(SimConfig {
         admin_token: ADMIN_TOKEN.into(),
         ..SimConfig::default()
@@ -70,7 +76,11 @@ async fn start(cfg: DemandConfig) -> Env {
     .await
     .expect("start GitLab simulator");
     assert!(sim.url().starts_with("http://127.0.0.1:"), "{}", sim.url());
-    let mut client_cfg = GitLabClientConfig::new(sim.url(), SecretString::from(ADMIN_TOKEN));
+    let token = match user {
+        Some(user) => sim.handle().create_user(user).token,
+        None => ADMIN_TOKEN.to_owned(),
+    };
+    let mut client_cfg = GitLabClientConfig::new(sim.url(), SecretString::from(token));
     client_cfg.requests_per_minute = None;
     // One attempt, so injected faults reach the poller instead of being
     // retried away by the client.
@@ -81,6 +91,10 @@ async fn start(cfg: DemandConfig) -> Env {
         max_retry_after: Duration::ZERO,
     };
     let gitlab = Arc::new(GitLabClient::new(client_cfg).expect("GitLab client"));
+    // Runners are created with the administrator's token whoever polls.
+    let mut admin_cfg = GitLabClientConfig::new(sim.url(), SecretString::from(ADMIN_TOKEN));
+    admin_cfg.requests_per_minute = None;
+    let admin = GitLabClient::new(admin_cfg).expect("admin GitLab client");
     let shutdown = CancellationToken::new();
     let (demand, activity) = demand::spawn(gitlab.clone(), pools(), cfg, shutdown.clone());
 
@@ -97,7 +111,7 @@ async fn start(cfg: DemandConfig) -> Env {
     });
     Env {
         sim,
-        gitlab,
+        admin,
         demand,
         activity,
         webhook_url: format!("http://{addr}{WEBHOOK_PATH}"),
@@ -159,7 +173,7 @@ impl Env {
         let mut req = CreateRunner::new(RunnerType::InstanceType);
         req.tag_list = tags.iter().map(|t| (*t).to_owned()).collect();
         let runner = self
-            .gitlab
+            .admin
             .create_runner(&req)
             .await
             .expect("create runner");
@@ -600,5 +614,128 @@ async fn the_poller_keeps_to_its_request_budget() {
         "expected about one listing per 100 ms over {window:?}, got {listings}"
     );
     assert_eq!(env.demand.snapshot().jobs.len(), 5);
+    env.stop().await;
+}
+
+const GRAPHQL: &str = "POST /api/graphql";
+const LISTINGS: &str = "GET /api/v4/projects/{id}/jobs";
+
+#[tokio::test]
+async fn instance_mode_uses_graphql_with_an_admin_token() {
+    let mut env = start(DemandConfig {
+        instance_jobs: true,
+        ..fast_polling(None)
+    })
+    .await;
+    let sim = env.sim.handle().clone();
+    let a = sim.create_job(NewJob {
+        project_id: 51,
+        tags: vec!["linux".into()],
+        ..Default::default()
+    });
+    let b = sim.create_job(NewJob {
+        project_id: 52,
+        tags: vec!["linux".into(), "gpu".into()],
+        ..Default::default()
+    });
+    let snap = env
+        .wait_for("both jobs from GraphQL", |s| s.jobs.len() == 2)
+        .await;
+    assert_eq!(snap.job(a.id).and_then(|j| j.pool.as_deref()), Some("cpu"));
+    assert_eq!(snap.job(b.id).and_then(|j| j.pool.as_deref()), Some("gpu"));
+    assert!(sim.request_count(GRAPHQL) > 0);
+    assert_eq!(sim.request_count(LISTINGS), 0, "no per-project listing");
+
+    // GraphQL lists only pending jobs: a job that vanished is fetched, and
+    // the runner that took it is reported.
+    let (runner_id, taken, _) = env.runner_takes_job(&["linux"]).await;
+    assert_eq!(taken, a.id);
+    assert_eq!(
+        env.next_activity().await,
+        RunnerActivity::Busy {
+            gitlab_runner_id: runner_id,
+            project_id: 51,
+            job_id: a.id
+        }
+    );
+    env.wait_for("the taken job to leave", |s| s.job(a.id).is_none())
+        .await;
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn instance_mode_falls_back_to_projects_for_a_non_admin_token() {
+    let env = start_as(
+        DemandConfig {
+            instance_jobs: true,
+            ..fast_polling(None)
+        },
+        Some(NewUser {
+            username: "dev".into(),
+            admin: false,
+            project_ids: vec![61],
+        }),
+    )
+    .await;
+    let sim = env.sim.handle().clone();
+    let mine = sim.create_job(NewJob {
+        project_id: 61,
+        tags: vec!["linux".into()],
+        ..Default::default()
+    });
+    let other = sim.create_job(NewJob {
+        project_id: 62,
+        tags: vec!["linux".into()],
+        ..Default::default()
+    });
+    env.wait_for("the member project's job", |s| s.job(mine.id).is_some())
+        .await;
+    // A few more polls: the other project's job is never seen, and GraphQL
+    // (which would answer a non-admin with an empty list) is never asked.
+    let polls = env.demand.stats().polls;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while env.demand.stats().polls < polls + 3 {
+        assert!(tokio::time::Instant::now() < deadline, "polls continue");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(env.demand.snapshot().job(other.id).is_none());
+    assert_eq!(sim.request_count(GRAPHQL), 0);
+    assert!(sim.request_count(LISTINGS) > 0);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn projects_known_from_webhooks_are_polled_too() {
+    // No project configured: only the webhook makes project 77 known.
+    let env = start(DemandConfig {
+        webhook_secret: Some(SecretString::from(SECRET)),
+        ..fast_polling(Some(Vec::new()))
+    })
+    .await;
+    let sim = env.sim.handle().clone();
+    sim.add_hook(NewHook {
+        url: env.webhook_url.clone(),
+        token: Some(SECRET.into()),
+        project_id: Some(77),
+    })
+    .expect("register hook");
+    let job = sim.create_job(NewJob {
+        project_id: 77,
+        tags: vec!["linux".into()],
+        ..Default::default()
+    });
+    let snap = env
+        .wait_for("the hooked job", |s| s.job(job.id).is_some())
+        .await;
+    assert_eq!(snap.job(job.id).map(|j| j.via), Some(Source::Webhook));
+    // The cancel hook is lost; polling project 77 notices anyway.
+    sim.set_faults(FaultSpec {
+        drop_webhooks: Some(true),
+        ..FaultSpec::default()
+    });
+    sim.cancel_job(job.id);
+    env.wait_for("polling to remove the canceled job", |s| s.jobs.is_empty())
+        .await;
+    assert!(sim.request_count(LISTINGS) > 0);
     env.stop().await;
 }
