@@ -172,11 +172,7 @@ impl Env {
     async fn runner_takes_job(&self, tags: &[&str]) -> (u64, u64, String) {
         let mut req = CreateRunner::new(RunnerType::InstanceType);
         req.tag_list = tags.iter().map(|t| (*t).to_owned()).collect();
-        let runner = self
-            .admin
-            .create_runner(&req)
-            .await
-            .expect("create runner");
+        let runner = self.admin.create_runner(&req).await.expect("create runner");
         use secrecy::ExposeSecret;
         let resp = self
             .http
