@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -23,7 +23,11 @@ use crate::output::{self, Output};
 use crate::{pki, server, tokens};
 
 #[derive(Debug, Parser)]
-#[command(name = "autogit-coordinator", version, about = "AutoGit coordinator: turns enrolled build hosts into GitLab runners on demand")]
+#[command(
+    name = "autogit-coordinator",
+    version,
+    about = "AutoGit coordinator: turns enrolled build hosts into GitLab runners on demand"
+)]
 pub struct Cli {
     /// State directory: cluster CA, SQLite database.
     #[arg(long, global = true, env = "AUTOGIT_DATA_DIR", value_name = "DIR")]
@@ -51,6 +55,21 @@ pub enum Command {
     /// List and revoke agents.
     #[command(subcommand, visible_alias = "agent")]
     Agents(AgentsCmd),
+    /// Runner lifecycles: active runners and recent finished ones.
+    #[command(subcommand, visible_alias = "runner")]
+    Runners(RunnersCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunnersCmd {
+    /// List runners with pool, agent, state and timestamps.
+    List {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+        /// How many finished runners to include (active ones are always listed).
+        #[arg(long, default_value_t = 50)]
+        finished: u32,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -105,9 +124,17 @@ pub enum AgentsCmd {
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s.split_once('=').ok_or_else(|| format!("label {s:?} must look like key=value"))?;
-    if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
-        return Err(format!("label key {k:?} must be non-empty and use only [A-Za-z0-9-_./]"));
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("label {s:?} must look like key=value"))?;
+    if k.is_empty()
+        || !k
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+    {
+        return Err(format!(
+            "label key {k:?} must be non-empty and use only [A-Za-z0-9-_./]"
+        ));
     }
     Ok((k.to_string(), v.to_string()))
 }
@@ -116,7 +143,10 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: start async runtime: {e}");
@@ -133,25 +163,37 @@ pub fn main() -> ExitCode {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AUTOGIT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,h2=warn,hyper=warn,tower=warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AUTOGIT_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,sqlx=warn,h2=warn,hyper=warn,tower=warn")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
 fn env_pairs() -> Vec<(String, String)> {
-    std::env::vars().filter(|(k, _)| k.starts_with("AUTOGIT_")).collect()
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("AUTOGIT_"))
+        .collect()
 }
 
 fn load_config(cli: &Cli, extra: Overrides) -> anyhow::Result<Config> {
-    let flags = Overrides { data_dir: cli.data_dir.clone(), ..extra };
+    let flags = Overrides {
+        data_dir: cli.data_dir.clone(),
+        ..extra
+    };
     Ok(Config::load(cli.config.as_deref(), &env_pairs(), &flags)?)
 }
 
 async fn open_db(dir: &Path) -> anyhow::Result<Db> {
     if !dir.join(db::DB_FILE).exists() && !dir.join(pki::CA_CERT_FILE).exists() {
-        bail!("{} is not an AutoGit data dir: run `autogit-coordinator init --data-dir {}` first", dir.display(), dir.display());
+        bail!(
+            "{} is not an AutoGit data dir: run `autogit-coordinator init --data-dir {}` first",
+            dir.display(),
+            dir.display()
+        );
     }
     Ok(Db::open(dir).await?)
 }
@@ -167,11 +209,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("CA fingerprint (SHA-256): {}", ca.fingerprint());
         }
         Command::Serve(a) => {
-            let cfg = load_config(&cli, Overrides { grpc_listen: a.grpc_listen, http_listen: a.http_listen, ..Default::default() })?;
+            let cfg = load_config(
+                &cli,
+                Overrides {
+                    grpc_listen: a.grpc_listen,
+                    http_listen: a.http_listen,
+                    ..Default::default()
+                },
+            )?;
             let shutdown = CancellationToken::new();
             tokio::spawn(signal_watch(shutdown.clone()));
             server::run(cfg, shutdown, |b| {
-                println!("autogit-coordinator listening grpc={} http={}", b.grpc, b.http);
+                println!(
+                    "autogit-coordinator listening grpc={} http={}",
+                    b.grpc, b.http
+                );
             })
             .await?;
         }
@@ -183,13 +235,56 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = load_config(&cli, Overrides::default())?;
             agents_cmd(&cfg, a).await?;
         }
+        Command::Runners(RunnersCmd::List { output, finished }) => {
+            let cfg = load_config(&cli, Overrides::default())?;
+            let db = open_db(&cfg.data_dir).await?;
+            let rows = db.list_runners(*finished).await?;
+            let views: Vec<crate::runners::RunnerView> = rows.iter().map(Into::into).collect();
+            output::print(
+                *output,
+                &views,
+                &[
+                    "ID",
+                    "POOL",
+                    "AGENT",
+                    "STATE",
+                    "GITLAB",
+                    "CREATED",
+                    "FINISHED",
+                    "EXIT/REASON",
+                ],
+                |r| {
+                    vec![
+                        r.id.clone(),
+                        r.pool.clone(),
+                        r.agent_id.chars().take(8).collect(),
+                        r.state.clone(),
+                        r.gitlab_runner_id
+                            .map(|g| g.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        r.created_at.clone(),
+                        r.finished_at.clone().unwrap_or_else(|| "-".into()),
+                        match (r.exit_code, &r.reason) {
+                            (Some(c), Some(m)) => format!("{c}: {m}"),
+                            (Some(c), None) => c.to_string(),
+                            (None, Some(m)) => m.clone(),
+                            (None, None) => "-".into(),
+                        },
+                    ]
+                },
+            )?;
+            db.close().await;
+        }
     }
     Ok(())
 }
 
 async fn signal_watch(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("install signal handlers");
         return;
     };
@@ -203,35 +298,62 @@ async fn signal_watch(shutdown: CancellationToken) {
 async fn token_cmd(cfg: &Config, cmd: &TokenCmd) -> anyhow::Result<()> {
     let db = open_db(&cfg.data_dir).await?;
     match cmd {
-        TokenCmd::Create { ttl, uses, labels, description } => {
+        TokenCmd::Create {
+            ttl,
+            uses,
+            labels,
+            description,
+        } => {
             let ca = pki::load(&cfg.data_dir)?;
             let labels: BTreeMap<String, String> = labels.iter().cloned().collect();
-            let req = tokens::NewToken { ttl: *ttl, uses: *uses, labels, description: description.clone() };
-            let token = tokens::create(&db, ca.fingerprint(), &req).await.context("create join token")?;
+            let req = tokens::NewToken {
+                ttl: *ttl,
+                uses: *uses,
+                labels,
+                description: description.clone(),
+            };
+            let token = tokens::create(&db, ca.fingerprint(), &req)
+                .await
+                .context("create join token")?;
             crate::audit::Audit::new(db.clone())
                 .record("token.created", "cli", None, None, json!({"token_id": token.id().as_str(), "uses": uses, "ttl": humantime::format_duration(*ttl).to_string()}))
                 .await;
-            eprintln!("join token {} valid for {}, {} use(s):", token.id(), humantime::format_duration(*ttl), uses);
+            eprintln!(
+                "join token {} valid for {}, {} use(s):",
+                token.id(),
+                humantime::format_duration(*ttl),
+                uses
+            );
             println!("{}", token.expose());
         }
         TokenCmd::List { output } => {
             let list = tokens::list(&db).await?;
-            output::print(*output, &list, &["ID", "STATUS", "USES", "EXPIRES", "LABELS", "DESCRIPTION"], |t| {
-                vec![
-                    t.id.clone(),
-                    t.status.clone(),
-                    format!("{}/{}", t.uses, t.max_uses),
-                    t.expires_at.clone(),
-                    fmt_labels(&t.labels),
-                    t.description.clone(),
-                ]
-            })?;
+            output::print(
+                *output,
+                &list,
+                &["ID", "STATUS", "USES", "EXPIRES", "LABELS", "DESCRIPTION"],
+                |t| {
+                    vec![
+                        t.id.clone(),
+                        t.status.clone(),
+                        format!("{}/{}", t.uses, t.max_uses),
+                        t.expires_at.clone(),
+                        fmt_labels(&t.labels),
+                        t.description.clone(),
+                    ]
+                },
+            )?;
         }
         TokenCmd::Revoke { id } => {
-            if !db.revoke_token(id, db::to_ms(OffsetDateTime::now_utc())).await? {
+            if !db
+                .revoke_token(id, db::to_ms(OffsetDateTime::now_utc()))
+                .await?
+            {
                 bail!("no join token with id {id:?}");
             }
-            crate::audit::Audit::new(db.clone()).record("token.revoked", "cli", None, None, json!({"token_id": id})).await;
+            crate::audit::Audit::new(db.clone())
+                .record("token.revoked", "cli", None, None, json!({"token_id": id}))
+                .await;
             println!("join token {id} revoked");
         }
     }
@@ -244,26 +366,62 @@ async fn agents_cmd(cfg: &Config, cmd: &AgentsCmd) -> anyhow::Result<()> {
     match cmd {
         AgentsCmd::List { output } => {
             let rows = db.list_agents().await?;
-            let views = rows.iter().map(AgentView::from_row).collect::<Result<Vec<_>, _>>()?;
-            output::print(*output, &views, &["ID", "HOSTNAME", "ARCH", "STATE", "LAST SEEN", "GPUS", "LABELS"], |a| {
-                vec![
-                    a.id.clone(),
-                    a.hostname.clone(),
-                    a.arch.clone(),
-                    if a.cordoned { format!("{},cordoned", a.state) } else { a.state.to_string() },
-                    a.last_seen.clone().unwrap_or_else(|| "never".into()),
-                    fmt_gpus(&a.gpus),
-                    fmt_labels(&a.labels),
-                ]
-            })?;
+            let views = rows
+                .iter()
+                .map(AgentView::from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            output::print(
+                *output,
+                &views,
+                &[
+                    "ID",
+                    "HOSTNAME",
+                    "ARCH",
+                    "STATE",
+                    "LAST SEEN",
+                    "GPUS",
+                    "LABELS",
+                ],
+                |a| {
+                    vec![
+                        a.id.clone(),
+                        a.hostname.clone(),
+                        a.arch.clone(),
+                        if a.cordoned {
+                            format!("{},cordoned", a.state)
+                        } else {
+                            a.state.to_string()
+                        },
+                        a.last_seen.clone().unwrap_or_else(|| "never".into()),
+                        fmt_gpus(&a.gpus),
+                        fmt_labels(&a.labels),
+                    ]
+                },
+            )?;
         }
         AgentsCmd::Revoke { id, reason } => {
-            let id: autogit_certs::AgentId = id.parse().map_err(|_| anyhow::anyhow!("{id:?} is not an agent id (a UUID)"))?;
-            if !db.revoke_agent(&id.to_string(), db::to_ms(OffsetDateTime::now_utc()), "cli", reason).await? {
+            let id: autogit_certs::AgentId = id
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{id:?} is not an agent id (a UUID)"))?;
+            if !db
+                .revoke_agent(
+                    &id.to_string(),
+                    db::to_ms(OffsetDateTime::now_utc()),
+                    "cli",
+                    reason,
+                )
+                .await?
+            {
                 bail!("no agent with id {id}");
             }
             crate::audit::Audit::new(db.clone())
-                .record("agent.revoked", "cli", Some(&id.to_string()), None, json!({"reason": reason}))
+                .record(
+                    "agent.revoked",
+                    "cli",
+                    Some(&id.to_string()),
+                    None,
+                    json!({"reason": reason}),
+                )
                 .await;
             println!("agent {id} revoked; a running coordinator cuts its session within seconds");
         }
@@ -276,7 +434,10 @@ pub fn fmt_labels(l: &BTreeMap<String, String>) -> String {
     if l.is_empty() {
         return "-".into();
     }
-    l.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    l.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 pub fn fmt_gpus(g: &[crate::fleet::inventory::Gpu]) -> String {
@@ -287,5 +448,9 @@ pub fn fmt_gpus(g: &[crate::fleet::inventory::Gpu]) -> String {
     for x in g {
         *counts.entry(x.vendor.as_str()).or_default() += 1;
     }
-    counts.iter().map(|(v, n)| format!("{n}x{v}")).collect::<Vec<_>>().join(",")
+    counts
+        .iter()
+        .map(|(v, n)| format!("{n}x{v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }

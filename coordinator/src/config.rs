@@ -10,13 +10,23 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// Top-level keys, so `AUTOGIT_*` variables meant for other programs (the
 /// agent's, say) are ignored rather than rejected.
-const KEYS: &[&str] = &["data_dir", "grpc_listen", "http_listen", "tls", "agents"];
+const KEYS: &[&str] = &[
+    "data_dir",
+    "grpc_listen",
+    "http_listen",
+    "tls",
+    "agents",
+    "gitlab",
+    "demand",
+    "scheduler",
+    "pools",
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +41,66 @@ pub struct Config {
     pub tls: TlsConfig,
     #[serde(default)]
     pub agents: AgentsConfig,
+    /// The GitLab instance to serve. Without it no runners are provisioned.
+    #[serde(default, skip_serializing)]
+    pub gitlab: Option<GitLabConfig>,
+    /// Webhook and polling settings (see `demand::DemandConfig`).
+    #[serde(default, skip_serializing)]
+    pub demand: crate::demand::DemandConfig,
+    #[serde(default)]
+    pub scheduler: SchedulerConfig,
+    /// Runner pools; the built-in defaults apply when none are configured.
+    #[serde(default, skip_serializing)]
+    pub pools: Vec<crate::scheduler::Pool>,
+}
+
+/// Where GitLab is and how to reach it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitLabConfig {
+    /// GitLab's base URL, e.g. `https://gitlab.example.com`.
+    pub url: String,
+    /// A token with the `create_runner` and `read_api` scopes (admin for
+    /// instance runners). Prefer `AUTOGIT_GITLAB__TOKEN` to a file.
+    pub token: secrecy::SecretString,
+    /// The URL runner containers use to reach GitLab (default: `url`).
+    #[serde(default)]
+    pub runner_url: Option<String>,
+    /// Client-side cap on REST requests per minute (GitLab's default limit
+    /// for listing jobs is 600 per user).
+    #[serde(default = "default_rpm")]
+    pub requests_per_minute: u32,
+}
+
+fn default_rpm() -> u32 {
+    600
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// `spread` (fewest runners first) or `bin-pack` (fullest agent that fits).
+    pub strategy: crate::scheduler::Strategy,
+    /// A runner not running within this long is failed and cleaned up.
+    #[serde(with = "humantime_serde")]
+    pub provision_timeout: Duration,
+    /// How often GitLab is searched for AutoGit runners without a record.
+    #[serde(with = "humantime_serde")]
+    pub gc_interval: Duration,
+    /// Idle runners asked to stop get this long to finish a job they took.
+    #[serde(with = "humantime_serde")]
+    pub stop_grace: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            strategy: crate::scheduler::Strategy::Spread,
+            provision_timeout: Duration::from_secs(300),
+            gc_interval: Duration::from_secs(300),
+            stop_grace: Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,6 +164,10 @@ impl Default for Config {
             http_listen: "0.0.0.0:8080".parse().expect("valid literal"),
             tls: TlsConfig::default(),
             agents: AgentsConfig::default(),
+            gitlab: None,
+            demand: crate::demand::DemandConfig::default(),
+            scheduler: SchedulerConfig::default(),
+            pools: Vec::new(),
         }
     }
 }
@@ -123,7 +197,11 @@ pub enum ConfigError {
 impl Config {
     /// Load from the layers. `env` is the process environment (passed in so
     /// tests never touch the real one).
-    pub fn load(file: Option<&Path>, env: &[(String, String)], flags: &Overrides) -> Result<Self, ConfigError> {
+    pub fn load(
+        file: Option<&Path>,
+        env: &[(String, String)],
+        flags: &Overrides,
+    ) -> Result<Self, ConfigError> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(f) = file {
             if !f.exists() {
@@ -131,8 +209,12 @@ impl Config {
             }
             fig = fig.merge(Toml::file_exact(f));
         }
-        fig = fig.merge(env_provider(env)).merge(Serialized::defaults(flags));
-        let cfg: Config = fig.extract().map_err(|e| ConfigError::Parse(format_figment(e)))?;
+        fig = fig
+            .merge(env_provider(env))
+            .merge(Serialized::defaults(flags));
+        let cfg: Config = fig
+            .extract()
+            .map_err(|e| ConfigError::Parse(format_figment(e)))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -153,7 +235,10 @@ impl Config {
             );
         }
         if a.lost_after <= a.unreachable_after {
-            return invalid("agents.lost_after", "must be longer than agents.unreachable_after".into());
+            return invalid(
+                "agents.lost_after",
+                "must be longer than agents.unreachable_after".into(),
+            );
         }
         if self.tls.agent_cert_ttl < Duration::from_secs(5) {
             return invalid("tls.agent_cert_ttl", "must be at least 5s".into());
@@ -161,7 +246,44 @@ impl Config {
         if self.tls.server_cert_ttl < Duration::from_secs(3600) {
             return invalid("tls.server_cert_ttl", "must be at least 1h".into());
         }
+        if let Some(g) = &self.gitlab {
+            for (key, url) in [
+                ("gitlab.url", Some(&g.url)),
+                ("gitlab.runner_url", g.runner_url.as_ref()),
+            ] {
+                if let Some(u) = url {
+                    if !(u.starts_with("http://") || u.starts_with("https://")) {
+                        return invalid(key, format!("{u:?} must be an http:// or https:// URL"));
+                    }
+                }
+            }
+            if g.requests_per_minute == 0 {
+                return invalid(
+                    "gitlab.requests_per_minute",
+                    "must be greater than 0".into(),
+                );
+            }
+        }
+        self.demand.validate().map_err(|e| ConfigError::Invalid {
+            key: "demand",
+            problem: e.to_string(),
+        })?;
+        crate::scheduler::validate_pools(&self.pools).map_err(|e| ConfigError::Invalid {
+            key: "pools",
+            problem: e.to_string(),
+        })?;
+        if self.scheduler.provision_timeout < Duration::from_secs(1) {
+            return invalid("scheduler.provision_timeout", "must be at least 1s".into());
+        }
+        if self.scheduler.gc_interval < Duration::from_secs(1) {
+            return invalid("scheduler.gc_interval", "must be at least 1s".into());
+        }
         Ok(())
+    }
+
+    /// The pools in effect: the configured ones, or the built-in defaults.
+    pub fn effective_pools(&self) -> Vec<crate::scheduler::Pool> {
+        crate::scheduler::pools_or_defaults(self.pools.clone())
     }
 
     /// Names on the coordinator's server certificate.
@@ -185,7 +307,11 @@ impl Config {
 fn nix_hostname() -> std::io::Result<String> {
     let h = std::fs::read_to_string("/proc/sys/kernel/hostname")?;
     let h = h.trim().to_string();
-    if h.is_empty() || h.contains(' ') { Err(std::io::Error::other("no hostname")) } else { Ok(h) }
+    if h.is_empty() || h.contains(' ') {
+        Err(std::io::Error::other("no hostname"))
+    } else {
+        Ok(h)
+    }
 }
 
 fn env_provider(env: &[(String, String)]) -> Serialized<figment::value::Dict> {
@@ -193,7 +319,9 @@ fn env_provider(env: &[(String, String)]) -> Serialized<figment::value::Dict> {
     // nested dictionary from the given pairs so tests stay hermetic.
     let mut fig = Figment::new();
     for (k, v) in env {
-        let Some(rest) = k.strip_prefix("AUTOGIT_") else { continue };
+        let Some(rest) = k.strip_prefix("AUTOGIT_") else {
+            continue;
+        };
         let path = rest.to_ascii_lowercase().replace("__", ".");
         let top = path.split('.').next().unwrap_or_default();
         if !KEYS.contains(&top) {
@@ -209,8 +337,17 @@ fn env_provider(env: &[(String, String)]) -> Serialized<figment::value::Dict> {
 fn format_figment(e: figment::Error) -> String {
     e.into_iter()
         .map(|e| {
-            let key = if e.path.is_empty() { String::new() } else { format!("{}: ", e.path.join(".")) };
-            let src = e.metadata.as_ref().and_then(|m| m.source.as_ref()).map(|s| format!(" (from {s})")).unwrap_or_default();
+            let key = if e.path.is_empty() {
+                String::new()
+            } else {
+                format!("{}: ", e.path.join("."))
+            };
+            let src = e
+                .metadata
+                .as_ref()
+                .and_then(|m| m.source.as_ref())
+                .map(|s| format!(" (from {s})"))
+                .unwrap_or_default();
             format!("{key}{}{src}", e.kind)
         })
         .collect::<Vec<_>>()
@@ -222,7 +359,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -230,14 +370,29 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("c.toml");
         std::fs::write(&f, "grpc_listen = \"127.0.0.1:1\"\nhttp_listen = \"127.0.0.1:2\"\n[agents]\nlost_after = \"1h\"\n").unwrap();
-        let e = env(&[("AUTOGIT_HTTP_LISTEN", "127.0.0.1:3"), ("AUTOGIT_AGENTS__HEARTBEAT_INTERVAL", "2s"), ("AUTOGIT_STATE_DIR", "/x")]);
-        let flags = Overrides { grpc_listen: Some("127.0.0.1:4".parse().unwrap()), ..Default::default() };
+        let e = env(&[
+            ("AUTOGIT_HTTP_LISTEN", "127.0.0.1:3"),
+            ("AUTOGIT_AGENTS__HEARTBEAT_INTERVAL", "2s"),
+            ("AUTOGIT_STATE_DIR", "/x"),
+        ]);
+        let flags = Overrides {
+            grpc_listen: Some("127.0.0.1:4".parse().unwrap()),
+            ..Default::default()
+        };
         let c = Config::load(Some(&f), &e, &flags).unwrap();
         assert_eq!(c.grpc_listen.port(), 4, "flag beats file");
         assert_eq!(c.http_listen.port(), 3, "env beats file");
-        assert_eq!(c.agents.lost_after, Duration::from_secs(3600), "file beats default");
+        assert_eq!(
+            c.agents.lost_after,
+            Duration::from_secs(3600),
+            "file beats default"
+        );
         assert_eq!(c.agents.heartbeat_interval, Duration::from_secs(2));
-        assert_eq!(c.agents.unreachable_after, Duration::from_secs(20), "default kept");
+        assert_eq!(
+            c.agents.unreachable_after,
+            Duration::from_secs(20),
+            "default kept"
+        );
     }
 
     #[test]
@@ -245,15 +400,26 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("c.toml");
         std::fs::write(&f, "[agents]\nheartbeat_interval = \"soon\"\n").unwrap();
-        let err = Config::load(Some(&f), &[], &Overrides::default()).unwrap_err().to_string();
+        let err = Config::load(Some(&f), &[], &Overrides::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("agents.heartbeat_interval"), "{err}");
         std::fs::write(&f, "grpc_listn = \"x\"\n").unwrap();
-        let err = Config::load(Some(&f), &[], &Overrides::default()).unwrap_err().to_string();
+        let err = Config::load(Some(&f), &[], &Overrides::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("grpc_listn"), "{err}");
         std::fs::write(&f, "[agents]\nheartbeat_interval = \"30s\"\n").unwrap();
-        let err = Config::load(Some(&f), &[], &Overrides::default()).unwrap_err().to_string();
+        let err = Config::load(Some(&f), &[], &Overrides::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("agents.unreachable_after"), "{err}");
-        let err = Config::load(Some(&d.path().join("nope.toml")), &[], &Overrides::default()).unwrap_err();
+        let err = Config::load(
+            Some(&d.path().join("nope.toml")),
+            &[],
+            &Overrides::default(),
+        )
+        .unwrap_err();
         assert!(matches!(err, ConfigError::MissingFile(_)));
     }
 }

@@ -18,6 +18,7 @@ pub mod grpc;
 pub mod http;
 pub mod output;
 pub mod pki;
+pub mod runners;
 pub mod scheduler;
 pub mod server;
 pub mod tokens;

@@ -15,7 +15,9 @@ use crate::db::Db;
 use crate::enroll::Enroller;
 use crate::fleet::session::Sessions;
 use crate::fleet::{self, Fleet, Timings};
-use crate::{grpc, http, pki};
+use crate::gitlab::{GitLabClient, GitLabClientConfig, SharedGitLab};
+use crate::runners::{Reconciler, ReconcilerConfig, ReconcilerHandle};
+use crate::{demand, grpc, http, pki};
 
 /// How long shutdown may take before tasks are abandoned.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
@@ -29,57 +31,140 @@ pub struct Bound {
 
 /// Run the coordinator until `shutdown` is cancelled. `on_bound` is called
 /// once the listeners are bound.
-pub async fn run(cfg: Config, shutdown: CancellationToken, on_bound: impl FnOnce(Bound)) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: Config,
+    shutdown: CancellationToken,
+    on_bound: impl FnOnce(Bound),
+) -> anyhow::Result<()> {
     let ca = Arc::new(pki::load(&cfg.data_dir)?);
-    let db = Db::open(&cfg.data_dir).await.context("open state database")?;
+    let db = Db::open(&cfg.data_dir)
+        .await
+        .context("open state database")?;
     let audit = Audit::new(db.clone());
     let timings = Timings {
         heartbeat_interval: cfg.agents.heartbeat_interval,
         unreachable_after: cfg.agents.unreachable_after,
         lost_after: cfg.agents.lost_after,
     };
-    let fleet = Fleet::new(&db.list_agents().await?, &db.revoked_agent_ids().await?, timings);
+    let fleet = Fleet::new(
+        &db.list_agents().await?,
+        &db.revoked_agent_ids().await?,
+        timings,
+    );
 
     let (chain, key) = ca
         .issue_server_cert(&cfg.server_names(), cfg.tls.server_cert_ttl)
         .context("issue coordinator server certificate")?;
-    let tls = autogit_certs::tls::server_config(ca.cert_pem(), &chain, &key).context("build TLS config")?;
+    let tls = autogit_certs::tls::server_config(ca.cert_pem(), &chain, &key)
+        .context("build TLS config")?;
 
-    let grpc_listener = TcpListener::bind(cfg.grpc_listen).await.with_context(|| format!("bind gRPC listener {}", cfg.grpc_listen))?;
-    let http_listener = TcpListener::bind(cfg.http_listen).await.with_context(|| format!("bind HTTP listener {}", cfg.http_listen))?;
-    let bound = Bound { grpc: grpc_listener.local_addr()?, http: http_listener.local_addr()? };
+    let grpc_listener = TcpListener::bind(cfg.grpc_listen)
+        .await
+        .with_context(|| format!("bind gRPC listener {}", cfg.grpc_listen))?;
+    let http_listener = TcpListener::bind(cfg.http_listen)
+        .await
+        .with_context(|| format!("bind HTTP listener {}", cfg.http_listen))?;
+    let bound = Bound {
+        grpc: grpc_listener.local_addr()?,
+        http: http_listener.local_addr()?,
+    };
     tracing::info!(grpc = %bound.grpc, http = %bound.http, ca_fingerprint = %ca.fingerprint(), "coordinator listening");
     on_bound(bound);
 
-    let enroller = Enroller::new(db.clone(), ca.clone(), fleet.clone(), audit.clone(), cfg.tls.agent_cert_ttl);
-    let (events_tx, mut events_rx) = mpsc::unbounded_channel();
-    let sessions = Sessions { fleet: fleet.clone(), db: db.clone(), audit: audit.clone(), events: events_tx };
+    let enroller = Enroller::new(
+        db.clone(),
+        ca.clone(),
+        fleet.clone(),
+        audit.clone(),
+        cfg.tls.agent_cert_ttl,
+    );
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let sessions = Sessions {
+        fleet: fleet.clone(),
+        db: db.clone(),
+        audit: audit.clone(),
+        events: events_tx,
+    };
 
     let listeners = CancellationToken::new();
     let tasks = CancellationToken::new();
+
+    // Demand and runners exist only when a GitLab instance is configured.
+    let mut router = http::router(http::HttpState { db: db.clone() });
+    let mut background = Vec::new();
+    let mut reconciler_handle = ReconcilerHandle::default();
+    match &cfg.gitlab {
+        Some(g) => {
+            let mut client_cfg = GitLabClientConfig::new(g.url.clone(), g.token.clone());
+            client_cfg.requests_per_minute = Some(g.requests_per_minute);
+            let gitlab: SharedGitLab =
+                Arc::new(GitLabClient::new(client_cfg).context("build GitLab client")?);
+            let pools = Arc::new(cfg.effective_pools());
+            let (demand, activity) = demand::spawn(
+                gitlab.clone(),
+                pools.clone(),
+                cfg.demand.clone(),
+                tasks.clone(),
+            );
+            router = router.merge(demand::webhook_router(demand.clone()));
+            let reconciler = Reconciler::new(
+                ReconcilerConfig {
+                    pools,
+                    strategy: cfg.scheduler.strategy,
+                    runner_url: g.runner_url.clone().unwrap_or_else(|| g.url.clone()),
+                    cluster: ca.fingerprint().to_string()[..16].to_string(),
+                    provision_timeout: cfg.scheduler.provision_timeout,
+                    gc_interval: cfg.scheduler.gc_interval,
+                    stop_grace: cfg.scheduler.stop_grace,
+                },
+                db.clone(),
+                audit.clone(),
+                fleet.clone(),
+                gitlab,
+                demand,
+            );
+            reconciler_handle = reconciler.handle();
+            background.push(tokio::spawn(reconciler.run(
+                events_rx,
+                activity,
+                tasks.clone(),
+            )));
+            tracing::info!(gitlab = %g.url, "provisioning runners for GitLab");
+        }
+        None => {
+            tracing::warn!(
+                "no [gitlab] configured: agents can enroll, but no runners are provisioned"
+            );
+            let tasks = tasks.clone();
+            background.push(tokio::spawn(async move {
+                let mut events_rx = events_rx;
+                loop {
+                    tokio::select! {
+                        _ = tasks.cancelled() => break,
+                        ev = events_rx.recv() => if ev.is_none() { break },
+                    }
+                }
+            }));
+        }
+    }
+    let _ = &reconciler_handle;
     let grpc_task = tokio::spawn(grpc::serve(
         grpc_listener,
         tls,
-        grpc::EnrollmentService { enroller: enroller.clone() },
+        grpc::EnrollmentService {
+            enroller: enroller.clone(),
+        },
         grpc::FleetService { sessions, enroller },
         listeners.clone(),
     ));
-    let http_task = tokio::spawn(http::serve(http_listener, http::router(http::HttpState { db: db.clone() }), listeners.clone()));
-    let monitor = tokio::spawn(fleet::monitor::run(fleet.clone(), db.clone(), audit.clone(), cfg.agents.persist_interval, tasks.clone()));
-    let events_task = tokio::spawn({
-        let tasks = tasks.clone();
-        async move {
-            loop {
-                tokio::select! {
-                    _ = tasks.cancelled() => break,
-                    ev = events_rx.recv() => match ev {
-                        Some(ev) => tracing::debug!(?ev, "agent event"),
-                        None => break,
-                    },
-                }
-            }
-        }
-    });
+    let http_task = tokio::spawn(http::serve(http_listener, router, listeners.clone()));
+    let monitor = tokio::spawn(fleet::monitor::run(
+        fleet.clone(),
+        db.clone(),
+        audit.clone(),
+        cfg.agents.persist_interval,
+        tasks.clone(),
+    ));
 
     shutdown.cancelled().await;
     tracing::info!("shutting down");
@@ -90,7 +175,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken, on_bound: impl FnOnce
         let _ = http_task.await;
         tasks.cancel();
         let _ = monitor.await;
-        let _ = events_task.await;
+        for t in background {
+            let _ = t.await;
+        }
     };
     if tokio::time::timeout(DRAIN_DEADLINE, drain).await.is_err() {
         tracing::warn!("shutdown deadline passed; abandoning remaining tasks");

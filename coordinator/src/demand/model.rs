@@ -55,6 +55,11 @@ pub struct PendingJob {
     pub seen_at: OffsetDateTime,
     /// How AutoGit first learned of it.
     pub via: Source,
+    /// The latest moment GitLab confirmed the job pending (a poll listing or
+    /// a fetch). The reconciler uses it to tell whether a runner that ended
+    /// without saying which job it took may have taken this one.
+    #[serde(skip)]
+    pub confirmed: std::time::Instant,
 }
 
 impl PendingJob {
@@ -94,6 +99,10 @@ pub struct DemandSnapshot {
     pub per_pool: BTreeMap<String, u32>,
     /// Pending jobs no pool can serve.
     pub unmatched: u32,
+    /// When the latest completed poll started: every job still pending was
+    /// re-checked against GitLab after that moment.
+    #[serde(skip)]
+    pub last_poll_started: Option<std::time::Instant>,
 }
 
 impl DemandSnapshot {
@@ -113,6 +122,7 @@ impl DemandSnapshot {
             jobs,
             per_pool,
             unmatched,
+            last_poll_started: None,
         }
     }
 
@@ -174,6 +184,7 @@ mod tests {
                 created_at: None,
                 seen_at: now,
                 via: Source::Poll,
+                confirmed: std::time::Instant::now(),
             };
             job.assign_pool(&pools);
             job

@@ -158,6 +158,7 @@ pub struct DemandState {
     pending: HashMap<u64, PendingEntry>,
     running: HashMap<u64, RunningEntry>,
     gone: LruMap<u64, Gone>,
+    last_poll_started: Option<Instant>,
 }
 
 impl DemandState {
@@ -171,6 +172,7 @@ impl DemandState {
             max_jobs,
             pending: HashMap::new(),
             running: HashMap::new(),
+            last_poll_started: None,
             gone: LruMap::new(
                 max_jobs
                     .saturating_mul(TOMBSTONES_PER_JOB)
@@ -196,10 +198,15 @@ impl DemandState {
 
     /// The snapshot of the pending jobs, with this generation.
     pub fn snapshot(&self, generation: u64) -> DemandSnapshot {
-        DemandSnapshot::new(
+        let mut snap = DemandSnapshot::new(
             generation,
-            self.pending.values().map(|e| e.job.clone()).collect(),
-        )
+            self.pending
+                .values()
+                .map(|e| PendingJob { confirmed: e.confirmed.into_std(), ..e.job.clone() })
+                .collect(),
+        );
+        snap.last_poll_started = self.last_poll_started.map(Instant::into_std);
+        snap
     }
 
     /// Projects with a pending or running job tracked: polling must cover
@@ -289,6 +296,7 @@ impl DemandState {
     /// Reconciles the table with a completed poll (see the module docs).
     pub fn on_poll(&mut self, poll: &PollResult, now: Instant, wall: OffsetDateTime) -> Effects {
         let mut fx = Effects::default();
+        self.last_poll_started = Some(self.last_poll_started.map_or(poll.started, |t| t.max(poll.started)));
         let mut listed = HashSet::with_capacity(poll.jobs.len());
         for job in &poll.jobs {
             listed.insert(job.id);
@@ -413,6 +421,7 @@ impl DemandState {
             created_at: job.created_at,
             seen_at: wall,
             via,
+            confirmed: observed.into_std(),
         };
         pending.assign_pool(&self.pools);
         match &pending.pool {

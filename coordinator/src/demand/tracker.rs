@@ -170,6 +170,9 @@ impl Tracker {
                 let mut fx = self
                     .state
                     .on_poll(&poll, Instant::now(), OffsetDateTime::now_utc());
+                // A poll re-confirms every pending job (and moves
+                // `last_poll_started`): publish even when the set is unchanged.
+                fx.changed = true;
                 for (project_id, job_id) in std::mem::take(&mut fx.fetch) {
                     self.fetch(project_id, job_id, Source::Poll);
                 }

@@ -1,0 +1,87 @@
+//! Garbage collection of GitLab runners: AutoGit marks every runner it
+//! creates in the description; the collector lists GitLab's runners and hands
+//! the marked ones to the reconciler, which deletes those without a live
+//! record (the reconciler decides, so a runner created while the listing was
+//! in flight is never deleted by mistake).
+
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::reconciler::Op;
+use crate::gitlab::{RunnerFilter, SharedGitLab};
+
+/// The description of a runner AutoGit creates:
+/// `autogit/<cluster> pool=<pool> agent=<hostname> runner=<uuid>`.
+pub fn description(cluster: &str, pool: &str, hostname: &str, runner: &Uuid) -> String {
+    format!("autogit/{cluster} pool={pool} agent={hostname} runner={runner}")
+}
+
+/// If `description` marks a runner of `cluster`, its AutoGit runner id (or
+/// `Some(None)` when marked but without a parseable id).
+pub fn parse_description(cluster: &str, description: &str) -> Option<Option<Uuid>> {
+    let mut words = description.split_whitespace();
+    if words.next()? != format!("autogit/{cluster}") {
+        return None;
+    }
+    Some(
+        words
+            .find_map(|w| w.strip_prefix("runner="))
+            .and_then(|s| s.parse().ok()),
+    )
+}
+
+/// List GitLab runners in the background and report ours as candidates.
+pub fn spawn(gitlab: SharedGitLab, cluster: String, ops: mpsc::UnboundedSender<Op>) {
+    tokio::spawn(async move {
+        let all = match gitlab.current_user().await {
+            Ok(u) => u.is_admin,
+            Err(e) => {
+                tracing::warn!(error = %e, "runner GC: read current user");
+                return;
+            }
+        };
+        let filter = RunnerFilter {
+            all,
+            ..Default::default()
+        };
+        match gitlab.list_runners(&filter).await {
+            Ok(list) => {
+                let found: Vec<(u64, Option<Uuid>)> = list
+                    .iter()
+                    .filter_map(|r| {
+                        parse_description(&cluster, r.description.as_deref()?).map(|id| (r.id, id))
+                    })
+                    .collect();
+                tracing::debug!(
+                    total = list.len(),
+                    ours = found.len(),
+                    "runner GC listed GitLab runners"
+                );
+                let _ = ops.send(Op::GcCandidates(found));
+            }
+            Err(e) => tracing::warn!(error = %e, "runner GC: list GitLab runners"),
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_ignores_other_clusters() {
+        let id = Uuid::new_v4();
+        let d = description("abc123", "arm64", "pi-1", &id);
+        assert_eq!(parse_description("abc123", &d), Some(Some(id)));
+        assert_eq!(
+            parse_description("zzz", &d),
+            None,
+            "another coordinator's runner is not ours"
+        );
+        assert_eq!(parse_description("abc123", "my own runner"), None);
+        assert_eq!(
+            parse_description("abc123", "autogit/abc123 pool=x"),
+            Some(None)
+        );
+    }
+}

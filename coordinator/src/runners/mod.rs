@@ -1,0 +1,18 @@
+//! Runners: wanted state (the scheduler's plan) and observed state (agents'
+//! container reports, GitLab's job events) kept apart, with the
+//! [`reconciler`] moving one toward the other.
+//!
+//! * [`model`]: a runner's phases and the operator-facing view.
+//! * [`spec`]: pool + placement + runner token → the container spec sent to an agent.
+//! * [`reconciler`]: the actor that creates GitLab runners, tells agents to
+//!   start/stop containers, adopts or stops what agents report, and deletes
+//!   GitLab runners when containers are gone.
+//! * [`gc`]: finds GitLab runners AutoGit created that no longer have a record.
+
+pub mod gc;
+pub mod model;
+pub mod reconciler;
+pub mod spec;
+
+pub use model::{Phase, RunnerView};
+pub use reconciler::{Reconciler, ReconcilerConfig, ReconcilerHandle, ReconcilerStatus};

@@ -1,0 +1,97 @@
+//! From a pool, a placement and a runner token to the container spec an
+//! agent runs. The token ends up in the spec (command/env); `ContainerSpec`'s
+//! `Debug` hides env values and nothing here logs the spec.
+
+use autogit_proto::v1 as pb;
+use secrecy::SecretString;
+
+use crate::scheduler::{GpuVendor, Placement, Pool, TemplateError};
+
+/// The stop signal gitlab-runner treats as "finish the current job, then exit".
+pub const GRACEFUL_STOP_SIGNAL: &str = "SIGQUIT";
+
+/// Build the `StartRunner` for runner `runner_id` of `pool` on `placement`.
+pub fn start_runner(
+    pool: &Pool,
+    runner_id: &str,
+    gitlab_url: &str,
+    token: &SecretString,
+    placement: &Placement,
+) -> Result<pb::StartRunner, TemplateError> {
+    let rendered = pool.render(gitlab_url, token, runner_id, placement)?;
+    let nvidia = pool
+        .gpu
+        .as_ref()
+        .is_some_and(|g| g.vendor == GpuVendor::Nvidia);
+    let spec = pb::ContainerSpec {
+        image: rendered.image.clone(),
+        command: rendered.command.clone(),
+        env: rendered
+            .env
+            .iter()
+            .map(|(name, value)| pb::EnvVar {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+        cpu_limit: pool.cpu_limit,
+        memory_limit_bytes: pool.mem_limit.bytes(),
+        gpus: Some(pb::GpuAccess {
+            nvidia_uuids: if nvidia {
+                placement.gpus.clone()
+            } else {
+                Vec::new()
+            },
+            device_paths: placement.device_paths.clone(),
+        }),
+        labels: Default::default(),
+        network_mode: pool.network_mode.clone().unwrap_or_default(),
+        mounts: pool
+            .effective_mounts()
+            .into_iter()
+            .map(|m| pb::Mount {
+                source: m.source,
+                target: m.target,
+                read_only: m.read_only,
+            })
+            .collect(),
+        stop_signal: GRACEFUL_STOP_SIGNAL.into(),
+    };
+    Ok(pb::StartRunner {
+        runner_id: runner_id.to_string(),
+        pool: pool.name.clone(),
+        spec: Some(spec),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::{Arch, Pool};
+
+    #[test]
+    fn nvidia_pool_gets_device_request_uuids_and_token_stays_out_of_debug() {
+        let pool = Pool::new("gpu", &["gpu"], Arch::X86_64).with_gpu(GpuVendor::Nvidia, 1);
+        let placement = Placement {
+            agent_id: uuid::Uuid::new_v4(),
+            gpus: vec!["GPU-1".into()],
+            device_paths: vec![],
+        };
+        let token = SecretString::from("glrt-SECRET");
+        let s = start_runner(&pool, "r1", "http://gitlab", &token, &placement).unwrap();
+        let spec = s.spec.as_ref().unwrap();
+        assert_eq!(
+            spec.gpus.as_ref().unwrap().nvidia_uuids,
+            vec!["GPU-1".to_string()]
+        );
+        assert_eq!(spec.stop_signal, "SIGQUIT");
+        assert!(
+            spec.command.iter().any(|a| a.contains("glrt-SECRET")),
+            "the default command carries the token"
+        );
+        assert!(
+            !format!("{s:?}").contains("glrt-SECRET"),
+            "Debug never shows it"
+        );
+    }
+}
