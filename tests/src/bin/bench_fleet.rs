@@ -4,7 +4,7 @@
 //! ```text
 //! autogit-bench-fleet --agents N [--heartbeat 5s] [--duration 60s]
 //!                     [--connect-concurrency 50] [--enroll-concurrency 50]
-//!                     [--phase-timeout 300s]
+//!                     [--phase-timeout 300s] [--idle-window 10s]
 //! ```
 //!
 //! 1. Starts a real `autogit-coordinator serve` on 127.0.0.1 (through the
@@ -21,8 +21,9 @@
 //! 4. After one heartbeat interval of warm-up, measures the coordinator
 //!    process for `--duration`: CPU time (utime + stime from
 //!    `/proc/<pid>/stat`) as % of one core, and RSS (`VmRSS`, peak `VmHWM`
-//!    from `/proc/<pid>/status`). Enrollment and session set-up are measured
-//!    too, as their own phases.
+//!    from `/proc/<pid>/status`). The idle coordinator (`--idle-window`,
+//!    before any agent), enrollment and session set-up are measured too, as
+//!    their own phases.
 //! 5. Closes every session, kills the coordinator and prints one table.
 //!
 //! Everything is bounded (`--phase-timeout` caps enrollment and set-up) and
@@ -68,6 +69,9 @@ struct Args {
     /// Upper bound for the enrollment phase and for the session set-up phase.
     #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
     phase_timeout: Duration,
+    /// Measure the coordinator with no agents for this long first (0 skips it).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    idle_window: Duration,
 }
 
 fn main() -> ExitCode {
@@ -545,6 +549,14 @@ mod bench {
         token: Arc<JoinToken>,
     ) -> anyhow::Result<Report> {
         let n = args.agents;
+        // ---- idle: the coordinator's own background work, with no agents.
+        progress(&format!(
+            "measuring the idle coordinator for {:?}",
+            args.idle_window
+        ));
+        let sampler = Sampler::start(pid)?;
+        tokio::time::sleep(args.idle_window).await;
+        let idle_phase = sampler.finish("idle (no agents)", 0)?;
         let idle = procfs::memory(Target::Pid(pid))?;
         // Start-up lines (e.g. "no [gitlab] configured") are not load; count what comes after.
         let log_start = c.logs().lines().count();
@@ -738,6 +750,7 @@ mod bench {
             enroll_concurrency: args.enroll_concurrency,
             connect_concurrency: args.connect_concurrency,
             idle_rss_kib: idle.rss_kib,
+            idle: idle_phase,
             enroll: enroll_phase,
             enroll_latency: super::report::Percentiles::of(&mut enroll_lat),
             open: open_phase,
@@ -1022,6 +1035,7 @@ mod report {
         pub enroll_concurrency: usize,
         pub connect_concurrency: usize,
         pub idle_rss_kib: u64,
+        pub idle: Phase,
         pub enroll: Phase,
         pub enroll_latency: Percentiles,
         pub open: Phase,
@@ -1097,7 +1111,7 @@ mod report {
                 "| phase | agents | wall | coordinator CPU | coordinator CPU (% of one core) | bench CPU (% of one core) | coordinator RSS at end |"
             );
             let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
-            for p in [&self.enroll, &self.open, &self.steady.phase] {
+            for p in [&self.idle, &self.enroll, &self.open, &self.steady.phase] {
                 let _ = writeln!(
                     s,
                     "| {} | {} | {:.2} s | {:.2} s | {:.1} % | {:.1} % | {} |",
