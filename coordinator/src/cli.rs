@@ -55,9 +55,32 @@ pub enum Command {
     /// List and revoke agents.
     #[command(subcommand, visible_alias = "agent")]
     Agents(AgentsCmd),
+    /// Admin API tokens (for the CLI's --server mode, the dashboard, scripts).
+    #[command(subcommand, name = "admin-token")]
+    AdminToken(AdminTokenCmd),
     /// Runner lifecycles: active runners and recent finished ones.
     #[command(subcommand, visible_alias = "runner")]
     Runners(RunnersCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminTokenCmd {
+    /// Create an admin token; prints it as the last line of stdout.
+    Create {
+        /// Who or what uses it (shown in the audit log as token:<name>).
+        #[arg(long, default_value = "admin")]
+        name: String,
+        /// Expire after this long (default: valid until revoked).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+    },
+    /// List admin tokens (never their secrets).
+    List {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Revoke an admin token by id.
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -235,6 +258,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = load_config(&cli, Overrides::default())?;
             agents_cmd(&cfg, a).await?;
         }
+        Command::AdminToken(cmd) => {
+            let cfg = load_config(&cli, Overrides::default())?;
+            admin_token_cmd(&cfg, cmd).await?;
+        }
         Command::Runners(RunnersCmd::List { output, finished }) => {
             let cfg = load_config(&cli, Overrides::default())?;
             let db = open_db(&cfg.data_dir).await?;
@@ -355,6 +382,81 @@ async fn token_cmd(cfg: &Config, cmd: &TokenCmd) -> anyhow::Result<()> {
                 .record("token.revoked", "cli", None, None, json!({"token_id": id}))
                 .await;
             println!("join token {id} revoked");
+        }
+    }
+    db.close().await;
+    Ok(())
+}
+
+async fn admin_token_cmd(cfg: &Config, cmd: &AdminTokenCmd) -> anyhow::Result<()> {
+    let db = open_db(&cfg.data_dir).await?;
+    match cmd {
+        AdminTokenCmd::Create { name, ttl } => {
+            let t = crate::admin::tokens::create(&db, name, *ttl)
+                .await
+                .context("create admin token")?;
+            crate::audit::Audit::new(db.clone())
+                .record(
+                    "admin_token.created",
+                    "cli",
+                    None,
+                    None,
+                    json!({"id": t.id, "name": name}),
+                )
+                .await;
+            eprintln!("admin token {} for {name:?}:", t.id);
+            println!("{}", t.token);
+        }
+        AdminTokenCmd::List { output } => {
+            #[derive(serde::Serialize)]
+            struct View {
+                id: String,
+                name: String,
+                created_at: String,
+                expires_at: Option<String>,
+                revoked: bool,
+                last_used_at: Option<String>,
+            }
+            let views: Vec<View> = db
+                .list_admin_tokens()
+                .await?
+                .into_iter()
+                .map(|r| View {
+                    id: r.id,
+                    name: r.name,
+                    created_at: crate::fleet::rfc3339(r.created_at),
+                    expires_at: r.expires_at.map(crate::fleet::rfc3339),
+                    revoked: r.revoked_at.is_some(),
+                    last_used_at: r.last_used_at.map(crate::fleet::rfc3339),
+                })
+                .collect();
+            output::print(
+                *output,
+                &views,
+                &["ID", "NAME", "CREATED", "EXPIRES", "REVOKED", "LAST USED"],
+                |v| {
+                    vec![
+                        v.id.clone(),
+                        v.name.clone(),
+                        v.created_at.clone(),
+                        v.expires_at.clone().unwrap_or_else(|| "never".into()),
+                        v.revoked.to_string(),
+                        v.last_used_at.clone().unwrap_or_else(|| "never".into()),
+                    ]
+                },
+            )?;
+        }
+        AdminTokenCmd::Revoke { id } => {
+            if !db
+                .revoke_admin_token(id, db::to_ms(OffsetDateTime::now_utc()))
+                .await?
+            {
+                bail!("no admin token with id {id:?}");
+            }
+            crate::audit::Audit::new(db.clone())
+                .record("admin_token.revoked", "cli", None, None, json!({"id": id}))
+                .await;
+            println!("admin token {id} revoked");
         }
     }
     db.close().await;

@@ -37,6 +37,9 @@ pub struct Config {
     pub grpc_listen: SocketAddr,
     /// HTTP listener: /healthz, /readyz, webhooks, admin API.
     pub http_listen: SocketAddr,
+    /// `/metrics`: `anonymous` (default), `authenticated` (admin token) or `off`.
+    #[serde(default)]
+    pub metrics: MetricsAccess,
     #[serde(default)]
     pub tls: TlsConfig,
     #[serde(default)]
@@ -52,6 +55,16 @@ pub struct Config {
     /// Runner pools; the built-in defaults apply when none are configured.
     #[serde(default, skip_serializing)]
     pub pools: Vec<crate::scheduler::Pool>,
+}
+
+/// Who may read `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsAccess {
+    #[default]
+    Anonymous,
+    Authenticated,
+    Off,
 }
 
 /// Where GitLab is and how to reach it.
@@ -162,6 +175,7 @@ impl Default for Config {
             data_dir: PathBuf::from("/var/lib/autogit"),
             grpc_listen: "0.0.0.0:7443".parse().expect("valid literal"),
             http_listen: "0.0.0.0:8080".parse().expect("valid literal"),
+            metrics: MetricsAccess::Anonymous,
             tls: TlsConfig::default(),
             agents: AgentsConfig::default(),
             gitlab: None,

@@ -6,6 +6,7 @@
 //! start. See `docs/ARCHITECTURE.md` for the data flow through these modules.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod audit;
 pub mod cli;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod fleet;
 pub mod gitlab;
 pub mod grpc;
 pub mod http;
+pub mod metrics;
 pub mod output;
 pub mod pki;
 pub mod runners;

@@ -90,26 +90,29 @@ pub async fn run(
     let tasks = CancellationToken::new();
 
     // Demand and runners exist only when a GitLab instance is configured.
-    let mut router = http::router(http::HttpState { db: db.clone() });
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let pools = Arc::new(cfg.effective_pools());
     let mut background = Vec::new();
     let mut reconciler_handle = ReconcilerHandle::default();
+    let mut demand_handle = None;
     match &cfg.gitlab {
         Some(g) => {
             let mut client_cfg = GitLabClientConfig::new(g.url.clone(), g.token.clone());
             client_cfg.requests_per_minute = Some(g.requests_per_minute);
+            client_cfg.observer = Some(metrics.gitlab_observer());
             let gitlab: SharedGitLab =
                 Arc::new(GitLabClient::new(client_cfg).context("build GitLab client")?);
-            let pools = Arc::new(cfg.effective_pools());
             let (demand, activity) = demand::spawn(
                 gitlab.clone(),
                 pools.clone(),
                 cfg.demand.clone(),
                 tasks.clone(),
             );
-            router = router.merge(demand::webhook_router(demand.clone()));
+            demand_handle = Some(demand.clone());
             let reconciler = Reconciler::new(
                 ReconcilerConfig {
-                    pools,
+                    pools: pools.clone(),
+                    metrics: Some(metrics.clone()),
                     strategy: cfg.scheduler.strategy,
                     runner_url: g.runner_url.clone().unwrap_or_else(|| g.url.clone()),
                     cluster: ca.fingerprint().to_string()[..16].to_string(),
@@ -147,7 +150,26 @@ pub async fn run(
             }));
         }
     }
-    let _ = &reconciler_handle;
+    let server_cert_expiry = autogit_certs::CertInfo::from_pem(&chain)
+        .map(|i| i.not_after.unix_timestamp())
+        .unwrap_or(0);
+    metrics.attach(crate::metrics::Sources {
+        fleet: fleet.clone(),
+        reconciler: reconciler_handle.clone(),
+        demand: demand_handle.clone(),
+        server_cert_expiry,
+    });
+    let router = http::router(http::HttpState {
+        db: db.clone(),
+        fleet: fleet.clone(),
+        audit: audit.clone(),
+        reconciler: reconciler_handle,
+        demand: demand_handle,
+        pools,
+        ca_fingerprint: ca.fingerprint(),
+        metrics: Some(metrics),
+        metrics_access: cfg.metrics,
+    });
     let grpc_task = tokio::spawn(grpc::serve(
         grpc_listener,
         tls,

@@ -14,6 +14,7 @@
 //! SQLite in WAL mode, so CLI commands can read and write while `serve` runs.
 //! Row structs stay in this module; callers get domain types.
 
+mod admin;
 mod agents;
 mod events;
 mod runners;
@@ -27,6 +28,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::SqlitePool;
 use time::OffsetDateTime;
 
+pub use admin::AdminTokenRow;
 pub use agents::{AgentRow, GpuRow, Liveness};
 pub use events::{EventFilter, EventRow};
 pub use runners::{RunnerRow, ACTIVE_STATES};

@@ -66,6 +66,23 @@ pub struct Load {
     pub runner_containers: u32,
 }
 
+/// A drain in progress (or finished) on an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Drain {
+    /// RFC 3339.
+    pub started_at: String,
+    /// RFC 3339: runners still running then are stopped.
+    pub deadline: String,
+    /// RFC 3339, once no runner is left.
+    pub drained_at: Option<String>,
+    #[serde(skip)]
+    pub deadline_ms: i64,
+}
+
+pub fn now_rfc3339() -> String {
+    rfc3339(db::to_ms(time::OffsetDateTime::now_utc()))
+}
+
 /// An agent as operators see it (`agents list`, the admin API).
 #[derive(Debug, Clone, Serialize)]
 pub struct AgentView {
@@ -83,6 +100,9 @@ pub struct AgentView {
     pub gpus: Vec<Gpu>,
     pub load: Option<Load>,
     pub inventory: Option<Inventory>,
+    /// Set while (and after) the agent is drained.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain: Option<Drain>,
 }
 
 pub fn rfc3339(ms: i64) -> String {
@@ -125,6 +145,7 @@ impl AgentView {
             gpus: inventory.as_ref().map(|i| i.gpus.clone()).unwrap_or_default(),
             load,
             inventory,
+            drain: None,
         })
     }
 }

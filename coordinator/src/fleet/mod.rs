@@ -12,6 +12,6 @@ pub mod monitor;
 pub mod registry;
 pub mod session;
 
-pub use agent::{AgentState, AgentView, Load, rfc3339};
+pub use agent::{AgentState, AgentView, Drain, Load, rfc3339};
 pub use inventory::Inventory;
 pub use registry::{Fleet, NotConnected, Refusal, SessionId, SessionTx, Timings, Transition};

@@ -63,6 +63,7 @@ struct Live {
     last_seen: Option<Instant>,
     last_seen_wall: Option<OffsetDateTime>,
     session: Option<(SessionId, SessionTx)>,
+    drain: Option<super::agent::Drain>,
     enrolled_at: i64,
     cert_not_after: i64,
     dirty: bool,
@@ -106,6 +107,7 @@ fn live_from_row(row: &AgentRow) -> Live {
         last_seen: None,
         last_seen_wall: row.last_seen.map(db::from_ms),
         session: None,
+        drain: None,
         enrolled_at: row.enrolled_at,
         cert_not_after: row.cert_not_after,
         dirty: state != stored,
@@ -288,6 +290,31 @@ impl Fleet {
         found
     }
 
+    /// Start (Some) or clear (None) a drain. A draining agent takes no new
+    /// runners. Returns false for an unknown agent.
+    pub fn set_drain(&self, id: &AgentId, drain: Option<super::agent::Drain>) -> bool {
+        let found = match self.lock().get_mut(id) {
+            Some(live) => {
+                live.drain = drain;
+                true
+            }
+            None => false,
+        };
+        self.notify();
+        found
+    }
+
+    /// Mark a drain finished (all runners gone); returns true the first time.
+    pub fn drain_done(&self, id: &AgentId) -> bool {
+        match self.lock().get_mut(id).and_then(|l| l.drain.as_mut()) {
+            Some(d) if d.drained_at.is_none() => {
+                d.drained_at = Some(super::agent::now_rfc3339());
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub fn record_cert(&self, id: &AgentId, not_after: i64) {
         if let Some(live) = self.lock().get_mut(id) {
             live.cert_not_after = not_after;
@@ -410,6 +437,7 @@ impl Fleet {
                     gpus: l.inventory.as_ref().map(|i| i.gpus.clone()).unwrap_or_default(),
                     load: l.load,
                     inventory: l.inventory.clone(),
+                    drain: l.drain.clone(),
                 }
             })
             .collect();

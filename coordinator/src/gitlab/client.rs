@@ -55,6 +55,7 @@ pub struct GitLabClient {
     max_pages: u32,
     per_page: u32,
     max_body_bytes: usize,
+    observer: Option<super::config::RequestObserver>,
 }
 
 impl fmt::Debug for GitLabClient {
@@ -116,6 +117,7 @@ impl GitLabClient {
             max_pages: config.max_pages.max(1),
             per_page: config.per_page.clamp(1, 100),
             max_body_bytes: config.max_body_bytes,
+            observer: config.observer,
         })
     }
 
@@ -169,7 +171,15 @@ impl GitLabClient {
                     .header(CONTENT_TYPE, "application/json")
                     .body(body.to_vec());
             }
-            let resp = match req.send().await {
+            let sent = req.send().await;
+            if let Some(obs) = &self.observer {
+                let code = match &sent {
+                    Ok(r) => r.status().as_u16().to_string(),
+                    Err(_) => "transport".to_string(),
+                };
+                (obs.0)(&super::config::endpoint_template(endpoint), &code);
+            }
+            let resp = match sent {
                 Ok(resp) => resp,
                 Err(e) => {
                     let retryable = idempotency == Idempotency::Idempotent || e.is_connect();

@@ -46,6 +46,29 @@ pub struct GitLabClientConfig {
     pub per_page: u32,
     /// Largest response body accepted.
     pub max_body_bytes: usize,
+    /// Told the outcome of every HTTP attempt (for metrics).
+    pub observer: Option<RequestObserver>,
+}
+
+/// A callback told `(endpoint, code)` for every HTTP attempt: the endpoint
+/// as `METHOD /path` with numeric ids replaced by `:id`, the code as the HTTP
+/// status or `transport`.
+#[derive(Clone)]
+pub struct RequestObserver(pub std::sync::Arc<dyn Fn(&str, &str) + Send + Sync>);
+
+impl std::fmt::Debug for RequestObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequestObserver")
+    }
+}
+
+/// `GET /projects/7/jobs/42` → `GET /projects/:id/jobs/:id` (bounded label values).
+pub fn endpoint_template(endpoint: &str) -> String {
+    endpoint
+        .split('/')
+        .map(|seg| if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) { ":id" } else { seg })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 impl GitLabClientConfig {
@@ -62,6 +85,7 @@ impl GitLabClientConfig {
             max_pages: DEFAULT_MAX_PAGES,
             per_page: DEFAULT_PER_PAGE,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            observer: None,
         }
     }
 }

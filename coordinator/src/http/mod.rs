@@ -1,25 +1,71 @@
-//! The HTTP edge (axum): health now; webhooks and the admin API mount here.
+//! The HTTP edge (axum): health, metrics, GitLab webhooks, the admin API and
+//! the dashboard.
+//!
+//! Anonymous: `/healthz`, `/readyz`, `/metrics` (when enabled), the login
+//! form and `POST /login`. Everything else needs an admin token
+//! ([`auth`]). GitLab webhooks authenticate with their own secret.
 
+pub mod api;
+pub mod auth;
+pub mod dashboard;
+pub mod metrics;
+
+use std::sync::Arc;
+
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::Router;
+use axum::middleware;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::Audit;
 use crate::db::Db;
+use crate::demand::DemandHandle;
+use crate::fleet::Fleet;
+use crate::runners::ReconcilerHandle;
+use crate::scheduler::Pool;
 
 /// Shared state of HTTP handlers.
 #[derive(Clone, Debug)]
 pub struct HttpState {
     pub db: Db,
+    pub fleet: Fleet,
+    pub audit: Audit,
+    pub reconciler: ReconcilerHandle,
+    pub demand: Option<DemandHandle>,
+    pub pools: Arc<Vec<Pool>>,
+    pub ca_fingerprint: autogit_certs::Fingerprint,
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    pub metrics_access: crate::config::MetricsAccess,
 }
 
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    use crate::config::MetricsAccess;
+    let mut protected = api::router()
+        .route("/", get(dashboard::index))
+        .route("/dashboard.js", get(dashboard::script));
+    let mut public = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(state)
+        .route("/login", post(auth::login));
+    match (state.metrics.is_some(), state.metrics_access) {
+        (true, MetricsAccess::Anonymous) => public = public.route("/metrics", get(metrics::scrape)),
+        (true, MetricsAccess::Authenticated) => {
+            protected = protected.route("/metrics", get(metrics::scrape))
+        }
+        _ => {}
+    }
+    let protected = protected.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_admin,
+    ));
+    let mut app = protected.merge(public).with_state(state.clone());
+    if let Some(d) = &state.demand {
+        app = app.merge(crate::demand::webhook_router(d.clone()));
+    }
+    app
 }
 
 async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {
@@ -30,6 +76,12 @@ async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {
 }
 
 /// Serve `router` on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
 }

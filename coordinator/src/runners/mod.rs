@@ -15,4 +15,4 @@ pub mod reconciler;
 pub mod spec;
 
 pub use model::{Phase, RunnerView};
-pub use reconciler::{Reconciler, ReconcilerConfig, ReconcilerHandle, ReconcilerStatus};
+pub use reconciler::{Command, Reconciler, ReconcilerConfig, ReconcilerHandle, ReconcilerStatus};

@@ -28,7 +28,7 @@ use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::json;
 use time::OffsetDateTime;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -65,6 +65,7 @@ pub struct ReconcilerConfig {
     pub gc_interval: Duration,
     /// Idle runners asked to stop get this long to finish a job they took.
     pub stop_grace: Duration,
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// What operators can see of the reconciler's last pass.
@@ -76,12 +77,34 @@ pub struct ReconcilerStatus {
     pub runners: BTreeMap<String, BTreeMap<String, u32>>,
     /// Pools whose runner creation in GitLab is failing, with the error.
     pub create_errors: BTreeMap<String, String>,
+    /// Per agent id: runners still holding resources there.
+    pub per_agent: BTreeMap<String, u32>,
+    /// GPUs held by active runners, as `<agent id>/<gpu uuid>`.
+    pub gpus_in_use: Vec<String>,
 }
 
-/// Read-only handle for the API and metrics.
+/// Requests from operators.
+#[derive(Debug)]
+pub enum Command {
+    /// Stop new placements on the agent, ask its runners to finish their
+    /// current job, stop what is left at the deadline.
+    Drain {
+        agent: AgentId,
+        deadline: OffsetDateTime,
+        reply: oneshot::Sender<Result<u32, String>>,
+    },
+    /// Stop one runner (gracefully: it finishes a job it took).
+    StopRunner {
+        runner: Uuid,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// Handle for the API and metrics: the last pass's status, and commands.
 #[derive(Debug, Clone, Default)]
 pub struct ReconcilerHandle {
     status: Arc<RwLock<ReconcilerStatus>>,
+    commands: Option<mpsc::UnboundedSender<Command>>,
 }
 
 impl ReconcilerHandle {
@@ -90,6 +113,35 @@ impl ReconcilerHandle {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Command,
+    ) -> Result<T, String> {
+        let tx = self
+            .commands
+            .as_ref()
+            .ok_or_else(|| "no GitLab is configured: runners are not managed".to_string())?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(make(reply))
+            .map_err(|_| "reconciler stopped".to_string())?;
+        rx.await.map_err(|_| "reconciler stopped".to_string())?
+    }
+
+    /// Drain `agent` until `deadline`; returns how many runners are being stopped.
+    pub async fn drain(&self, agent: AgentId, deadline: OffsetDateTime) -> Result<u32, String> {
+        self.ask(|reply| Command::Drain {
+            agent,
+            deadline,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn stop_runner(&self, runner: Uuid) -> Result<(), String> {
+        self.ask(|reply| Command::StopRunner { runner, reply })
+            .await
     }
 }
 
@@ -151,6 +203,11 @@ pub struct Reconciler {
     credits: Vec<(String, Instant)>,
     /// The last unmet reasons logged, to log only changes.
     logged_unmet: BTreeMap<String, String>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    /// When each pending job was first seen, for the job-wait histogram.
+    job_seen: HashMap<u64, OffsetDateTime>,
+    /// Draining agents whose deadline passed and whose runners were aborted.
+    aborted_drains: std::collections::HashSet<AgentId>,
     handle: ReconcilerHandle,
 }
 
@@ -168,6 +225,7 @@ impl Reconciler {
         demand: DemandHandle,
     ) -> Self {
         let (ops_tx, ops_rx) = mpsc::unbounded_channel();
+        let (cmd_tx, commands) = mpsc::unbounded_channel();
         Reconciler {
             cfg,
             db,
@@ -182,7 +240,13 @@ impl Reconciler {
             create_backoff: HashMap::new(),
             credits: Vec::new(),
             logged_unmet: BTreeMap::new(),
-            handle: ReconcilerHandle::default(),
+            commands,
+            job_seen: HashMap::new(),
+            aborted_drains: Default::default(),
+            handle: ReconcilerHandle {
+                status: Default::default(),
+                commands: Some(cmd_tx),
+            },
         }
     }
 
@@ -210,6 +274,7 @@ impl Reconciler {
                 Some(ev) = events.recv() => self.on_agent_event(ev).await,
                 Some(a) = activity.recv() => self.on_activity(a).await,
                 Some(op) = self.ops_rx.recv() => self.on_op(op).await,
+                Some(cmd) = self.commands.recv() => self.on_command(cmd).await,
                 Ok(()) = demand_rx.changed() => {}
                 Ok(()) = fleet_rx.changed() => {}
                 _ = tick.tick() => {
@@ -312,6 +377,16 @@ impl Reconciler {
         let runners: Vec<scheduler::RunnerView> =
             self.active.values().map(to_sched_runner).collect();
         let pending = effective_pending(&demand, &mut self.credits);
+        for j in &demand.jobs {
+            if let Some(pool) = &j.pool {
+                let _ = pool;
+                self.job_seen.entry(j.job_id).or_insert(j.seen_at);
+            }
+        }
+        if self.job_seen.len() > 100_000 {
+            let cutoff = now - Duration::from_secs(24 * 3600);
+            self.job_seen.retain(|_, t| *t > cutoff);
+        }
         let input = PlanInput {
             pools: self.cfg.pools.to_vec(),
             pending,
@@ -338,7 +413,8 @@ impl Reconciler {
             self.start_runner(&start.pool, start.placement).await;
         }
         for stop in plan.stops {
-            self.stop_runner(stop.runner_id, &format!("{:?}", stop.reason))
+            let grace = self.cfg.stop_grace;
+            self.stop_runner(stop.runner_id, &format!("{:?}", stop.reason), grace)
                 .await;
         }
         if unmet != self.logged_unmet {
@@ -350,7 +426,16 @@ impl Reconciler {
             self.logged_unmet = unmet.clone();
         }
         let mut by_pool: BTreeMap<String, BTreeMap<String, u32>> = BTreeMap::new();
+        let mut per_agent: BTreeMap<String, u32> = BTreeMap::new();
+        let mut gpus_in_use = Vec::new();
         for a in self.active.values() {
+            *per_agent.entry(a.row.agent_id.clone()).or_default() += 1;
+            gpus_in_use.extend(
+                a.placement
+                    .gpus
+                    .iter()
+                    .map(|g| format!("{}/{g}", a.row.agent_id)),
+            );
             *by_pool
                 .entry(a.row.pool.clone())
                 .or_default()
@@ -364,6 +449,8 @@ impl Reconciler {
             .unwrap_or_else(|e| e.into_inner());
         st.unmet = unmet;
         st.runners = by_pool;
+        st.per_agent = per_agent;
+        st.gpus_in_use = gpus_in_use;
         st.create_errors = self
             .create_backoff
             .iter()
@@ -455,8 +542,7 @@ impl Reconciler {
         });
     }
 
-    async fn stop_runner(&mut self, id: Uuid, reason: &str) {
-        let grace = self.cfg.stop_grace;
+    async fn stop_runner(&mut self, id: Uuid, reason: &str, grace: Duration) {
         let Some(a) = self.active.get_mut(&id) else {
             return;
         };
@@ -710,6 +796,12 @@ impl Reconciler {
                 r.row.job_id = Some(job_id as i64);
                 let row = r.row.clone();
                 tracing::info!(runner = %id, job = job_id, "runner took a job");
+                if let (Some(m), Some(seen)) = (&self.cfg.metrics, self.job_seen.remove(&job_id)) {
+                    m.job_wait(
+                        &row.pool,
+                        (OffsetDateTime::now_utc() - seen).as_seconds_f64().max(0.0),
+                    );
+                }
                 self.persist(&row).await;
                 self.event(
                     "runner.busy",
@@ -828,6 +920,12 @@ impl Reconciler {
                 a.row.state = Phase::Idle.as_str().into();
                 a.row.started_at.get_or_insert(now_ms());
                 let row = a.row.clone();
+                if let Some(m) = &self.cfg.metrics {
+                    m.provisioned(
+                        &row.pool,
+                        (now_ms() - row.created_at).max(0) as f64 / 1000.0,
+                    );
+                }
                 tracing::info!(runner = %id, "runner container running");
                 self.persist(&row).await;
                 self.event(
@@ -871,7 +969,104 @@ impl Reconciler {
         }
     }
 
+    async fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Drain {
+                agent,
+                deadline,
+                reply,
+            } => {
+                let now = OffsetDateTime::now_utc();
+                let drain = crate::fleet::Drain {
+                    started_at: crate::fleet::rfc3339(db::to_ms(now)),
+                    deadline: crate::fleet::rfc3339(db::to_ms(deadline)),
+                    drained_at: None,
+                    deadline_ms: db::to_ms(deadline),
+                };
+                if !self.fleet.set_drain(&agent, Some(drain)) {
+                    let _ = reply.send(Err(format!("no agent with id {agent}")));
+                    return;
+                }
+                self.aborted_drains.remove(&agent);
+                let grace = Duration::try_from(deadline - now)
+                    .unwrap_or(Duration::ZERO)
+                    .max(Duration::from_secs(1));
+                let mine: Vec<(Uuid, Phase)> = self
+                    .active
+                    .values()
+                    .filter(|a| a.agent == agent)
+                    .map(|a| (a.id, a.phase))
+                    .collect();
+                for (id, phase) in &mine {
+                    if *phase == Phase::Provisioning {
+                        self.stop_unwanted(&agent, &id.to_string());
+                        self.finish(
+                            *id,
+                            Phase::Failed,
+                            None,
+                            Some("agent drained before the runner started".into()),
+                            None,
+                        )
+                        .await;
+                    } else {
+                        self.stop_runner(*id, "agent draining", grace).await;
+                    }
+                }
+                tracing::info!(%agent, runners = mine.len(), deadline = %crate::fleet::rfc3339(db::to_ms(deadline)), "draining agent");
+                let _ = reply.send(Ok(mine.len() as u32));
+            }
+            Command::StopRunner { runner, reply } => {
+                if !self.active.contains_key(&runner) {
+                    let _ = reply.send(Err(format!("no active runner with id {runner}")));
+                    return;
+                }
+                let grace = self.cfg.stop_grace;
+                self.stop_runner(runner, "stopped by an operator", grace)
+                    .await;
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    /// Finish drains whose agent has no runner left; abort runners still
+    /// running past a drain's deadline.
+    async fn check_drains(&mut self) {
+        let now = db::to_ms(OffsetDateTime::now_utc());
+        for view in self.fleet.snapshot() {
+            let Some(drain) = &view.drain else { continue };
+            let Ok(agent) = view.id.parse::<AgentId>() else {
+                continue;
+            };
+            let left: Vec<Uuid> = self
+                .active
+                .values()
+                .filter(|a| a.agent == agent)
+                .map(|a| a.id)
+                .collect();
+            if left.is_empty() {
+                if self.fleet.drain_done(&agent) {
+                    tracing::info!(%agent, "agent drained");
+                    self.audit
+                        .record(
+                            "agent.drained",
+                            SYSTEM,
+                            Some(&view.id),
+                            None,
+                            json!({"deadline": drain.deadline}),
+                        )
+                        .await;
+                }
+            } else if now > drain.deadline_ms + 5_000 && self.aborted_drains.insert(agent) {
+                tracing::warn!(%agent, runners = left.len(), "drain deadline passed; stopping the remaining runners");
+                for id in left {
+                    self.stop_unwanted(&agent, &id.to_string());
+                }
+            }
+        }
+    }
+
     async fn check_timeouts(&mut self) {
+        self.check_drains().await;
         let agents: HashMap<String, AgentState> = self
             .fleet
             .snapshot()
@@ -996,7 +1191,7 @@ pub fn to_sched_agent(a: &AgentView) -> Option<scheduler::AgentView> {
     let mut v =
         scheduler::AgentView::new(id, &a.hostname, arch, inv.cpu_threads, inv.mem_total_bytes);
     v.state = state;
-    v.cordoned = a.cordoned;
+    v.cordoned = a.cordoned || a.drain.is_some();
     v.gpus = inv
         .gpus
         .iter()

@@ -1,0 +1,85 @@
+//! Admin bearer tokens: `AGA1<16 hex id>.<43 chars base64url secret>`.
+//! Printed once by `admin-token create`; only SHA-256 of the secret is stored.
+//! Verification is constant-time and names no detail of why a token failed.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+
+use crate::db::{self, AdminTokenRow, Db, DbError};
+
+const PREFIX: &str = "AGA1";
+
+/// Who made an authenticated admin request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor(pub String);
+
+/// A freshly created token (the only copy of the secret).
+pub struct NewAdminToken {
+    pub id: String,
+    pub token: String,
+}
+
+impl std::fmt::Debug for NewAdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewAdminToken")
+            .field("id", &self.id)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+fn hash(secret: &[u8]) -> Vec<u8> {
+    Sha256::digest(secret).to_vec()
+}
+
+/// Create a token named `name` valid for `ttl` (None: until revoked).
+pub async fn create(db: &Db, name: &str, ttl: Option<Duration>) -> Result<NewAdminToken, DbError> {
+    let mut rng = rand::rng();
+    let mut id = [0u8; 8];
+    rng.fill_bytes(&mut id);
+    let mut secret = [0u8; 32];
+    rng.fill_bytes(&mut secret);
+    let id = hex::encode(id);
+    let now = OffsetDateTime::now_utc();
+    db.insert_admin_token(&AdminTokenRow {
+        id: id.clone(),
+        name: name.to_string(),
+        secret_hash: hash(&secret),
+        created_at: db::to_ms(now),
+        expires_at: ttl.map(|t| db::to_ms(now + t)),
+        revoked_at: None,
+        last_used_at: None,
+    })
+    .await?;
+    Ok(NewAdminToken {
+        token: format!("{PREFIX}{id}.{}", URL_SAFE_NO_PAD.encode(secret)),
+        id,
+    })
+}
+
+/// Check a presented bearer token. `None` for anything invalid: malformed,
+/// unknown, wrong secret, expired or revoked.
+pub async fn verify(db: &Db, presented: &str) -> Option<Actor> {
+    let rest = presented.trim().strip_prefix(PREFIX)?;
+    let (id, secret) = rest.split_once('.')?;
+    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let secret = URL_SAFE_NO_PAD.decode(secret).ok()?;
+    let row = db.get_admin_token(id).await.ok()??;
+    if !bool::from(hash(&secret).as_slice().ct_eq(&row.secret_hash)) {
+        return None;
+    }
+    let now = db::to_ms(OffsetDateTime::now_utc());
+    if row.revoked_at.is_some() || row.expires_at.is_some_and(|e| e <= now) {
+        return None;
+    }
+    let _ = db.touch_admin_token(id, now).await;
+    Some(Actor(format!("token:{}", row.name)))
+}

@@ -1,0 +1,533 @@
+//! The admin REST API under `/api/v1`: thin adapters over the fleet, the
+//! reconciler, demand and the database. Every mutating call is written to the
+//! audit log with the caller ([`Actor`]). Errors are `{"error": "..."}`.
+//!
+//! [`routes`] lists every route; the router is built from it and a test
+//! checks that `openapi.json` documents exactly these.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+use axum::{Extension, Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use super::HttpState;
+use crate::admin::Actor;
+use crate::db::{self, EventFilter};
+use crate::fleet::AgentView;
+use crate::runners::RunnerView;
+use crate::tokens;
+
+/// An API error: status + message.
+pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn bad(msg: impl Into<String>) -> Self {
+        ApiError(StatusCode::BAD_REQUEST, msg.into())
+    }
+    fn not_found(msg: impl Into<String>) -> Self {
+        ApiError(StatusCode::NOT_FOUND, msg.into())
+    }
+    fn unavailable(msg: impl Into<String>) -> Self {
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, msg.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+impl From<crate::db::DbError> for ApiError {
+    fn from(e: crate::db::DbError) -> Self {
+        tracing::error!(error = %e, "admin API database error");
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, "database error".into())
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// Every API route: (method, path, handler).
+pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<HttpState>)> {
+    vec![
+        ("get", "/api/v1/agents", get(list_agents)),
+        ("get", "/api/v1/agents/{id}", get(get_agent)),
+        ("post", "/api/v1/agents/{id}/cordon", post(cordon)),
+        ("post", "/api/v1/agents/{id}/uncordon", post(uncordon)),
+        ("post", "/api/v1/agents/{id}/drain", post(drain)),
+        ("post", "/api/v1/agents/{id}/revoke", post(revoke_agent)),
+        ("get", "/api/v1/runners", get(list_runners)),
+        ("get", "/api/v1/runners/{id}", get(get_runner)),
+        ("post", "/api/v1/runners/{id}/stop", post(stop_runner)),
+        ("get", "/api/v1/pools", get(list_pools)),
+        ("get", "/api/v1/jobs", get(list_jobs)),
+        ("get", "/api/v1/tokens", get(list_tokens)),
+        ("post", "/api/v1/tokens", post(create_token)),
+        ("post", "/api/v1/tokens/{id}/revoke", post(revoke_token)),
+        ("get", "/api/v1/events", get(list_events)),
+        ("get", "/api/v1/openapi.json", get(openapi)),
+    ]
+}
+
+pub fn router() -> Router<HttpState> {
+    let mut r = Router::new();
+    for (_, path, handler) in routes() {
+        r = r.route(path, handler);
+    }
+    r
+}
+
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response()
+}
+
+// ------------------------------------------------------------------ agents
+
+/// An agent with what the reconciler knows of it.
+#[derive(Debug, Serialize)]
+pub struct AgentOut {
+    #[serde(flatten)]
+    pub agent: AgentView,
+    /// Runners holding resources on the agent now.
+    pub runners: u32,
+}
+
+fn agents_out(s: &HttpState) -> Vec<AgentOut> {
+    let per_agent = s.reconciler.status().per_agent;
+    s.fleet
+        .snapshot()
+        .into_iter()
+        .map(|a| AgentOut {
+            runners: per_agent.get(&a.id).copied().unwrap_or(0),
+            agent: a,
+        })
+        .collect()
+}
+
+fn parse_agent(id: &str) -> Result<autogit_certs::AgentId, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::bad(format!("{id:?} is not an agent id (a UUID)")))
+}
+
+async fn list_agents(State(s): State<HttpState>) -> ApiResult<Vec<AgentOut>> {
+    Ok(Json(agents_out(&s)))
+}
+
+async fn get_agent(State(s): State<HttpState>, Path(id): Path<String>) -> ApiResult<AgentOut> {
+    parse_agent(&id)?;
+    agents_out(&s)
+        .into_iter()
+        .find(|a| a.agent.id == id)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no agent with id {id}")))
+}
+
+async fn set_cordon(s: &HttpState, actor: &Actor, id: &str, cordoned: bool) -> ApiResult<Value> {
+    let agent = parse_agent(id)?;
+    if !s.db.set_cordoned(id, cordoned).await? {
+        return Err(ApiError::not_found(format!("no agent with id {id}")));
+    }
+    s.fleet.set_cordoned(&agent, cordoned);
+    if !cordoned {
+        s.fleet.set_drain(&agent, None);
+    }
+    let kind = if cordoned {
+        "agent.cordoned"
+    } else {
+        "agent.uncordoned"
+    };
+    s.audit
+        .record(kind, &actor.0, Some(id), None, json!({}))
+        .await;
+    Ok(Json(json!({"id": id, "cordoned": cordoned})))
+}
+
+async fn cordon(
+    State(s): State<HttpState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> ApiResult<Value> {
+    set_cordon(&s, &actor, &id, true).await
+}
+
+async fn uncordon(
+    State(s): State<HttpState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> ApiResult<Value> {
+    set_cordon(&s, &actor, &id, false).await
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DrainRequest {
+    /// Seconds the agent's runners get to finish their current job (default 3600).
+    pub deadline_seconds: Option<u64>,
+}
+
+async fn drain(
+    State(s): State<HttpState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: Option<Json<DrainRequest>>,
+) -> ApiResult<Value> {
+    let agent = parse_agent(&id)?;
+    let secs = body.and_then(|b| b.0.deadline_seconds).unwrap_or(3600);
+    if secs > 7 * 24 * 3600 {
+        return Err(ApiError::bad(
+            "deadline_seconds must be at most 604800 (7 days)",
+        ));
+    }
+    if !s.db.set_cordoned(&id, true).await? {
+        return Err(ApiError::not_found(format!("no agent with id {id}")));
+    }
+    s.fleet.set_cordoned(&agent, true);
+    let deadline = OffsetDateTime::now_utc() + Duration::from_secs(secs);
+    let stopping = s
+        .reconciler
+        .drain(agent, deadline)
+        .await
+        .map_err(ApiError::unavailable)?;
+    s.audit
+        .record(
+            "agent.drain",
+            &actor.0,
+            Some(&id),
+            None,
+            json!({"deadline_seconds": secs, "runners": stopping}),
+        )
+        .await;
+    Ok(Json(
+        json!({"id": id, "runners_stopping": stopping, "deadline": crate::fleet::rfc3339(db::to_ms(deadline))}),
+    ))
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    #[serde(default)]
+    pub reason: String,
+}
+
+async fn revoke_agent(
+    State(s): State<HttpState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: Option<Json<RevokeRequest>>,
+) -> ApiResult<Value> {
+    let agent = parse_agent(&id)?;
+    let reason = body.map(|b| b.0.reason).unwrap_or_default();
+    if !s
+        .db
+        .revoke_agent(&id, db::to_ms(OffsetDateTime::now_utc()), &actor.0, &reason)
+        .await?
+    {
+        return Err(ApiError::not_found(format!("no agent with id {id}")));
+    }
+    s.fleet.revoke(&agent);
+    s.audit
+        .record(
+            "agent.revoked",
+            &actor.0,
+            Some(&id),
+            None,
+            json!({"reason": reason}),
+        )
+        .await;
+    Ok(Json(json!({"id": id, "revoked": true})))
+}
+
+// ----------------------------------------------------------------- runners
+
+#[derive(Debug, Deserialize)]
+pub struct RunnersQuery {
+    /// How many finished runners to include (default 50).
+    pub finished: Option<u32>,
+}
+
+async fn list_runners(
+    State(s): State<HttpState>,
+    Query(q): Query<RunnersQuery>,
+) -> ApiResult<Vec<RunnerView>> {
+    let rows =
+        s.db.list_runners(q.finished.unwrap_or(50).min(1000))
+            .await?;
+    Ok(Json(rows.iter().map(Into::into).collect()))
+}
+
+async fn get_runner(State(s): State<HttpState>, Path(id): Path<String>) -> ApiResult<RunnerView> {
+    s.db.get_runner(&id)
+        .await?
+        .map(|r| Json((&r).into()))
+        .ok_or_else(|| ApiError::not_found(format!("no runner with id {id}")))
+}
+
+async fn stop_runner(
+    State(s): State<HttpState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> ApiResult<Value> {
+    let runner: uuid::Uuid = id
+        .parse()
+        .map_err(|_| ApiError::bad(format!("{id:?} is not a runner id (a UUID)")))?;
+    s.reconciler.stop_runner(runner).await.map_err(|e| {
+        if e.starts_with("no active runner") {
+            ApiError::not_found(e)
+        } else {
+            ApiError::unavailable(e)
+        }
+    })?;
+    s.audit
+        .record(
+            "runner.stop_requested",
+            &actor.0,
+            None,
+            Some(&id),
+            json!({}),
+        )
+        .await;
+    Ok(Json(json!({"id": id, "stopping": true})))
+}
+
+// ------------------------------------------------------------ pools / jobs
+
+#[derive(Debug, Serialize)]
+pub struct PoolOut {
+    pub name: String,
+    pub tags: Vec<String>,
+    pub arch: String,
+    pub gpu: Option<Value>,
+    pub max_runners: u32,
+    pub idle_min: u32,
+    /// Pending jobs counted for this pool.
+    pub demand: u32,
+    /// Runners by phase.
+    pub runners: BTreeMap<String, u32>,
+    /// Runners with a running container (idle + busy).
+    pub running: u32,
+    pub idle: u32,
+    /// Why wanted runners cannot start, when demand is unmet.
+    pub unmet_reason: Option<String>,
+}
+
+async fn list_pools(State(s): State<HttpState>) -> ApiResult<Vec<PoolOut>> {
+    let status = s.reconciler.status();
+    let demand = s
+        .demand
+        .as_ref()
+        .map(|d| d.snapshot().per_pool)
+        .unwrap_or_default();
+    Ok(Json(
+        s.pools
+            .iter()
+            .map(|p| {
+                let runners = status.runners.get(&p.name).cloned().unwrap_or_default();
+                let n = |k: &str| runners.get(k).copied().unwrap_or(0);
+                PoolOut {
+                    name: p.name.clone(),
+                    tags: p.tags.clone(),
+                    arch: p.arch.as_str().to_string(),
+                    gpu: p.gpu.as_ref().and_then(|g| serde_json::to_value(g).ok()),
+                    max_runners: p.max_runners,
+                    idle_min: p.idle_min,
+                    demand: demand.get(&p.name).copied().unwrap_or(0),
+                    running: n("idle") + n("busy"),
+                    idle: n("idle"),
+                    runners,
+                    unmet_reason: status.unmet.get(&p.name).cloned(),
+                }
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Serialize)]
+pub struct JobOut {
+    pub project_id: u64,
+    pub job_id: u64,
+    pub name: String,
+    pub tags: Vec<String>,
+    /// The pool serving it, if any.
+    pub pool: Option<String>,
+    /// Why it is still pending: no pool fits, or the pool's unmet reason.
+    pub reason: Option<String>,
+    pub seen_at: String,
+    pub via: String,
+}
+
+async fn list_jobs(State(s): State<HttpState>) -> ApiResult<Vec<JobOut>> {
+    let Some(demand) = &s.demand else {
+        return Ok(Json(Vec::new()));
+    };
+    let unmet = s.reconciler.status().unmet;
+    Ok(Json(
+        demand
+            .snapshot()
+            .jobs
+            .into_iter()
+            .map(|j| JobOut {
+                reason: j
+                    .unmatched_reason
+                    .clone()
+                    .or_else(|| j.pool.as_ref().and_then(|p| unmet.get(p).cloned())),
+                project_id: j.project_id,
+                job_id: j.job_id,
+                name: j.name,
+                tags: j.tags,
+                pool: j.pool,
+                seen_at: j
+                    .seen_at
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+                via: format!("{}", j.via),
+            })
+            .collect(),
+    ))
+}
+
+// ------------------------------------------------------------------ tokens
+
+async fn list_tokens(State(s): State<HttpState>) -> ApiResult<Vec<tokens::TokenView>> {
+    Ok(Json(tokens::list(&s.db).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    /// Validity in seconds (default 3600).
+    pub ttl_seconds: Option<u64>,
+    /// Enrolments allowed (default 1).
+    pub uses: Option<u32>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub description: String,
+}
+
+async fn create_token(
+    State(s): State<HttpState>,
+    Extension(actor): Extension<Actor>,
+    Json(req): Json<CreateTokenRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let ttl = Duration::from_secs(req.ttl_seconds.unwrap_or(3600));
+    let uses = req.uses.unwrap_or(1);
+    if uses == 0 || ttl.is_zero() {
+        return Err(ApiError::bad("uses and ttl_seconds must be greater than 0"));
+    }
+    let new = tokens::NewToken {
+        ttl,
+        uses,
+        labels: req.labels,
+        description: req.description,
+    };
+    let token = tokens::create(&s.db, s.ca_fingerprint, &new).await?;
+    s.audit
+        .record(
+            "token.created",
+            &actor.0,
+            None,
+            None,
+            json!({"token_id": token.id().as_str(), "uses": uses, "ttl_seconds": ttl.as_secs()}),
+        )
+        .await;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({"id": token.id().as_str(), "token": token.expose(), "uses": uses, "ttl_seconds": ttl.as_secs()}),
+        ),
+    ))
+}
+
+async fn revoke_token(
+    State(s): State<HttpState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> ApiResult<Value> {
+    if !s
+        .db
+        .revoke_token(&id, db::to_ms(OffsetDateTime::now_utc()))
+        .await?
+    {
+        return Err(ApiError::not_found(format!("no join token with id {id}")));
+    }
+    s.audit
+        .record(
+            "token.revoked",
+            &actor.0,
+            None,
+            None,
+            json!({"token_id": id}),
+        )
+        .await;
+    Ok(Json(json!({"id": id, "revoked": true})))
+}
+
+// ------------------------------------------------------------------ events
+
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    pub agent: Option<String>,
+    pub runner: Option<String>,
+    /// Only events with an id lower than this (the `next_before` of the previous page).
+    pub before: Option<i64>,
+    /// Page size (default 100, at most 1000).
+    pub limit: Option<u32>,
+}
+
+async fn list_events(State(s): State<HttpState>, Query(q): Query<EventsQuery>) -> ApiResult<Value> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let events =
+        s.db.list_events(&EventFilter {
+            agent_id: q.agent,
+            runner_id: q.runner,
+            before: q.before,
+            limit,
+        })
+        .await?;
+    let next_before = (events.len() as u32 == limit)
+        .then(|| events.last().map(|e| e.id))
+        .flatten();
+    let events: Vec<Value> = events
+        .into_iter()
+        .map(|e| {
+            json!({"id": e.id, "at": crate::fleet::rfc3339(e.at), "kind": e.kind, "actor": e.actor,
+                   "agent_id": e.agent_id, "runner_id": e.runner_id, "detail": e.detail})
+        })
+        .collect();
+    Ok(Json(json!({"events": events, "next_before": next_before})))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn openapi_documents_exactly_the_routes() {
+        let doc: serde_json::Value =
+            serde_json::from_str(super::OPENAPI).expect("openapi.json is JSON");
+        let mut documented = BTreeSet::new();
+        for (path, ops) in doc["paths"].as_object().expect("paths") {
+            for method in ops.as_object().expect("operations").keys() {
+                documented.insert((method.clone(), path.clone()));
+            }
+        }
+        let served: BTreeSet<(String, String)> = super::routes()
+            .into_iter()
+            .map(|(m, p, _)| (m.to_string(), p.to_string()))
+            .collect();
+        assert_eq!(documented, served, "openapi.json and the router disagree");
+    }
+}

@@ -1,0 +1,331 @@
+//! Prometheus metrics (OpenMetrics text, via `prometheus-client`).
+//!
+//! Two kinds:
+//! * event metrics, recorded where things happen: job wait and provisioning
+//!   latency histograms ([`Metrics::job_wait`], [`Metrics::provisioned`]),
+//!   GitLab API requests by endpoint and code ([`Metrics::gitlab_observer`]);
+//! * state metrics, read from the live fleet, reconciler and demand at every
+//!   scrape by [`StateCollector`]: agents by state and arch, GPUs by vendor
+//!   and assignment, runners by pool and state, pending demand by pool,
+//!   webhook deliveries by outcome, active gRPC sessions, certificate expiry.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::demand::DemandHandle;
+use crate::fleet::Fleet;
+use crate::runners::ReconcilerHandle;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabel {
+    pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GitLabLabels {
+    endpoint: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AgentLabels {
+    state: String,
+    arch: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GpuLabels {
+    vendor: String,
+    assigned: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunnerLabels {
+    pool: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AgentIdLabel {
+    agent: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 ms .. ~13 min
+    Histogram::new(exponential_buckets(0.05, 2.0, 15))
+}
+
+/// The coordinator's metrics. Cheap to share (`Arc`).
+pub struct Metrics {
+    registry: Registry,
+    job_wait: Family<PoolLabel, Histogram, fn() -> Histogram>,
+    provisioning: Family<PoolLabel, Histogram, fn() -> Histogram>,
+    gitlab_requests: Family<GitLabLabels, Counter>,
+    sources: Arc<OnceLock<Sources>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// Where state metrics are read from at scrape time.
+#[derive(Clone, Debug)]
+pub struct Sources {
+    pub fleet: Fleet,
+    pub reconciler: ReconcilerHandle,
+    pub demand: Option<DemandHandle>,
+    /// Unix seconds when the coordinator's server certificate expires.
+    pub server_cert_expiry: i64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("autogit");
+        let job_wait = Family::<PoolLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let provisioning = Family::<PoolLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let gitlab_requests = Family::<GitLabLabels, Counter>::default();
+        registry.register(
+            "job_wait_seconds",
+            "Time from a job first seen pending to a runner taking it",
+            job_wait.clone(),
+        );
+        registry.register(
+            "runner_provisioning_seconds",
+            "Time from deciding to start a runner to its container running",
+            provisioning.clone(),
+        );
+        registry.register(
+            "gitlab_requests",
+            "GitLab API requests by endpoint and HTTP code",
+            gitlab_requests.clone(),
+        );
+        let sources = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(StateCollector {
+            sources: sources.clone(),
+            seen_webhook: Mutex::new(HashSet::new()),
+        }));
+        Metrics {
+            registry,
+            job_wait,
+            provisioning,
+            gitlab_requests,
+            sources,
+        }
+    }
+
+    /// Attach the live state read at scrape time (once).
+    pub fn attach(&self, sources: Sources) {
+        let _ = self.sources.set(sources);
+    }
+
+    pub fn job_wait(&self, pool: &str, seconds: f64) {
+        self.job_wait
+            .get_or_create(&PoolLabel { pool: pool.into() })
+            .observe(seconds);
+    }
+
+    pub fn provisioned(&self, pool: &str, seconds: f64) {
+        self.provisioning
+            .get_or_create(&PoolLabel { pool: pool.into() })
+            .observe(seconds);
+    }
+
+    /// An observer for the GitLab client.
+    pub fn gitlab_observer(self: &Arc<Self>) -> crate::gitlab::RequestObserver {
+        let me = self.clone();
+        crate::gitlab::RequestObserver(Arc::new(move |endpoint: &str, code: &str| {
+            me.gitlab_requests
+                .get_or_create(&GitLabLabels {
+                    endpoint: endpoint.into(),
+                    code: code.into(),
+                })
+                .inc();
+        }))
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+/// Reads fleet, reconciler and demand state at scrape time.
+#[derive(Debug)]
+struct StateCollector {
+    sources: Arc<OnceLock<Sources>>,
+    seen_webhook: Mutex<HashSet<String>>,
+}
+
+fn emit<
+    L: EncodeLabelSet + Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static,
+>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    family: &Family<L, Gauge>,
+) -> Result<(), std::fmt::Error> {
+    let m = encoder.encode_descriptor(name, help, None, family.metric_type())?;
+    family.encode(m)
+}
+
+impl Collector for StateCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(src) = self.sources.get() else {
+            return Ok(());
+        };
+        let agents = src.fleet.snapshot();
+        let status = src.reconciler.status();
+
+        let by_state = Family::<AgentLabels, Gauge>::default();
+        let gpus = Family::<GpuLabels, Gauge>::default();
+        let cert = Family::<AgentIdLabel, Gauge>::default();
+        let mut assigned: HashSet<String> = HashSet::new();
+        assigned.extend(status.gpus_in_use.iter().cloned());
+        for a in &agents {
+            by_state
+                .get_or_create(&AgentLabels {
+                    state: a.state.to_string(),
+                    arch: a.arch.clone(),
+                })
+                .inc();
+            for g in &a.gpus {
+                let is = assigned.contains(&format!("{}/{}", a.id, g.uuid));
+                gpus.get_or_create(&GpuLabels {
+                    vendor: g.vendor.as_str().into(),
+                    assigned: is.to_string(),
+                })
+                .inc();
+            }
+            if let Ok(t) = time::OffsetDateTime::parse(
+                &a.cert_expires_at,
+                &time::format_description::well_known::Rfc3339,
+            ) {
+                cert.get_or_create(&AgentIdLabel {
+                    agent: a.id.clone(),
+                })
+                .set(t.unix_timestamp());
+            }
+        }
+        emit(
+            &mut encoder,
+            "agents",
+            "Agents by state and architecture",
+            &by_state,
+        )?;
+        emit(
+            &mut encoder,
+            "gpus",
+            "GPUs by vendor and whether a runner holds them",
+            &gpus,
+        )?;
+        emit(
+            &mut encoder,
+            "agent_cert_expiry_timestamp_seconds",
+            "When each agent's certificate expires",
+            &cert,
+        )?;
+
+        let runners = Family::<RunnerLabels, Gauge>::default();
+        for (pool, phases) in &status.runners {
+            for (phase, n) in phases {
+                runners
+                    .get_or_create(&RunnerLabels {
+                        pool: pool.clone(),
+                        state: phase.clone(),
+                    })
+                    .set(i64::from(*n));
+            }
+        }
+        emit(
+            &mut encoder,
+            "runners",
+            "Active runners by pool and state",
+            &runners,
+        )?;
+
+        let pending = Family::<PoolLabel, Gauge>::default();
+        if let Some(d) = &src.demand {
+            for (pool, n) in d.snapshot().per_pool {
+                pending.get_or_create(&PoolLabel { pool }).set(i64::from(n));
+            }
+            let s = d.stats();
+            let hooks = Family::<OutcomeLabel, Counter>::default();
+            for (outcome, n) in [
+                ("accepted", s.webhooks.accepted),
+                ("duplicate", s.webhooks.duplicate),
+                ("unauthorized", s.webhooks.unauthorized),
+                ("malformed", s.webhooks.malformed),
+                ("ignored", s.webhooks.ignored),
+                ("overloaded", s.webhooks.overloaded),
+            ] {
+                hooks
+                    .get_or_create(&OutcomeLabel {
+                        outcome: outcome.into(),
+                    })
+                    .inc_by(n);
+                if let Ok(mut seen) = self.seen_webhook.lock() {
+                    seen.insert(outcome.to_string());
+                }
+            }
+            let m = encoder.encode_descriptor(
+                "webhook_deliveries",
+                "GitLab webhook deliveries by outcome",
+                None,
+                hooks.metric_type(),
+            )?;
+            hooks.encode(m)?;
+        }
+        emit(
+            &mut encoder,
+            "pending_jobs",
+            "Pending jobs counted per pool",
+            &pending,
+        )?;
+
+        let sessions = Gauge::<i64>::default();
+        sessions.set(src.fleet.connected_count() as i64);
+        let m = encoder.encode_descriptor(
+            "grpc_sessions",
+            "Active agent gRPC sessions",
+            None,
+            sessions.metric_type(),
+        )?;
+        sessions.encode(m)?;
+        let server = Gauge::<i64>::default();
+        server.set(src.server_cert_expiry);
+        let m = encoder.encode_descriptor(
+            "server_cert_expiry_timestamp_seconds",
+            "When the coordinator's TLS server certificate expires",
+            None,
+            server.metric_type(),
+        )?;
+        server.encode(m)
+    }
+}
