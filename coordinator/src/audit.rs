@@ -4,7 +4,7 @@
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::db::{self, Db};
+use crate::db::{self, Db, DbError, EventFilter};
 
 /// Who caused an event.
 pub const SYSTEM: &str = "system";
@@ -22,10 +22,44 @@ impl Audit {
 
     /// Record an event. A failure to write is logged, never fatal to the
     /// action being recorded (the action already happened).
-    pub async fn record(&self, kind: &str, actor: &str, agent: Option<&str>, runner: Option<&str>, detail: Value) {
+    pub async fn record(
+        &self,
+        kind: &str,
+        actor: &str,
+        agent: Option<&str>,
+        runner: Option<&str>,
+        detail: Value,
+    ) {
         let at = db::to_ms(OffsetDateTime::now_utc());
-        if let Err(e) = self.db.insert_event(at, kind, actor, agent, runner, &detail).await {
+        if let Err(e) = self
+            .db
+            .insert_event(at, kind, actor, agent, runner, &detail)
+            .await
+        {
             tracing::warn!(error = %e, kind, "write audit event");
         }
     }
+}
+
+/// One page of the audit log as served by the API and printed by the CLI:
+/// `{"events": [...], "next_before": <id to pass as before> | null}`.
+pub async fn page(db: &Db, filter: &EventFilter) -> Result<Value, DbError> {
+    let limit = filter.limit.clamp(1, 1000);
+    let events = db
+        .list_events(&EventFilter {
+            limit,
+            ..filter.clone()
+        })
+        .await?;
+    let next_before = (events.len() as u32 == limit)
+        .then(|| events.last().map(|e| e.id))
+        .flatten();
+    let events: Vec<Value> = events
+        .into_iter()
+        .map(|e| {
+            serde_json::json!({"id": e.id, "at": crate::fleet::rfc3339(e.at), "kind": e.kind, "actor": e.actor,
+                   "agent_id": e.agent_id, "runner_id": e.runner_id, "detail": e.detail})
+        })
+        .collect();
+    Ok(serde_json::json!({"events": events, "next_before": next_before}))
 }

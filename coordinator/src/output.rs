@@ -1,25 +1,11 @@
 //! Printing lists: aligned tables for people, JSON for programs.
 
-use serde::Serialize;
-
 /// `--output` of list commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Output {
     #[default]
     Table,
     Json,
-}
-
-/// Print `rows` as JSON (an array of objects), or as a table built by `cells`.
-pub fn print<T: Serialize>(out: Output, rows: &[T], headers: &[&str], cells: impl Fn(&T) -> Vec<String>) -> anyhow::Result<()> {
-    match out {
-        Output::Json => println!("{}", serde_json::to_string_pretty(rows)?),
-        Output::Table => {
-            let body: Vec<Vec<String>> = rows.iter().map(cells).collect();
-            print!("{}", table(headers, &body));
-        }
-    }
-    Ok(())
 }
 
 /// Render an aligned text table.

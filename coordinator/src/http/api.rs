@@ -488,26 +488,13 @@ pub struct EventsQuery {
 }
 
 async fn list_events(State(s): State<HttpState>, Query(q): Query<EventsQuery>) -> ApiResult<Value> {
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let events =
-        s.db.list_events(&EventFilter {
-            agent_id: q.agent,
-            runner_id: q.runner,
-            before: q.before,
-            limit,
-        })
-        .await?;
-    let next_before = (events.len() as u32 == limit)
-        .then(|| events.last().map(|e| e.id))
-        .flatten();
-    let events: Vec<Value> = events
-        .into_iter()
-        .map(|e| {
-            json!({"id": e.id, "at": crate::fleet::rfc3339(e.at), "kind": e.kind, "actor": e.actor,
-                   "agent_id": e.agent_id, "runner_id": e.runner_id, "detail": e.detail})
-        })
-        .collect();
-    Ok(Json(json!({"events": events, "next_before": next_before})))
+    let filter = EventFilter {
+        agent_id: q.agent,
+        runner_id: q.runner,
+        before: q.before,
+        limit: q.limit.unwrap_or(100),
+    };
+    Ok(Json(crate::audit::page(&s.db, &filter).await?))
 }
 
 #[cfg(test)]

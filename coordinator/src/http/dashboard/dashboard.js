@@ -1,1 +1,355 @@
-// placeholder: replaced by the dashboard implementation
+// AutoGit fleet dashboard: polls the admin API (same origin, session cookie)
+// and renders agents, pools, pending jobs and recent events. Plain DOM, no
+// dependencies; every value from the API is inserted as text, never as HTML.
+"use strict";
+
+const REFRESH_MS = 3000;
+const TIMEOUT_MS = 10000;
+const $ = (id) => document.getElementById(id);
+
+let timer = null;
+let paused = false;
+let inFlight = false;
+let lastOk = null;
+let stopped = false; // after a 401: polling again would only repeat it
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+async function api(path, init) {
+  const ctl = new AbortController();
+  const t = setTimeout(() => ctl.abort(), TIMEOUT_MS);
+  let res;
+  try {
+    res = await fetch(path, {
+      credentials: "same-origin",
+      headers: { Accept: "application/json", ...(init && init.body ? { "Content-Type": "application/json" } : {}) },
+      signal: ctl.signal,
+      ...init,
+    });
+  } catch (e) {
+    throw new ApiError(0, e.name === "AbortError" ? "no answer within 10 s" : "network error");
+  } finally {
+    clearTimeout(t);
+  }
+  let body = null;
+  try {
+    body = await res.json();
+  } catch (_) {
+    body = null;
+  }
+  if (!res.ok) {
+    const msg = body && typeof body.error === "string" ? body.error : res.statusText;
+    throw new ApiError(res.status, msg);
+  }
+  return body;
+}
+
+// ------------------------------------------------------------------ helpers
+
+function el(tag, attrs, ...kids) {
+  const n = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") n.className = v;
+    else if (k === "onclick") n.addEventListener("click", v);
+    else n.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const k of kids.flat()) {
+    if (k === null || k === undefined || k === false) continue;
+    n.append(k instanceof Node ? k : document.createTextNode(String(k)));
+  }
+  return n;
+}
+
+const badge = (cls, text, attrs) => el("span", { class: "badge " + cls, ...attrs }, text);
+const sub = (...kids) => el("span", { class: "sub" }, ...kids);
+const shortId = (id) => (id ? String(id).slice(0, 8) : "");
+const tags = (list) => (list && list.length ? list.map((t) => el("span", { class: "tag" }, t)) : el("span", { class: "sub" }, "untagged"));
+const archBadge = (arch) => badge("arch", arch || "?", { "data-arch": arch || "" });
+const VENDORS = { nvidia: "NVIDIA", amd: "AMD", intel: "Intel" };
+const vendorName = (v) => VENDORS[v] || String(v || "GPU");
+
+function bytes(n) {
+  if (typeof n !== "number" || !isFinite(n)) return "?";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return (n >= 100 || i === 0 ? n.toFixed(0) : n.toFixed(1)) + " " + units[i];
+}
+
+function ago(iso) {
+  if (!iso) return "never";
+  const s = Math.round((Date.now() - Date.parse(iso)) / 1000);
+  if (!isFinite(s)) return iso;
+  if (s < 5) return "just now";
+  if (s < 90) return s + " s ago";
+  if (s < 5400) return Math.round(s / 60) + " min ago";
+  if (s < 129600) return Math.round(s / 3600) + " h ago";
+  return Math.round(s / 86400) + " d ago";
+}
+
+function clock(iso) {
+  const d = new Date(iso);
+  if (isNaN(d)) return String(iso || "");
+  const today = new Date().toDateString() === d.toDateString();
+  const t = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+  return today ? t : d.toLocaleDateString([], { month: "short", day: "numeric" }) + " " + t;
+}
+
+const time = (iso, text) => el("time", { datetime: iso, title: iso }, text);
+
+function bar(fraction, label) {
+  const pct = Math.max(0, Math.min(100, Math.round(fraction * 100)));
+  return el("span", { class: "bar", role: "img", "aria-label": label }, el("span", { style: "width:" + pct + "%" }));
+}
+
+function fillBody(table, rows, cols, emptyText) {
+  const tbody = $(table).tBodies[0];
+  if (!rows.length) rows = [el("tr", { class: "empty" }, el("td", { colspan: cols }, emptyText))];
+  tbody.replaceChildren(...rows);
+}
+
+// ------------------------------------------------------------------- agents
+
+function gpuCell(gpus) {
+  if (!gpus || !gpus.length) return el("span", { class: "sub" }, "none");
+  const groups = new Map();
+  for (const g of gpus) {
+    const key = g.vendor + "\u0000" + (g.name || "");
+    const cur = groups.get(key) || { vendor: g.vendor, name: g.name || "", count: 0, mem: g.memory_bytes };
+    cur.count++;
+    groups.set(key, cur);
+  }
+  return [...groups.values()].map((g) =>
+    el("div", { "data-gpu-vendor": g.vendor, "data-gpu-count": g.count },
+      badge("b-info", vendorName(g.vendor) + " \u00d7 " + g.count),
+      sub(g.name, g.mem ? " \u00b7 " + bytes(g.mem) : "")));
+}
+
+function stateCell(a) {
+  const out = [badge("st-" + a.state, a.state, { "data-state": a.state })];
+  if (a.drain && a.drain.drained_at) out.push(badge("b-off", "drained"));
+  else if (a.drain) out.push(badge("b-warn", "draining"));
+  else if (a.cordoned) out.push(badge("b-warn", "cordoned"));
+  if (a.drain && !a.drain.drained_at) out.push(sub("runners stopped at ", time(a.drain.deadline, clock(a.drain.deadline))));
+  else out.push(sub("seen ", a.last_seen ? time(a.last_seen, ago(a.last_seen)) : "never"));
+  return out;
+}
+
+function actionsCell(a) {
+  if (a.state === "revoked") return el("span", { class: "sub" }, "revoked");
+  const name = a.hostname || shortId(a.id);
+  const out = [];
+  if (a.cordoned) {
+    out.push(el("button", { type: "button", "data-key": a.id + ":cordon", "aria-label": "Uncordon " + name,
+      onclick: () => act(a.id, "uncordon", name) }, "Uncordon"));
+  } else {
+    out.push(el("button", { type: "button", "data-key": a.id + ":cordon", "aria-label": "Cordon " + name,
+      onclick: () => act(a.id, "cordon", name) }, "Cordon"));
+  }
+  if (!a.drain || a.drain.drained_at) {
+    out.push(el("button", { type: "button", class: "danger", "data-key": a.id + ":drain", "aria-label": "Drain " + name,
+      onclick: () => act(a.id, "drain", name) }, "Drain"));
+  }
+  return out;
+}
+
+function renderAgents(agents) {
+  agents.sort((x, y) => String(x.hostname).localeCompare(String(y.hostname)) || String(x.id).localeCompare(String(y.id)));
+  const rows = agents.map((a) => {
+    const l = a.load;
+    const cpu = l ? [l.cpu_percent.toFixed(0) + " %", bar(l.cpu_percent / 100, "CPU " + l.cpu_percent.toFixed(0) + " percent")] : "\u2014";
+    const mem = l && l.mem_total_bytes
+      ? [bytes(l.mem_used_bytes) + " / " + bytes(l.mem_total_bytes),
+         bar(l.mem_used_bytes / l.mem_total_bytes, "memory " + Math.round((100 * l.mem_used_bytes) / l.mem_total_bytes) + " percent used")]
+      : "\u2014";
+    const inv = a.inventory;
+    return el("tr", { "data-agent-id": a.id, "data-hostname": a.hostname, "data-arch": a.arch, "data-state": a.state },
+      el("th", { scope: "row" }, a.hostname, sub(el("code", { title: a.id }, shortId(a.id)),
+        inv && inv.cpu_threads ? " \u00b7 " + inv.cpu_threads + " threads" : "")),
+      el("td", {}, archBadge(a.arch)),
+      el("td", {}, gpuCell(a.gpus)),
+      el("td", { class: "mono" }, cpu),
+      el("td", { class: "mono" }, mem),
+      el("td", {}, stateCell(a)),
+      el("td", { class: "num" }, String(a.runners ?? 0), l && l.runner_containers !== (a.runners ?? 0) ? sub(l.runner_containers + " containers") : null),
+      el("td", { class: "actions" }, actionsCell(a)));
+  });
+  fillBody("agents", rows, 8, "No agents enrolled yet: create a join token with `autogit-coordinator token create`.");
+  $("agents-n").textContent = "(" + agents.length + ")";
+}
+
+// ----------------------------------------------------- pools, jobs, events
+
+function gpuNeed(gpu) {
+  if (!gpu) return null;
+  const min = gpu.min_memory ? " \u2265 " + (typeof gpu.min_memory === "number" ? bytes(gpu.min_memory) : gpu.min_memory) : "";
+  return badge("b-info", vendorName(gpu.vendor) + " \u00d7 " + (gpu.count || 1) + min);
+}
+
+function renderPools(pools) {
+  const rows = pools.map((p) => {
+    let status;
+    if (p.unmet_reason) status = [badge("b-warn", "unmet"), sub(el("span", { class: "reason" }, p.unmet_reason))];
+    else if (p.demand > 0 || p.running > 0) status = badge("b-ok", "serving");
+    else status = badge("b-off", "no demand");
+    return el("tr", { "data-pool": p.name },
+      el("th", { scope: "row" }, p.name),
+      el("td", {}, tags(p.tags)),
+      el("td", {}, archBadge(p.arch), " ", gpuNeed(p.gpu)),
+      el("td", { class: "num" }, String(p.demand)),
+      el("td", { class: "num" }, String(p.running)),
+      el("td", { class: "num" }, String(p.idle)),
+      el("td", { class: "num" }, String(p.max_runners)),
+      el("td", {}, status));
+  });
+  fillBody("pools", rows, 8, "No pools configured ([[pools]] in coordinator.toml).");
+  $("pools-n").textContent = "(" + pools.length + ")";
+}
+
+function renderJobs(jobs) {
+  const rows = jobs.map((j) =>
+    el("tr", { "data-job": j.job_id },
+      el("th", { scope: "row" }, "#" + j.job_id, sub((j.name ? j.name + " \u00b7 " : "") + "project " + j.project_id)),
+      el("td", {}, tags(j.tags)),
+      el("td", {}, j.pool ? j.pool : el("span", { class: "sub" }, "none")),
+      el("td", { class: j.reason ? "reason" : "" }, j.reason || (j.pool ? "waiting for a runner" : "no pool matches its tags")),
+      el("td", {}, time(j.seen_at, ago(j.seen_at)), j.via ? sub("via " + j.via) : null)));
+  fillBody("jobs", rows, 5, "No pending jobs.");
+  $("jobs-n").textContent = "(" + jobs.length + ")";
+}
+
+function detailText(d) {
+  if (!d || typeof d !== "object") return d ? String(d) : "";
+  const s = Object.entries(d)
+    .map(([k, v]) => k + "=" + (typeof v === "string" ? v : JSON.stringify(v)))
+    .join(" ");
+  return s.length > 140 ? s.slice(0, 139) + "\u2026" : s;
+}
+
+function renderEvents(events, agents) {
+  const host = new Map(agents.map((a) => [a.id, a.hostname]));
+  const who = (id) => (id ? [el("code", { title: id }, shortId(id)), host.has(id) ? " " + host.get(id) : ""] : "\u2014");
+  const rows = events.map((e) =>
+    el("tr", { "data-event": e.id },
+      el("td", { class: "mono" }, time(e.at, clock(e.at))),
+      el("th", { scope: "row" }, el("code", {}, e.kind)),
+      el("td", {}, e.actor || "\u2014"),
+      el("td", {}, who(e.agent_id)),
+      el("td", {}, e.runner_id ? el("code", { title: e.runner_id }, shortId(e.runner_id)) : "\u2014"),
+      el("td", { class: "sub" }, detailText(e.detail))));
+  fillBody("events", rows, 6, "No events yet.");
+  $("events-n").textContent = "(latest " + events.length + ")";
+}
+
+function renderSummary(agents, pools, jobs) {
+  const ready = agents.filter((a) => a.state === "ready").length;
+  const gpus = agents.reduce((n, a) => n + (a.gpus ? a.gpus.length : 0), 0);
+  const runners = agents.reduce((n, a) => n + (a.runners || 0), 0);
+  const unmet = pools.filter((p) => p.unmet_reason).length;
+  const item = (n, label, cls) => el("li", { class: cls }, el("strong", {}, String(n)), " " + label);
+  $("summary").replaceChildren(
+    item(ready + "/" + agents.length, "agents ready"),
+    item(gpus, gpus === 1 ? "GPU" : "GPUs"),
+    item(runners, runners === 1 ? "runner" : "runners"),
+    item(jobs.length, "pending " + (jobs.length === 1 ? "job" : "jobs")),
+    unmet ? item(unmet, "unmet " + (unmet === 1 ? "pool" : "pools"), "reason") : null,
+  );
+}
+
+// ---------------------------------------------------------------- the loop
+
+function setBanner(...kids) {
+  $("banner").replaceChildren(...kids);
+}
+
+function showError(e) {
+  if (e.status === 401) {
+    stopped = true;
+    setBanner("Not signed in: your session ended, or the admin token was revoked or expired. ",
+      el("a", { href: "/" }, "Sign in again"), " with an admin token.");
+    document.body.dataset.state = "unauthorized";
+  } else if (e.status === 0) {
+    setBanner("Cannot reach the coordinator (" + e.message + "). Showing the last data; retrying every 3 s.");
+    document.body.dataset.state = "error";
+  } else {
+    setBanner("The coordinator answered " + e.status + ": " + e.message + ". Retrying every 3 s.");
+    document.body.dataset.state = "error";
+  }
+  $("updated").textContent = lastOk ? "Last updated " + clock(lastOk.toISOString()) + " (stale)" : "Not loaded";
+}
+
+async function refresh() {
+  if (inFlight) return;
+  inFlight = true;
+  clearTimeout(timer);
+  try {
+    const [agents, pools, jobs, events] = await Promise.all([
+      api("/api/v1/agents"),
+      api("/api/v1/pools"),
+      api("/api/v1/jobs"),
+      api("/api/v1/events?limit=20"),
+    ]);
+    const focusKey = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.key : null;
+    renderSummary(agents, pools, jobs);
+    renderAgents(agents);
+    renderPools(pools);
+    renderJobs(jobs);
+    renderEvents(events.events || [], agents);
+    if (focusKey) {
+      const again = document.querySelector('[data-key="' + CSS.escape(focusKey) + '"]');
+      if (again) again.focus();
+    }
+    stopped = false;
+    lastOk = new Date();
+    setBanner();
+    $("updated").textContent = "Updated " + clock(lastOk.toISOString());
+    document.body.dataset.state = "ok";
+  } catch (e) {
+    showError(e instanceof ApiError ? e : new ApiError(0, String(e)));
+  } finally {
+    inFlight = false;
+    schedule();
+  }
+}
+
+function schedule() {
+  clearTimeout(timer);
+  if (!paused && !stopped) timer = setTimeout(() => (document.hidden ? schedule() : refresh()), REFRESH_MS);
+}
+
+async function act(id, action, name) {
+  if (action === "drain" && !window.confirm("Drain " + name + "? It is cordoned and its runners get one hour to finish their job.")) return;
+  try {
+    await api("/api/v1/agents/" + encodeURIComponent(id) + "/" + action, { method: "POST", body: "{}" });
+  } catch (e) {
+    if (e.status === 401) showError(e);
+    else setBanner(action + " " + name + " failed: " + e.message);
+    return;
+  }
+  await refresh();
+}
+
+$("refresh").addEventListener("click", () => {
+  stopped = false;
+  refresh();
+});
+$("pause").addEventListener("click", (ev) => {
+  paused = !paused;
+  ev.currentTarget.textContent = paused ? "Resume" : "Pause";
+  ev.currentTarget.setAttribute("aria-pressed", String(paused));
+  if (paused) clearTimeout(timer);
+  else refresh();
+});
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden && !paused && !stopped) refresh();
+});
+refresh();

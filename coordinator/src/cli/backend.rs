@@ -1,0 +1,359 @@
+//! Where fleet commands get their answers: the admin API of a running
+//! coordinator (`--server`), or the data dir's SQLite database. Both return
+//! the same JSON shapes, so tables and `--output json` agree.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::db::{self, Db, EventFilter};
+use crate::fleet::AgentView;
+use crate::runners::RunnerView;
+
+/// Errors with a stable exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Exit code for an error: 2 usage, 3 not found, 4 unauthorized, 5 unreachable, 1 otherwise.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<CliError>() {
+        Some(CliError::Usage(_)) => 2,
+        Some(CliError::NotFound(_)) => 3,
+        Some(CliError::Unauthorized(_)) => 4,
+        Some(CliError::Unavailable(_)) => 5,
+        None => 1,
+    }
+}
+
+pub enum Backend {
+    Local {
+        db: Db,
+        data_dir: PathBuf,
+    },
+    Remote {
+        http: reqwest::Client,
+        base: String,
+        token: String,
+    },
+}
+
+fn needs_server(what: &str) -> anyhow::Error {
+    CliError::Usage(format!(
+        "{what} needs a running coordinator: pass --server http://HOST:PORT and --token (or AUTOGIT_SERVER / AUTOGIT_ADMIN_TOKEN)"
+    ))
+    .into()
+}
+
+impl Backend {
+    pub fn remote(url: &str, token: &str) -> anyhow::Result<Self> {
+        let base = url.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(CliError::Usage(format!(
+                "--server {url:?} must be an http:// or https:// URL"
+            ))
+            .into());
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!(
+                "autogit-coordinator-cli/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .build()?;
+        Ok(Backend::Remote {
+            http,
+            base,
+            token: token.to_string(),
+        })
+    }
+
+    pub async fn close(self) {
+        if let Backend::Local { db, .. } = self {
+            db.close().await;
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let Backend::Remote { http, base, token } = self else {
+            return Err(needs_server(path));
+        };
+        let mut req = http
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(|e| {
+            CliError::Unavailable(format!(
+                "cannot reach the coordinator at {base}: {}",
+                root_cause(&e)
+            ))
+        })?;
+        let status = resp.status();
+        let value: Value = resp.json().await.unwrap_or(Value::Null);
+        let msg = value["error"]
+            .as_str()
+            .unwrap_or(status.canonical_reason().unwrap_or("error"))
+            .to_string();
+        match status.as_u16() {
+            200..=299 => Ok(value),
+            401 | 403 => Err(CliError::Unauthorized(format!(
+                "the coordinator refused the admin token: {msg}"
+            ))
+            .into()),
+            404 => Err(CliError::NotFound(msg).into()),
+            400 | 422 => Err(CliError::Usage(msg).into()),
+            503 => Err(CliError::Unavailable(msg).into()),
+            _ => Err(anyhow::anyhow!("{status}: {msg}")),
+        }
+    }
+
+    pub async fn get_list(&self, path: &str) -> anyhow::Result<Vec<Value>> {
+        match self.call(reqwest::Method::GET, path, None).await? {
+            Value::Array(a) => Ok(a),
+            other => Err(anyhow::anyhow!("unexpected answer from {path}: {other}")),
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn agents(&self) -> anyhow::Result<Vec<Value>> {
+        match self {
+            Backend::Remote { .. } => self.get_list("/api/v1/agents").await,
+            Backend::Local { db, .. } => {
+                let rows = db.list_agents().await?;
+                let views = rows
+                    .iter()
+                    .map(AgentView::from_row)
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(views
+                    .iter()
+                    .map(|v| serde_json::to_value(v).unwrap_or(Value::Null))
+                    .collect())
+            }
+        }
+    }
+
+    pub async fn agent(&self, id: &str) -> anyhow::Result<Value> {
+        match self {
+            Backend::Remote { .. } => {
+                self.call(reqwest::Method::GET, &format!("/api/v1/agents/{id}"), None)
+                    .await
+            }
+            Backend::Local { .. } => self
+                .agents()
+                .await?
+                .into_iter()
+                .find(|a| a["id"] == id)
+                .ok_or_else(|| CliError::NotFound(format!("no agent with id {id}")).into()),
+        }
+    }
+
+    pub async fn revoke_agent(&self, id: &str, reason: &str) -> anyhow::Result<()> {
+        match self {
+            Backend::Remote { .. } => {
+                self.post(
+                    &format!("/api/v1/agents/{id}/revoke"),
+                    json!({"reason": reason}),
+                )
+                .await?;
+            }
+            Backend::Local { db, .. } => {
+                let agent: autogit_certs::AgentId = id
+                    .parse()
+                    .map_err(|_| CliError::Usage(format!("{id:?} is not an agent id (a UUID)")))?;
+                if !db
+                    .revoke_agent(
+                        &agent.to_string(),
+                        db::to_ms(OffsetDateTime::now_utc()),
+                        "cli",
+                        reason,
+                    )
+                    .await?
+                {
+                    return Err(CliError::NotFound(format!("no agent with id {id}")).into());
+                }
+                crate::audit::Audit::new(db.clone())
+                    .record(
+                        "agent.revoked",
+                        "cli",
+                        Some(&agent.to_string()),
+                        None,
+                        json!({"reason": reason}),
+                    )
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn runners(&self, finished: u32) -> anyhow::Result<Vec<Value>> {
+        match self {
+            Backend::Remote { .. } => {
+                self.get_list(&format!("/api/v1/runners?finished={finished}"))
+                    .await
+            }
+            Backend::Local { db, .. } => Ok(db
+                .list_runners(finished)
+                .await?
+                .iter()
+                .map(|r| serde_json::to_value(RunnerView::from(r)).unwrap_or(Value::Null))
+                .collect()),
+        }
+    }
+
+    pub async fn runner(&self, id: &str) -> anyhow::Result<Value> {
+        match self {
+            Backend::Remote { .. } => {
+                self.call(reqwest::Method::GET, &format!("/api/v1/runners/{id}"), None)
+                    .await
+            }
+            Backend::Local { db, .. } => match db.get_runner(id).await? {
+                Some(r) => Ok(serde_json::to_value(RunnerView::from(&r))?),
+                None => Err(CliError::NotFound(format!("no runner with id {id}")).into()),
+            },
+        }
+    }
+
+    pub async fn tokens(&self) -> anyhow::Result<Vec<Value>> {
+        match self {
+            Backend::Remote { .. } => self.get_list("/api/v1/tokens").await,
+            Backend::Local { db, .. } => Ok(crate::tokens::list(db)
+                .await?
+                .iter()
+                .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
+                .collect()),
+        }
+    }
+
+    /// Create a join token; returns (id, token).
+    pub async fn create_token(
+        &self,
+        ttl: Duration,
+        uses: u32,
+        labels: &BTreeMap<String, String>,
+        description: &str,
+    ) -> anyhow::Result<(String, String)> {
+        match self {
+            Backend::Remote { .. } => {
+                let v = self
+                    .post(
+                        "/api/v1/tokens",
+                        json!({"ttl_seconds": ttl.as_secs(), "uses": uses, "labels": labels, "description": description}),
+                    )
+                    .await?;
+                let id = v["id"].as_str().unwrap_or_default().to_string();
+                let token = v["token"]
+                    .as_str()
+                    .ok_or_else(|| anyhow::anyhow!("the coordinator returned no token"))?;
+                Ok((id, token.to_string()))
+            }
+            Backend::Local { db, data_dir } => {
+                let ca = crate::pki::load(data_dir)?;
+                let req = crate::tokens::NewToken {
+                    ttl,
+                    uses,
+                    labels: labels.clone(),
+                    description: description.to_string(),
+                };
+                let token = crate::tokens::create(db, ca.fingerprint(), &req).await?;
+                crate::audit::Audit::new(db.clone())
+                    .record(
+                        "token.created",
+                        "cli",
+                        None,
+                        None,
+                        json!({"token_id": token.id().as_str(), "uses": uses, "ttl_seconds": ttl.as_secs()}),
+                    )
+                    .await;
+                Ok((token.id().to_string(), token.expose()))
+            }
+        }
+    }
+
+    pub async fn revoke_token(&self, id: &str) -> anyhow::Result<()> {
+        match self {
+            Backend::Remote { .. } => {
+                self.post(&format!("/api/v1/tokens/{id}/revoke"), json!({}))
+                    .await?;
+            }
+            Backend::Local { db, .. } => {
+                if !db
+                    .revoke_token(id, db::to_ms(OffsetDateTime::now_utc()))
+                    .await?
+                {
+                    return Err(CliError::NotFound(format!("no join token with id {id:?}")).into());
+                }
+                crate::audit::Audit::new(db.clone())
+                    .record("token.revoked", "cli", None, None, json!({"token_id": id}))
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    /// One page of the audit log: `{"events": [...], "next_before": id|null}`.
+    pub async fn events(
+        &self,
+        agent: Option<&str>,
+        runner: Option<&str>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> anyhow::Result<Value> {
+        let limit = limit.clamp(1, 1000);
+        match self {
+            Backend::Remote { .. } => {
+                let mut q: Vec<(&str, String)> = vec![("limit", limit.to_string())];
+                if let Some(a) = agent {
+                    q.push(("agent", a.to_string()));
+                }
+                if let Some(r) = runner {
+                    q.push(("runner", r.to_string()));
+                }
+                if let Some(b) = before {
+                    q.push(("before", b.to_string()));
+                }
+                let qs = serde_urlencoded::to_string(&q)?;
+                self.call(reqwest::Method::GET, &format!("/api/v1/events?{qs}"), None)
+                    .await
+            }
+            Backend::Local { db, .. } => Ok(crate::audit::page(
+                db,
+                &EventFilter {
+                    agent_id: agent.map(str::to_string),
+                    runner_id: runner.map(str::to_string),
+                    before,
+                    limit,
+                },
+            )
+            .await?),
+        }
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}

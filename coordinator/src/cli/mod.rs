@@ -1,0 +1,557 @@
+//! Command-line interface of `autogit-coordinator`.
+//!
+//! * Set-up and server: `init`, `serve`, `admin-token` (on the coordinator
+//!   host, against the data dir).
+//! * Fleet commands (`agents`, `runners`, `pools`, `jobs`, `token`, `events`,
+//!   `drain`, `cordon`, `uncordon`) go through the admin API when `--server`
+//!   (or `AUTOGIT_SERVER`) is given, so they work from a laptop against a
+//!   remote coordinator; without it, the read-only ones and token/revoke
+//!   commands work offline on `--data-dir` ([`backend`]).
+//! * Human tables by default, `--output json` on request ([`render`]); exit
+//!   codes are stable ([`ExitStatus`]).
+
+mod backend;
+mod render;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Overrides};
+use crate::db::{self, Db};
+use crate::output::Output;
+use crate::{pki, server};
+pub use backend::{Backend, CliError};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "autogit-coordinator",
+    version,
+    about = "AutoGit coordinator: turns enrolled build hosts into GitLab runners on demand",
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 unauthorized, 5 coordinator unreachable or unavailable."
+)]
+pub struct Cli {
+    /// State directory: cluster CA, SQLite database.
+    #[arg(long, global = true, env = "AUTOGIT_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML configuration file (see docs/configuration.md).
+    #[arg(long, global = true, env = "AUTOGIT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Admin API of a running coordinator, e.g. http://coordinator:8080.
+    #[arg(long, global = true, env = "AUTOGIT_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// Admin token for --server (from `admin-token create`).
+    #[arg(
+        long,
+        global = true,
+        env = "AUTOGIT_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the cluster CA in the data dir (prints its SHA-256 fingerprint).
+    Init {
+        /// Replace an existing CA (every enrolled agent must re-join).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the coordinator: gRPC for agents, HTTP for health, webhooks, admin API, dashboard.
+    Serve(ServeArgs),
+    /// Join tokens for agents.
+    #[command(subcommand, visible_alias = "tokens")]
+    Token(TokenCmd),
+    /// Admin API tokens (for --server, the dashboard and scripts). Data dir only.
+    #[command(subcommand, name = "admin-token")]
+    AdminToken(AdminTokenCmd),
+    /// Agents: list, inspect, cordon, drain, revoke.
+    #[command(subcommand, visible_alias = "agent")]
+    Agents(AgentsCmd),
+    /// Runner lifecycles: active runners and recent finished ones.
+    #[command(subcommand, visible_alias = "runner")]
+    Runners(RunnersCmd),
+    /// Pools with demand, running, idle, max and why demand is unmet (needs --server).
+    Pools {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Pending jobs and the pool serving each, or why none does (needs --server).
+    Jobs {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// The audit log, newest first.
+    Events(EventsArgs),
+    /// Drain an agent: no new runners; running ones finish their job, the rest stop at the deadline.
+    Drain(DrainArgs),
+    /// Stop placing new runners on an agent.
+    Cordon { id: String },
+    /// Allow placements on an agent again (also ends a drain).
+    Uncordon { id: String },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// gRPC (mTLS) listen address for agents, e.g. 0.0.0.0:7443 (port 0 picks one).
+    #[arg(long, value_name = "ADDR")]
+    pub grpc_listen: Option<SocketAddr>,
+    /// HTTP listen address, e.g. 0.0.0.0:8080 (port 0 picks one).
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create a join token; prints it as the last line of stdout.
+    Create {
+        /// How long the token is valid (e.g. 30m, 1h, 7d).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// How many agents may enroll with it.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        uses: u32,
+        /// Label applied to agents enrolled with this token (repeatable), k=v.
+        #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Free-text note shown in `token list`.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List join tokens (never their secrets).
+    List {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Revoke a join token by id.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminTokenCmd {
+    /// Create an admin token; prints it as the last line of stdout.
+    Create {
+        /// Who or what uses it (shown in the audit log as token:<name>).
+        #[arg(long, default_value = "admin")]
+        name: String,
+        /// Expire after this long (default: valid until revoked).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+    },
+    /// List admin tokens (never their secrets).
+    List {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Revoke an admin token by id.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentsCmd {
+    /// List agents with arch, state, last seen, GPUs and labels.
+    List {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Show one agent, inventory included.
+    Get {
+        id: String,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Revoke an agent: its session is cut within seconds, reconnects and renewals are refused.
+    Revoke {
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Stop placing new runners on an agent.
+    Cordon { id: String },
+    /// Allow placements again (also ends a drain).
+    Uncordon { id: String },
+    /// Drain an agent (see `autogit-coordinator drain --help`).
+    Drain(DrainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    pub id: String,
+    /// Runners still running after this long are stopped.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub deadline: Duration,
+    /// Return at once instead of showing progress until the agent is drained.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunnersCmd {
+    /// List runners with pool, agent, state and timestamps.
+    List {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+        /// How many finished runners to include (active ones are always listed).
+        #[arg(long, default_value_t = 50)]
+        finished: u32,
+    },
+    /// Show one runner's whole lifecycle.
+    Get {
+        id: String,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Stop a runner gracefully (it finishes a job it took). Needs --server.
+    Stop { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    #[arg(long)]
+    pub agent: Option<String>,
+    #[arg(long)]
+    pub runner: Option<String>,
+    /// Only events older than this event id (paging).
+    #[arg(long)]
+    pub before: Option<i64>,
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("label {s:?} must look like key=value"))?;
+    if k.is_empty()
+        || !k
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+    {
+        return Err(format!(
+            "label key {k:?} must be non-empty and use only [A-Za-z0-9-_./]"
+        ));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// Entry point used by `main.rs`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: start async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(backend::exit_code(&e))
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AUTOGIT_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,sqlx=warn,h2=warn,hyper=warn,tower=warn")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+fn env_pairs() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("AUTOGIT_"))
+        .collect()
+}
+
+fn load_config(cli: &Cli, extra: Overrides) -> anyhow::Result<Config> {
+    let flags = Overrides {
+        data_dir: cli.data_dir.clone(),
+        ..extra
+    };
+    Ok(Config::load(cli.config.as_deref(), &env_pairs(), &flags)?)
+}
+
+/// Open the data dir's database, with a clear error when it is not one.
+pub async fn open_db(dir: &Path) -> anyhow::Result<Db> {
+    if !dir.join(db::DB_FILE).exists() && !dir.join(pki::CA_CERT_FILE).exists() {
+        return Err(CliError::Usage(format!(
+            "{} is not an AutoGit data dir: run `autogit-coordinator init --data-dir {}` first, or pass --server to use a running coordinator",
+            dir.display(),
+            dir.display()
+        ))
+        .into());
+    }
+    Ok(Db::open(dir).await?)
+}
+
+async fn backend(cli: &Cli) -> anyhow::Result<Backend> {
+    match &cli.server {
+        Some(url) => {
+            let token = cli.token.clone().ok_or_else(|| {
+                CliError::Usage("--server needs --token (or AUTOGIT_ADMIN_TOKEN)".into())
+            })?;
+            Ok(Backend::remote(url, &token)?)
+        }
+        None => {
+            let cfg = load_config(cli, Overrides::default())?;
+            Ok(Backend::Local {
+                db: open_db(&cfg.data_dir).await?,
+                data_dir: cfg.data_dir,
+            })
+        }
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Init { force } => {
+            let cfg = load_config(&cli, Overrides::default())?;
+            let ca = pki::init(&cfg.data_dir, *force)?;
+            // Create the database now so the data dir is complete.
+            Db::open(&cfg.data_dir).await?.close().await;
+            println!("cluster CA created in {}", cfg.data_dir.display());
+            println!("CA fingerprint (SHA-256): {}", ca.fingerprint());
+            return Ok(());
+        }
+        Command::Serve(a) => {
+            let cfg = load_config(
+                &cli,
+                Overrides {
+                    grpc_listen: a.grpc_listen,
+                    http_listen: a.http_listen,
+                    ..Default::default()
+                },
+            )?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(signal_watch(shutdown.clone()));
+            server::run(cfg, shutdown, |b| {
+                println!(
+                    "autogit-coordinator listening grpc={} http={}",
+                    b.grpc, b.http
+                );
+            })
+            .await?;
+            return Ok(());
+        }
+        Command::AdminToken(cmd) => {
+            let cfg = load_config(&cli, Overrides::default())?;
+            let db = open_db(&cfg.data_dir).await?;
+            let r = admin_token_cmd(&db, cmd).await;
+            db.close().await;
+            return r;
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "autogit-coordinator",
+                &mut std::io::stdout(),
+            );
+            return Ok(());
+        }
+        _ => {}
+    }
+    let b = backend(&cli).await?;
+    let result = fleet_cmd(&b, &cli.command).await;
+    b.close().await;
+    result
+}
+
+async fn fleet_cmd(b: &Backend, cmd: &Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Token(TokenCmd::Create {
+            ttl,
+            uses,
+            labels,
+            description,
+        }) => {
+            let labels: BTreeMap<String, String> = labels.iter().cloned().collect();
+            let (id, token) = b.create_token(*ttl, *uses, &labels, description).await?;
+            eprintln!(
+                "join token {id} valid for {}, {uses} use(s):",
+                humantime::format_duration(*ttl)
+            );
+            println!("{token}");
+        }
+        Command::Token(TokenCmd::List { output }) => render::tokens(*output, &b.tokens().await?)?,
+        Command::Token(TokenCmd::Revoke { id }) => {
+            b.revoke_token(id).await?;
+            println!("join token {id} revoked");
+        }
+        Command::Agents(AgentsCmd::List { output }) => render::agents(*output, &b.agents().await?)?,
+        Command::Agents(AgentsCmd::Get { id, output }) => {
+            render::one(*output, &b.agent(id).await?)?
+        }
+        Command::Agents(AgentsCmd::Revoke { id, reason }) => {
+            b.revoke_agent(id, reason).await?;
+            println!("agent {id} revoked; a running coordinator cuts its session within seconds");
+        }
+        Command::Agents(AgentsCmd::Cordon { id }) | Command::Cordon { id } => {
+            b.post(&format!("/api/v1/agents/{id}/cordon"), json!({}))
+                .await?;
+            println!("agent {id} cordoned: no new runners will be placed on it");
+        }
+        Command::Agents(AgentsCmd::Uncordon { id }) | Command::Uncordon { id } => {
+            b.post(&format!("/api/v1/agents/{id}/uncordon"), json!({}))
+                .await?;
+            println!("agent {id} uncordoned");
+        }
+        Command::Agents(AgentsCmd::Drain(d)) | Command::Drain(d) => drain(b, d).await?,
+        Command::Runners(RunnersCmd::List { output, finished }) => {
+            render::runners(*output, &b.runners(*finished).await?)?
+        }
+        Command::Runners(RunnersCmd::Get { id, output }) => {
+            render::one(*output, &b.runner(id).await?)?
+        }
+        Command::Runners(RunnersCmd::Stop { id }) => {
+            b.post(&format!("/api/v1/runners/{id}/stop"), json!({}))
+                .await?;
+            println!("runner {id} asked to stop; it finishes a job it took first");
+        }
+        Command::Pools { output } => render::pools(*output, &b.get_list("/api/v1/pools").await?)?,
+        Command::Jobs { output } => render::jobs(*output, &b.get_list("/api/v1/jobs").await?)?,
+        Command::Events(e) => {
+            let page = b
+                .events(e.agent.as_deref(), e.runner.as_deref(), e.before, e.limit)
+                .await?;
+            render::events(e.output, &page)?;
+        }
+        Command::Init { .. }
+        | Command::Serve(_)
+        | Command::AdminToken(_)
+        | Command::Completions { .. } => {}
+    }
+    Ok(())
+}
+
+/// Drain and, unless `--no-wait`, show progress until drained.
+async fn drain(b: &Backend, d: &DrainArgs) -> anyhow::Result<()> {
+    let r = b
+        .post(
+            &format!("/api/v1/agents/{}/drain", d.id),
+            json!({"deadline_seconds": d.deadline.as_secs()}),
+        )
+        .await?;
+    println!(
+        "draining agent {}: {} runner(s) asked to finish their job; deadline {}",
+        d.id,
+        r["runners_stopping"],
+        r["deadline"].as_str().unwrap_or("?")
+    );
+    if d.no_wait {
+        return Ok(());
+    }
+    let until = Instant::now() + d.deadline + Duration::from_secs(60);
+    let mut last = String::new();
+    while Instant::now() < until {
+        let a = b.agent(&d.id).await?;
+        if a["drain"]["drained_at"].is_string() {
+            println!(
+                "agent {} drained at {}",
+                d.id,
+                a["drain"]["drained_at"].as_str().unwrap_or("")
+            );
+            return Ok(());
+        }
+        let line = format!(
+            "  {} runner(s) left, deadline {}",
+            a["runners"],
+            a["drain"]["deadline"].as_str().unwrap_or("?")
+        );
+        if line != last {
+            println!("{line}");
+            last = line;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Err(CliError::Unavailable(format!("agent {} did not report drained in time", d.id)).into())
+}
+
+async fn admin_token_cmd(db: &Db, cmd: &AdminTokenCmd) -> anyhow::Result<()> {
+    match cmd {
+        AdminTokenCmd::Create { name, ttl } => {
+            let t = crate::admin::tokens::create(db, name, *ttl)
+                .await
+                .context("create admin token")?;
+            crate::audit::Audit::new(db.clone())
+                .record(
+                    "admin_token.created",
+                    "cli",
+                    None,
+                    None,
+                    json!({"id": t.id, "name": name}),
+                )
+                .await;
+            eprintln!("admin token {} for {name:?}:", t.id);
+            println!("{}", t.token);
+        }
+        AdminTokenCmd::List { output } => {
+            let rows: Vec<Value> = db
+                .list_admin_tokens()
+                .await?
+                .into_iter()
+                .map(|r| {
+                    json!({"id": r.id, "name": r.name, "created_at": crate::fleet::rfc3339(r.created_at),
+                           "expires_at": r.expires_at.map(crate::fleet::rfc3339), "revoked": r.revoked_at.is_some(),
+                           "last_used_at": r.last_used_at.map(crate::fleet::rfc3339)})
+                })
+                .collect();
+            render::admin_tokens(*output, &rows)?;
+        }
+        AdminTokenCmd::Revoke { id } => {
+            if !db
+                .revoke_admin_token(id, db::to_ms(time::OffsetDateTime::now_utc()))
+                .await?
+            {
+                return Err(CliError::NotFound(format!("no admin token with id {id:?}")).into());
+            }
+            crate::audit::Audit::new(db.clone())
+                .record("admin_token.revoked", "cli", None, None, json!({"id": id}))
+                .await;
+            println!("admin token {id} revoked");
+        }
+    }
+    Ok(())
+}
+
+async fn signal_watch(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    shutdown.cancel();
+}

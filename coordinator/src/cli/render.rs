@@ -1,0 +1,262 @@
+//! Tables for people, JSON for programs. Every renderer takes the JSON the
+//! admin API serves (or the offline equivalent), so both modes print alike.
+
+use serde_json::Value;
+
+use crate::output::{Output, table};
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(x) if x.is_empty() => "-".into(),
+        Value::String(x) => x.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn short(v: &Value) -> String {
+    s(v).chars().take(8).collect()
+}
+
+fn labels(v: &Value) -> String {
+    match v.as_object() {
+        Some(m) if !m.is_empty() => m
+            .iter()
+            .map(|(k, v)| format!("{k}={}", s(v)))
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => "-".into(),
+    }
+}
+
+fn gpus(v: &Value) -> String {
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for g in v.as_array().into_iter().flatten() {
+        *counts.entry(s(&g["vendor"])).or_default() += 1;
+    }
+    if counts.is_empty() {
+        return "-".into();
+    }
+    counts
+        .iter()
+        .map(|(k, n)| format!("{n}x{k}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn print(
+    out: Output,
+    rows: &[Value],
+    headers: &[&str],
+    cells: impl Fn(&Value) -> Vec<String>,
+) -> anyhow::Result<()> {
+    match out {
+        Output::Json => println!("{}", serde_json::to_string_pretty(rows)?),
+        Output::Table => print!(
+            "{}",
+            table(headers, &rows.iter().map(cells).collect::<Vec<_>>())
+        ),
+    }
+    Ok(())
+}
+
+/// One object: pretty JSON either way (it nests too deep for a table).
+pub fn one(_out: Output, v: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub fn agents(out: Output, rows: &[Value]) -> anyhow::Result<()> {
+    print(
+        out,
+        rows,
+        &[
+            "ID",
+            "HOSTNAME",
+            "ARCH",
+            "STATE",
+            "LAST SEEN",
+            "GPUS",
+            "RUNNERS",
+            "LABELS",
+        ],
+        |a| {
+            let mut state = s(&a["state"]);
+            if a["drain"]["drained_at"].is_string() {
+                state.push_str(",drained");
+            } else if a["drain"].is_object() {
+                state.push_str(",draining");
+            } else if a["cordoned"] == true {
+                state.push_str(",cordoned");
+            }
+            vec![
+                s(&a["id"]),
+                s(&a["hostname"]),
+                s(&a["arch"]),
+                state,
+                s(&a["last_seen"]),
+                gpus(&a["gpus"]),
+                s(&a["runners"]),
+                labels(&a["labels"]),
+            ]
+        },
+    )
+}
+
+pub fn runners(out: Output, rows: &[Value]) -> anyhow::Result<()> {
+    print(
+        out,
+        rows,
+        &[
+            "ID",
+            "POOL",
+            "AGENT",
+            "STATE",
+            "GITLAB",
+            "JOB",
+            "CREATED",
+            "FINISHED",
+            "EXIT/REASON",
+        ],
+        |r| {
+            let exit = match (&r["exit_code"], &r["reason"]) {
+                (Value::Null, Value::Null) => "-".into(),
+                (c, Value::Null) => s(c),
+                (Value::Null, m) => s(m),
+                (c, m) => format!("{}: {}", s(c), s(m)),
+            };
+            vec![
+                s(&r["id"]),
+                s(&r["pool"]),
+                short(&r["agent_id"]),
+                s(&r["state"]),
+                s(&r["gitlab_runner_id"]),
+                s(&r["job_id"]),
+                s(&r["created_at"]),
+                s(&r["finished_at"]),
+                exit,
+            ]
+        },
+    )
+}
+
+pub fn tokens(out: Output, rows: &[Value]) -> anyhow::Result<()> {
+    print(
+        out,
+        rows,
+        &["ID", "STATUS", "USES", "EXPIRES", "LABELS", "DESCRIPTION"],
+        |t| {
+            vec![
+                s(&t["id"]),
+                s(&t["status"]),
+                format!("{}/{}", s(&t["uses"]), s(&t["max_uses"])),
+                s(&t["expires_at"]),
+                labels(&t["labels"]),
+                s(&t["description"]),
+            ]
+        },
+    )
+}
+
+pub fn admin_tokens(out: Output, rows: &[Value]) -> anyhow::Result<()> {
+    print(
+        out,
+        rows,
+        &["ID", "NAME", "CREATED", "EXPIRES", "REVOKED", "LAST USED"],
+        |t| {
+            vec![
+                s(&t["id"]),
+                s(&t["name"]),
+                s(&t["created_at"]),
+                s(&t["expires_at"]),
+                s(&t["revoked"]),
+                s(&t["last_used_at"]),
+            ]
+        },
+    )
+}
+
+pub fn pools(out: Output, rows: &[Value]) -> anyhow::Result<()> {
+    print(
+        out,
+        rows,
+        &[
+            "POOL",
+            "TAGS",
+            "ARCH",
+            "DEMAND",
+            "RUNNING",
+            "IDLE",
+            "MAX",
+            "UNMET REASON",
+        ],
+        |p| {
+            let tags = p["tags"]
+                .as_array()
+                .map(|t| t.iter().map(s).collect::<Vec<_>>().join(","))
+                .unwrap_or_default();
+            vec![
+                s(&p["name"]),
+                tags,
+                s(&p["arch"]),
+                s(&p["demand"]),
+                s(&p["running"]),
+                s(&p["idle"]),
+                s(&p["max_runners"]),
+                s(&p["unmet_reason"]),
+            ]
+        },
+    )
+}
+
+pub fn jobs(out: Output, rows: &[Value]) -> anyhow::Result<()> {
+    print(
+        out,
+        rows,
+        &["PROJECT", "JOB", "NAME", "TAGS", "POOL", "REASON", "SEEN"],
+        |j| {
+            let tags = j["tags"]
+                .as_array()
+                .map(|t| t.iter().map(s).collect::<Vec<_>>().join(","))
+                .unwrap_or_default();
+            vec![
+                s(&j["project_id"]),
+                s(&j["job_id"]),
+                s(&j["name"]),
+                tags,
+                s(&j["pool"]),
+                s(&j["reason"]),
+                s(&j["seen_at"]),
+            ]
+        },
+    )
+}
+
+pub fn events(out: Output, page: &Value) -> anyhow::Result<()> {
+    let rows = page["events"].as_array().cloned().unwrap_or_default();
+    match out {
+        Output::Json => println!("{}", serde_json::to_string_pretty(page)?),
+        Output::Table => {
+            print(
+                out,
+                &rows,
+                &["ID", "AT", "KIND", "ACTOR", "AGENT", "RUNNER", "DETAIL"],
+                |e| {
+                    vec![
+                        s(&e["id"]),
+                        s(&e["at"]),
+                        s(&e["kind"]),
+                        s(&e["actor"]),
+                        short(&e["agent_id"]),
+                        short(&e["runner_id"]),
+                        e["detail"].to_string(),
+                    ]
+                },
+            )?;
+            if !page["next_before"].is_null() {
+                println!("(more: --before {})", page["next_before"]);
+            }
+        }
+    }
+    Ok(())
+}
