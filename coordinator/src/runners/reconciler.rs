@@ -910,15 +910,18 @@ impl Reconciler {
                 let row = a.row.clone();
                 self.persist(&row).await;
             }
-            pb::RunnerState::Running
-                if matches!(a.phase, Phase::Provisioning | Phase::Starting) =>
-            {
-                a.phase = Phase::Idle;
-                a.phase_since = Instant::now();
-                a.idle_since = Some(OffsetDateTime::now_utc());
+            // The container runs. A fast runner may already be known busy
+            // (GitLab's `running` hook can beat the agent's report): record
+            // the start either way, change the phase only from before.
+            pb::RunnerState::Running if a.row.started_at.is_none() => {
+                if matches!(a.phase, Phase::Provisioning | Phase::Starting) {
+                    a.phase = Phase::Idle;
+                    a.phase_since = Instant::now();
+                    a.idle_since = Some(OffsetDateTime::now_utc());
+                    a.row.state = Phase::Idle.as_str().into();
+                }
                 a.start = None; // the token is no longer needed here
-                a.row.state = Phase::Idle.as_str().into();
-                a.row.started_at.get_or_insert(now_ms());
+                a.row.started_at = Some(now_ms());
                 let row = a.row.clone();
                 if let Some(m) = &self.cfg.metrics {
                     m.provisioned(

@@ -256,19 +256,20 @@ function renderSummary(agents, pools, jobs) {
   const runners = agents.reduce((n, a) => n + (a.runners || 0), 0);
   const unmet = pools.filter((p) => p.unmet_reason).length;
   const item = (n, label, cls) => el("li", { class: cls }, el("strong", {}, String(n)), " " + label);
-  $("summary").replaceChildren(
+  const items = [
     item(ready + "/" + agents.length, "agents ready"),
     item(gpus, gpus === 1 ? "GPU" : "GPUs"),
     item(runners, runners === 1 ? "runner" : "runners"),
     item(jobs.length, "pending " + (jobs.length === 1 ? "job" : "jobs")),
-    unmet ? item(unmet, "unmet " + (unmet === 1 ? "pool" : "pools"), "reason") : null,
-  );
+  ];
+  if (unmet) items.push(item(unmet, "unmet " + (unmet === 1 ? "pool" : "pools"), "reason"));
+  $("summary").replaceChildren(...items);
 }
 
 // ---------------------------------------------------------------- the loop
 
 function setBanner(...kids) {
-  $("banner").replaceChildren(...kids);
+  $("banner").replaceChildren(...kids.filter((k) => k !== null));
 }
 
 function showError(e) {
