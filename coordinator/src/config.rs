@@ -37,6 +37,10 @@ pub struct Config {
     pub grpc_listen: SocketAddr,
     /// HTTP listener: /healthz, /readyz, webhooks, admin API.
     pub http_listen: SocketAddr,
+    /// Serve the HTTP listener over TLS with the coordinator's certificate;
+    /// admin client certificates (`admin-cert create`) are then accepted too.
+    #[serde(default)]
+    pub http_tls: bool,
     /// `/metrics`: `anonymous` (default), `authenticated` (admin token) or `off`.
     #[serde(default)]
     pub metrics: MetricsAccess,
@@ -175,6 +179,7 @@ impl Default for Config {
             data_dir: PathBuf::from("/var/lib/autogit"),
             grpc_listen: "0.0.0.0:7443".parse().expect("valid literal"),
             http_listen: "0.0.0.0:8080".parse().expect("valid literal"),
+            http_tls: false,
             metrics: MetricsAccess::Anonymous,
             tls: TlsConfig::default(),
             agents: AgentsConfig::default(),

@@ -179,7 +179,21 @@ pub async fn run(
         grpc::FleetService { sessions, enroller },
         listeners.clone(),
     ));
-    let http_task = tokio::spawn(http::serve(http_listener, router, listeners.clone()));
+    let http_tls = if cfg.http_tls {
+        let mut c = (*autogit_certs::tls::server_config(ca.cert_pem(), &chain, &key)
+            .context("build HTTPS config")?)
+        .clone();
+        c.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Some(Arc::new(c))
+    } else {
+        None
+    };
+    let http_task = tokio::spawn(http::serve(
+        http_listener,
+        http_tls,
+        router,
+        listeners.clone(),
+    ));
     let monitor = tokio::spawn(fleet::monitor::run(
         fleet.clone(),
         db.clone(),

@@ -40,7 +40,11 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// Poll `f` every 100 ms until it returns `Some`, at most `timeout`.
-pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+pub fn wait_for<T>(
+    timeout: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+) -> anyhow::Result<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
@@ -70,7 +74,13 @@ impl Proc {
             .spawn()
             .with_context(|| format!("spawn {cmd:?}"))?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-        Ok((Proc { child: Some(child), log }, stdout))
+        Ok((
+            Proc {
+                child: Some(child),
+                log,
+            },
+            stdout,
+        ))
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -94,7 +104,9 @@ impl Proc {
 
     /// The exit status, if the process has exited.
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Wait for exit at most `timeout`.
@@ -133,21 +145,35 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    /// `init` a fresh data dir in a temp dir, with `extra_config` appended to
-    /// [`FAST_COORDINATOR_CONFIG`].
+    /// `init` a fresh data dir in a temp dir, with `extra_config` followed by
+    /// [`FAST_COORDINATOR_CONFIG`] as its config.
     pub fn init(extra_config: &str) -> anyhow::Result<Self> {
         let tmp = tempfile::tempdir()?;
         let dir = tmp.path().join("coordinator");
         let config = tmp.path().join("coordinator.toml");
-        std::fs::write(&config, format!("{FAST_COORDINATOR_CONFIG}\n{extra_config}"))?;
-        let c = Coordinator { dir, config, proc: None, grpc: None, http: None, _tmp: Some(tmp) };
+        // Extra config first, so its top-level keys precede the [agents] table.
+        std::fs::write(
+            &config,
+            format!("{extra_config}\n{FAST_COORDINATOR_CONFIG}"),
+        )?;
+        let c = Coordinator {
+            dir,
+            config,
+            proc: None,
+            grpc: None,
+            http: None,
+            _tmp: Some(tmp),
+        };
         c.cli_ok(&["init"])?;
         Ok(c)
     }
 
     fn command(&self) -> Command {
         let mut cmd = Command::new(bin("autogit-coordinator"));
-        cmd.arg("--data-dir").arg(&self.dir).arg("--config").arg(&self.config);
+        cmd.arg("--data-dir")
+            .arg(&self.dir)
+            .arg("--config")
+            .arg(&self.config);
         cmd.env_remove("AUTOGIT_LOG").env("NO_COLOR", "1");
         cmd
     }
@@ -161,7 +187,10 @@ impl Coordinator {
     pub fn cli_ok(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = self.cli(args)?;
         if !out.status.success() {
-            bail!("autogit-coordinator {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "autogit-coordinator {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8(out.stdout)?)
     }
@@ -171,7 +200,10 @@ impl Coordinator {
         let mut a = vec!["token", "create"];
         a.extend_from_slice(args);
         let out = self.cli_ok(&a)?;
-        out.lines().last().map(str::to_string).ok_or_else(|| anyhow!("token create printed nothing"))
+        out.lines()
+            .last()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("token create printed nothing"))
     }
 
     /// `agents list --output json`.
@@ -189,14 +221,23 @@ impl Coordinator {
     /// Start `serve`. The first start picks free ports; later starts reuse
     /// them so agents find the coordinator where they left it.
     pub fn start(&mut self) -> anyhow::Result<()> {
-        let grpc = self.grpc.map(|a| a.to_string()).unwrap_or_else(|| "127.0.0.1:0".into());
-        let http = self.http.map(|a| a.to_string()).unwrap_or_else(|| "127.0.0.1:0".into());
+        let grpc = self
+            .grpc
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "127.0.0.1:0".into());
+        let http = self
+            .http
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "127.0.0.1:0".into());
         let mut cmd = self.command();
         cmd.args(["serve", "--grpc-listen", &grpc, "--http-listen", &http]);
-        let n = std::fs::read_dir(self.dir.parent().unwrap_or(Path::new("."))).map(|d| d.count()).unwrap_or(0);
+        let n = std::fs::read_dir(self.dir.parent().unwrap_or(Path::new(".")))
+            .map(|d| d.count())
+            .unwrap_or(0);
         let log = self.dir.with_file_name(format!("coordinator-{n}.log"));
         let (proc, stdout) = Proc::spawn(cmd, log)?;
-        let line = read_line_timeout(stdout, Duration::from_secs(20)).with_context(|| format!("coordinator start; log:\n{}", proc.logs()))?;
+        let line = read_line_timeout(stdout, Duration::from_secs(20))
+            .with_context(|| format!("coordinator start; log:\n{}", proc.logs()))?;
         // "autogit-coordinator listening grpc=ADDR http=ADDR"
         let field = |k: &str| -> anyhow::Result<SocketAddr> {
             line.split_whitespace()
@@ -231,15 +272,26 @@ impl Coordinator {
     }
 
     /// Wait until `agents list` shows `id` in `state`.
-    pub fn wait_agent_state(&self, id: &str, state: &str, timeout: Duration) -> anyhow::Result<Value> {
+    pub fn wait_agent_state(
+        &self,
+        id: &str,
+        state: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
         wait_for(timeout, &format!("agent {id} to be {state}"), || {
-            self.agents().ok()?.into_iter().find(|a| a["id"] == id && a["state"] == state)
+            self.agents()
+                .ok()?
+                .into_iter()
+                .find(|a| a["id"] == id && a["state"] == state)
         })
         .with_context(|| format!("coordinator log:\n{}", self.logs()))
     }
 }
 
-fn read_line_timeout(stdout: std::process::ChildStdout, timeout: Duration) -> anyhow::Result<String> {
+fn read_line_timeout(
+    stdout: std::process::ChildStdout,
+    timeout: Duration,
+) -> anyhow::Result<String> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut r = BufReader::new(stdout);
@@ -252,7 +304,9 @@ fn read_line_timeout(stdout: std::process::ChildStdout, timeout: Duration) -> an
             sink.clear();
         }
     });
-    let line = rx.recv_timeout(timeout).map_err(|_| anyhow!("no output within {timeout:?}"))?;
+    let line = rx
+        .recv_timeout(timeout)
+        .map_err(|_| anyhow!("no output within {timeout:?}"))?;
     if line.is_empty() {
         bail!("process exited before printing its address");
     }
@@ -284,7 +338,13 @@ impl Agent {
         let state_dir = tmp.path().join("state");
         let config = tmp.path().join("agent.toml");
         std::fs::write(&config, format!("{FAST_AGENT_CONFIG}\n{extra_config}"))?;
-        Ok(Agent { state_dir, config, proc: None, runner: None, _tmp: tmp })
+        Ok(Agent {
+            state_dir,
+            config,
+            proc: None,
+            runner: None,
+            _tmp: tmp,
+        })
     }
 
     fn command(&self) -> Command {
@@ -296,14 +356,20 @@ impl Agent {
             }
             None => Command::new(bin("autogit-agent")),
         };
-        cmd.arg("--state-dir").arg(&self.state_dir).arg("--config").arg(&self.config);
+        cmd.arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--config")
+            .arg(&self.config);
         cmd.env_remove("AUTOGIT_LOG").env("NO_COLOR", "1");
         cmd
     }
 
     /// `join`; returns the raw output (tests check failures too).
     pub fn join(&self, coordinator: &str, token: &str) -> anyhow::Result<Output> {
-        Ok(self.command().args(["join", "--coordinator", coordinator, "--token", token]).output()?)
+        Ok(self
+            .command()
+            .args(["join", "--coordinator", coordinator, "--token", token])
+            .output()?)
     }
 
     /// `join` that must succeed; returns the agent id.
@@ -317,7 +383,10 @@ impl Agent {
 
     pub fn id(&self) -> anyhow::Result<String> {
         let v: Value = serde_json::from_slice(&std::fs::read(self.state_dir.join("agent.json"))?)?;
-        v["agent_id"].as_str().map(str::to_string).ok_or_else(|| anyhow!("agent.json has no agent_id"))
+        v["agent_id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("agent.json has no agent_id"))
     }
 
     pub fn cert_pem(&self) -> anyhow::Result<String> {
@@ -328,7 +397,9 @@ impl Agent {
     pub fn start(&mut self) -> anyhow::Result<()> {
         let mut cmd = self.command();
         cmd.arg("run");
-        let n = std::fs::read_dir(self._tmp.path()).map(|d| d.count()).unwrap_or(0);
+        let n = std::fs::read_dir(self._tmp.path())
+            .map(|d| d.count())
+            .unwrap_or(0);
         let (proc, mut stdout) = Proc::spawn(cmd, self._tmp.path().join(format!("agent-{n}.log")))?;
         std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         self.proc = Some(proc);
@@ -348,7 +419,11 @@ impl Agent {
 
 /// `autogit-agent inventory` JSON for a config.
 pub fn agent_inventory(config: &Path) -> anyhow::Result<Value> {
-    let out = Command::new(bin("autogit-agent")).arg("--config").arg(config).arg("inventory").output()?;
+    let out = Command::new(bin("autogit-agent"))
+        .arg("--config")
+        .arg(config)
+        .arg("inventory")
+        .output()?;
     if !out.status.success() {
         bail!("inventory failed: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -357,7 +432,9 @@ pub fn agent_inventory(config: &Path) -> anyhow::Result<Value> {
 
 /// The path of a file in the agent crate's test fixtures.
 pub fn agent_fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/tests/fixtures").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../agent/tests/fixtures")
+        .join(rel)
 }
 
 /// The GitLab simulator, in this process, on its own runtime.
@@ -371,16 +448,31 @@ pub struct Sim {
 
 impl Sim {
     pub fn start() -> anyhow::Result<Self> {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
         let admin_token = format!("glpat-{}", uuid::Uuid::new_v4().simple());
-        let cfg = crate::gitlab_sim::SimConfig { admin_token: admin_token.clone(), ..Default::default() };
+        let cfg = crate::gitlab_sim::SimConfig {
+            admin_token: admin_token.clone(),
+            ..Default::default()
+        };
         let server = rt.block_on(crate::gitlab_sim::spawn(cfg))?;
-        Ok(Sim { handle: server.handle().clone(), url: server.url(), admin_token, server: Some(server), rt })
+        Ok(Sim {
+            handle: server.handle().clone(),
+            url: server.url(),
+            admin_token,
+            server: Some(server),
+            rt,
+        })
     }
 
     /// `[gitlab]` section pointing a coordinator at this simulator.
     pub fn gitlab_config(&self) -> String {
-        format!("[gitlab]\nurl = \"{}\"\ntoken = \"{}\"\n", self.url, self.admin_token)
+        format!(
+            "[gitlab]\nurl = \"{}\"\ntoken = \"{}\"\n",
+            self.url, self.admin_token
+        )
     }
 }
 
@@ -395,33 +487,56 @@ impl Drop for Sim {
 /// Ids of containers on the test Docker daemon with `label` (`k=v`).
 pub fn docker_containers(label: &str) -> Vec<String> {
     let out = Command::new("docker")
-        .args(["ps", "-a", "-q", "--no-trunc", "--filter", &format!("label={label}")])
+        .args([
+            "ps",
+            "-a",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            &format!("label={label}"),
+        ])
         .output()
         .expect("run docker ps");
-    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect()
 }
 
 /// `docker inspect` of one container as JSON.
 pub fn docker_inspect(id: &str) -> anyhow::Result<Value> {
     let out = Command::new("docker").args(["inspect", id]).output()?;
     if !out.status.success() {
-        bail!("docker inspect {id}: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "docker inspect {id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let v: Vec<Value> = serde_json::from_slice(&out.stdout)?;
-    v.into_iter().next().ok_or_else(|| anyhow!("docker inspect {id}: empty"))
+    v.into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("docker inspect {id}: empty"))
 }
 
 /// The test runner image, built once per test process.
 pub fn test_runner_image() -> String {
     static IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     IMAGE
-        .get_or_init(|| crate::runner_image::ensure_test_runner_image(&bin("autogit-test-runner")).expect("build test runner image"))
+        .get_or_init(|| {
+            crate::runner_image::ensure_test_runner_image(&bin("autogit-test-runner"))
+                .expect("build test runner image")
+        })
         .clone()
 }
 
 /// A `[[pools]]` entry running the test runner image with host networking.
 pub fn test_pool(name: &str, tags: &[&str], arch: &str, extra: &str) -> String {
-    let tags = tags.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(", ");
+    let tags = tags
+        .iter()
+        .map(|t| format!("\"{t}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
         r#"
 [[pools]]

@@ -516,3 +516,99 @@ fn http_text(url: &str) -> String {
     let mut resp = ureq::get(url).call().expect("scrape");
     resp.body_mut().read_to_string().unwrap()
 }
+
+#[test]
+fn an_admin_client_certificate_works_over_https_and_a_foreign_or_expired_one_does_not() {
+    let mut c = Coordinator::init("http_tls = true\n").unwrap();
+    c.start().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let good = certs.path().join("alice");
+    c.cli_ok(&[
+        "admin-cert",
+        "create",
+        "--name",
+        "alice",
+        "--out",
+        good.to_str().unwrap(),
+    ])
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(good.join("alice-key.pem"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let server = format!("https://{}", c.http.unwrap());
+    let run = |dir: &std::path::Path, args: &[&str]| {
+        let mut a = vec![
+            "--server",
+            server.as_str(),
+            "--admin-cert",
+            dir.to_str().unwrap(),
+        ];
+        a.extend_from_slice(args);
+        c.cli(&a).unwrap()
+    };
+    let ok = run(&good, &["cordon", &uuid::Uuid::new_v4().to_string()]);
+    assert_eq!(
+        ok.status.code(),
+        Some(3),
+        "authenticated (404 for an unknown agent): {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let out = run(&good, &["token", "create", "--ttl", "5m"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Value =
+        serde_json::from_slice(&run(&good, &["events", "--output", "json"]).stdout).unwrap();
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["actor"] == "cert:alice"),
+        "{events}"
+    );
+    // A certificate from another cluster's CA is refused during the handshake.
+    let other = Coordinator::init("").unwrap();
+    let foreign = certs.path().join("mallory");
+    other
+        .cli_ok(&[
+            "admin-cert",
+            "create",
+            "--name",
+            "mallory",
+            "--out",
+            foreign.to_str().unwrap(),
+        ])
+        .unwrap();
+    std::fs::copy(good.join("ca.pem"), foreign.join("ca.pem")).unwrap(); // trust the right server
+    let refused = run(&foreign, &["agents", "list"]);
+    assert!(!refused.status.success());
+    assert_ne!(refused.status.code(), Some(0));
+    // An expired admin certificate is refused too.
+    let old = certs.path().join("old");
+    c.cli_ok(&[
+        "admin-cert",
+        "create",
+        "--name",
+        "old",
+        "--out",
+        old.to_str().unwrap(),
+        "--ttl",
+        "1s",
+    ])
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let expired = run(&old, &["agents", "list"]);
+    assert!(
+        !expired.status.success(),
+        "{}",
+        String::from_utf8_lossy(&expired.stdout)
+    );
+    assert!(c.logs().contains("HTTPS handshake refused"), "{}", c.logs());
+}

@@ -45,8 +45,46 @@ pub enum Backend {
     Remote {
         http: reqwest::Client,
         base: String,
-        token: String,
+        token: Option<String>,
     },
+}
+
+/// How the CLI authenticates to a remote coordinator.
+pub enum Credentials {
+    Token(String),
+    /// A directory written by `admin-cert create`: `<name>.pem`,
+    /// `<name>-key.pem` and `ca.pem` (the name is taken from the key file).
+    Cert(PathBuf),
+}
+
+fn load_identity(
+    dir: &std::path::Path,
+) -> anyhow::Result<(reqwest::Identity, reqwest::Certificate)> {
+    let key = std::fs::read_dir(dir)
+        .map_err(|e| CliError::Usage(format!("read --admin-cert {}: {e}", dir.display())))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with("-key.pem"))
+        })
+        .ok_or_else(|| CliError::Usage(format!("no <name>-key.pem in {}", dir.display())))?;
+    let name = key
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .trim_end_matches("-key.pem")
+        .to_string();
+    let read = |p: std::path::PathBuf| {
+        std::fs::read(&p).map_err(|e| CliError::Usage(format!("read {}: {e}", p.display())))
+    };
+    let mut pem = read(dir.join(format!("{name}.pem")))?;
+    pem.extend(read(key)?);
+    let identity = reqwest::Identity::from_pem(&pem)
+        .map_err(|e| CliError::Usage(format!("admin certificate in {}: {e}", dir.display())))?;
+    let ca = reqwest::Certificate::from_pem(&read(dir.join("ca.pem"))?)?;
+    Ok((identity, ca))
 }
 
 fn needs_server(what: &str) -> anyhow::Error {
@@ -57,7 +95,7 @@ fn needs_server(what: &str) -> anyhow::Error {
 }
 
 impl Backend {
-    pub fn remote(url: &str, token: &str) -> anyhow::Result<Self> {
+    pub fn remote(url: &str, creds: Credentials) -> anyhow::Result<Self> {
         let base = url.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(CliError::Usage(format!(
@@ -65,17 +103,27 @@ impl Backend {
             ))
             .into());
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .user_agent(concat!(
                 "autogit-coordinator-cli/",
                 env!("CARGO_PKG_VERSION")
-            ))
-            .build()?;
+            ));
+        let token = match creds {
+            Credentials::Token(t) => Some(t),
+            Credentials::Cert(dir) => {
+                let (identity, ca) = load_identity(&dir)?;
+                builder = builder
+                    .identity(identity)
+                    .add_root_certificate(ca)
+                    .tls_built_in_root_certs(false);
+                None
+            }
+        };
         Ok(Backend::Remote {
-            http,
+            http: builder.build()?,
             base,
-            token: token.to_string(),
+            token,
         })
     }
 
@@ -94,9 +142,10 @@ impl Backend {
         let Backend::Remote { http, base, token } = self else {
             return Err(needs_server(path));
         };
-        let mut req = http
-            .request(method, format!("{base}{path}"))
-            .bearer_auth(token);
+        let mut req = http.request(method, format!("{base}{path}"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
         if let Some(b) = body {
             req = req.json(&b);
         }

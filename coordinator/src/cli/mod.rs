@@ -56,6 +56,9 @@ pub struct Cli {
         value_name = "TOKEN"
     )]
     pub token: Option<String>,
+    /// Admin client certificate dir for an https:// --server (from `admin-cert create`), instead of --token.
+    #[arg(long, global = true, env = "AUTOGIT_ADMIN_CERT", value_name = "DIR")]
+    pub admin_cert: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -76,6 +79,9 @@ pub enum Command {
     /// Admin API tokens (for --server, the dashboard and scripts). Data dir only.
     #[command(subcommand, name = "admin-token")]
     AdminToken(AdminTokenCmd),
+    /// Admin client certificates (for `http_tls = true`). Data dir only.
+    #[command(subcommand, name = "admin-cert")]
+    AdminCert(AdminCertCmd),
     /// Agents: list, inspect, cordon, drain, revoke.
     #[command(subcommand, visible_alias = "agent")]
     Agents(AgentsCmd),
@@ -158,6 +164,21 @@ pub enum AdminTokenCmd {
     },
     /// Revoke an admin token by id.
     Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCertCmd {
+    /// Issue a certificate; the key is generated here and written 0600.
+    Create {
+        /// The operator's name (audit log: cert:<name>).
+        #[arg(long)]
+        name: String,
+        /// Directory for <name>.pem, <name>-key.pem and ca.pem.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -312,12 +333,20 @@ pub async fn open_db(dir: &Path) -> anyhow::Result<Db> {
 
 async fn backend(cli: &Cli) -> anyhow::Result<Backend> {
     match &cli.server {
-        Some(url) => {
-            let token = cli.token.clone().ok_or_else(|| {
-                CliError::Usage("--server needs --token (or AUTOGIT_ADMIN_TOKEN)".into())
-            })?;
-            Ok(Backend::remote(url, &token)?)
-        }
+        Some(url) => match (&cli.token, &cli.admin_cert) {
+            (Some(token), _) => Ok(Backend::remote(
+                url,
+                backend::Credentials::Token(token.clone()),
+            )?),
+            (None, Some(dir)) => Ok(Backend::remote(
+                url,
+                backend::Credentials::Cert(dir.clone()),
+            )?),
+            (None, None) => Err(CliError::Usage(
+                "--server needs --token (or AUTOGIT_ADMIN_TOKEN) or --admin-cert".into(),
+            )
+            .into()),
+        },
         None => {
             let cfg = load_config(cli, Overrides::default())?;
             Ok(Backend::Local {
@@ -365,6 +394,45 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let r = admin_token_cmd(&db, cmd).await;
             db.close().await;
             return r;
+        }
+        Command::AdminCert(AdminCertCmd::Create { name, out, ttl }) => {
+            let cfg = load_config(&cli, Overrides::default())?;
+            let ca = pki::load(&cfg.data_dir)?;
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(CliError::Usage(format!(
+                    "--name {name:?} must use only [A-Za-z0-9-_.]"
+                ))
+                .into());
+            }
+            let keys = autogit_certs::csr::generate(name)?;
+            let cert = ca.sign_admin_csr(&keys.csr_pem, name, *ttl)?;
+            pki::ensure_data_dir(out)?;
+            pki::write_atomic(
+                &out.join(format!("{name}-key.pem")),
+                keys.key_pem.as_bytes(),
+                0o600,
+            )?;
+            pki::write_atomic(
+                &out.join(format!("{name}.pem")),
+                cert.cert_pem.as_bytes(),
+                0o644,
+            )?;
+            pki::write_atomic(&out.join("ca.pem"), ca.cert_pem().as_bytes(), 0o644)?;
+            let db = open_db(&cfg.data_dir).await?;
+            crate::audit::Audit::new(db.clone())
+                .record("admin_cert.issued", "cli", None, None, json!({"name": name, "serial": cert.info.serial_hex, "not_after": cert.info.not_after.to_string()}))
+                .await;
+            db.close().await;
+            println!(
+                "admin certificate for {name:?} in {} (valid until {})",
+                out.display(),
+                cert.info.not_after
+            );
+            return Ok(());
         }
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -445,6 +513,7 @@ async fn fleet_cmd(b: &Backend, cmd: &Command) -> anyhow::Result<()> {
         Command::Init { .. }
         | Command::Serve(_)
         | Command::AdminToken(_)
+        | Command::AdminCert(_)
         | Command::Completions { .. } => {}
     }
     Ok(())

@@ -1,7 +1,8 @@
 //! Admin authentication for everything but `/healthz`, `/readyz`, `/metrics`
 //! and the login form: an admin bearer token (`Authorization: Bearer AGA1…`),
-//! or the same token in the dashboard's session cookie (HttpOnly,
-//! SameSite=Strict), set by `POST /login`.
+//! the same token in the dashboard's session cookie (HttpOnly,
+//! SameSite=Strict, set by `POST /login`), or — with `http_tls = true` — an
+//! admin client certificate from the cluster CA.
 
 use axum::Json;
 use axum::extract::{Request, State};
@@ -39,9 +40,14 @@ pub fn presented_token(headers: &HeaderMap) -> Option<String> {
 
 /// Require a valid admin token; the [`Actor`] goes into request extensions.
 pub async fn require_admin(State(s): State<HttpState>, mut req: Request, next: Next) -> Response {
-    let actor = match presented_token(req.headers()) {
-        Some(t) => tokens::verify(&s.db, &t).await,
-        None => None,
+    let cert_admin = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<super::tls::PeerInfo>>()
+        .and_then(|c| c.0.admin.clone());
+    let actor = match (cert_admin, presented_token(req.headers())) {
+        (Some(name), _) => Some(Actor(format!("cert:{name}"))),
+        (None, Some(t)) => tokens::verify(&s.db, &t).await,
+        (None, None) => None,
     };
     match actor {
         Some(a) => {

@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod dashboard;
 pub mod metrics;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -75,13 +76,24 @@ async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {
     }
 }
 
-/// Serve `router` on `listener` until `shutdown`.
+/// Serve `router` on `listener` until `shutdown`, over TLS when `tls` is given.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let app = router.into_make_service_with_connect_info::<tls::PeerInfo>();
+    match tls {
+        Some(cfg) => {
+            axum::serve(tls::TlsListener::new(listener, cfg)?, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+    }
 }
