@@ -11,7 +11,10 @@ use std::time::Duration;
 use autogit_tests::harness::{Agent, Coordinator, bin};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 fn deploy(f: &str) -> PathBuf {
