@@ -290,6 +290,24 @@ mod procfs {
             .map(str::to_string)
     }
 
+    /// Whole-machine CPU jiffies since boot from `/proc/stat`: (busy, total).
+    pub fn machine_jiffies() -> (u64, u64) {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+            return (0, 0);
+        };
+        // user nice system idle iowait irq softirq steal (guest is inside user).
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        let total: u64 = v.iter().sum();
+        let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+        (total.saturating_sub(idle), total)
+    }
+
     /// Open file descriptors (sockets included).
     pub fn open_fds(t: Target) -> u64 {
         std::fs::read_dir(t.path("fd"))
@@ -497,6 +515,7 @@ mod bench {
         at: Instant,
         cpu: Duration,
         me: Duration,
+        machine: (u64, u64),
     }
 
     impl Sampler {
@@ -506,6 +525,7 @@ mod bench {
                 at: Instant::now(),
                 cpu: procfs::cpu_time(Target::Pid(pid))?,
                 me: procfs::cpu_time(Target::SelfProcess)?,
+                machine: procfs::machine_jiffies(),
             })
         }
 
@@ -514,11 +534,22 @@ mod bench {
             let cpu = procfs::cpu_time(Target::Pid(self.pid))?.saturating_sub(self.cpu);
             let me = procfs::cpu_time(Target::SelfProcess)?.saturating_sub(self.me);
             let mem = procfs::memory(Target::Pid(self.pid))?;
+            let (busy, total) = procfs::machine_jiffies();
+            let (busy, total) = (
+                busy.saturating_sub(self.machine.0),
+                total.saturating_sub(self.machine.1),
+            );
+            let machine_busy_pct = if total == 0 {
+                0.0
+            } else {
+                busy as f64 / total as f64 * 100.0
+            };
             Ok(Phase {
                 name,
                 wall,
                 coordinator_cpu: cpu,
                 bench_cpu: me,
+                machine_busy_pct,
                 items,
                 rss_end_kib: mem.rss_kib,
             })
@@ -951,6 +982,8 @@ mod report {
         pub wall: Duration,
         pub coordinator_cpu: Duration,
         pub bench_cpu: Duration,
+        /// Busy share of all the machine's cores (everything running on it).
+        pub machine_busy_pct: f64,
         /// Agents that completed the phase.
         pub items: usize,
         pub rss_end_kib: u64,
@@ -1108,19 +1141,20 @@ mod report {
             let _ = writeln!(s);
             let _ = writeln!(
                 s,
-                "| phase | agents | wall | coordinator CPU | coordinator CPU (% of one core) | bench CPU (% of one core) | coordinator RSS at end |"
+                "| phase | agents | wall | coordinator CPU | coordinator CPU (% of one core) | bench CPU (% of one core) | machine busy (% of all cores) | coordinator RSS at end |"
             );
-            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
             for p in [&self.idle, &self.enroll, &self.open, &self.steady.phase] {
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {:.2} s | {:.2} s | {:.1} % | {:.1} % | {} |",
+                    "| {} | {} | {:.2} s | {:.2} s | {:.1} % | {:.1} % | {:.1} % | {} |",
                     p.name,
                     p.items,
                     p.wall.as_secs_f64(),
                     p.coordinator_cpu.as_secs_f64(),
                     p.coordinator_pct(),
                     p.bench_pct(),
+                    p.machine_busy_pct,
                     mib(p.rss_end_kib)
                 );
             }
