@@ -69,7 +69,7 @@ function el(tag, attrs, ...kids) {
 const badge = (cls, text, attrs) => el("span", { class: "badge " + cls, ...attrs }, text);
 const sub = (...kids) => el("span", { class: "sub" }, ...kids);
 const shortId = (id) => (id ? String(id).slice(0, 8) : "");
-const tags = (list) => (list && list.length ? list.map((t) => el("span", { class: "tag" }, t)) : el("span", { class: "sub" }, "untagged"));
+const tags = (list) => (list && list.length ? el("span", { class: "nowrap" }, list.map((t) => el("span", { class: "tag" }, t))) : el("span", { class: "sub" }, "untagged"));
 const archBadge = (arch) => badge("arch", arch || "?", { "data-arch": arch || "" });
 const VENDORS = { nvidia: "NVIDIA", amd: "AMD", intel: "Intel" };
 const vendorName = (v) => VENDORS[v] || String(v || "GPU");
@@ -82,7 +82,7 @@ function bytes(n) {
     n /= 1024;
     i++;
   }
-  return (n >= 100 || i === 0 ? n.toFixed(0) : n.toFixed(1)) + " " + units[i];
+  return (n >= 100 || i === 0 ? n.toFixed(0) : n.toFixed(1).replace(/\.0$/, "")) + " " + units[i];
 }
 
 function ago(iso) {
@@ -108,7 +108,7 @@ const time = (iso, text) => el("time", { datetime: iso, title: iso }, text);
 
 function bar(fraction, label) {
   const pct = Math.max(0, Math.min(100, Math.round(fraction * 100)));
-  return el("span", { class: "bar", role: "img", "aria-label": label }, el("span", { style: "width:" + pct + "%" }));
+  return el("span", { class: pct >= 90 ? "bar hi" : "bar", role: "img", "aria-label": label }, el("span", { style: "width:" + pct + "%" }));
 }
 
 function fillBody(table, rows, cols, emptyText) {
@@ -139,7 +139,7 @@ function stateCell(a) {
   if (a.drain && a.drain.drained_at) out.push(badge("b-off", "drained"));
   else if (a.drain) out.push(badge("b-warn", "draining"));
   else if (a.cordoned) out.push(badge("b-warn", "cordoned"));
-  if (a.drain && !a.drain.drained_at) out.push(sub("runners stopped at ", time(a.drain.deadline, clock(a.drain.deadline))));
+  if (a.drain && !a.drain.drained_at) out.push(sub("deadline ", time(a.drain.deadline, clock(a.drain.deadline))));
   else out.push(sub("seen ", a.last_seen ? time(a.last_seen, ago(a.last_seen)) : "never"));
   return out;
 }
@@ -204,7 +204,7 @@ function renderPools(pools) {
     return el("tr", { "data-pool": p.name },
       el("th", { scope: "row" }, p.name),
       el("td", {}, tags(p.tags)),
-      el("td", {}, archBadge(p.arch), " ", gpuNeed(p.gpu)),
+      el("td", { class: "nowrap" }, archBadge(p.arch), " ", gpuNeed(p.gpu)),
       el("td", { class: "num" }, String(p.demand)),
       el("td", { class: "num" }, String(p.running)),
       el("td", { class: "num" }, String(p.idle)),
@@ -222,7 +222,7 @@ function renderJobs(jobs) {
       el("td", {}, tags(j.tags)),
       el("td", {}, j.pool ? j.pool : el("span", { class: "sub" }, "none")),
       el("td", { class: j.reason ? "reason" : "" }, j.reason || (j.pool ? "waiting for a runner" : "no pool matches its tags")),
-      el("td", {}, time(j.seen_at, ago(j.seen_at)), j.via ? sub("via " + j.via) : null)));
+      el("td", { class: "nowrap" }, time(j.seen_at, ago(j.seen_at)), j.via ? sub("via " + j.via) : null)));
   fillBody("jobs", rows, 5, "No pending jobs.");
   $("jobs-n").textContent = "(" + jobs.length + ")";
 }
@@ -245,7 +245,7 @@ function renderEvents(events, agents) {
       el("td", {}, e.actor || "\u2014"),
       el("td", {}, who(e.agent_id)),
       el("td", {}, e.runner_id ? el("code", { title: e.runner_id }, shortId(e.runner_id)) : "\u2014"),
-      el("td", { class: "sub" }, detailText(e.detail))));
+      el("td", { class: "detail" }, detailText(e.detail))));
   fillBody("events", rows, 6, "No events yet.");
   $("events-n").textContent = "(latest " + events.length + ")";
 }
@@ -327,15 +327,35 @@ function schedule() {
   if (!paused && !stopped) timer = setTimeout(() => (document.hidden ? schedule() : refresh()), REFRESH_MS);
 }
 
-async function act(id, action, name) {
-  if (action === "drain" && !window.confirm("Drain " + name + "? It is cordoned and its runners get one hour to finish their job.")) return;
-  try {
-    await api("/api/v1/agents/" + encodeURIComponent(id) + "/" + action, { method: "POST", body: "{}" });
-  } catch (e) {
-    if (e.status === 401) showError(e);
-    else setBanner(action + " " + name + " failed: " + e.message);
+// Outcome of the last cordon/uncordon/drain; stays until dismissed or the
+// next action (refreshes do not clear it).
+function notice(kind, text) {
+  const n = $("notice");
+  if (!text) {
+    n.className = "";
+    n.replaceChildren();
     return;
   }
+  n.className = kind;
+  n.replaceChildren(text + " ", el("button", { type: "button", onclick: () => notice() }, "Dismiss"));
+}
+
+const DONE = { cordon: "Cordoned", uncordon: "Uncordoned", drain: "Draining" };
+
+async function act(id, action, name) {
+  if (action === "drain" && !window.confirm("Drain " + name + "? It is cordoned and its runners get one hour to finish their job.")) return;
+  notice();
+  let r;
+  try {
+    r = await api("/api/v1/agents/" + encodeURIComponent(id) + "/" + action, { method: "POST", body: "{}" });
+  } catch (e) {
+    if (e.status === 401) showError(e);
+    else notice("bad", "Could not " + action + " " + name + ": " + e.message + ".");
+    return;
+  }
+  let msg = DONE[action] + " " + name + ".";
+  if (action === "drain" && r) msg = "Draining " + name + ": " + r.runners_stopping + " runner(s) stopping, at the latest by " + clock(r.deadline) + ".";
+  notice("good", msg);
   await refresh();
 }
 
