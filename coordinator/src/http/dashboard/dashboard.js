@@ -46,6 +46,7 @@ async function api(path, init) {
     const msg = body && typeof body.error === "string" ? body.error : res.statusText;
     throw new ApiError(res.status, msg);
   }
+  if (body === null) throw new ApiError(res.status, "the answer is not JSON");
   return body;
 }
 
@@ -278,8 +279,11 @@ function showError(e) {
     setBanner("Not signed in: your session ended, or the admin token was revoked or expired. ",
       el("a", { href: "/" }, "Sign in again"), " with an admin token.");
     document.body.dataset.state = "unauthorized";
+  } else if (!(e instanceof ApiError)) {
+    setBanner("The dashboard could not show the coordinator's answer (" + e + "). Retrying every 3 s.");
+    document.body.dataset.state = "error";
   } else if (e.status === 0) {
-    setBanner("Cannot reach the coordinator (" + e.message + "). Showing the last data; retrying every 3 s.");
+    setBanner("Cannot reach the coordinator (" + e.message + "). Retrying every 3 s.");
     document.body.dataset.state = "error";
   } else {
     setBanner("The coordinator answered " + e.status + ": " + e.message + ". Retrying every 3 s.");
@@ -315,7 +319,7 @@ async function refresh() {
     $("updated").textContent = "Updated " + clock(lastOk.toISOString());
     document.body.dataset.state = "ok";
   } catch (e) {
-    showError(e instanceof ApiError ? e : new ApiError(0, String(e)));
+    showError(e);
   } finally {
     inFlight = false;
     schedule();
