@@ -270,11 +270,10 @@ impl Config {
                 ("gitlab.url", Some(&g.url)),
                 ("gitlab.runner_url", g.runner_url.as_ref()),
             ] {
-                if let Some(u) = url {
-                    if !(u.starts_with("http://") || u.starts_with("https://")) {
+                if let Some(u) = url
+                    && !(u.starts_with("http://") || u.starts_with("https://")) {
                         return invalid(key, format!("{u:?} must be an http:// or https:// URL"));
                     }
-                }
             }
             if g.requests_per_minute == 0 {
                 return invalid(

@@ -211,8 +211,8 @@ pub fn run(a: &DevArgs) -> anyhow::Result<()> {
     let mut seen_agents: BTreeMap<String, String> = BTreeMap::new();
     let mut seen_runners: BTreeMap<String, String> = BTreeMap::new();
     while !stop.load(Ordering::SeqCst) && a.duration.is_none_or(|d| started.elapsed() < d) {
-        if let Some(s) = &sim {
-            if enqueued < a.demo_jobs && Instant::now() >= next_job {
+        if let Some(s) = &sim
+            && enqueued < a.demo_jobs && Instant::now() >= next_job {
                 let j = s.handle.create_job(NewJob {
                     project_id: 1 + u64::from(enqueued % 2),
                     tags: vec![pool.to_string()],
@@ -224,7 +224,6 @@ pub fn run(a: &DevArgs) -> anyhow::Result<()> {
                 enqueued += 1;
                 next_job = Instant::now() + Duration::from_secs(4);
             }
-        }
         for ag in cli_json(&data, &config, &["agents", "list"]) {
             let (id, st) = (ag["id"].as_str().unwrap_or("").to_string(), ag["state"].as_str().unwrap_or("").to_string());
             if seen_agents.get(&id) != Some(&st) {

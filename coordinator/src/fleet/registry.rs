@@ -211,14 +211,13 @@ impl Fleet {
 
     pub fn heartbeat(&self, id: &AgentId, sid: SessionId, load: Load) {
         let mut agents = self.lock();
-        if let Some(live) = agents.get_mut(id) {
-            if live.session.as_ref().is_some_and(|(s, _)| *s == sid) {
+        if let Some(live) = agents.get_mut(id)
+            && live.session.as_ref().is_some_and(|(s, _)| *s == sid) {
                 live.load = Some(load);
                 live.last_seen = Some(Instant::now());
                 live.last_seen_wall = Some(OffsetDateTime::now_utc());
                 live.dirty = true;
             }
-        }
     }
 
     /// Replace an agent's inventory; returns true if it changed.
@@ -246,7 +245,7 @@ impl Fleet {
         let t = {
             let mut agents = self.lock();
             let live = agents.get_mut(id)?;
-            if !live.session.as_ref().is_some_and(|(s, _)| *s == sid) {
+            if live.session.as_ref().is_none_or(|(s, _)| *s != sid) {
                 return None; // an older, already replaced session
             }
             live.session = None;

@@ -54,7 +54,10 @@ pub struct GitLabClientConfig {
 /// as `METHOD /path` with numeric ids replaced by `:id`, the code as the HTTP
 /// status or `transport`.
 #[derive(Clone)]
-pub struct RequestObserver(pub std::sync::Arc<dyn Fn(&str, &str) + Send + Sync>);
+pub struct RequestObserver(pub std::sync::Arc<ObserveFn>);
+
+/// `(endpoint, code)` callback of a [`RequestObserver`].
+pub type ObserveFn = dyn Fn(&str, &str) + Send + Sync;
 
 impl std::fmt::Debug for RequestObserver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

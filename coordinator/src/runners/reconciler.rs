@@ -402,14 +402,13 @@ impl Reconciler {
             .map(|u| (u.pool.clone(), describe_unmet(&u.reason)))
             .collect();
         for start in plan.starts {
-            if let Some((until, _, err)) = self.create_backoff.get(&start.pool) {
-                if Instant::now() < *until {
+            if let Some((until, _, err)) = self.create_backoff.get(&start.pool)
+                && Instant::now() < *until {
                     unmet
                         .entry(start.pool.clone())
                         .or_insert_with(|| format!("GitLab refused to create a runner: {err}"));
                     continue;
                 }
-            }
             self.start_runner(&start.pool, start.placement).await;
         }
         for stop in plan.stops {
@@ -689,9 +688,9 @@ impl Reconciler {
             }
             Op::Deleted { runner, gitlab_id } => {
                 self.by_gitlab.remove(&gitlab_id);
-                if let Some(id) = runner {
-                    if let Ok(Some(mut row)) = self.db.get_runner(&id.to_string()).await {
-                        if row.gitlab_deleted_at.is_none() {
+                if let Some(id) = runner
+                    && let Ok(Some(mut row)) = self.db.get_runner(&id.to_string()).await
+                        && row.gitlab_deleted_at.is_none() {
                             row.gitlab_deleted_at = Some(now_ms());
                             self.persist(&row).await;
                             self.event(
@@ -701,8 +700,6 @@ impl Reconciler {
                             )
                             .await;
                         }
-                    }
-                }
             }
             Op::DeleteFailed { gitlab_id, error } => {
                 tracing::warn!(gitlab_runner = gitlab_id, %error, "delete GitLab runner failed; will retry");
