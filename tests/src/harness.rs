@@ -555,3 +555,45 @@ max_runners = 4
         image = test_runner_image()
     )
 }
+
+/// `target/dist` (built by `cargo xtask dist`), or `AUTOGIT_DIST_DIR`.
+pub fn dist_dir() -> PathBuf {
+    std::env::var_os("AUTOGIT_DIST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dist"))
+}
+
+/// An agent running the cross-built `target/dist/autogit-agent-<arch>`,
+/// under `qemu-<arch>-static` when `arch` is not this machine's. `None` when
+/// the binary is absent, unless `AUTOGIT_REQUIRE_DIST` is set (CI), which
+/// makes that an error.
+pub fn dist_agent(arch: &str, extra_config: &str) -> anyhow::Result<Option<Agent>> {
+    let binary = dist_dir().join(format!("autogit-agent-{arch}"));
+    if !binary.exists() {
+        if std::env::var_os("AUTOGIT_REQUIRE_DIST").is_some() {
+            bail!("{} is missing: run `cargo xtask dist` first", binary.display());
+        }
+        eprintln!("SKIPPED: {} is absent; build it with `cargo xtask dist`", binary.display());
+        return Ok(None);
+    }
+    let mut agent = Agent::new(extra_config)?;
+    if arch == std::env::consts::ARCH {
+        // Run the dist binary itself (the harness runs `WRAPPER BINARY ARGS`).
+        let wrapper = agent._tmp.path().join("run-native");
+        std::fs::write(&wrapper, "#!/bin/sh\nexec \"$@\"\n")?;
+        std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        agent.runner = Some((wrapper, binary));
+        return Ok(Some(agent));
+    }
+    let qemu = format!("qemu-{arch}-static");
+    // Dynamically linked (glibc) builds need the cross sysroot's loader and libc.
+    let elf = std::fs::read(&binary)?;
+    let dynamic = elf.windows(b"ld-linux".len()).any(|w| w == b"ld-linux");
+    let sysroot = format!("/usr/{arch}-linux-gnu");
+    let wrapper = agent._tmp.path().join(format!("run-{arch}"));
+    let prefix = if dynamic { format!("{qemu} -L {sysroot}") } else { qemu };
+    std::fs::write(&wrapper, format!("#!/bin/sh\nexec {prefix} \"$@\"\n"))?;
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    agent.runner = Some((wrapper, binary));
+    Ok(Some(agent))
+}
