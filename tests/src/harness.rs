@@ -417,6 +417,25 @@ impl Agent {
     }
 }
 
+impl Drop for Agent {
+    /// Kill the agent and remove the runner containers it left (a real agent
+    /// leaves them for its next process to adopt; a test has no next process).
+    fn drop(&mut self) {
+        self.kill();
+        if let Ok(id) = self.id() {
+            let ids = docker_containers(&format!("autogit.scope={id}"));
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["rm", "-f"])
+                    .args(&ids)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
 /// `autogit-agent inventory` JSON for a config.
 pub fn agent_inventory(config: &Path) -> anyhow::Result<Value> {
     let out = Command::new(bin("autogit-agent"))
@@ -495,8 +514,8 @@ pub fn docker_containers(label: &str) -> Vec<String> {
             "--filter",
             &format!("label={label}"),
         ])
-        .output()
-        .expect("run docker ps");
+        .output();
+    let Ok(out) = out else { return Vec::new() }; // no docker CLI: nothing to list
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_string)
@@ -571,9 +590,15 @@ pub fn dist_agent(arch: &str, extra_config: &str) -> anyhow::Result<Option<Agent
     let binary = dist_dir().join(format!("autogit-agent-{arch}"));
     if !binary.exists() {
         if std::env::var_os("AUTOGIT_REQUIRE_DIST").is_some() {
-            bail!("{} is missing: run `cargo xtask dist` first", binary.display());
+            bail!(
+                "{} is missing: run `cargo xtask dist` first",
+                binary.display()
+            );
         }
-        eprintln!("SKIPPED: {} is absent; build it with `cargo xtask dist`", binary.display());
+        eprintln!(
+            "SKIPPED: {} is absent; build it with `cargo xtask dist`",
+            binary.display()
+        );
         return Ok(None);
     }
     let mut agent = Agent::new(extra_config)?;
@@ -581,7 +606,10 @@ pub fn dist_agent(arch: &str, extra_config: &str) -> anyhow::Result<Option<Agent
         // Run the dist binary itself (the harness runs `WRAPPER BINARY ARGS`).
         let wrapper = agent._tmp.path().join("run-native");
         std::fs::write(&wrapper, "#!/bin/sh\nexec \"$@\"\n")?;
-        std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        std::fs::set_permissions(
+            &wrapper,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
         agent.runner = Some((wrapper, binary));
         return Ok(Some(agent));
     }
@@ -591,9 +619,16 @@ pub fn dist_agent(arch: &str, extra_config: &str) -> anyhow::Result<Option<Agent
     let dynamic = elf.windows(b"ld-linux".len()).any(|w| w == b"ld-linux");
     let sysroot = format!("/usr/{arch}-linux-gnu");
     let wrapper = agent._tmp.path().join(format!("run-{arch}"));
-    let prefix = if dynamic { format!("{qemu} -L {sysroot}") } else { qemu };
+    let prefix = if dynamic {
+        format!("{qemu} -L {sysroot}")
+    } else {
+        qemu
+    };
     std::fs::write(&wrapper, format!("#!/bin/sh\nexec {prefix} \"$@\"\n"))?;
-    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
     agent.runner = Some((wrapper, binary));
     Ok(Some(agent))
 }

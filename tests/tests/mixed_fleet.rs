@@ -6,14 +6,17 @@
 use std::time::Duration;
 
 use autogit_tests::gitlab_sim::{NewHook, NewJob};
-use autogit_tests::harness::{dist_agent, test_pool, wait_for, Agent, Coordinator, Sim};
+use autogit_tests::harness::{Agent, Coordinator, Sim, dist_agent, test_pool, wait_for};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(90);
 
 #[test]
 fn jobs_tagged_for_an_arch_run_only_on_agents_of_that_arch() {
-    let (Some(aarch64), Some(riscv64)) = (dist_agent("aarch64", "").unwrap(), dist_agent("riscv64", "").unwrap()) else {
+    let (Some(aarch64), Some(riscv64)) = (
+        dist_agent("aarch64", "").unwrap(),
+        dist_agent("riscv64", "").unwrap(),
+    ) else {
         return;
     };
     let sim = Sim::start().unwrap();
@@ -23,20 +26,36 @@ fn jobs_tagged_for_an_arch_run_only_on_agents_of_that_arch() {
         test_pool("arm64", &["arm64"], "aarch64", ""),
         test_pool("riscv64", &["riscv64"], "riscv64", "")
     );
-    let cfg = format!("{}\n[demand]\npoll_interval = \"2s\"\nwebhook_secret = \"s\"\n{pools}", sim.gitlab_config());
+    let cfg = format!(
+        "{}\n[demand]\npoll_interval = \"2s\"\nwebhook_secret = \"s\"\n{pools}",
+        sim.gitlab_config()
+    );
     let mut c = Coordinator::init(&cfg).unwrap();
     c.start().unwrap();
-    sim.handle.add_hook(NewHook { url: c.http_url("/webhooks/gitlab"), token: Some("s".into()), project_id: None }).unwrap();
+    sim.handle
+        .add_hook(NewHook {
+            url: c.http_url("/webhooks/gitlab"),
+            token: Some("s".into()),
+            project_id: None,
+        })
+        .unwrap();
 
-    let mut agents: Vec<(&str, Agent)> = vec![("x86_64", Agent::new("").unwrap()), ("aarch64", aarch64), ("riscv64", riscv64)];
+    let mut agents: Vec<(&str, Agent)> = vec![
+        ("x86_64", Agent::new("").unwrap()),
+        ("aarch64", aarch64),
+        ("riscv64", riscv64),
+    ];
     let mut ids = std::collections::BTreeMap::new();
     for (arch, a) in agents.iter_mut() {
-        let id = a.join_ok(&c.grpc_addr(), &c.token(&[]).unwrap()).unwrap_or_else(|e| panic!("{arch}: {e:#}"));
+        let id = a
+            .join_ok(&c.grpc_addr(), &c.token(&[]).unwrap())
+            .unwrap_or_else(|e| panic!("{arch}: {e:#}"));
         a.start().unwrap();
         ids.insert(arch.to_string(), id);
     }
     for (arch, a) in &agents {
-        c.wait_agent_state(&ids[*arch], "ready", T).unwrap_or_else(|e| panic!("{arch}: {e:#}\n{}", a.logs()));
+        c.wait_agent_state(&ids[*arch], "ready", T)
+            .unwrap_or_else(|e| panic!("{arch}: {e:#}\n{}", a.logs()));
     }
     // agents list shows the three real architectures, from uname under emulation.
     let listed: Vec<Value> = c.agents().unwrap();
@@ -44,22 +63,51 @@ fn jobs_tagged_for_an_arch_run_only_on_agents_of_that_arch() {
     arches.sort();
     assert_eq!(arches, vec!["aarch64", "riscv64", "x86_64"]);
     for a in &listed {
-        let want = ids.iter().find(|(_, id)| a["id"] == id.as_str()).map(|(arch, _)| arch.as_str()).unwrap();
+        let want = ids
+            .iter()
+            .find(|(_, id)| a["id"] == id.as_str())
+            .map(|(arch, _)| arch.as_str())
+            .unwrap();
         assert_eq!(a["arch"], want, "{a:#}");
     }
 
-    let jobs: Vec<(&str, u64)> = [("arm64", "aarch64"), ("riscv64", "riscv64"), ("amd64", "x86_64")]
-        .iter()
-        .map(|(tag, arch)| (*arch, sim.handle.create_job(NewJob { project_id: 1, tags: vec![tag.to_string()], ..Default::default() }).id))
-        .collect();
+    let jobs: Vec<(&str, u64)> = [
+        ("arm64", "aarch64"),
+        ("riscv64", "riscv64"),
+        ("amd64", "x86_64"),
+    ]
+    .iter()
+    .map(|(tag, arch)| {
+        (
+            *arch,
+            sim.handle
+                .create_job(NewJob {
+                    project_id: 1,
+                    tags: vec![tag.to_string()],
+                    ..Default::default()
+                })
+                .id,
+        )
+    })
+    .collect();
     for (arch, job) in &jobs {
-        wait_for(T, &format!("{arch} job done"), || (sim.handle.job(*job)?.status == "success").then_some(()))
-            .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+        wait_for(T, &format!("{arch} job done"), || {
+            (sim.handle.job(*job)?.status == "success").then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
     }
-    let runners: Vec<Value> = serde_json::from_str(&c.cli_ok(&["runners", "list", "--output", "json"]).unwrap()).unwrap();
+    let runners: Vec<Value> =
+        serde_json::from_str(&c.cli_ok(&["runners", "list", "--output", "json"]).unwrap()).unwrap();
     for (arch, job) in &jobs {
-        let r = runners.iter().find(|r| r["job_id"] == *job).unwrap_or_else(|| panic!("no runner took job {job}: {runners:#?}"));
-        assert_eq!(r["agent_id"], ids[*arch].as_str(), "job for {arch} placed on the wrong agent: {r:#}");
+        let r = runners
+            .iter()
+            .find(|r| r["job_id"] == *job)
+            .unwrap_or_else(|| panic!("no runner took job {job}: {runners:#?}"));
+        assert_eq!(
+            r["agent_id"],
+            ids[*arch].as_str(),
+            "job for {arch} placed on the wrong agent: {r:#}"
+        );
     }
     // Every runner of an arch pool ran on that arch's agent, never elsewhere.
     for r in &runners {
