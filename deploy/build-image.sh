@@ -45,7 +45,7 @@ command -v docker >/dev/null 2>&1 || die "docker is not installed"
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT INT TERM
 root=$ctx/rootfs
-mkdir -p "$root/bin" "$root/usr/local/bin" "$root/var/lib/autogit" "$root/tmp"
+mkdir -p "$root/bin" "$root/usr/local/bin" "$root/tmp" "$ctx/varlib/autogit"
 chmod 1777 "$root/tmp"
 cp "$BINARY" "$root/usr/local/bin/autogit-coordinator"
 cp "$BUSYBOX" "$root/bin/busybox"

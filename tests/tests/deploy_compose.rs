@@ -4,10 +4,14 @@
 //! it on the test Docker daemon, and a real agent from `target/debug`
 //! enrolls through the published gRPC port.
 //!
-//! The test daemon has no bridge network, so a compose override switches the
-//! service to host networking and the coordinator binds 127.0.0.1 on free
-//! ports; everything else is the shipped compose file. Everything is torn
-//! down (`down -v`, image removed) even when the test fails.
+//! The test daemon has no bridge network, so the service runs with host
+//! networking (a compose override) and the coordinator binds 127.0.0.1 on
+//! free ports. docker-compose refuses published ports with host networking
+//! and 1.29 cannot remove a list in an override, so the test runs a copy of
+//! the shipped file without the coordinator's `ports:` block, and checks
+//! separately that the shipped file publishes the chosen ports. Everything
+//! else is the shipped compose file. Everything is torn down (`down -v`,
+//! image removed) even when the test fails.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -95,6 +99,27 @@ fn prerequisites() -> Option<PathBuf> {
     Some(coordinator)
 }
 
+/// `compose` without the coordinator's `ports:` block (the first one).
+fn without_coordinator_ports(compose: &str) -> String {
+    let lines: Vec<&str> = compose.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| *l == "    ports:")
+        .expect("coordinator has a ports: block");
+    let len = lines[start + 1..]
+        .iter()
+        .take_while(|l| l.trim().is_empty() || l.starts_with("      "))
+        .count();
+    let block = lines[start..=start + len].join("\n");
+    assert!(
+        block.contains("AUTOGIT_GRPC_PORT") && block.contains("AUTOGIT_HTTP_PORT"),
+        "unexpected block:\n{block}"
+    );
+    let mut out: Vec<&str> = lines[..start].to_vec();
+    out.extend_from_slice(&lines[start + 1 + len..]);
+    out.join("\n") + "\n"
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -116,7 +141,7 @@ struct Project {
 impl Project {
     fn compose(&self) -> Command {
         let mut c = Command::new("docker-compose");
-        c.arg("-p").arg(&self.name).arg("--no-ansi");
+        c.arg("-p").arg(&self.name).args(["--ansi", "never"]);
         for f in &self.files {
             c.arg("-f").arg(f);
         }
@@ -210,6 +235,13 @@ fn compose_runs_the_coordinator_image_and_a_real_agent_enrolls() {
     );
     let image = format!("autogit-test/coordinator:compose-{unique}");
     let dir = tempfile::tempdir().unwrap();
+    let shipped = repo().join("deploy/compose.yaml");
+    let without_ports = dir.path().join("compose.yaml");
+    std::fs::write(
+        &without_ports,
+        without_coordinator_ports(&std::fs::read_to_string(&shipped).unwrap()),
+    )
+    .unwrap();
     // Only what this daemon needs differs from the shipped file.
     let override_file = dir.path().join("compose.test.yaml");
     std::fs::write(
@@ -221,7 +253,7 @@ fn compose_runs_the_coordinator_image_and_a_real_agent_enrolls() {
     let project = Project {
         name: format!("autogitcompose{unique}"),
         image: image.clone(),
-        files: vec![repo().join("deploy/compose.yaml"), override_file],
+        files: vec![without_ports, override_file],
         env: vec![
             ("AUTOGIT_IMAGE", image.clone()),
             ("AUTOGIT_GRPC_PORT", grpc.to_string()),
@@ -230,6 +262,18 @@ fn compose_runs_the_coordinator_image_and_a_real_agent_enrolls() {
         ],
         _dir: dir,
     };
+
+    // The shipped file publishes the chosen ports, container port = host port.
+    let mut shipped_project = Command::new("docker-compose");
+    shipped_project.arg("-f").arg(&shipped).arg("config");
+    shipped_project.envs(project.env.iter().map(|(k, v)| (*k, v)));
+    let config = ok(&mut shipped_project);
+    for port in [grpc, http] {
+        assert!(
+            config.contains(&format!("- published: {port}\n      target: {port}\n")),
+            "compose.yaml does not publish {port}:\n{config}"
+        );
+    }
 
     // The offline image build (it also proves the binary runs in FROM scratch).
     let built = ok(Command::new("sh")
@@ -274,7 +318,8 @@ fn compose_runs_the_coordinator_image_and_a_real_agent_enrolls() {
         .filter_map(Value::as_str)
         .collect();
     assert!(
-        !env.iter().any(|e| e.starts_with("AUTOGIT_GITLAB__")),
+        !env.iter()
+            .any(|e| e.starts_with("AUTOGIT_GITLAB__") && e.contains('=')),
         "unset pass-through variables stay unset: {env:?}"
     );
     let volume = c["Mounts"]

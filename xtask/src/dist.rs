@@ -189,12 +189,12 @@ pub fn run(a: &DistArgs) -> anyhow::Result<()> {
     bundle(&dist)?;
     println!();
     println!(
-        "{:<34} {:>10} {:>9}  {:<26} {:>7}  smoke run",
+        "{:<42} {:>10} {:>7}  {:<24} {:>7}  smoke run",
         "binary", "bytes", "MiB", "linkage", "build"
     );
     for b in &built {
         println!(
-            "{:<34} {:>10} {:>9.2}  {:<26} {:>6.0}s  {}",
+            "{:<42} {:>10} {:>7.2}  {:<24} {:>6.0}s  {}",
             b.path.strip_prefix(root()).unwrap_or(&b.path).display(),
             b.size,
             b.size as f64 / (1024.0 * 1024.0),
