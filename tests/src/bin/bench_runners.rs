@@ -945,9 +945,16 @@ max_runners = 16
         let load_after = host::loadavg();
 
         // Collect: the coordinator's runner rows, the simulator's view, Docker's events.
-        let rows: Vec<Value> =
-            serde_json::from_str(&c.cli_ok(&["runners", "list", "--output", "json"])?)
-                .context("parse runners list")?;
+        let finished = (enqueued.len() + 100).to_string();
+        let list = c.cli_ok(&[
+            "runners",
+            "list",
+            "--output",
+            "json",
+            "--finished",
+            &finished,
+        ])?;
+        let rows: Vec<Value> = serde_json::from_str(&list).context("parse runners list")?;
         let rows: HashMap<String, Value> = rows
             .into_iter()
             .filter_map(|r| Some((r["id"].as_str()?.to_string(), r)))
@@ -1323,7 +1330,10 @@ mod report {
             .samples
             .iter()
             .filter(|s| {
-                !s.warmup && s.container_started.is_some() && s.coordinator_started.is_none()
+                !s.warmup
+                    && s.record_created.is_some()
+                    && s.container_started.is_some()
+                    && s.coordinator_started.is_none()
             })
             .count();
         if no_started_at > 0 {
