@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Overrides};
-use crate::docker::{unavailable_info, DockerEngine};
+use crate::docker::{DockerEngine, unavailable_info};
 use crate::enroll::{self, JoinRequest};
 use crate::inventory::Collector;
 use crate::session::{self, RunError};
@@ -20,7 +20,11 @@ use crate::state::StateDir;
 pub const EXIT_REFUSED: u8 = 78;
 
 #[derive(Debug, Parser)]
-#[command(name = "autogit-agent", version, about = "AutoGit agent: turns this build host into GitLab runners on demand")]
+#[command(
+    name = "autogit-agent",
+    version,
+    about = "AutoGit agent: turns this build host into GitLab runners on demand"
+)]
 pub struct Cli {
     /// TOML configuration file (default: /etc/autogit/agent.toml if present).
     #[arg(long, global = true, env = "AUTOGIT_CONFIG", value_name = "FILE")]
@@ -57,12 +61,26 @@ pub enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AUTOGIT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,hyper=warn,tower=warn,bollard=warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AUTOGIT_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,h2=warn,hyper=warn,tower=warn")
+    });
+    // bollard's debug output prints request bodies, and a container-create
+    // body carries the runner token: never let it through, whatever
+    // AUTOGIT_LOG says.
+    let filter = match "bollard=warn".parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: start async runtime: {e}");
@@ -73,8 +91,16 @@ pub fn main() -> ExitCode {
 }
 
 fn load_config(cli: &Cli) -> Result<Config, crate::config::ConfigError> {
-    let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("AUTOGIT_")).collect();
-    Config::load(cli.config.as_deref(), &env, &Overrides { state_dir: cli.state_dir.clone() })
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("AUTOGIT_"))
+        .collect();
+    Config::load(
+        cli.config.as_deref(),
+        &env,
+        &Overrides {
+            state_dir: cli.state_dir.clone(),
+        },
+    )
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -88,13 +114,38 @@ async fn run(cli: Cli) -> ExitCode {
         Err(e) => return fail(e),
     };
     match cli.command {
-        Command::Join { coordinator, token, force, timeout } => {
-            let hostname = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
+        Command::Join {
+            coordinator,
+            token,
+            force,
+            timeout,
+        } => {
+            let hostname = nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_default();
             let state = StateDir::new(&cfg.state_dir);
-            match enroll::join(&state, JoinRequest { coordinator: &coordinator, token: &token, hostname: &hostname, force, timeout }).await {
+            match enroll::join(
+                &state,
+                JoinRequest {
+                    coordinator: &coordinator,
+                    token: &token,
+                    hostname: &hostname,
+                    force,
+                    timeout,
+                },
+            )
+            .await
+            {
                 Ok(id) => {
-                    println!("enrolled as agent {id}; state in {}", cfg.state_dir.display());
-                    println!("start it with: autogit-agent run --state-dir {}", cfg.state_dir.display());
+                    println!(
+                        "enrolled as agent {id}; state in {}",
+                        cfg.state_dir.display()
+                    );
+                    println!(
+                        "start it with: autogit-agent run --state-dir {}",
+                        cfg.state_dir.display()
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(e),
@@ -131,8 +182,11 @@ async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn signal_watch(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return;
     };
     tokio::select! {

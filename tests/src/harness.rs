@@ -141,6 +141,8 @@ pub struct Coordinator {
     pub proc: Option<Proc>,
     pub grpc: Option<SocketAddr>,
     pub http: Option<SocketAddr>,
+    /// Extra environment for the coordinator process (e.g. `AUTOGIT_LOG`).
+    pub env: Vec<(String, String)>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -162,6 +164,7 @@ impl Coordinator {
             proc: None,
             grpc: None,
             http: None,
+            env: Vec::new(),
             _tmp: Some(tmp),
         };
         c.cli_ok(&["init"])?;
@@ -175,6 +178,7 @@ impl Coordinator {
             .arg("--config")
             .arg(&self.config);
         cmd.env_remove("AUTOGIT_LOG").env("NO_COLOR", "1");
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 
@@ -328,6 +332,8 @@ pub struct Agent {
     pub proc: Option<Proc>,
     /// Run under this emulator (e.g. qemu-aarch64-static) with this binary.
     pub runner: Option<(PathBuf, PathBuf)>,
+    /// Extra environment for the agent process (e.g. `AUTOGIT_LOG`).
+    pub env: Vec<(String, String)>,
     _tmp: tempfile::TempDir,
 }
 
@@ -343,6 +349,7 @@ impl Agent {
             config,
             proc: None,
             runner: None,
+            env: Vec::new(),
             _tmp: tmp,
         })
     }
@@ -361,6 +368,7 @@ impl Agent {
             .arg("--config")
             .arg(&self.config);
         cmd.env_remove("AUTOGIT_LOG").env("NO_COLOR", "1");
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use autogit_tests::gitlab_sim::{AttemptOutcome, FaultSpec, NewHook, NewJob};
 use autogit_tests::harness::{
-    agent_fixture, docker_containers, docker_inspect, test_pool, wait_for, Agent, Coordinator, Sim,
+    Agent, Coordinator, Sim, agent_fixture, docker_containers, docker_inspect, test_pool, wait_for,
 };
 use serde_json::Value;
 
@@ -21,18 +21,25 @@ fn setup(pools: &str, poll: &str) -> (Sim, Coordinator) {
         sim.gitlab_config()
     );
     let mut c = Coordinator::init(&cfg).unwrap();
+    c.env.push(("AUTOGIT_LOG".into(), "debug".into()));
     c.start().unwrap();
     (sim, c)
 }
 
 fn hook(sim: &Sim, c: &Coordinator) {
     sim.handle
-        .add_hook(NewHook { url: c.http_url("/webhooks/gitlab"), token: Some(SECRET.into()), project_id: None })
+        .add_hook(NewHook {
+            url: c.http_url("/webhooks/gitlab"),
+            token: Some(SECRET.into()),
+            project_id: None,
+        })
         .unwrap();
 }
 
 fn agent(c: &Coordinator, extra: &str) -> (Agent, String) {
     let mut a = Agent::new(extra).unwrap();
+    // Debug logging everywhere: the runner token must still never be logged.
+    a.env.push(("AUTOGIT_LOG".into(), "debug".into()));
     let id = a.join_ok(&c.grpc_addr(), &c.token(&[]).unwrap()).unwrap();
     a.start().unwrap();
     c.wait_agent_state(&id, "ready", T).unwrap();
@@ -46,7 +53,10 @@ fn runners(c: &Coordinator) -> Vec<Value> {
 fn active(c: &Coordinator) -> Vec<Value> {
     runners(c)
         .into_iter()
-        .filter(|r| ["provisioning", "starting", "idle", "busy", "stopping"].contains(&r["state"].as_str().unwrap_or("")))
+        .filter(|r| {
+            ["provisioning", "starting", "idle", "busy", "stopping"]
+                .contains(&r["state"].as_str().unwrap_or(""))
+        })
         .collect()
 }
 
@@ -56,13 +66,25 @@ fn job_done(sim: &Sim, id: u64) -> bool {
 
 /// After a job: the container is gone, the GitLab runner deleted, nothing active.
 fn assert_nothing_left(sim: &Sim, c: &Coordinator, agent_id: &str) {
-    wait_for(T, "no active runners", || active(c).is_empty().then_some(())).unwrap_or_else(|e| panic!("{e}: {:#?}", runners(c)));
-    wait_for(T, "containers removed", || docker_containers(&format!("autogit.scope={agent_id}")).is_empty().then_some(()))
-        .unwrap();
-    wait_for(T, "GitLab runners deleted", || sim.handle.runners().iter().all(|r| r.deleted).then_some(()))
-        .unwrap_or_else(|e| panic!("{e}: {:#?}", sim.handle.runners()));
+    wait_for(T, "no active runners", || {
+        active(c).is_empty().then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:#?}", runners(c)));
+    wait_for(T, "containers removed", || {
+        docker_containers(&format!("autogit.scope={agent_id}"))
+            .is_empty()
+            .then_some(())
+    })
+    .unwrap();
+    wait_for(T, "GitLab runners deleted", || {
+        sim.handle.runners().iter().all(|r| r.deleted).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:#?}", sim.handle.runners()));
     for r in runners(c) {
-        assert!(r["gitlab_deleted_at"].is_string() || r["gitlab_runner_id"].is_null(), "{r:#}");
+        assert!(
+            r["gitlab_deleted_at"].is_string() || r["gitlab_runner_id"].is_null(),
+            "{r:#}"
+        );
     }
 }
 
@@ -72,24 +94,36 @@ fn webhook_job_gets_a_runner_container_that_takes_it_and_everything_is_cleaned_u
     let (sim, c) = setup(&test_pool("amd64", &["amd64"], "x86_64", ""), "300s");
     hook(&sim, &c);
     let (_a, agent_id) = agent(&c, "");
-    let job = sim.handle.create_job(NewJob { project_id: 7, tags: vec!["amd64".into()], duration_ms: Some(300), ..Default::default() });
+    let job = sim.handle.create_job(NewJob {
+        project_id: 7,
+        tags: vec!["amd64".into()],
+        duration_ms: Some(300),
+        ..Default::default()
+    });
     // 1. the webhook arrives (the pending event was delivered and accepted)
     wait_for(T, "webhook delivered", || {
         sim.handle
             .deliveries()
             .iter()
-            .any(|d| d.attempts.iter().any(|a| matches!(a.outcome, AttemptOutcome::Delivered { .. })))
+            .any(|d| {
+                d.attempts
+                    .iter()
+                    .any(|a| matches!(a.outcome, AttemptOutcome::Delivered { .. }))
+            })
             .then_some(())
     })
     .unwrap();
     // 2. a runner is created in GitLab, with the pool's tags and an AutoGit description
-    let gl = wait_for(Duration::from_secs(15), "GitLab runner created", || sim.handle.runners().into_iter().next())
-        .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    let gl = wait_for(Duration::from_secs(15), "GitLab runner created", || {
+        sim.handle.runners().into_iter().next()
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
     assert_eq!(gl.tags, vec!["amd64".to_string()]);
     assert!(gl.description.starts_with("autogit/"), "{}", gl.description);
     assert!(!gl.run_untagged);
     // 3.-4. the container starts and takes the job, which succeeds
-    wait_for(T, "job success", || job_done(&sim, job.id).then_some(())).unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    wait_for(T, "job success", || job_done(&sim, job.id).then_some(()))
+        .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
     let j = sim.handle.job(job.id).unwrap();
     assert_eq!(j.assignment_count, 1);
     assert_eq!(j.runner_id, Some(gl.id));
@@ -99,25 +133,58 @@ fn webhook_job_gets_a_runner_container_that_takes_it_and_everything_is_cleaned_u
     assert_eq!(r["state"], "exited");
     assert_eq!(r["exit_code"], 0);
     assert_eq!(r["job_id"], job.id, "the runner was seen taking the job");
-    for k in ["created_at", "started_at", "busy_at", "finished_at", "gitlab_deleted_at"] {
+    for k in [
+        "created_at",
+        "started_at",
+        "busy_at",
+        "finished_at",
+        "gitlab_deleted_at",
+    ] {
         assert!(r[k].is_string(), "lifecycle timestamp {k} missing: {r:#}");
     }
-    assert!(!c.logs().contains("glrt-"), "runner token in coordinator log");
+    assert!(
+        !c.logs().contains("glrt-"),
+        "runner token in coordinator log"
+    );
+    assert!(
+        !_a.logs().contains("glrt-"),
+        "runner token in agent log (AUTOGIT_LOG=debug)"
+    );
+    assert!(
+        _a.logs().contains("DEBUG"),
+        "the agent really logged at debug level"
+    );
 }
 
 #[test]
 fn polling_alone_serves_jobs_when_webhooks_are_dropped() {
     let (sim, c) = setup(&test_pool("amd64", &["amd64"], "x86_64", ""), "1s");
     hook(&sim, &c);
-    sim.handle.set_faults(FaultSpec { drop_webhooks: Some(true), ..Default::default() });
+    sim.handle.set_faults(FaultSpec {
+        drop_webhooks: Some(true),
+        ..Default::default()
+    });
     let (_a, agent_id) = agent(&c, "");
     let jobs: Vec<u64> = (0..2)
-        .map(|_| sim.handle.create_job(NewJob { project_id: 3, tags: vec!["amd64".into()], ..Default::default() }).id)
+        .map(|_| {
+            sim.handle
+                .create_job(NewJob {
+                    project_id: 3,
+                    tags: vec!["amd64".into()],
+                    ..Default::default()
+                })
+                .id
+        })
         .collect();
-    wait_for(T, "both jobs done", || jobs.iter().all(|j| job_done(&sim, *j)).then_some(()))
-        .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    wait_for(T, "both jobs done", || {
+        jobs.iter().all(|j| job_done(&sim, *j)).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
     assert!(
-        sim.handle.deliveries().iter().all(|d| d.attempts.iter().all(|a| !matches!(a.outcome, AttemptOutcome::Delivered { .. }))),
+        sim.handle.deliveries().iter().all(|d| d
+            .attempts
+            .iter()
+            .all(|a| !matches!(a.outcome, AttemptOutcome::Delivered { .. }))),
         "no webhook got through"
     );
     for j in &jobs {
@@ -128,16 +195,29 @@ fn polling_alone_serves_jobs_when_webhooks_are_dropped() {
 
 #[test]
 fn job_for_a_missing_arch_stays_pending_with_a_visible_reason() {
-    let pools = format!("{}{}", test_pool("amd64", &["amd64"], "x86_64", ""), test_pool("arm64", &["arm64"], "aarch64", ""));
+    let pools = format!(
+        "{}{}",
+        test_pool("amd64", &["amd64"], "x86_64", ""),
+        test_pool("arm64", &["arm64"], "aarch64", "")
+    );
     let (sim, c) = setup(&pools, "1s");
     hook(&sim, &c);
     let (_a, _id) = agent(&c, "");
-    let job = sim.handle.create_job(NewJob { project_id: 1, tags: vec!["arm64".into()], ..Default::default() });
-    wait_for(T, "unplaceable reason logged", || c.logs().contains("no aarch64 agent ready").then_some(()))
-        .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    let job = sim.handle.create_job(NewJob {
+        project_id: 1,
+        tags: vec!["arm64".into()],
+        ..Default::default()
+    });
+    wait_for(T, "unplaceable reason logged", || {
+        c.logs().contains("no aarch64 agent ready").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(sim.handle.job(job.id).unwrap().status, "pending");
-    assert!(sim.handle.runners().is_empty(), "no runner created for an unplaceable pool");
+    assert!(
+        sim.handle.runners().is_empty(),
+        "no runner created for an unplaceable pool"
+    );
 }
 
 #[test]
@@ -145,7 +225,12 @@ fn gpu_job_goes_only_to_the_agent_with_the_gpu_with_the_right_device_request() {
     let pools = format!(
         "{}{}",
         test_pool("amd64", &["amd64"], "x86_64", ""),
-        test_pool("nvidia", &["gpu", "nvidia"], "x86_64", "[pools.gpu]\nvendor = \"nvidia\"\ncount = 1\n")
+        test_pool(
+            "nvidia",
+            &["gpu", "nvidia"],
+            "x86_64",
+            "[pools.gpu]\nvendor = \"nvidia\"\ncount = 1\n"
+        )
     );
     let (sim, c) = setup(&pools, "1s");
     hook(&sim, &c);
@@ -155,9 +240,15 @@ fn gpu_job_goes_only_to_the_agent_with_the_gpu_with_the_right_device_request() {
     );
     let (_plain, plain_id) = agent(&c, "[docker]\nkeep_failed_for = \"60s\"\n");
     let (_gpu, gpu_id) = agent(&c, &gpu_cfg);
-    sim.handle.create_job(NewJob { project_id: 2, tags: vec!["gpu".into(), "nvidia".into()], ..Default::default() });
-    let r = wait_for(T, "GPU runner placed", || runners(&c).into_iter().find(|r| r["pool"] == "nvidia"))
-        .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    sim.handle.create_job(NewJob {
+        project_id: 2,
+        tags: vec!["gpu".into(), "nvidia".into()],
+        ..Default::default()
+    });
+    let r = wait_for(T, "GPU runner placed", || {
+        runners(&c).into_iter().find(|r| r["pool"] == "nvidia")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
     assert_eq!(r["agent_id"], gpu_id.as_str(), "placed on the GPU agent");
     let gpu_uuid = r["gpus"][0].as_str().unwrap().to_string();
     assert!(gpu_uuid.starts_with("GPU-"), "{r:#}");
@@ -175,7 +266,9 @@ fn gpu_job_goes_only_to_the_agent_with_the_gpu_with_the_right_device_request() {
     assert_eq!(req["Capabilities"], serde_json::json!([["gpu"]]));
     // No NVIDIA runtime on this machine: the start fails, and is cleaned up.
     wait_for(T, "GPU runner failed cleanly", || {
-        runners(&c).into_iter().find(|r| r["pool"] == "nvidia" && r["state"] == "failed" && r["gitlab_deleted_at"].is_string())
+        runners(&c).into_iter().find(|r| {
+            r["pool"] == "nvidia" && r["state"] == "failed" && r["gitlab_deleted_at"].is_string()
+        })
     })
     .unwrap_or_else(|e| panic!("{e}: {:#?}", runners(&c)));
 }
@@ -185,14 +278,29 @@ fn agent_sigkill_mid_job_orphans_nothing_and_serves_the_job_once() {
     let (sim, c) = setup(&test_pool("amd64", &["amd64"], "x86_64", ""), "1s");
     hook(&sim, &c);
     let (mut a, agent_id) = agent(&c, "");
-    let job = sim.handle.create_job(NewJob { project_id: 5, tags: vec!["amd64".into()], duration_ms: Some(4000), ..Default::default() });
-    wait_for(T, "job running", || (sim.handle.job(job.id)?.status == "running").then_some(()))
-        .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    let job = sim.handle.create_job(NewJob {
+        project_id: 5,
+        tags: vec!["amd64".into()],
+        duration_ms: Some(4000),
+        ..Default::default()
+    });
+    wait_for(T, "job running", || {
+        (sim.handle.job(job.id)?.status == "running").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
     a.kill();
-    assert_eq!(docker_containers(&format!("autogit.scope={agent_id}")).len(), 1, "the container survives the agent");
+    assert_eq!(
+        docker_containers(&format!("autogit.scope={agent_id}")).len(),
+        1,
+        "the container survives the agent"
+    );
     a.start().unwrap();
     wait_for(T, "job success", || job_done(&sim, job.id).then_some(())).unwrap();
-    assert_eq!(sim.handle.job(job.id).unwrap().assignment_count, 1, "served exactly once");
+    assert_eq!(
+        sim.handle.job(job.id).unwrap().assignment_count,
+        1,
+        "served exactly once"
+    );
     assert_nothing_left(&sim, &c, &agent_id);
     assert!(a.logs().contains("adopting"), "{}", a.logs());
 }
@@ -202,10 +310,15 @@ fn wrong_webhook_secret_gets_401_and_changes_nothing() {
     let (sim, c) = setup(&test_pool("amd64", &["amd64"], "x86_64", ""), "300s");
     let (_a, _id) = agent(&c, "");
     // The job exists in GitLab, but only a forged hook announces it.
-    let job = sim.handle.create_job(NewJob { project_id: 9, tags: vec!["amd64".into()], ..Default::default() });
+    let job = sim.handle.create_job(NewJob {
+        project_id: 9,
+        tags: vec!["amd64".into()],
+        ..Default::default()
+    });
     let body = serde_json::json!({"object_kind": "build", "build_id": job.id, "build_status": "pending", "project_id": 9});
     for token in [Some("wrong"), None] {
-        let mut req = ureq::post(&c.http_url("/webhooks/gitlab")).header("X-Gitlab-Event", "Job Hook");
+        let mut req =
+            ureq::post(&c.http_url("/webhooks/gitlab")).header("X-Gitlab-Event", "Job Hook");
         if let Some(t) = token {
             req = req.header("X-Gitlab-Token", t);
         }
@@ -217,6 +330,9 @@ fn wrong_webhook_secret_gets_401_and_changes_nothing() {
         assert_eq!(status, 401);
     }
     std::thread::sleep(Duration::from_secs(2));
-    assert!(sim.handle.runners().is_empty(), "a forged webhook created a runner");
+    assert!(
+        sim.handle.runners().is_empty(),
+        "a forged webhook created a runner"
+    );
     assert!(runners(&c).is_empty());
 }

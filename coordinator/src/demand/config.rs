@@ -44,7 +44,8 @@ pub struct DemandConfig {
     #[serde(with = "humantime_serde")]
     pub stale_after: Duration,
     /// With `projects = None`: re-list member projects every this many polls
-    /// (default 30, i.e. every 5 minutes at 10 s).
+    /// (default 6, i.e. every minute at 10 s: a new project's jobs are found
+    /// by polling within a minute even when its webhook is missing).
     pub project_refresh_polls: u32,
     /// Most GitLab requests the poller makes per minute (default 300, half
     /// of GitLab's default 600 per user, leaving the rest to webhook job
@@ -74,7 +75,7 @@ impl Default for DemandConfig {
             webhook_secret: None,
             dedup_capacity: 10_000,
             stale_after: GITLAB_PENDING_TIMEOUT,
-            project_refresh_polls: 30,
+            project_refresh_polls: 6,
             poll_requests_per_minute: 300,
             fetch_concurrency: 4,
             max_queued_fetches: 1024,

@@ -148,18 +148,12 @@ impl Poller {
                         Some(result) => Some(result),
                         None => return,
                     }
+                    // (each project's jobs were already handed over as listed)
                 }
             };
             if let Some(result) = result {
-                tokio::select! {
-                    biased;
-                    _ = self.shutdown.cancelled() => return,
-                    sent = self.commands.send(Command::Poll(result)) => {
-                        if sent.is_err() {
-                            tracing::debug!("demand tracker gone; poller stops");
-                            return;
-                        }
-                    }
+                if self.hand_over(result).await.is_none() {
+                    return;
                 }
             }
             polls += 1;
@@ -211,6 +205,7 @@ impl Poller {
                     .filter(|j| j.status == JobStatus::Pending)
                     .collect(),
                 running_listed: false,
+                cycle_done: true,
             }),
             Err(GitLabError::Forbidden { .. } | GitLabError::Unauthorized { .. }) => Err(()),
             Err(_) => Ok(PollResult {
@@ -218,6 +213,7 @@ impl Poller {
                 coverage: Coverage::Projects(BTreeSet::new()),
                 jobs: Vec::new(),
                 running_listed: false,
+                cycle_done: true,
             }),
         })
     }
@@ -234,15 +230,33 @@ impl Poller {
         }))
     }
 
-    /// Lists pending and running jobs of every watched project; `None` on
-    /// shutdown.
+    /// Give a poll result to the tracker; `None` on shutdown or when the
+    /// tracker is gone.
+    async fn hand_over(&self, result: PollResult) -> Option<()> {
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => None,
+            sent = self.commands.send(Command::Poll(result)) => {
+                if sent.is_err() {
+                    tracing::debug!("demand tracker gone; poller stops");
+                    return None;
+                }
+                Some(())
+            }
+        }
+    }
+
+    /// Lists pending and running jobs of every watched project, handing each
+    /// project's jobs to the tracker as soon as they are listed (so a job in
+    /// the last of many projects does not wait for the whole cycle); returns
+    /// the closing result of the cycle. `None` on shutdown.
     async fn poll_projects(&mut self, configured: Vec<u64>) -> Option<PollResult> {
         let started = Instant::now();
         let mut watched: BTreeSet<u64> = configured.into_iter().collect();
         watched.extend(self.projects_of_interest().await?);
-        let mut covered = BTreeSet::new();
-        let mut jobs = Vec::new();
         for project_id in watched {
+            let mut covered = BTreeSet::new();
+            let mut jobs = Vec::new();
             let gitlab = self.gitlab.clone();
             let listed = self
                 .call_paged(
@@ -263,12 +277,21 @@ impl Poller {
                 }
                 Err(_) => {}
             }
+            self.hand_over(PollResult {
+                started,
+                coverage: Coverage::Projects(covered),
+                jobs,
+                running_listed: true,
+                cycle_done: false,
+            })
+            .await?;
         }
         Some(PollResult {
             started,
-            coverage: Coverage::Projects(covered),
-            jobs,
+            coverage: Coverage::Projects(BTreeSet::new()),
+            jobs: Vec::new(),
             running_listed: true,
+            cycle_done: true,
         })
     }
 

@@ -105,6 +105,9 @@ pub struct PollResult {
     /// Whether the running jobs of the covered projects were listed too
     /// (project polling: yes; instance GraphQL: no).
     pub running_listed: bool,
+    /// The last result of a poll cycle: every watched project has now been
+    /// listed since `started` (moves [`DemandSnapshot::last_poll_started`]).
+    pub cycle_done: bool,
 }
 
 /// What the tracker must do after a change.
@@ -202,7 +205,10 @@ impl DemandState {
             generation,
             self.pending
                 .values()
-                .map(|e| PendingJob { confirmed: e.confirmed.into_std(), ..e.job.clone() })
+                .map(|e| PendingJob {
+                    confirmed: e.confirmed.into_std(),
+                    ..e.job.clone()
+                })
                 .collect(),
         );
         snap.last_poll_started = self.last_poll_started.map(Instant::into_std);
@@ -296,7 +302,12 @@ impl DemandState {
     /// Reconciles the table with a completed poll (see the module docs).
     pub fn on_poll(&mut self, poll: &PollResult, now: Instant, wall: OffsetDateTime) -> Effects {
         let mut fx = Effects::default();
-        self.last_poll_started = Some(self.last_poll_started.map_or(poll.started, |t| t.max(poll.started)));
+        if poll.cycle_done {
+            self.last_poll_started = Some(
+                self.last_poll_started
+                    .map_or(poll.started, |t| t.max(poll.started)),
+            );
+        }
         let mut listed = HashSet::with_capacity(poll.jobs.len());
         for job in &poll.jobs {
             listed.insert(job.id);
@@ -580,6 +591,7 @@ mod tests {
             coverage: Coverage::Projects(projects.iter().copied().collect()),
             jobs,
             running_listed: true,
+            cycle_done: true,
         }
     }
 
@@ -848,6 +860,7 @@ mod tests {
                 coverage: Coverage::Instance,
                 jobs: vec![],
                 running_listed: false,
+                cycle_done: true,
             },
             t1,
             wall(),
