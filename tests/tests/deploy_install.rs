@@ -534,3 +534,92 @@ fn install_with_a_token_enrolls_and_the_installed_agent_becomes_ready() {
         .unwrap();
     assert_eq!(agent["arch"], std::env::consts::ARCH);
 }
+
+/// The real (not `--root`) install path: useradd, group membership,
+/// ownership and `join` through `runuser` as the service user. It runs in a
+/// private mount namespace on a throwaway overlay of this host's `/`
+/// (upper layer on tmpfs), so the host itself is never changed; systemd is
+/// not running there, so no `systemctl` either.
+#[test]
+fn real_install_in_an_overlay_creates_the_user_and_enrolls_as_that_user() {
+    if !nix::unistd::Uid::effective().is_root() {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: the overlay install test needs root"
+        );
+        return;
+    }
+    let mut c = Coordinator::init("").unwrap();
+    c.start().unwrap();
+    let token = c.token(&["--uses", "1"]).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    std::fs::create_dir_all(t.join("rw")).unwrap();
+    let token_file = t.join("token");
+    std::fs::write(&token_file, &token).unwrap();
+    let script = format!(
+        r#"set -eu
+mount -t tmpfs tmpfs "{t}/rw"
+mkdir -p "{t}/rw/upper" "{t}/rw/work" "{t}/merged"
+mount -t overlay overlay -o "lowerdir=/,upperdir={t}/rw/upper,workdir={t}/rw/work" "{t}/merged"
+for d in proc sys dev; do mount --rbind "/$d" "{t}/merged/$d"; done
+chroot "{t}/merged" /bin/sh -eu -c '
+    sh {install} --binary {agent} --coordinator {addr} --token-file {token_file} --no-start
+    echo "USER $(id -un autogit) $(id -Gn autogit)"
+    echo "STAT $(stat -c "%U:%G:%a" /usr/local/bin/autogit-agent /etc/autogit/agent.toml /var/lib/autogit-agent /var/lib/autogit-agent/key.pem /var/lib/autogit-agent/agent.json | tr "\n" " ")"
+    sh {install} --uninstall --purge
+    if id autogit >/dev/null 2>&1; then echo "PURGE user-left"; else echo "PURGE user-gone"; fi
+    ls /var/lib/autogit-agent /usr/local/bin/autogit-agent /etc/systemd/system/autogit-agent.service 2>/dev/null || echo "PURGE files-gone"
+'
+"#,
+        t = t.display(),
+        install = deploy("install.sh").display(),
+        agent = agent_bin(),
+        addr = c.grpc_addr(),
+        token_file = token_file.display(),
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let log = text(&out);
+    assert!(out.status.success(), "overlay install failed:\n{log}");
+    assert!(
+        !log.contains(&token),
+        "the token leaked into the output:\n{log}"
+    );
+    let line = |tag: &str| {
+        log.lines()
+            .find_map(|l| l.strip_prefix(tag))
+            .unwrap_or_else(|| panic!("no {tag} in:\n{log}"))
+            .to_string()
+    };
+    let groups = line("USER autogit ");
+    assert!(
+        groups.split_whitespace().any(|g| g == "docker"),
+        "autogit is not in docker: {groups}"
+    );
+    let stat: Vec<String> = line("STAT ")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        stat[..4],
+        [
+            "root:root:755",
+            "root:autogit:640",
+            "autogit:autogit:700",
+            "autogit:autogit:600"
+        ],
+        "binary, config, state dir, private key"
+    );
+    assert!(
+        stat[4].starts_with("autogit:autogit:"),
+        "join wrote agent.json as the service user: {}",
+        stat[4]
+    );
+    assert_eq!(line("PURGE "), "user-gone");
+    assert!(log.contains("PURGE files-gone"), "{log}");
+    assert_eq!(c.agents().unwrap().len(), 1, "the host enrolled once");
+}
