@@ -623,3 +623,63 @@ chroot "{t}/merged" /bin/sh -eu -c '
     assert!(log.contains("PURGE files-gone"), "{log}");
     assert_eq!(c.agents().unwrap().len(), 1, "the host enrolled once");
 }
+
+/// Every key `agent.toml` documents (commented out) is one the agent
+/// accepts: uncommented, the file still loads. The agent rejects unknown
+/// keys, so documentation drift fails here.
+#[test]
+fn every_documented_agent_config_key_is_accepted_by_the_agent() {
+    let shipped = read(&deploy("agent.toml"));
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let uncommented: String = shipped
+        .lines()
+        .map(|l| match l.strip_prefix('#') {
+            Some(rest)
+                if rest.starts_with('[') || rest.contains(" = ") && !rest.starts_with(' ') =>
+            {
+                rest.to_string()
+            }
+            _ => l.to_string(),
+        })
+        .map(|l| {
+            if l.starts_with("state_dir") {
+                format!("state_dir = \"{}\"", state.display())
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let sections = uncommented.lines().filter(|l| l.starts_with('[')).count();
+    assert_eq!(
+        sections, 4,
+        "labels, docker, inventory, session:\n{uncommented}"
+    );
+    let run = |toml: &str| {
+        let f = tmp.path().join("agent.toml");
+        std::fs::write(&f, toml).unwrap();
+        Command::new(bin("autogit-agent"))
+            .arg("--config")
+            .arg(&f)
+            .arg("inventory")
+            .env_remove("AUTOGIT_LOG")
+            .output()
+            .unwrap()
+    };
+    let out = run(&uncommented);
+    assert!(
+        out.status.success(),
+        "uncommented agent.toml rejected:\n{}\n{uncommented}",
+        text(&out)
+    );
+    let inv: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(inv["labels"]["rack"], "b3", "the example label is read");
+    // The check can fail: a key the agent does not know is refused.
+    let out = run(&uncommented.replace("rescan_interval", "rescan_intervall"));
+    assert!(
+        !out.status.success() && text(&out).contains("rescan_intervall"),
+        "{}",
+        text(&out)
+    );
+}
