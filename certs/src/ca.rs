@@ -4,12 +4,11 @@
 
 use std::time::Duration;
 
+use rand::RngCore;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-    SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
-use rand::RngCore;
 use time::OffsetDateTime;
 
 use crate::identity::{ADMIN_URI_PREFIX, first_cert_der};
@@ -37,7 +36,9 @@ pub struct IssuedCert {
 
 impl std::fmt::Debug for ClusterCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClusterCa").field("fingerprint", &self.fingerprint).finish_non_exhaustive()
+        f.debug_struct("ClusterCa")
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
     }
 }
 
@@ -86,9 +87,16 @@ impl ClusterCa {
         // The key must belong to the certificate.
         let info = x509_spki(&der)?;
         if info != rcgen::PublicKeyData::subject_public_key_info(&key) {
-            return Err(PkiError::InvalidKey("CA key does not match the CA certificate".into()));
+            return Err(PkiError::InvalidKey(
+                "CA key does not match the CA certificate".into(),
+            ));
         }
-        Ok(ClusterCa { cert_pem: cert_pem.to_string(), fingerprint: Fingerprint::of_der(&der), key, issuer })
+        Ok(ClusterCa {
+            cert_pem: cert_pem.to_string(),
+            fingerprint: Fingerprint::of_der(&der),
+            key,
+            issuer,
+        })
     }
 
     pub fn cert_pem(&self) -> &str {
@@ -106,16 +114,56 @@ impl ClusterCa {
 
     /// Sign an agent's CSR. Only the CSR's public key is used (after its
     /// self-signature is verified); subject, SANs and usages are ours.
-    pub fn sign_agent_csr(&self, csr_pem: &str, agent: AgentId, ttl: Duration) -> Result<IssuedCert, PkiError> {
+    pub fn sign_agent_csr(
+        &self,
+        csr_pem: &str,
+        agent: AgentId,
+        ttl: Duration,
+    ) -> Result<IssuedCert, PkiError> {
+        self.sign_client_csr(
+            csr_pem,
+            &agent.to_string(),
+            "AutoGit agents",
+            agent.uri(),
+            ttl,
+        )
+    }
+
+    /// Sign an operator's CSR as an admin client certificate for `name`.
+    pub fn sign_admin_csr(
+        &self,
+        csr_pem: &str,
+        name: &str,
+        ttl: Duration,
+    ) -> Result<IssuedCert, PkiError> {
+        self.sign_client_csr(
+            csr_pem,
+            name,
+            "AutoGit operators",
+            format!("{ADMIN_URI_PREFIX}{name}"),
+            ttl,
+        )
+    }
+
+    /// A client-auth certificate for the CSR's key with our subject and URI SAN.
+    fn sign_client_csr(
+        &self,
+        csr_pem: &str,
+        cn: &str,
+        org: &str,
+        uri: String,
+        ttl: Duration,
+    ) -> Result<IssuedCert, PkiError> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| PkiError::InvalidCsr(e.to_string()))?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, agent.to_string());
-        dn.push(DnType::OrganizationName, "AutoGit agents");
+        dn.push(DnType::CommonName, cn);
+        dn.push(DnType::OrganizationName, org);
         params.distinguished_name = dn;
         params.subject_alt_names = vec![SanType::URI(
-            agent.uri().try_into().map_err(|e: rcgen::Error| PkiError::Generate(e.to_string()))?,
+            uri.try_into()
+                .map_err(|e: rcgen::Error| PkiError::Generate(e.to_string()))?,
         )];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -124,34 +172,19 @@ impl ClusterCa {
         (params.not_before, params.not_after) = validity(ttl);
         let cert = params.signed_by(&csr.public_key, &self.issuer)?;
         let cert_pem = cert.pem();
-        Ok(IssuedCert { info: CertInfo::from_der(cert.der())?, cert_pem })
-    }
-
-    /// Sign an operator's CSR as an admin client certificate for `name`.
-    pub fn sign_admin_csr(&self, csr_pem: &str, name: &str, ttl: Duration) -> Result<IssuedCert, PkiError> {
-        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
-            .map_err(|e| PkiError::InvalidCsr(e.to_string()))?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, name);
-        dn.push(DnType::OrganizationName, "AutoGit operators");
-        params.distinguished_name = dn;
-        let uri = format!("{ADMIN_URI_PREFIX}{name}");
-        params.subject_alt_names =
-            vec![SanType::URI(uri.try_into().map_err(|e: rcgen::Error| PkiError::Generate(e.to_string()))?)];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.use_authority_key_identifier_extension = true;
-        params.serial_number = Some(random_serial());
-        (params.not_before, params.not_after) = validity(ttl);
-        let cert = params.signed_by(&csr.public_key, &self.issuer)?;
-        let cert_pem = cert.pem();
-        Ok(IssuedCert { info: CertInfo::from_der(cert.der())?, cert_pem })
+        Ok(IssuedCert {
+            info: CertInfo::from_der(cert.der())?,
+            cert_pem,
+        })
     }
 
     /// Issue the coordinator's TLS server certificate for `names` (DNS names
     /// or IP addresses). Returns (chain PEM: leaf then CA, key PEM).
-    pub fn issue_server_cert(&self, names: &[String], ttl: Duration) -> Result<(String, String), PkiError> {
+    pub fn issue_server_cert(
+        &self,
+        names: &[String],
+        ttl: Duration,
+    ) -> Result<(String, String), PkiError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::new(names.to_vec())?;
         let mut dn = DistinguishedName::new();
@@ -164,14 +197,18 @@ impl ClusterCa {
         params.serial_number = Some(random_serial());
         (params.not_before, params.not_after) = validity(ttl);
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok((format!("{}{}", cert.pem(), self.cert_pem), key.serialize_pem()))
+        Ok((
+            format!("{}{}", cert.pem(), self.cert_pem),
+            key.serialize_pem(),
+        ))
     }
 }
 
 /// The SubjectPublicKeyInfo DER of a certificate.
 fn x509_spki(der: &[u8]) -> Result<Vec<u8>, PkiError> {
     use x509_parser::prelude::{FromDer, X509Certificate};
-    let (_, cert) = X509Certificate::from_der(der).map_err(|e| PkiError::InvalidCert(e.to_string()))?;
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| PkiError::InvalidCert(e.to_string()))?;
     Ok(cert.tbs_certificate.subject_pki.raw.to_vec())
 }
 
@@ -185,10 +222,15 @@ mod tests {
         let ca = ClusterCa::generate("test").unwrap();
         let kc = csr::generate("host1").unwrap();
         let id = AgentId::new_random();
-        let issued = ca.sign_agent_csr(&kc.csr_pem, id, Duration::from_secs(3600)).unwrap();
+        let issued = ca
+            .sign_agent_csr(&kc.csr_pem, id, Duration::from_secs(3600))
+            .unwrap();
         assert_eq!(issued.info.agent_id(), Some(id));
         let life = issued.info.not_after - OffsetDateTime::now_utc();
-        assert!(life.whole_seconds() > 3500 && life.whole_seconds() <= 3600, "{life}");
+        assert!(
+            life.whole_seconds() > 3500 && life.whole_seconds() <= 3600,
+            "{life}"
+        );
     }
 
     #[test]
@@ -204,7 +246,9 @@ mod tests {
     #[test]
     fn rejects_garbage_csr() {
         let ca = ClusterCa::generate("test").unwrap();
-        let err = ca.sign_agent_csr("not a csr", AgentId::new_random(), Duration::from_secs(60)).unwrap_err();
+        let err = ca
+            .sign_agent_csr("not a csr", AgentId::new_random(), Duration::from_secs(60))
+            .unwrap_err();
         assert!(matches!(err, PkiError::InvalidCsr(_)));
     }
 }

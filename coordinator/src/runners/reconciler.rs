@@ -403,12 +403,13 @@ impl Reconciler {
             .collect();
         for start in plan.starts {
             if let Some((until, _, err)) = self.create_backoff.get(&start.pool)
-                && Instant::now() < *until {
-                    unmet
-                        .entry(start.pool.clone())
-                        .or_insert_with(|| format!("GitLab refused to create a runner: {err}"));
-                    continue;
-                }
+                && Instant::now() < *until
+            {
+                unmet
+                    .entry(start.pool.clone())
+                    .or_insert_with(|| format!("GitLab refused to create a runner: {err}"));
+                continue;
+            }
             self.start_runner(&start.pool, start.placement).await;
         }
         for stop in plan.stops {
@@ -690,16 +691,17 @@ impl Reconciler {
                 self.by_gitlab.remove(&gitlab_id);
                 if let Some(id) = runner
                     && let Ok(Some(mut row)) = self.db.get_runner(&id.to_string()).await
-                        && row.gitlab_deleted_at.is_none() {
-                            row.gitlab_deleted_at = Some(now_ms());
-                            self.persist(&row).await;
-                            self.event(
-                                "runner.gitlab_deleted",
-                                &row,
-                                json!({"gitlab_runner_id": gitlab_id}),
-                            )
-                            .await;
-                        }
+                    && row.gitlab_deleted_at.is_none()
+                {
+                    row.gitlab_deleted_at = Some(now_ms());
+                    self.persist(&row).await;
+                    self.event(
+                        "runner.gitlab_deleted",
+                        &row,
+                        json!({"gitlab_runner_id": gitlab_id}),
+                    )
+                    .await;
+                }
             }
             Op::DeleteFailed { gitlab_id, error } => {
                 tracing::warn!(gitlab_runner = gitlab_id, %error, "delete GitLab runner failed; will retry");
