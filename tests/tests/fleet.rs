@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use autogit_tests::harness::{agent_fixture, wait_for, Agent, Coordinator};
+use autogit_tests::harness::{Agent, Coordinator, agent_fixture, wait_for};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -27,14 +27,21 @@ fn enroll_connect_and_inventory_visible_with_real_arch() {
     // Key material stays private on disk.
     use std::os::unix::fs::PermissionsExt;
     for f in ["key.pem", "cert.pem"] {
-        let mode = std::fs::metadata(a.state_dir.join(f)).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(a.state_dir.join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600, "{f}");
     }
     a.start().unwrap();
     let agent = c.wait_agent_state(&id, "ready", T).unwrap();
     let uname = nix::sys::utsname::uname().unwrap();
     assert_eq!(agent["arch"], uname.machine().to_str().unwrap());
-    assert_eq!(agent["hostname"], nix::unistd::gethostname().unwrap().to_str().unwrap());
+    assert_eq!(
+        agent["hostname"],
+        nix::unistd::gethostname().unwrap().to_str().unwrap()
+    );
     assert_eq!(agent["labels"]["rack"], "b3", "token label");
     assert_eq!(agent["labels"]["zone"], "lab", "config label");
     assert!(agent["gpus"].as_array().unwrap().is_empty());
@@ -56,7 +63,10 @@ fn single_use_token_is_refused_the_second_time() {
     let err = stderr(&out);
     assert!(err.contains("no uses left"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one-line error: {err}");
-    assert!(!second.state_dir.join("agent.json").exists(), "nothing half-written");
+    assert!(
+        !second.state_dir.join("agent.json").exists(),
+        "nothing half-written"
+    );
     assert_eq!(c.agents().unwrap().len(), 1);
 }
 
@@ -81,12 +91,19 @@ fn revoked_and_malformed_tokens_are_refused_with_named_causes() {
     assert!(stderr(&out).contains("revoked"), "{}", stderr(&out));
     let out = Agent::new("").unwrap().join(&addr, "AGT1nonsense").unwrap();
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("malformed join token"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("malformed join token"),
+        "{}",
+        stderr(&out)
+    );
     // A token with the right format but a wrong secret.
     let forged = format!("{}{}", &token[..token.len() - 4], "AAAA");
     let out = Agent::new("").unwrap().join(&addr, &forged).unwrap();
     assert!(stderr(&out).contains("not valid"), "{}", stderr(&out));
-    assert!(!stderr(&out).contains(&token[token.len() - 20..]), "secret echoed");
+    assert!(
+        !stderr(&out).contains(&token[token.len() - 20..]),
+        "secret echoed"
+    );
 }
 
 #[test]
@@ -111,8 +128,15 @@ fn unreachable_coordinator_is_a_one_line_error() {
     let c = Coordinator::init("").unwrap();
     let token = c.token(&[]).unwrap();
     // Reserve a port and close it so nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let out = Agent::new("").unwrap().join(&format!("127.0.0.1:{port}"), &token).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Agent::new("")
+        .unwrap()
+        .join(&format!("127.0.0.1:{port}"), &token)
+        .unwrap();
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("cannot reach coordinator"), "{err}");
@@ -127,13 +151,23 @@ fn revoked_agent_is_cut_off_and_cannot_reconnect() {
     a.start().unwrap();
     c.wait_agent_state(&id, "ready", T).unwrap();
     c.cli_ok(&["agent", "revoke", &id]).unwrap();
-    let status = a.proc.as_mut().unwrap().wait_exit(Duration::from_secs(10)).unwrap();
+    let status = a
+        .proc
+        .as_mut()
+        .unwrap()
+        .wait_exit(Duration::from_secs(10))
+        .unwrap();
     assert_eq!(status.code(), Some(78), "agent log:\n{}", a.logs());
     assert!(a.logs().contains("revoked"), "{}", a.logs());
     assert_eq!(c.agents().unwrap()[0]["state"], "revoked");
     // Reconnecting is refused too.
     a.start().unwrap();
-    let status = a.proc.as_mut().unwrap().wait_exit(Duration::from_secs(10)).unwrap();
+    let status = a
+        .proc
+        .as_mut()
+        .unwrap()
+        .wait_exit(Duration::from_secs(10))
+        .unwrap();
     assert_eq!(status.code(), Some(78));
     assert!(c.logs().contains("session refused"), "{}", c.logs());
 }
@@ -149,10 +183,16 @@ fn coordinator_sigkill_and_restart_keeps_state_and_agent_reconnects() {
     c.kill();
     // Without a coordinator the agent keeps retrying (and does not exit).
     std::thread::sleep(Duration::from_secs(1));
-    assert!(a.proc.as_mut().unwrap().try_exit().is_none(), "agent exited: {}", a.logs());
+    assert!(
+        a.proc.as_mut().unwrap().try_exit().is_none(),
+        "agent exited: {}",
+        a.logs()
+    );
     c.start().unwrap();
-    wait_for(T, "agent to reconnect to the new process", || c.logs().contains("agent session opened").then_some(()))
-        .unwrap_or_else(|e| panic!("{e}: {}", a.logs()));
+    wait_for(T, "agent to reconnect to the new process", || {
+        c.logs().contains("agent session opened").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", a.logs()));
     c.wait_agent_state(&id, "ready", T).unwrap();
     let tokens = c.tokens().unwrap();
     assert_eq!(tokens.len(), 1);
@@ -210,14 +250,79 @@ fn certificate_is_renewed_before_expiry() {
         (info.serial_hex != first.serial_hex).then_some(info)
     })
     .unwrap();
-    assert!(time::OffsetDateTime::now_utc() < first.not_after, "renewed before the old certificate expired");
+    assert!(
+        time::OffsetDateTime::now_utc() < first.not_after,
+        "renewed before the old certificate expired"
+    );
     assert!(renewed.not_after > first.not_after);
     assert_eq!(renewed.agent_id(), first.agent_id());
     // Past the first certificate's expiry, a fresh connection still works.
     std::thread::sleep(Duration::from_secs(7));
     a.kill();
     a.start().unwrap();
-    wait_for(T, "new session with the renewed certificate", || a.logs().contains("session established").then_some(()))
-        .unwrap_or_else(|e| panic!("{e}: {}", a.logs()));
+    wait_for(T, "new session with the renewed certificate", || {
+        a.logs().contains("session established").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", a.logs()));
     c.wait_agent_state(&id, "ready", T).unwrap();
+}
+
+/// Inodes of the TCP/UDP sockets in LISTEN (or bound, for UDP) state on this host.
+fn listening_inodes() -> std::collections::HashSet<String> {
+    let mut out = std::collections::HashSet::new();
+    for (file, listen_state) in [("tcp", "0A"), ("tcp6", "0A"), ("udp", "07"), ("udp6", "07")] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/net/{file}")) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() > 9 && cols[3] == listen_state {
+                out.insert(cols[9].to_string());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_agent_opens_no_listening_port() {
+    let (c, addr) = running();
+    let mut a = Agent::new("").unwrap();
+    let id = a.join_ok(&addr, &c.token(&[]).unwrap()).unwrap();
+    a.start().unwrap();
+    c.wait_agent_state(&id, "ready", T).unwrap();
+    let pid = a.proc.as_ref().unwrap().pid().unwrap();
+    let listening = listening_inodes();
+    let mut sockets = 0;
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        let Ok(target) = std::fs::read_link(fd.path()) else {
+            continue;
+        };
+        let t = target.to_string_lossy();
+        if let Some(inode) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+            sockets += 1;
+            assert!(
+                !listening.contains(inode),
+                "the agent listens on a socket (inode {inode})"
+            );
+        }
+    }
+    assert!(sockets >= 1, "the agent holds its outbound connection");
+    // The same check does see the coordinator's listeners.
+    let cpid = c.proc.as_ref().unwrap().pid().unwrap();
+    let coordinator_listens = std::fs::read_dir(format!("/proc/{cpid}/fd"))
+        .unwrap()
+        .flatten()
+        .any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|t| {
+                let t = t.to_string_lossy().to_string();
+                t.strip_prefix("socket:[")
+                    .and_then(|r| r.strip_suffix(']'))
+                    .is_some_and(|i| listening.contains(i))
+            })
+        });
+    assert!(coordinator_listens, "listener detection works");
 }
