@@ -36,6 +36,7 @@ pub async fn run(
     shutdown: CancellationToken,
     on_bound: impl FnOnce(Bound),
 ) -> anyhow::Result<()> {
+    raise_open_file_limit();
     let ca = Arc::new(pki::load(&cfg.data_dir)?);
     let db = Db::open(&cfg.data_dir)
         .await
@@ -220,4 +221,21 @@ pub async fn run(
     }
     db.close().await;
     Ok(())
+}
+
+/// Every agent session holds a socket: raise the soft open-file limit to the
+/// hard limit so a large fleet does not hit the common 1,024 default.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => tracing::warn!(soft, hard, error = %e, "could not raise the open-file limit"),
+        },
+        Ok((soft, _)) if soft < 4096 => {
+            tracing::warn!(limit = soft, "open-file limit is low: each agent session needs one descriptor")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "read the open-file limit"),
+    }
 }

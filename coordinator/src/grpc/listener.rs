@@ -26,13 +26,18 @@ fn incoming(listener: TcpListener, tls: Arc<ServerConfig>, shutdown: Cancellatio
     let (tx, rx) = mpsc::channel(128);
     let acceptor = TlsAcceptor::from(tls);
     tokio::spawn(async move {
+        let mut last_warned = None;
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 r = listener.accept() => match r {
                     Ok(x) => x,
                     Err(e) => {
-                        tracing::warn!(error = %e, "accept gRPC connection");
+                        // E.g. out of file descriptors: say so, but not ten times a second.
+                        if last_warned.is_none_or(|t: std::time::Instant| t.elapsed() > Duration::from_secs(10)) {
+                            tracing::warn!(error = %e, "accept gRPC connection (further errors for 10 s not logged)");
+                            last_warned = Some(std::time::Instant::now());
+                        }
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
