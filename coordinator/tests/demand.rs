@@ -255,8 +255,8 @@ async fn webhook_rejects_bad_tokens_and_bodies_and_deduplicates() {
     assert_eq!(status, 401);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let snap = env.demand.snapshot();
+    // (The generation may tick: every completed poll publishes a snapshot.)
     assert!(snap.jobs.is_empty(), "nothing changes: {snap:?}");
-    assert_eq!(snap.generation, 0);
     assert_eq!(
         env.job_fetches(),
         0,
