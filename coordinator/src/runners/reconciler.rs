@@ -38,7 +38,7 @@ use super::spec;
 use crate::audit::{Audit, SYSTEM};
 use crate::db::{self, Db, RunnerRow};
 use crate::demand::{DemandHandle, RunnerActivity};
-use crate::fleet::session::AgentEvent;
+use crate::fleet::session::{AgentEvent, ContainerState, RunnerReport};
 use crate::fleet::{AgentState, AgentView, Fleet};
 use crate::gitlab::{CreateRunner, RunnerType as GlRunnerType, SharedGitLab};
 use crate::scheduler::{
@@ -820,16 +820,16 @@ impl Reconciler {
             AgentEvent::Connected { agent, containers } => {
                 self.on_connected(agent, containers).await
             }
-            AgentEvent::RunnerStatus { agent, status } => self.on_status(agent, status).await,
+            AgentEvent::RunnerStatus { agent, report } => self.on_status(agent, report).await,
             AgentEvent::Disconnected { .. } => {}
         }
     }
 
     /// Adopt wanted containers, stop unwanted ones, re-send starts that may
     /// have been lost, and write off runners whose container vanished.
-    async fn on_connected(&mut self, agent: AgentId, containers: Vec<pb::ManagedContainer>) {
+    async fn on_connected(&mut self, agent: AgentId, containers: Vec<RunnerReport>) {
         let mut seen = Vec::new();
-        for c in &containers {
+        for c in containers {
             let Ok(id) = c.runner_id.parse::<Uuid>() else {
                 self.stop_unwanted(&agent, &c.runner_id);
                 continue;
@@ -837,15 +837,8 @@ impl Reconciler {
             match self.active.get(&id) {
                 Some(a) if a.agent == agent => {
                     seen.push(id);
-                    let status = pb::RunnerStatus {
-                        runner_id: c.runner_id.clone(),
-                        container_id: c.container_id.clone(),
-                        state: c.state,
-                        exit_code: c.exit_code,
-                        ..Default::default()
-                    };
                     tracing::info!(runner = %id, %agent, "adopting reported container");
-                    self.on_status(agent, status).await;
+                    self.on_status(agent, c).await;
                 }
                 _ => self.stop_unwanted(&agent, &c.runner_id),
             }
@@ -883,13 +876,13 @@ impl Reconciler {
         }
     }
 
-    async fn on_status(&mut self, agent: AgentId, s: pb::RunnerStatus) {
+    async fn on_status(&mut self, agent: AgentId, s: RunnerReport) {
         let Ok(id) = s.runner_id.parse::<Uuid>() else {
             return;
         };
-        let state = pb::RunnerState::try_from(s.state).unwrap_or(pb::RunnerState::Unspecified);
+        let state = s.state;
         let Some(a) = self.active.get_mut(&id) else {
-            if matches!(state, pb::RunnerState::Creating | pb::RunnerState::Running) {
+            if matches!(state, ContainerState::Creating | ContainerState::Running) {
                 self.stop_unwanted(&agent, &s.runner_id);
             }
             return;
@@ -898,11 +891,11 @@ impl Reconciler {
             tracing::warn!(runner = %id, %agent, owner = %a.agent, "runner status from the wrong agent ignored");
             return;
         }
-        if !s.container_id.is_empty() {
-            a.row.container_id = Some(s.container_id.clone());
+        if let Some(c) = &s.container_id {
+            a.row.container_id = Some(c.clone());
         }
         match state {
-            pb::RunnerState::Creating if a.phase == Phase::Provisioning => {
+            ContainerState::Creating if a.phase == Phase::Provisioning => {
                 a.phase = Phase::Starting;
                 a.phase_since = Instant::now();
                 a.row.state = Phase::Starting.as_str().into();
@@ -912,7 +905,7 @@ impl Reconciler {
             // The container runs. A fast runner may already be known busy
             // (GitLab's `running` hook can beat the agent's report): record
             // the start either way, change the phase only from before.
-            pb::RunnerState::Running if a.row.started_at.is_none() => {
+            ContainerState::Running if a.row.started_at.is_none() => {
                 if matches!(a.phase, Phase::Provisioning | Phase::Starting) {
                     a.phase = Phase::Idle;
                     a.phase_since = Instant::now();
@@ -937,27 +930,20 @@ impl Reconciler {
                 )
                 .await;
             }
-            pb::RunnerState::Exited => {
+            ContainerState::Exited => {
                 let phase = if s.exit_code == 0 {
                     Phase::Exited
                 } else {
                     Phase::Failed
                 };
-                let reason = (!s.reason.is_empty()).then(|| s.reason.clone());
-                self.finish(id, phase, Some(s.exit_code), reason, Some(s.log_tail))
+                self.finish(id, phase, Some(s.exit_code), s.reason, Some(s.log_tail))
                     .await;
             }
-            pb::RunnerState::Failed => {
-                self.finish(
-                    id,
-                    Phase::Failed,
-                    None,
-                    Some(s.reason.clone()),
-                    Some(s.log_tail),
-                )
-                .await;
+            ContainerState::Failed => {
+                self.finish(id, Phase::Failed, None, s.reason, Some(s.log_tail))
+                    .await;
             }
-            pb::RunnerState::Removed => {
+            ContainerState::Removed => {
                 self.finish(
                     id,
                     Phase::Exited,
