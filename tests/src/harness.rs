@@ -43,6 +43,16 @@ pub fn bin(name: &str) -> PathBuf {
 pub fn wait_for<T>(
     timeout: Duration,
     what: &str,
+    f: impl FnMut() -> Option<T>,
+) -> anyhow::Result<T> {
+    wait_for_every(Duration::from_millis(100), timeout, what, f)
+}
+
+/// Poll `f` every `every` until it returns `Some`, at most `timeout`.
+pub fn wait_for_every<T>(
+    every: Duration,
+    timeout: Duration,
+    what: &str,
     mut f: impl FnMut() -> Option<T>,
 ) -> anyhow::Result<T> {
     let deadline = Instant::now() + timeout;
@@ -53,7 +63,7 @@ pub fn wait_for<T>(
         if Instant::now() >= deadline {
             bail!("timed out after {timeout:?} waiting for {what}");
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(every);
     }
 }
 

@@ -6,4 +6,5 @@
 
 pub mod gitlab_sim;
 pub mod harness;
+pub mod machine;
 pub mod runner_image;
