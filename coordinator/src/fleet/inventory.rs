@@ -92,19 +92,20 @@ fn opt(s: String) -> Option<String> {
 
 fn bounded(field: &'static str, s: String) -> Result<String, ProtocolError> {
     if s.len() > MAX_STR {
-        return Err(ProtocolError::invalid(field, format!("longer than {MAX_STR} bytes")));
+        return Err(ProtocolError::invalid(
+            field,
+            format!("longer than {MAX_STR} bytes"),
+        ));
     }
     Ok(s)
 }
 
-/// Normalise an architecture name to uname's spelling.
+/// Normalise an architecture name to uname's spelling, with the scheduler's
+/// one definition of the names it knows; others are kept (lower-cased).
 pub fn normalize_arch(a: &str) -> String {
-    match a.trim().to_ascii_lowercase().as_str() {
-        "amd64" | "x86-64" | "x64" => "x86_64".into(),
-        "arm64" | "aarch64_be" => "aarch64".into(),
-        "riscv64gc" => "riscv64".into(),
-        other => other.into(),
-    }
+    a.parse::<crate::scheduler::Arch>()
+        .map(|arch| arch.as_str().to_string())
+        .unwrap_or_else(|_| a.trim().to_ascii_lowercase())
 }
 
 impl TryFrom<pb::Inventory> for Inventory {
@@ -113,17 +114,29 @@ impl TryFrom<pb::Inventory> for Inventory {
     fn try_from(p: pb::Inventory) -> Result<Self, ProtocolError> {
         let hostname = bounded("inventory.hostname", p.hostname)?;
         if hostname.is_empty() {
-            return Err(ProtocolError::invalid("inventory.hostname", "must not be empty"));
+            return Err(ProtocolError::invalid(
+                "inventory.hostname",
+                "must not be empty",
+            ));
         }
         let arch = normalize_arch(&bounded("inventory.arch", p.arch)?);
         if arch.is_empty() {
-            return Err(ProtocolError::invalid("inventory.arch", "must not be empty"));
+            return Err(ProtocolError::invalid(
+                "inventory.arch",
+                "must not be empty",
+            ));
         }
         if p.labels.len() > MAX_LABELS {
-            return Err(ProtocolError::invalid("inventory.labels", format!("more than {MAX_LABELS} labels")));
+            return Err(ProtocolError::invalid(
+                "inventory.labels",
+                format!("more than {MAX_LABELS} labels"),
+            ));
         }
         if p.gpus.len() > MAX_GPUS {
-            return Err(ProtocolError::invalid("inventory.gpus", format!("more than {MAX_GPUS} GPUs")));
+            return Err(ProtocolError::invalid(
+                "inventory.gpus",
+                format!("more than {MAX_GPUS} GPUs"),
+            ));
         }
         let mut seen = BTreeSet::new();
         let mut gpus = Vec::with_capacity(p.gpus.len());
@@ -132,14 +145,25 @@ impl TryFrom<pb::Inventory> for Inventory {
                 Ok(pb::GpuVendor::Nvidia) => GpuVendor::Nvidia,
                 Ok(pb::GpuVendor::Amd) => GpuVendor::Amd,
                 Ok(pb::GpuVendor::Intel) => GpuVendor::Intel,
-                _ => return Err(ProtocolError::invalid("inventory.gpus.vendor", format!("unknown vendor {}", g.vendor))),
+                _ => {
+                    return Err(ProtocolError::invalid(
+                        "inventory.gpus.vendor",
+                        format!("unknown vendor {}", g.vendor),
+                    ));
+                }
             };
             let uuid = bounded("inventory.gpus.uuid", g.uuid)?;
             if uuid.is_empty() {
-                return Err(ProtocolError::invalid("inventory.gpus.uuid", "must not be empty"));
+                return Err(ProtocolError::invalid(
+                    "inventory.gpus.uuid",
+                    "must not be empty",
+                ));
             }
             if !seen.insert(uuid.clone()) {
-                return Err(ProtocolError::invalid("inventory.gpus.uuid", format!("duplicate GPU {uuid}")));
+                return Err(ProtocolError::invalid(
+                    "inventory.gpus.uuid",
+                    format!("duplicate GPU {uuid}"),
+                ));
             }
             gpus.push(Gpu {
                 vendor,
@@ -188,7 +212,11 @@ mod tests {
         pb::Inventory {
             hostname: "h".into(),
             arch: "arm64".into(),
-            gpus: vec![pb::Gpu { vendor: pb::GpuVendor::Amd as i32, uuid: "a".into(), ..Default::default() }],
+            gpus: vec![pb::Gpu {
+                vendor: pb::GpuVendor::Amd as i32,
+                uuid: "a".into(),
+                ..Default::default()
+            }],
             ..Default::default()
         }
     }
@@ -204,9 +232,19 @@ mod tests {
     fn rejects_duplicate_gpu_and_empty_hostname() {
         let mut p = sample();
         p.gpus.push(p.gpus[0].clone());
-        assert!(Inventory::try_from(p).unwrap_err().to_string().contains("duplicate GPU"));
+        assert!(
+            Inventory::try_from(p)
+                .unwrap_err()
+                .to_string()
+                .contains("duplicate GPU")
+        );
         let mut p = sample();
         p.hostname.clear();
-        assert!(Inventory::try_from(p).unwrap_err().to_string().contains("inventory.hostname"));
+        assert!(
+            Inventory::try_from(p)
+                .unwrap_err()
+                .to_string()
+                .contains("inventory.hostname")
+        );
     }
 }

@@ -41,9 +41,7 @@ use crate::demand::{DemandHandle, RunnerActivity};
 use crate::fleet::session::{AgentEvent, ContainerState, RunnerReport};
 use crate::fleet::{AgentState, AgentView, Fleet};
 use crate::gitlab::{CreateRunner, RunnerType as GlRunnerType, SharedGitLab};
-use crate::scheduler::{
-    self, Arch, GpuVendor, GpuView, Placement, PlanInput, Pool, Strategy, UnmetReason,
-};
+use crate::scheduler::{self, Arch, GpuVendor, GpuView, Placement, PlanInput, Pool, Strategy};
 
 /// How often the loop re-plans and checks timeouts without other triggers.
 const TICK: Duration = Duration::from_millis(500);
@@ -399,7 +397,7 @@ impl Reconciler {
         let mut unmet: BTreeMap<String, String> = plan
             .unmet
             .iter()
-            .map(|u| (u.pool.clone(), describe_unmet(&u.reason)))
+            .map(|u| (u.pool.clone(), u.reason.to_string()))
             .collect();
         for start in plan.starts {
             if let Some((until, _, err)) = self.create_backoff.get(&start.pool)
@@ -1137,10 +1135,6 @@ pub fn effective_pending(
         out.insert(pool.to_string(), (jobs.len() - matched) as u32);
     }
     out
-}
-
-fn describe_unmet(r: &UnmetReason) -> String {
-    r.to_string()
 }
 
 fn to_sched_runner(a: &Active) -> scheduler::RunnerView {
