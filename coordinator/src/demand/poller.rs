@@ -151,10 +151,10 @@ impl Poller {
                     // (each project's jobs were already handed over as listed)
                 }
             };
-            if let Some(result) = result {
-                if self.hand_over(result).await.is_none() {
-                    return;
-                }
+            if let Some(result) = result
+                && self.hand_over(result).await.is_none()
+            {
+                return;
             }
             polls += 1;
             Counters::bump(&self.counters.polls);
