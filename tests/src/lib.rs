@@ -3,7 +3,9 @@
 //! * [`harness`]: real coordinator and agent processes over loopback.
 //! * [`gitlab_sim`]: GitLab's documented REST, runner API and Job Hooks.
 //! * [`runner_image`]: the local test runner image (no registry needed).
+//! * [`faults`]: the fault suite's scenarios and counters.
 
+pub mod faults;
 pub mod gitlab_sim;
 pub mod harness;
 pub mod machine;

@@ -3,9 +3,11 @@
 //! * `cargo xtask test`: the test command in README.md ([`test`]).
 //! * `cargo xtask dist`: cross-built, stripped agent binaries ([`dist`]).
 //! * `cargo xtask dev`: a local fleet on this host ([`dev`]).
+//! * `cargo xtask faults`: the fault suite ([`faults`]).
 
 mod dev;
 mod dist;
+mod faults;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +36,12 @@ enum Cmd {
     /// Run a local fleet on this host: coordinator, one agent, SQLite, and the
     /// GitLab simulator with demo jobs when no GitLab is configured.
     Dev(dev::DevArgs),
+    /// The fault suite: break a real fleet at chosen moments and count what is
+    /// left wrong (`--quick` for the short subset, `--only NAME`, `--verbose`).
+    Faults {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -42,6 +50,7 @@ fn main() -> ExitCode {
         Cmd::Test { args } => test::run(&args),
         Cmd::Dist(a) => dist::run(&a),
         Cmd::Dev(a) => dev::run(&a),
+        Cmd::Faults { args } => faults::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

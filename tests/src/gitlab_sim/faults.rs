@@ -23,7 +23,8 @@ enum Verdict {
     Fail { status: u16 },
 }
 
-/// The route layer: count, delay, then maybe answer with an injected error.
+/// The route layer: count, delay, then maybe answer with an injected error;
+/// a passed request's answer may be held back after the work is done.
 pub async fn apply(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
@@ -32,12 +33,12 @@ pub async fn apply(State(shared): State<Arc<Shared>>, req: Request, next: Next) 
         .unwrap_or_else(|| req.uri().path().to_owned());
     let key = format!("{} {}", req.method(), route);
     let path = req.uri().path().to_owned();
-    let (latency, verdict) = shared.with_world(|w| {
+    let (latency, hold, verdict) = shared.with_world(|w| {
         w.count_request(key);
         let f = &mut w.faults;
         let applies = f.path_prefix.as_deref().is_none_or(|p| path.starts_with(p));
         if !applies {
-            return (0, Verdict::Pass);
+            return (0, 0, Verdict::Pass);
         }
         let verdict = if f.rate_limit_next > 0 {
             f.rate_limit_next -= 1;
@@ -52,13 +53,19 @@ pub async fn apply(State(shared): State<Arc<Shared>>, req: Request, next: Next) 
         } else {
             Verdict::Pass
         };
-        (f.latency_ms, verdict)
+        (f.latency_ms, f.hold_response_ms, verdict)
     });
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
     match verdict {
-        Verdict::Pass => next.run(req).await,
+        Verdict::Pass => {
+            let resp = next.run(req).await;
+            if hold > 0 {
+                tokio::time::sleep(Duration::from_millis(hold)).await;
+            }
+            resp
+        }
         Verdict::RateLimited { retry_after } => rate_limited(retry_after),
         Verdict::Fail { status } => server_error(status),
     }

@@ -144,6 +144,10 @@ pub struct FaultSpec {
     /// Delay added to every matching API request.
     #[serde(default)]
     pub latency_ms: Option<u64>,
+    /// Delay added to every matching API answer *after* GitLab did the work
+    /// (a slow network on the way back): the runner exists, the caller does not know yet.
+    #[serde(default)]
+    pub hold_response_ms: Option<u64>,
     /// Answer the next N matching API requests with `fail_status`.
     #[serde(default)]
     pub fail_next: Option<u32>,
@@ -168,6 +172,7 @@ pub struct FaultSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SimFaults {
     pub latency_ms: u64,
+    pub hold_response_ms: u64,
     pub fail_next: u32,
     pub fail_status: u16,
     pub rate_limit_next: u32,
@@ -180,6 +185,7 @@ impl Default for SimFaults {
     fn default() -> Self {
         Self {
             latency_ms: 0,
+            hold_response_ms: 0,
             fail_next: 0,
             fail_status: 500,
             rate_limit_next: 0,

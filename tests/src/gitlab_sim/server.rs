@@ -182,6 +182,18 @@ impl SimHandle {
             .with_world(|w| w.runners.get(&id).map(|r| w.sim_runner(r)))
     }
 
+    /// The short tokens (as gitlab-runner labels its docker executor's
+    /// containers with) of every runner ever created: tests look for leftovers
+    /// by them. The full token stays inside the simulator.
+    pub fn runner_short_tokens(&self) -> Vec<String> {
+        self.shared.with_world(|w| {
+            w.runners
+                .values()
+                .flat_map(|r| crate::faults::short_tokens(&r.token.0))
+                .collect()
+        })
+    }
+
     /// All runners ever created, deleted ones included.
     pub fn runners(&self) -> Vec<SimRunner> {
         self.shared
@@ -229,6 +241,9 @@ impl SimHandle {
             let f = &mut w.faults;
             if let Some(v) = spec.latency_ms {
                 f.latency_ms = v;
+            }
+            if let Some(v) = spec.hold_response_ms {
+                f.hold_response_ms = v;
             }
             if let Some(v) = spec.fail_next {
                 f.fail_next = v;

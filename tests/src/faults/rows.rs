@@ -1,0 +1,333 @@
+//! The fault scenarios. Each builds its own world, breaks it at one chosen
+//! moment, lets it recover, and counts what is left wrong.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::json;
+
+use super::fixture::{Counters, Fixture, SECRET, Setup, expect};
+use super::proxy::Proxy;
+use crate::gitlab_sim::FaultSpec;
+use crate::harness::{docker_containers, wait_for};
+
+const T: Duration = Duration::from_secs(60);
+
+/// How a row is run.
+#[derive(Debug, Clone, Copy)]
+pub struct Scale {
+    /// The short variant (CI): shorter outages, fewer requests.
+    pub quick: bool,
+}
+
+/// What one row found.
+pub struct Outcome {
+    pub counters: Counters,
+    /// What else was measured (recovery times, requests made).
+    pub notes: String,
+}
+
+type RowFn = fn(Scale) -> anyhow::Result<Outcome>;
+
+/// A named scenario.
+pub struct Row {
+    pub name: &'static str,
+    /// Part of the short subset CI runs.
+    pub in_quick: bool,
+    pub run: RowFn,
+}
+
+/// Every row, in the order the table lists them.
+pub fn all() -> Vec<Row> {
+    vec![
+        Row {
+            name: "coordinator SIGKILL after POST /user/runners",
+            in_quick: true,
+            run: kill_after_create,
+        },
+        Row {
+            name: "coordinator SIGKILL after StartRunner was sent",
+            in_quick: true,
+            run: kill_after_start,
+        },
+        Row {
+            name: "coordinator SIGKILL after exit, before DELETE /runners/:id",
+            in_quick: true,
+            run: kill_before_delete,
+        },
+        Row {
+            name: "agent SIGKILL mid-job",
+            in_quick: true,
+            run: kill_agent_mid_job,
+        },
+        Row {
+            name: "GitLab 5xx then 429, then recovering",
+            in_quick: true,
+            run: gitlab_outage,
+        },
+        Row {
+            name: "agent cut off (unreachable < t < lost) during a stop",
+            in_quick: true,
+            run: cut_off_during_stop,
+        },
+        Row {
+            name: "webhook flood: duplicates and forged statuses",
+            in_quick: true,
+            run: webhook_flood,
+        },
+    ]
+}
+
+fn outcome(fx: &Fixture, notes: String) -> Outcome {
+    let counters = fx.settle_and_count(T);
+    let notes = if counters.is_zero() {
+        notes
+    } else {
+        format!("{notes}\n{}", fx.diagnostics())
+    };
+    Outcome { counters, notes }
+}
+
+/// GitLab created the runner but its answer never reached the coordinator.
+fn kill_after_create(_: Scale) -> anyhow::Result<Outcome> {
+    let mut fx = Fixture::start(Setup::default())?;
+    fx.add_agent(None, "")?;
+    fx.sim.handle.set_faults(FaultSpec {
+        hold_response_ms: Some(5_000),
+        path_prefix: Some("/api/v4/user/runners".into()),
+        ..Default::default()
+    });
+    let job = fx.job(11, 500);
+    wait_for(T, "GitLab runner created", || {
+        fx.sim.handle.runners().into_iter().next()
+    })?;
+    fx.c.kill();
+    fx.sim.handle.set_faults(FaultSpec {
+        reset: true,
+        ..Default::default()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    fx.c.start()?;
+    fx.wait_job(job.id, "success", T)?;
+    Ok(outcome(&fx, String::new()))
+}
+
+/// The agent was told to start; the coordinator died before hearing back.
+fn kill_after_start(_: Scale) -> anyhow::Result<Outcome> {
+    let mut fx = Fixture::start(Setup::default())?;
+    let agent = fx.add_agent(None, "")?;
+    let job = fx.job(12, 3_000);
+    let scope = format!("autogit.scope={}", fx.agents[agent].1);
+    wait_for(T, "runner container created", || {
+        (!docker_containers(&scope).is_empty()).then_some(())
+    })?;
+    fx.restart_coordinator(Duration::from_millis(500))?;
+    fx.wait_job(job.id, "success", T)?;
+    Ok(outcome(&fx, String::new()))
+}
+
+/// The container exited; the coordinator died before GitLab deleted its runner.
+fn kill_before_delete(_: Scale) -> anyhow::Result<Outcome> {
+    let mut fx = Fixture::start(Setup::default())?;
+    let agent = fx.add_agent(None, "")?;
+    // Every call under /runners/ (the DELETE among them) waits 4 s before
+    // GitLab acts on it: the coordinator dies inside that window.
+    fx.sim.handle.set_faults(FaultSpec {
+        latency_ms: Some(4_000),
+        path_prefix: Some("/api/v4/runners/".into()),
+        ..Default::default()
+    });
+    let job = fx.job(13, 300);
+    fx.wait_job(job.id, "success", T)?;
+    let scope = format!("autogit.scope={}", fx.agents[agent].1);
+    wait_for(T, "runner container gone", || {
+        docker_containers(&scope).is_empty().then_some(())
+    })?;
+    let undeleted = fx.sim.handle.runners().iter().filter(|r| !r.deleted).count();
+    expect(
+        undeleted > 0,
+        "the GitLab runner was deleted before the crash point",
+    )?;
+    fx.c.kill();
+    fx.sim.handle.set_faults(FaultSpec {
+        reset: true,
+        ..Default::default()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    fx.c.start()?;
+    Ok(outcome(&fx, String::new()))
+}
+
+fn kill_agent_mid_job(_: Scale) -> anyhow::Result<Outcome> {
+    let mut fx = Fixture::start(Setup::default())?;
+    let agent = fx.add_agent(None, "")?;
+    let job = fx.job(14, 4_000);
+    fx.wait_job(job.id, "running", T)?;
+    fx.agents[agent].0.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    fx.agents[agent].0.start()?;
+    fx.wait_job(job.id, "success", T)?;
+    Ok(outcome(&fx, String::new()))
+}
+
+/// GitLab answers 503 for half the outage and 429 for the other half.
+fn gitlab_outage(s: Scale) -> anyhow::Result<Outcome> {
+    let outage = if s.quick {
+        Duration::from_secs(20)
+    } else {
+        Duration::from_secs(120)
+    };
+    let mut fx = Fixture::start(Setup::default())?;
+    fx.add_agent(None, "")?;
+    let before = fx.job(15, 300);
+    fx.wait_job(before.id, "success", T)?;
+    fx.sim.handle.set_faults(FaultSpec {
+        fail_next: Some(1_000_000),
+        fail_status: Some(503),
+        ..Default::default()
+    });
+    let during = fx.job(15, 300);
+    std::thread::sleep(outage / 2);
+    fx.sim.handle.set_faults(FaultSpec {
+        reset: true,
+        rate_limit_next: Some(1_000_000),
+        retry_after_secs: Some(5),
+        ..Default::default()
+    });
+    let late = fx.job(16, 300);
+    std::thread::sleep(outage / 2);
+    let healed = Instant::now();
+    fx.sim.handle.set_faults(FaultSpec {
+        reset: true,
+        ..Default::default()
+    });
+    fx.wait_job(during.id, "success", T + outage)?;
+    fx.wait_job(late.id, "success", T + outage)?;
+    let recovered = healed.elapsed();
+    Ok(outcome(
+        &fx,
+        format!(
+            "outage {}s; both jobs done {:.1}s after GitLab recovered",
+            outage.as_secs(),
+            recovered.as_secs_f64()
+        ),
+    ))
+}
+
+/// An operator stops an idle runner while the agent's connection is cut for
+/// longer than `unreachable_after` (2 s here) but shorter than `lost_after`
+/// (20 s). The runner would wait 10 minutes for a job: only the stop, once
+/// it reaches the agent, ends it. Then the agent is drained to settle.
+fn cut_off_during_stop(_: Scale) -> anyhow::Result<Outcome> {
+    let mut fx = Fixture::start(Setup {
+        pool_extra: "idle_min = 1",
+        wait_timeout: 600,
+        ..Default::default()
+    })?;
+    let grpc = fx.c.grpc.context("coordinator gRPC address")?;
+    let proxy = Proxy::start(grpc)?;
+    let agent = fx.add_agent(Some(&proxy.addr.to_string()), "")?;
+    let agent_id = fx.agents[agent].1.clone();
+    let runner = wait_for(T, "an idle warm runner", || {
+        fx.runners()
+            .into_iter()
+            .find(|r| r["state"] == "idle")
+            .and_then(|r| r["id"].as_str().map(str::to_string))
+    })?;
+    proxy.cut();
+    fx.c.wait_agent_state(&agent_id, "unreachable", T)?;
+    let (status, _) = fx.api("POST", &format!("/api/v1/runners/{runner}/stop"), None);
+    std::thread::sleep(Duration::from_secs(6));
+    proxy.restore();
+    fx.c.wait_agent_state(&agent_id, "ready", T)?;
+    let back = Instant::now();
+    let label = format!("autogit.runner-id={runner}");
+    let gone = wait_for(Duration::from_secs(30), "stopped runner's container gone", || {
+        docker_containers(&label).is_empty().then_some(())
+    });
+    let stop_took = back.elapsed();
+    // Settle: no new runners, the warm one stopped.
+    fx.api(
+        "POST",
+        &format!("/api/v1/agents/{agent_id}/drain"),
+        Some(json!({"deadline_seconds": 5})),
+    );
+    let mut o = outcome(
+        &fx,
+        format!(
+            "stop answered {status} while cut off; container gone {:.1}s after reconnect",
+            stop_took.as_secs_f64()
+        ),
+    );
+    if gone.is_err() {
+        o.counters.orphan_containers += 1;
+        o.notes = format!(
+            "the stopped runner's container still ran 30 s after the agent reconnected\n{}",
+            o.notes
+        );
+    }
+    Ok(o)
+}
+
+/// Thousands of duplicate deliveries of a job's hook, plus forged
+/// `success`/`running` statuses for pending jobs carrying the right secret.
+fn webhook_flood(s: Scale) -> anyhow::Result<Outcome> {
+    let n = if s.quick { 1_000 } else { 10_000 };
+    // Polling every 5 s: a forged status must not keep a job from a runner
+    // until some far-off poll.
+    let mut fx = Fixture::start(Setup {
+        poll: "5s",
+        webhook: false,
+        ..Default::default()
+    })?;
+    fx.add_agent(None, "")?;
+    let real = fx.job(18, 300);
+    let forged = fx.job(19, 300);
+    let url = fx.c.http_url("/webhooks/gitlab");
+    let started = Instant::now();
+    let calls_before = fx.sim.handle.request_count("GET /api/v4/projects/{id}/jobs/{job_id}");
+    let hook = |job: u64, project: u64, status: &str, key: &str| {
+        let body = json!({
+            "object_kind": "build", "build_id": job, "build_status": status,
+            "project_id": project, "build_name": "test", "build_stage": "test",
+            "pipeline_id": 1, "ref": "main", "tag": false, "sha": "0000",
+            "build_allow_failure": false, "build_failure_reason": "unknown_failure",
+            "project_name": "p", "user": null, "runner": null,
+        });
+        ureq::post(&url)
+            .header("X-Gitlab-Event", "Job Hook")
+            .header("X-Gitlab-Token", SECRET)
+            .header("Idempotency-Key", key)
+            .send_json(&body)
+            .map(|r| r.status().as_u16())
+            .unwrap_or_else(|e| match e {
+                ureq::Error::StatusCode(s) => s,
+                _ => 0,
+            })
+    };
+    let mut refused = 0;
+    for i in 0..n {
+        // Half replay one delivery; half are new deliveries of the same event.
+        let key = if i % 2 == 0 {
+            "delivery-1".to_string()
+        } else {
+            format!("delivery-{i}")
+        };
+        if hook(real.id, 18, "pending", &key) >= 400 {
+            refused += 1;
+        }
+    }
+    for (i, status) in ["success", "failed", "running"].iter().enumerate() {
+        hook(forged.id, 19, status, &format!("forged-{i}"));
+    }
+    let flood_secs = started.elapsed().as_secs_f64();
+    fx.wait_job(real.id, "success", T)?;
+    fx.wait_job(forged.id, "success", T)?;
+    let calls = fx.sim.handle.request_count("GET /api/v4/projects/{id}/jobs/{job_id}") - calls_before;
+    Ok(outcome(
+        &fx,
+        format!(
+            "{n} duplicates in {flood_secs:.1}s ({refused} refused); {calls} job fetches from GitLab"
+        ),
+    ))
+}
