@@ -75,6 +75,16 @@ pub fn all() -> Vec<Row> {
             in_quick: true,
             run: webhook_flood,
         },
+        Row {
+            name: "half-open HTTP and idle TLS connections",
+            in_quick: false,
+            run: half_open_connections,
+        },
+        Row {
+            name: "a long job drained with a 1-hour deadline",
+            in_quick: false,
+            run: drain_long_job,
+        },
     ]
 }
 
@@ -330,4 +340,200 @@ fn webhook_flood(s: Scale) -> anyhow::Result<Outcome> {
             "{n} duplicates in {flood_secs:.1}s ({refused} refused); {calls} job fetches from GitLab"
         ),
     ))
+}
+
+/// Thousands of connections that never finish a request (HTTP) or never say
+/// anything after the handshake (gRPC/TLS). Meanwhile `/healthz` must answer
+/// and a restarted agent must get back in; the server must close them.
+fn half_open_connections(s: Scale) -> anyhow::Result<Outcome> {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let n = if s.quick { 200 } else { 2_000 };
+    raise_nofile(4 * n as u64 + 1_024);
+    let mut fx = Fixture::start(Setup::default())?;
+    let agent = fx.add_agent(None, "")?;
+    let http = fx.c.http.context("HTTP address")?;
+    let grpc = fx.c.grpc.context("gRPC address")?;
+    let mut socks = Vec::new();
+    let mut refused = 0;
+    for _ in 0..n {
+        match TcpStream::connect_timeout(&http, Duration::from_secs(2)) {
+            Ok(mut t) => {
+                let _ = t.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+                socks.push(t);
+            }
+            Err(_) => refused += 1,
+        }
+    }
+    let tls = idle_tls_config();
+    let mut tls_socks = Vec::new();
+    for _ in 0..n {
+        match idle_tls(&tls, grpc) {
+            Ok(t) => tls_socks.push(t),
+            Err(_) => refused += 1,
+        }
+    }
+    let opened = Instant::now();
+    // While they are open: health answers, an agent gets back in.
+    let health = ureq::get(&fx.c.http_url("/healthz"))
+        .config()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .call()
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0);
+    let id = fx.agents[agent].1.clone();
+    fx.agents[agent].0.kill();
+    fx.c.wait_agent_state(&id, "unreachable", T)?;
+    fx.agents[agent].0.start()?;
+    let rejoin = Instant::now();
+    let back = fx.c.wait_agent_state(&id, "ready", T).is_ok();
+    let rejoin_s = rejoin.elapsed().as_secs_f64();
+    let job = fx.job(21, 300);
+    fx.wait_job(job.id, "success", T)?;
+    // The server must drop them: count those closed within 90 s of opening.
+    let deadline = opened + Duration::from_secs(90);
+    let closed = |t: &mut TcpStream| -> bool {
+        let _ = t.set_read_timeout(Some(Duration::from_millis(1)));
+        let mut b = [0u8; 64];
+        match t.read(&mut b) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+        }
+    };
+    let mut open_http = socks.len();
+    let mut open_tls = tls_socks.len();
+    while Instant::now() < deadline && (open_http > 0 || open_tls > 0) {
+        socks.retain_mut(|t| !closed(t));
+        tls_socks.retain_mut(|t| !closed(t));
+        open_http = socks.len();
+        open_tls = tls_socks.len();
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let held = opened.elapsed().as_secs_f64();
+    drop(socks);
+    drop(tls_socks);
+    expect(health == 200, &format!("/healthz answered {health} while {n}+{n} connections were open"))?;
+    expect(back, "the restarted agent did not get back in while the connections were open")?;
+    expect(
+        open_http == 0 && open_tls == 0,
+        &format!("{open_http} half-open HTTP and {open_tls} idle TLS connections still open after {held:.0} s"),
+    )?;
+    Ok(outcome(
+        &fx,
+        format!(
+            "{n} half-open HTTP + {n} idle TLS ({refused} refused at connect); healthz 200; agent back in {rejoin_s:.1}s; all closed by the server within {held:.0}s"
+        ),
+    ))
+}
+
+/// Raise this process's soft open-file limit (bounded by the hard limit).
+fn raise_nofile(want: u64) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < want
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard);
+    }
+}
+
+/// A TLS client that completes a handshake with any server and sends
+/// nothing after it: the idle connection an attacker would hold open.
+fn idle_tls_config() -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    #[derive(Debug)]
+    struct AnyServer(rustls::crypto::CryptoProvider);
+    impl ServerCertVerifier for AnyServer {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &rustls::DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+        }
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &rustls::DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+    let provider = rustls::crypto::ring::default_provider();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider.clone()))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(AnyServer(provider)))
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    std::sync::Arc::new(cfg)
+}
+
+fn idle_tls(
+    cfg: &std::sync::Arc<rustls::ClientConfig>,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<std::net::TcpStream> {
+    let mut tcp = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let name = rustls::pki_types::ServerName::try_from("localhost")?.to_owned();
+    let mut conn = rustls::ClientConnection::new(cfg.clone(), name)?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp)?;
+    }
+    Ok(tcp)
+}
+
+/// A long job on an agent drained with a one-hour deadline: the job finishes,
+/// the GitLab runner is deleted only afterwards, and the agent reports
+/// drained only once its container is gone.
+fn drain_long_job(s: Scale) -> anyhow::Result<Outcome> {
+    let job_ms = if s.quick { 200_000 } else { 600_000 };
+    let mut fx = Fixture::start(Setup {
+        wait_timeout: 900,
+        ..Default::default()
+    })?;
+    let agent = fx.add_agent(None, "")?;
+    let agent_id = fx.agents[agent].1.clone();
+    let job = fx.job(22, job_ms);
+    fx.wait_job(job.id, "running", T)?;
+    let (status, _) = fx.api(
+        "POST",
+        &format!("/api/v1/agents/{agent_id}/drain"),
+        Some(json!({"deadline_seconds": 3600})),
+    );
+    expect(status == 200, &format!("drain answered {status}"))?;
+    fx.wait_job(job.id, "success", Duration::from_millis(job_ms) + T)?;
+    let mut o = outcome(&fx, format!("{} s job drained with a 1 h deadline", job_ms / 1000));
+    let finished = fx.sim.handle.job(job.id).and_then(|j| j.finished_at).unwrap_or_default();
+    let early: Vec<u64> = fx
+        .sim
+        .handle
+        .runners()
+        .iter()
+        .filter(|r| r.deleted_at.as_deref().is_some_and(|d| d < finished.as_str()))
+        .map(|r| r.id)
+        .collect();
+    if !early.is_empty() {
+        o.counters.lost_records += early.len() as u32;
+        o.notes = format!("GitLab runners {early:?} deleted while their job still ran\n{}", o.notes);
+    }
+    Ok(o)
 }
