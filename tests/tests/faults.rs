@@ -67,6 +67,11 @@ fn webhook_flood_with_forged_statuses() {
 }
 
 #[test]
+fn dockerd_restart_mid_job() {
+    row("dockerd restart mid-job");
+}
+
+#[test]
 fn every_quick_row_has_a_test() {
     let names = [
         "coordinator SIGKILL after POST /user/runners",
@@ -76,6 +81,7 @@ fn every_quick_row_has_a_test() {
         "GitLab 5xx then 429, then recovering",
         "agent cut off (unreachable < t < lost) during a stop",
         "webhook flood: duplicates and forged statuses",
+        "dockerd restart mid-job",
     ];
     for r in faults::rows::all().iter().filter(|r| r.in_quick) {
         assert!(names.contains(&r.name), "quick row {:?} has no test here", r.name);

@@ -5,12 +5,14 @@
 //! records (see [`Counters`]). `tests/tests/faults.rs` runs the short subset
 //! in CI; `docs/reliability.md` records the whole table.
 
+mod dockerd;
 mod fixture;
 mod proxy;
 pub mod rows;
 
 use std::time::{Duration, Instant};
 
+pub use dockerd::PrivateDockerd;
 pub use fixture::{Counters, Fixture, Setup, short_tokens};
 pub use proxy::Proxy;
 pub use rows::{Outcome, Row, Scale};

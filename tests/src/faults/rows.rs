@@ -76,6 +76,11 @@ pub fn all() -> Vec<Row> {
             run: webhook_flood,
         },
         Row {
+            name: "dockerd restart mid-job",
+            in_quick: true,
+            run: dockerd_restart,
+        },
+        Row {
             name: "half-open HTTP and idle TLS connections",
             in_quick: false,
             run: half_open_connections,
@@ -535,5 +540,45 @@ fn drain_long_job(s: Scale) -> anyhow::Result<Outcome> {
         o.counters.lost_records += early.len() as u32;
         o.notes = format!("GitLab runners {early:?} deleted while their job still ran\n{}", o.notes);
     }
+    Ok(o)
+}
+
+/// The agent's Docker engine restarts while a job runs (with
+/// `--live-restore`, so the container survives): the agent reconnects,
+/// re-adopts the container, and the job finishes and is cleaned up.
+fn dockerd_restart(s: Scale) -> anyhow::Result<Outcome> {
+    // Past the ~95 s after which a lifecycle used to give up, in the full run.
+    let down = if s.quick {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_secs(120)
+    };
+    let mut d = super::PrivateDockerd::start()?;
+    d.load_image(&crate::harness::test_runner_image())?;
+    let mut fx = Fixture::start(Setup::default())?;
+    let agent = fx.add_agent(None, &format!("[docker]\nsocket = \"{}\"\n", d.socket().display()))?;
+    let scope = format!("autogit.scope={}", fx.agents[agent].1);
+    let job = fx.job(23, 8_000);
+    fx.wait_job(job.id, "running", T)?;
+    d.restart(down)?;
+    let done = fx.wait_job(job.id, "success", T);
+    let _ = wait_for(Duration::from_secs(30), "containers gone from the private engine", || {
+        d.containers(&scope).is_empty().then_some(())
+    });
+    let left = d.containers(&scope).len() as u32;
+    let mut o = outcome(
+        &fx,
+        format!("dockerd down {} s mid-job (live-restore)", down.as_secs()),
+    );
+    // The fixture counts the shared engine; this row's containers live here.
+    o.counters.orphan_containers += left;
+    if let Err(e) = done {
+        o.counters.lost_records += 1;
+        o.notes = format!("{e:#}\n{}", o.notes);
+    }
+    if left > 0 {
+        o.notes = format!("{left} containers left on the restarted engine\n{}", o.notes);
+    }
+    d.remove(&scope);
     Ok(o)
 }
