@@ -4,11 +4,9 @@
 //! record (the reconciler decides, so a runner created while the listing was
 //! in flight is never deleted by mistake).
 
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::reconciler::Op;
-use crate::gitlab::{RunnerFilter, SharedGitLab};
+use crate::gitlab::{GitLab, RunnerFilter};
 
 /// The description of a runner AutoGit creates:
 /// `autogit/<cluster> pool=<pool> agent=<hostname> runner=<uuid>`.
@@ -30,38 +28,40 @@ pub fn parse_description(cluster: &str, description: &str) -> Option<Option<Uuid
     )
 }
 
-/// List GitLab runners in the background and report ours as candidates.
-pub fn spawn(gitlab: SharedGitLab, cluster: String, ops: mpsc::UnboundedSender<Op>) {
-    tokio::spawn(async move {
-        let all = match gitlab.current_user().await {
-            Ok(u) => u.is_admin,
-            Err(e) => {
-                tracing::warn!(error = %e, "runner GC: read current user");
-                return;
-            }
-        };
-        let filter = RunnerFilter {
-            all,
-            ..Default::default()
-        };
-        match gitlab.list_runners(&filter).await {
-            Ok(list) => {
-                let found: Vec<(u64, Option<Uuid>)> = list
-                    .iter()
-                    .filter_map(|r| {
-                        parse_description(&cluster, r.description.as_deref()?).map(|id| (r.id, id))
-                    })
-                    .collect();
-                tracing::debug!(
-                    total = list.len(),
-                    ours = found.len(),
-                    "runner GC listed GitLab runners"
-                );
-                let _ = ops.send(Op::GcCandidates(found));
-            }
-            Err(e) => tracing::warn!(error = %e, "runner GC: list GitLab runners"),
+/// List GitLab's runners and return ours: (GitLab id, our runner id). `None`
+/// when GitLab could not be asked (logged; the next round tries again).
+pub async fn list_ours(gitlab: &dyn GitLab, cluster: &str) -> Option<Vec<(u64, Option<Uuid>)>> {
+    let all = match gitlab.current_user().await {
+        Ok(u) => u.is_admin,
+        Err(e) => {
+            tracing::warn!(error = %e, "runner GC: read current user");
+            return None;
         }
-    });
+    };
+    let filter = RunnerFilter {
+        all,
+        ..Default::default()
+    };
+    match gitlab.list_runners(&filter).await {
+        Ok(list) => {
+            let found: Vec<(u64, Option<Uuid>)> = list
+                .iter()
+                .filter_map(|r| {
+                    parse_description(cluster, r.description.as_deref()?).map(|id| (r.id, id))
+                })
+                .collect();
+            tracing::debug!(
+                total = list.len(),
+                ours = found.len(),
+                "runner GC listed GitLab runners"
+            );
+            Some(found)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "runner GC: list GitLab runners");
+            None
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,111 @@
+//! The pure pieces of a pass: pending demand corrected for runners that may
+//! have consumed a job, and the conversions to the scheduler's view.
+
+use std::collections::BTreeMap;
+use std::time::Instant as StdInstant;
+
+use time::OffsetDateTime;
+
+use super::Active;
+use crate::demand::DemandSnapshot;
+use crate::fleet::{AgentState, AgentView};
+use crate::runners::Phase;
+use crate::scheduler::{self, Arch, GpuVendor, GpuView};
+
+/// Pending jobs per pool, less the jobs that runners which ended without
+/// saying which job they took may have consumed.
+///
+/// A runner that ran and ended at time `c` without a known job (its Job Hook
+/// `running` was lost and no poll saw it running) probably took one of its
+/// pool's pending jobs. Each such credit cancels one pending job that GitLab
+/// last confirmed pending *before* `c` (oldest first); jobs confirmed after
+/// `c` are real demand. A completed poll that started after `c` re-checked
+/// every job, so such credits expire. Without this, polling-only demand would
+/// briefly still count finished jobs and start runners nobody needs.
+pub fn effective_pending(
+    snap: &DemandSnapshot,
+    credits: &mut Vec<(String, StdInstant)>,
+) -> BTreeMap<String, u32> {
+    if let Some(polled) = snap.last_poll_started {
+        credits.retain(|(_, c)| *c > polled);
+    }
+    let mut confirmed: BTreeMap<&str, Vec<StdInstant>> = BTreeMap::new();
+    for j in &snap.jobs {
+        if let Some(p) = &j.pool {
+            confirmed.entry(p.as_str()).or_default().push(j.confirmed);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (pool, mut jobs) in confirmed {
+        jobs.sort();
+        let mut cs: Vec<StdInstant> = credits
+            .iter()
+            .filter(|(p, _)| p == pool)
+            .map(|(_, c)| *c)
+            .collect();
+        cs.sort();
+        let mut matched = 0;
+        for c in cs {
+            if matched < jobs.len() && jobs[matched] < c {
+                matched += 1;
+            }
+        }
+        out.insert(pool.to_string(), (jobs.len() - matched) as u32);
+    }
+    out
+}
+
+/// The scheduler's view of an active runner.
+pub(super) fn to_sched_runner(a: &Active, now: OffsetDateTime) -> scheduler::RunnerView {
+    let state = match a.rec.phase {
+        Phase::Provisioning | Phase::Starting => scheduler::RunnerState::Provisioning,
+        Phase::Idle => scheduler::RunnerState::Idle {
+            since: a.idle_since.unwrap_or(now),
+        },
+        Phase::Busy => scheduler::RunnerState::Busy,
+        _ => scheduler::RunnerState::Stopping,
+    };
+    scheduler::RunnerView {
+        id: a.rec.id,
+        pool: a.rec.pool.clone(),
+        agent_id: a.rec.agent.0,
+        gpus: a.placement.gpus.clone(),
+        cpu: a.rec.cpu,
+        memory: a.rec.memory_bytes,
+        state,
+        created_at: a.rec.created_at,
+    }
+}
+
+/// The scheduler's view of an agent. Only agents with a live session count
+/// as ready: commands can reach no one else.
+pub fn to_sched_agent(a: &AgentView) -> Option<scheduler::AgentView> {
+    let arch: Arch = a.arch.parse().ok()?;
+    let id = a.id.parse::<uuid::Uuid>().ok()?;
+    let inv = a.inventory.as_ref()?;
+    let state = match (a.state, a.connected) {
+        (AgentState::Ready, true) => scheduler::AgentState::Ready,
+        (AgentState::Lost, _) => scheduler::AgentState::Lost,
+        (AgentState::Revoked, _) => scheduler::AgentState::Revoked,
+        _ => scheduler::AgentState::Unreachable,
+    };
+    let mut v =
+        scheduler::AgentView::new(id, &a.hostname, arch, inv.cpu_threads, inv.mem_total_bytes);
+    v.state = state;
+    v.cordoned = a.cordoned || a.drain.is_some();
+    v.gpus = inv
+        .gpus
+        .iter()
+        .map(|g| GpuView {
+            vendor: match g.vendor {
+                crate::fleet::inventory::GpuVendor::Nvidia => GpuVendor::Nvidia,
+                crate::fleet::inventory::GpuVendor::Amd => GpuVendor::Amd,
+                crate::fleet::inventory::GpuVendor::Intel => GpuVendor::Intel,
+            },
+            uuid: g.uuid.clone(),
+            memory: g.memory_bytes.unwrap_or(0),
+            render_node: g.render_node.clone(),
+        })
+        .collect();
+    Some(v)
+}
