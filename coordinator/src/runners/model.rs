@@ -30,6 +30,17 @@ pub enum Phase {
 }
 
 impl Phase {
+    pub const ALL: [Phase; 8] = [
+        Phase::Provisioning,
+        Phase::Starting,
+        Phase::Idle,
+        Phase::Busy,
+        Phase::Stopping,
+        Phase::Exited,
+        Phase::Failed,
+        Phase::Lost,
+    ];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Phase::Provisioning => "provisioning",
@@ -43,7 +54,8 @@ impl Phase {
         }
     }
 
-    /// Still holds resources on its agent.
+    /// Still holds resources on its agent. `db::ACTIVE_STATES` lists the
+    /// same phases in SQL (a test checks they agree).
     pub fn is_active(&self) -> bool {
         matches!(
             self,

@@ -207,4 +207,46 @@ mod tests {
         row.gpus = "not json".into();
         assert_eq!(RunnerRecord::from_row(&row).unwrap_err().field, "gpus");
     }
+
+    /// `db::ACTIVE_STATES` (SQL) and `Phase::is_active` name the same phases.
+    #[tokio::test]
+    async fn the_database_and_the_phase_agree_on_which_runners_are_active() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::Db::open(dir.path()).await.unwrap();
+        let agent = AgentId::new_random();
+        let mut ids = Vec::new();
+        for (i, phase) in Phase::ALL.into_iter().enumerate() {
+            let mut r = RunnerRecord::provisioning(
+                Uuid::new_v4(),
+                "p",
+                agent,
+                vec![],
+                1.0,
+                1,
+                at(i as i64),
+            );
+            r.phase = phase;
+            r.gitlab_runner_id = Some(i as u64 + 1);
+            db.upsert_runner(&r.to_row()).await.unwrap();
+            ids.push((phase, r.id.to_string()));
+        }
+        let active: Vec<String> = db
+            .active_runners()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        let undeleted: Vec<String> = db
+            .undeleted_runners()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        for (phase, id) in &ids {
+            assert_eq!(active.contains(id), phase.is_active(), "{phase}");
+            assert_eq!(undeleted.contains(id), !phase.is_active(), "{phase}");
+        }
+    }
 }

@@ -151,9 +151,11 @@ impl Reconciler {
                     .await;
             }
             ContainerState::Removed => {
-                let phase = a.stop.as_ref().map_or(Phase::Exited, |w| w.outcome);
-                self.finish(id, phase, None, Some("container removed".into()), None)
-                    .await;
+                let (phase, reason) = match &a.stop {
+                    Some(w) => (w.outcome, format!("{}; container removed", w.reason)),
+                    None => (Phase::Exited, "container removed".to_string()),
+                };
+                self.finish(id, phase, None, Some(reason), None).await;
             }
             _ => {}
         }
