@@ -43,23 +43,8 @@ pub struct DockerInfo {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum GpuVendor {
-    Nvidia,
-    Amd,
-    Intel,
-}
-
-impl GpuVendor {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            GpuVendor::Nvidia => "nvidia",
-            GpuVendor::Amd => "amd",
-            GpuVendor::Intel => "intel",
-        }
-    }
-}
+/// The coordinator's one GPU vendor type (the scheduler's).
+pub use crate::scheduler::GpuVendor;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Gpu {

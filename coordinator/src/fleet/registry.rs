@@ -16,9 +16,10 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 use tonic::Status;
 
-use super::agent::{AgentState, AgentView, Load};
+use super::agent::{AgentState, AgentView, Drain, Load};
 use super::inventory::Inventory;
 use crate::db::{self, AgentRow, Liveness};
+use crate::scheduler::{self, Arch, GpuView};
 
 /// Messages to one agent's session.
 pub type SessionTx = mpsc::Sender<Result<pb::CoordinatorMessage, Status>>;
@@ -55,6 +56,9 @@ pub struct Transition {
 struct Live {
     hostname: String,
     arch: String,
+    /// `arch` as the scheduler knows it, parsed once when it changes; `None`
+    /// for an architecture no pool can use.
+    known_arch: Option<Arch>,
     token_labels: BTreeMap<String, String>,
     cordoned: bool,
     state: AgentState,
@@ -99,6 +103,7 @@ fn live_from_row(row: &AgentRow) -> Live {
     Live {
         hostname: row.hostname.clone(),
         arch: row.arch.clone(),
+        known_arch: row.arch.parse().ok(),
         token_labels: serde_json::from_str(&row.labels).unwrap_or_default(),
         cordoned: row.cordoned,
         state,
@@ -198,6 +203,7 @@ impl Fleet {
             prev_state = live.state;
             live.hostname = inventory.hostname.clone();
             live.arch = inventory.arch.clone();
+            live.known_arch = inventory.arch.parse().ok();
             live.inventory = Some(inventory);
             live.state = AgentState::Ready;
             live.last_seen = Some(Instant::now());
@@ -228,6 +234,7 @@ impl Fleet {
                 Some(live) if live.inventory.as_ref() != Some(&inventory) => {
                     live.hostname = inventory.hostname.clone();
                     live.arch = inventory.arch.clone();
+                    live.known_arch = inventory.arch.parse().ok();
                     live.inventory = Some(inventory);
                     true
                 }
@@ -410,7 +417,66 @@ impl Fleet {
         self.lock().values().filter(|l| l.session.is_some()).count()
     }
 
-    /// A consistent snapshot of every agent, for listings and scheduling.
+    /// The scheduler's view of every agent, from one lock: typed ids, arches
+    /// and GPUs, nothing parsed back from strings. Only agents with a live
+    /// session are `Ready` (commands reach no one else); a cordoned or
+    /// draining agent is cordoned. Agents without an inventory, or with an
+    /// architecture the scheduler does not know, are left out. Ordered by id.
+    pub fn scheduler_view(&self) -> Vec<scheduler::AgentView> {
+        let agents = self.lock();
+        let mut out: Vec<scheduler::AgentView> = agents
+            .iter()
+            .filter_map(|(id, l)| {
+                let arch = l.known_arch?;
+                let inv = l.inventory.as_ref()?;
+                let mut v = scheduler::AgentView::new(
+                    id.0,
+                    &l.hostname,
+                    arch,
+                    inv.cpu_threads,
+                    inv.mem_total_bytes,
+                );
+                v.state = match (l.state, l.session.is_some()) {
+                    (AgentState::Ready, true) => scheduler::AgentState::Ready,
+                    (AgentState::Lost, _) => scheduler::AgentState::Lost,
+                    (AgentState::Revoked, _) => scheduler::AgentState::Revoked,
+                    _ => scheduler::AgentState::Unreachable,
+                };
+                v.cordoned = l.cordoned || l.drain.is_some();
+                v.gpus = inv
+                    .gpus
+                    .iter()
+                    .map(|g| GpuView {
+                        vendor: g.vendor,
+                        uuid: g.uuid.clone(),
+                        memory: g.memory_bytes.unwrap_or(0),
+                        render_node: g.render_node.clone(),
+                    })
+                    .collect();
+                Some(v)
+            })
+            .collect();
+        out.sort_by_key(|v| v.id);
+        out
+    }
+
+    /// Every known agent's liveness state.
+    pub fn states(&self) -> HashMap<AgentId, AgentState> {
+        self.lock().iter().map(|(id, l)| (*id, l.state)).collect()
+    }
+
+    /// Agents with a drain that has not finished yet.
+    pub fn unfinished_drains(&self) -> Vec<(AgentId, Drain)> {
+        self.lock()
+            .iter()
+            .filter_map(|(id, l)| {
+                let d = l.drain.as_ref()?;
+                d.drained_at.is_none().then(|| (*id, d.clone()))
+            })
+            .collect()
+    }
+
+    /// A consistent snapshot of every agent, for listings.
     pub fn snapshot(&self) -> Vec<AgentView> {
         let agents = self.lock();
         let mut v: Vec<AgentView> = agents
@@ -537,5 +603,65 @@ mod tests {
         let d = fleet.take_dirty();
         assert_eq!(d.len(), 1, "100 heartbeats make one pending write");
         assert!(d[0].load.as_deref().unwrap().contains("\"runner_containers\":2"));
+    }
+
+    #[test]
+    fn the_scheduler_view_is_typed_and_follows_sessions_drains_and_gpus() {
+        let id = AgentId::new_random();
+        let odd = AgentId::new_random();
+        let mut odd_row = row(&odd);
+        odd_row.arch = "ppc64le".into();
+        let fleet = Fleet::new(&[row(&id), odd_row], &[], timings());
+        assert!(fleet.scheduler_view().is_empty(), "no inventory yet");
+        let mut inv = Inventory {
+            hostname: "gpu-1".into(),
+            arch: "x86_64".into(),
+            cpu_threads: 16,
+            mem_total_bytes: 64 << 30,
+            ..Default::default()
+        };
+        inv.gpus.push(super::super::inventory::Gpu {
+            vendor: crate::scheduler::GpuVendor::Amd,
+            index: 0,
+            uuid: "GPU-A".into(),
+            name: "MI210".into(),
+            memory_bytes: Some(64 << 30),
+            driver_version: None,
+            cuda_version: None,
+            mig_enabled: false,
+            pci_id: None,
+            pci_bus_id: None,
+            render_node: Some("/dev/dri/renderD128".into()),
+        });
+        let (tx, _rx) = mpsc::channel(4);
+        let (sid, _) = fleet.connect(id, inv, tx).unwrap();
+        let (tx2, _rx2) = mpsc::channel(4);
+        let ppc = Inventory { hostname: "p".into(), arch: "ppc64le".into(), ..Default::default() };
+        fleet.connect(odd, ppc, tx2).unwrap();
+
+        let view = fleet.scheduler_view();
+        assert_eq!(view.len(), 1, "an arch the scheduler does not know is left out");
+        let v = &view[0];
+        assert_eq!((v.id, v.arch, v.state), (id.0, Arch::X86_64, scheduler::AgentState::Ready));
+        assert_eq!((v.cpu_threads, v.memory_total), (16, 64 << 30));
+        assert!(!v.cordoned);
+        assert_eq!(v.gpus.len(), 1);
+        assert_eq!(v.gpus[0].vendor, crate::scheduler::GpuVendor::Amd);
+        assert_eq!(v.gpus[0].render_node.as_deref(), Some("/dev/dri/renderD128"));
+
+        let drain = Drain { started_at: String::new(), deadline: String::new(), drained_at: None, deadline_ms: 0 };
+        fleet.set_drain(&id, Some(drain));
+        assert!(fleet.scheduler_view()[0].cordoned, "draining counts as cordoned");
+        assert_eq!(fleet.unfinished_drains().len(), 1);
+        assert!(fleet.drain_done(&id));
+        assert!(fleet.unfinished_drains().is_empty());
+
+        fleet.disconnect(&id, sid);
+        assert_eq!(
+            fleet.scheduler_view()[0].state,
+            scheduler::AgentState::Unreachable,
+            "no session: nothing can be sent there"
+        );
+        assert_eq!(fleet.states()[&id], AgentState::Unreachable);
     }
 }

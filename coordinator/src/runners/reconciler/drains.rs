@@ -63,14 +63,7 @@ impl Reconciler {
 
     /// Report `agent.drained` for draining agents with no runner left.
     pub(super) async fn check_drains(&mut self) {
-        for view in self.fleet.snapshot() {
-            let Some(drain) = &view.drain else { continue };
-            if drain.drained_at.is_some() {
-                continue;
-            }
-            let Ok(agent) = view.id.parse::<AgentId>() else {
-                continue;
-            };
+        for (agent, drain) in self.fleet.unfinished_drains() {
             if self.active.values().any(|a| a.rec.agent == agent) {
                 continue;
             }
@@ -80,7 +73,7 @@ impl Reconciler {
                     .record(
                         "agent.drained",
                         SYSTEM,
-                        Some(&view.id),
+                        Some(&agent.to_string()),
                         None,
                         json!({"deadline": drain.deadline}),
                     )

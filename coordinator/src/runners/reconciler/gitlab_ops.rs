@@ -57,19 +57,17 @@ impl Reconciler {
     }
 
     /// Record a new runner and create its GitLab runner off the loop.
-    pub(super) async fn start_runner(&mut self, pool_name: &str, placement: Placement) {
+    pub(super) async fn start_runner(
+        &mut self,
+        pool_name: &str,
+        placement: Placement,
+        hostname: &str,
+    ) {
         let Some(pool) = self.pool(pool_name).cloned() else {
             return;
         };
         let id = Uuid::new_v4();
         let agent = AgentId(placement.agent_id);
-        let hostname = self
-            .fleet
-            .snapshot()
-            .into_iter()
-            .find(|a| a.id == agent.to_string())
-            .map(|a| a.hostname)
-            .unwrap_or_default();
         let rec = RunnerRecord::provisioning(
             id,
             &pool.name,
@@ -108,7 +106,7 @@ impl Reconciler {
         req.description = Some(gc::description(
             &self.cfg.cluster,
             &pool.name,
-            &hostname,
+            hostname,
             &id,
         ));
         req.tag_list = pool.tags.clone();

@@ -21,8 +21,8 @@
 //!   forceful at its deadline. Timeouts of runners that never ran.
 //! * [`drains`]: draining an agent until a deadline; `agent.drained` once it
 //!   has no runner left.
-//! * [`view`]: the pure pieces (`effective_pending`, conversions to the
-//!   scheduler's view).
+//! * [`view`]: the pure pieces (`effective_pending`, runners in the
+//!   scheduler's view; agents come typed from `Fleet::scheduler_view`).
 //!
 //! A runner's GitLab runner is deleted only when the runner is finished:
 //! its container is confirmed gone (an `Exited`/`Failed`/`Removed` report,
@@ -63,7 +63,7 @@ use uuid::Uuid;
 
 pub use gitlab_ops::Op;
 pub use handle::{Command, ReconcilerHandle, ReconcilerStatus};
-pub use view::{effective_pending, to_sched_agent};
+pub use view::effective_pending;
 
 use super::clock::Clock;
 use super::model::Phase;

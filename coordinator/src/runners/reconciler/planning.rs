@@ -8,20 +8,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::view::{effective_pending, to_sched_agent, to_sched_runner};
+use super::view::{effective_pending, to_sched_runner};
 use super::{Reconciler, ReconcilerStatus};
 use crate::runners::Phase;
 use crate::scheduler::{self, PlanInput};
 
 impl Reconciler {
-    fn agent_views(&self) -> Vec<scheduler::AgentView> {
-        self.fleet
-            .snapshot()
-            .iter()
-            .filter_map(to_sched_agent)
-            .collect()
-    }
-
     pub(super) async fn reconcile(&mut self) {
         let now = self.clock.now_utc();
         let demand = self.demand.snapshot();
@@ -44,7 +36,8 @@ impl Reconciler {
             pools: self.cfg.pools.to_vec(),
             pending,
             runners,
-            agents: self.agent_views(),
+            // One fleet snapshot per pass.
+            agents: self.fleet.scheduler_view(),
             strategy: self.cfg.strategy,
             now,
         };
@@ -63,7 +56,14 @@ impl Reconciler {
                     .or_insert_with(|| format!("GitLab refused to create a runner: {}", b.error));
                 continue;
             }
-            self.start_runner(&start.pool, start.placement).await;
+            let hostname = input
+                .agents
+                .iter()
+                .find(|a| a.id == start.placement.agent_id)
+                .map(|a| a.hostname.clone())
+                .unwrap_or_default();
+            self.start_runner(&start.pool, start.placement, &hostname)
+                .await;
         }
         for stop in plan.stops {
             let until = Instant::now() + self.cfg.stop_grace;

@@ -176,18 +176,13 @@ impl Reconciler {
     /// running within `provision_timeout` are stopped (or failed at once
     /// when no `StartRunner` went out, so no container can exist).
     pub(super) async fn check_timeouts(&mut self) {
-        let agents: HashMap<String, AgentState> = self
-            .fleet
-            .snapshot()
-            .into_iter()
-            .map(|a| (a.id, a.state))
-            .collect();
+        let agents: HashMap<AgentId, AgentState> = self.fleet.states();
         let timeout = self.cfg.provision_timeout;
         let too_slow = format!("not running within {}", humantime::format_duration(timeout));
         let mut write_off = Vec::new();
         let mut stop = Vec::new();
         for a in self.active.values() {
-            match agents.get(&a.rec.agent.to_string()) {
+            match agents.get(&a.rec.agent) {
                 Some(AgentState::Lost) => {
                     write_off.push((a.rec.id, Phase::Lost, "agent lost".to_string()));
                     continue;

@@ -1,5 +1,6 @@
 //! The pure pieces of a pass: pending demand corrected for runners that may
-//! have consumed a job, and the conversions to the scheduler's view.
+//! have consumed a job, and the conversion of runners to the scheduler's
+//! view (agents come typed from `Fleet::scheduler_view`).
 
 use std::collections::BTreeMap;
 use std::time::Instant as StdInstant;
@@ -8,9 +9,8 @@ use time::OffsetDateTime;
 
 use super::Active;
 use crate::demand::DemandSnapshot;
-use crate::fleet::{AgentState, AgentView};
 use crate::runners::Phase;
-use crate::scheduler::{self, Arch, GpuVendor, GpuView};
+use crate::scheduler;
 
 /// Pending jobs per pool, less the jobs that runners which ended without
 /// saying which job they took may have consumed.
@@ -75,37 +75,4 @@ pub(super) fn to_sched_runner(a: &Active, now: OffsetDateTime) -> scheduler::Run
         state,
         created_at: a.rec.created_at,
     }
-}
-
-/// The scheduler's view of an agent. Only agents with a live session count
-/// as ready: commands can reach no one else.
-pub fn to_sched_agent(a: &AgentView) -> Option<scheduler::AgentView> {
-    let arch: Arch = a.arch.parse().ok()?;
-    let id = a.id.parse::<uuid::Uuid>().ok()?;
-    let inv = a.inventory.as_ref()?;
-    let state = match (a.state, a.connected) {
-        (AgentState::Ready, true) => scheduler::AgentState::Ready,
-        (AgentState::Lost, _) => scheduler::AgentState::Lost,
-        (AgentState::Revoked, _) => scheduler::AgentState::Revoked,
-        _ => scheduler::AgentState::Unreachable,
-    };
-    let mut v =
-        scheduler::AgentView::new(id, &a.hostname, arch, inv.cpu_threads, inv.mem_total_bytes);
-    v.state = state;
-    v.cordoned = a.cordoned || a.drain.is_some();
-    v.gpus = inv
-        .gpus
-        .iter()
-        .map(|g| GpuView {
-            vendor: match g.vendor {
-                crate::fleet::inventory::GpuVendor::Nvidia => GpuVendor::Nvidia,
-                crate::fleet::inventory::GpuVendor::Amd => GpuVendor::Amd,
-                crate::fleet::inventory::GpuVendor::Intel => GpuVendor::Intel,
-            },
-            uuid: g.uuid.clone(),
-            memory: g.memory_bytes.unwrap_or(0),
-            render_node: g.render_node.clone(),
-        })
-        .collect();
-    Some(v)
 }
