@@ -1,5 +1,6 @@
 //! The live fleet: which agents exist, which have a session, when each was
-//! last heard from, and the channel to send each one commands.
+//! last heard from, and the channel to send each one [`AgentCommand`]s
+//! (the gRPC adapter turns them into wire messages).
 //!
 //! Heartbeats only touch memory. Liveness reaches SQLite in batches (every
 //! `persist_interval`) and on state transitions, so thousands of agents do
@@ -11,18 +12,17 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use autogit_certs::AgentId;
-use autogit_proto::v1 as pb;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
-use tonic::Status;
 
 use super::agent::{AgentState, AgentView, Drain, Load};
+use super::command::{AgentCommand, CloseReason};
 use super::inventory::Inventory;
 use crate::db::{self, AgentRow, Liveness};
 use crate::scheduler::{self, Arch, GpuView};
 
-/// Messages to one agent's session.
-pub type SessionTx = mpsc::Sender<Result<pb::CoordinatorMessage, Status>>;
+/// Commands to one agent's session.
+pub type SessionTx = mpsc::Sender<AgentCommand>;
 
 /// Identifies one session of an agent (an agent reconnecting gets a new one).
 pub type SessionId = u64;
@@ -198,7 +198,7 @@ impl Fleet {
             let mut agents = self.lock();
             let live = agents.get_mut(&id).ok_or(Refusal::Unknown(id))?;
             if let Some((_, old)) = live.session.take() {
-                let _ = old.try_send(Err(Status::aborted("replaced by a newer session of the same agent")));
+                let _ = old.try_send(AgentCommand::Close(CloseReason::Replaced));
             }
             prev_state = live.state;
             live.hostname = inventory.hostname.clone();
@@ -275,7 +275,7 @@ impl Fleet {
             let mut agents = self.lock();
             if let Some(live) = agents.get_mut(id) {
                 if let Some((_, tx)) = live.session.take() {
-                    let _ = tx.try_send(Err(Status::permission_denied("agent revoked")));
+                    let _ = tx.try_send(AgentCommand::Close(CloseReason::Revoked));
                 }
                 live.state = AgentState::Revoked;
                 live.dirty = true;
@@ -328,13 +328,13 @@ impl Fleet {
     }
 
     /// Send a command to an agent's live session.
-    pub fn send(&self, id: &AgentId, msg: pb::CoordinatorMessage) -> Result<(), NotConnected> {
+    pub fn send(&self, id: &AgentId, cmd: AgentCommand) -> Result<(), NotConnected> {
         let tx = {
             let agents = self.lock();
             agents.get(id).and_then(|l| l.session.as_ref().map(|(_, tx)| tx.clone()))
         };
         match tx {
-            Some(tx) => tx.try_send(Ok(msg)).map_err(|_| NotConnected(*id)),
+            Some(tx) => tx.try_send(cmd).map_err(|_| NotConnected(*id)),
             None => Err(NotConnected(*id)),
         }
     }
@@ -343,18 +343,14 @@ impl Fleet {
     pub fn close_all_sessions(&self) {
         for live in self.lock().values_mut() {
             if let Some((_, tx)) = live.session.take() {
-                let _ = tx.try_send(Err(Status::unavailable("coordinator shutting down")));
+                let _ = tx.try_send(AgentCommand::Close(CloseReason::ShuttingDown));
             }
         }
     }
 
-    /// End an agent's session with an error status.
-    pub fn send_status(&self, id: &AgentId, status: Status) -> Result<(), NotConnected> {
-        let tx = self.lock().get(id).and_then(|l| l.session.as_ref().map(|(_, tx)| tx.clone()));
-        match tx {
-            Some(tx) => tx.try_send(Err(status)).map_err(|_| NotConnected(*id)),
-            None => Err(NotConnected(*id)),
-        }
+    /// End an agent's session.
+    pub fn close(&self, id: &AgentId, reason: CloseReason) -> Result<(), NotConnected> {
+        self.send(id, AgentCommand::Close(reason))
     }
 
     /// Apply the heartbeat timeouts: ready agents silent for
@@ -370,7 +366,7 @@ impl Fleet {
                 let next = match (live.state, silent) {
                     (AgentState::Ready, Some(d)) if d > t.unreachable_after => {
                         if let Some((_, tx)) = live.session.take() {
-                            let _ = tx.try_send(Err(Status::deadline_exceeded("no heartbeat within the grace period")));
+                            let _ = tx.try_send(AgentCommand::Close(CloseReason::Silent));
                         }
                         Some(AgentState::Unreachable)
                     }
@@ -563,7 +559,7 @@ mod tests {
         let t = fleet.tick(t0 + Duration::from_secs(4));
         assert_eq!(t, vec![Transition { agent: id, from: AgentState::Ready, to: AgentState::Unreachable }]);
         // the silent session was closed
-        assert!(matches!(rx.recv().await, Some(Err(_))));
+        assert!(matches!(rx.recv().await, Some(AgentCommand::Close(CloseReason::Silent))));
         let t = fleet.tick(t0 + Duration::from_secs(15));
         assert_eq!(t[0].to, AgentState::Lost);
         fleet.disconnect(&id, sid);
@@ -581,7 +577,7 @@ mod tests {
         fleet.connect(id, inv(), tx).unwrap();
         fleet.revoke(&id);
         let msg = rx.recv().await.unwrap();
-        assert_eq!(msg.unwrap_err().code(), tonic::Code::PermissionDenied);
+        assert!(matches!(msg, AgentCommand::Close(CloseReason::Revoked)), "{msg:?}");
         let (tx2, _rx2) = mpsc::channel(4);
         assert_eq!(fleet.connect(id, inv(), tx2).unwrap_err(), Refusal::Revoked(id));
         assert_eq!(fleet.admit(&id), Err(Refusal::Revoked(id)));

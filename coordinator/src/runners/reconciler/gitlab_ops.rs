@@ -6,13 +6,13 @@
 use std::time::Duration;
 
 use autogit_certs::AgentId;
-use autogit_proto::v1 as pb;
 use secrecy::SecretString;
 use serde_json::json;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{Active, CreateBackoff, Reconciler};
+use crate::fleet::command::{AgentCommand, StartRunner};
 use crate::gitlab::{CreateRunner, RunnerType as GlRunnerType};
 use crate::runners::record::RunnerRecord;
 use crate::runners::{Phase, gc, spec};
@@ -45,10 +45,8 @@ pub enum Op {
     GcCandidates(Vec<(u64, Option<Uuid>)>),
 }
 
-fn start_message(cmd: pb::StartRunner) -> pb::CoordinatorMessage {
-    pb::CoordinatorMessage {
-        msg: Some(pb::coordinator_message::Msg::StartRunner(cmd)),
-    }
+fn start_message(cmd: StartRunner) -> AgentCommand {
+    AgentCommand::StartRunner(Box::new(cmd))
 }
 
 impl Reconciler {
@@ -280,7 +278,7 @@ impl Reconciler {
         let Some(pool) = pools.iter().find(|p| p.name == a.rec.pool) else {
             return;
         };
-        match spec::start_runner(pool, &id.to_string(), &runner_url, &token, &a.placement) {
+        match spec::start_runner(pool, id, &runner_url, &token, &a.placement) {
             Ok(cmd) => {
                 if self
                     .fleet

@@ -53,7 +53,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
-use autogit_proto::v1 as pb;
 use serde_json::json;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -72,6 +71,7 @@ use crate::audit::{Audit, SYSTEM};
 use crate::db::Db;
 use crate::demand::{DemandHandle, DemandSnapshot, RunnerActivity};
 use crate::fleet::Fleet;
+use crate::fleet::command::StartRunner;
 use crate::fleet::session::AgentEvent;
 use crate::gitlab::SharedGitLab;
 use crate::scheduler::{Placement, Pool, Strategy};
@@ -124,7 +124,7 @@ struct Active {
     placement: Placement,
     /// The StartRunner (with the token) until the container runs, for
     /// re-sending after an agent reconnects.
-    start: Option<pb::StartRunner>,
+    start: Option<StartRunner>,
     /// Set once the runner is asked to stop; cleared only with the runner.
     stop: Option<stops::WantedStop>,
 }

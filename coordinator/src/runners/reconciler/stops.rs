@@ -10,14 +10,15 @@
 
 use std::collections::HashMap;
 
+use std::time::Duration;
+
 use autogit_certs::AgentId;
-use autogit_proto::v1 as pb;
 use serde_json::json;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::Reconciler;
-use crate::fleet::AgentState;
+use crate::fleet::{AgentCommand, AgentState};
 use crate::runners::Phase;
 
 /// A stop the agent has not confirmed yet.
@@ -49,13 +50,12 @@ impl WantedStop {
     }
 }
 
-fn stop_message(runner_id: String, graceful: bool, grace_ms: u64) -> pb::CoordinatorMessage {
-    pb::CoordinatorMessage {
-        msg: Some(pb::coordinator_message::Msg::StopRunner(pb::StopRunner {
-            runner_id,
-            graceful,
-            grace_period_ms: grace_ms,
-        })),
+/// A graceful stop with `grace` to finish the job, or a forceful one.
+fn stop_message(runner_id: String, grace: Option<Duration>) -> AgentCommand {
+    AgentCommand::StopRunner {
+        runner_id,
+        graceful: grace.is_some(),
+        grace,
     }
 }
 
@@ -118,13 +118,8 @@ impl Reconciler {
         if now >= s.graceful_until {
             s.forced = true;
         }
-        let grace_ms = if s.forced {
-            0
-        } else {
-            // At least 1 ms: 0 on the wire means the agent's default.
-            (s.graceful_until - now).as_millis().max(1) as u64
-        };
-        let msg = stop_message(id.to_string(), !s.forced, grace_ms);
+        let grace = (!s.forced).then(|| s.graceful_until - now);
+        let msg = stop_message(id.to_string(), grace);
         match self.fleet.send(&a.rec.agent, msg) {
             Ok(()) => s.delivered = true,
             Err(_) => s.delivered = false,
@@ -169,7 +164,7 @@ impl Reconciler {
         tracing::warn!(%agent, runner = %runner_id, "stopping a container no runner record wants");
         let _ = self
             .fleet
-            .send(agent, stop_message(runner_id.to_string(), false, 0));
+            .send(agent, stop_message(runner_id.to_string(), None));
     }
 
     /// Runners of lost or revoked agents are written off; runners not

@@ -13,8 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use autogit_certs::AgentId;
-use autogit_proto::v1 as pb;
-use pb::coordinator_message::Msg;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -26,7 +24,7 @@ use crate::audit::Audit;
 use crate::db::{AgentRow, Db, EventFilter};
 use crate::demand::{DemandSnapshot, PendingJob, RunnerActivity, Source};
 use crate::fleet::session::{AgentEvent, ContainerState, RunnerReport};
-use crate::fleet::{Fleet, Inventory, SessionId, Timings};
+use crate::fleet::{AgentCommand, Fleet, Inventory, SessionId, Timings};
 use crate::runners::{Clock, Phase, RunnerRecord};
 use crate::scheduler::{Arch, Pool, Strategy};
 
@@ -36,7 +34,7 @@ const TICK: Duration = Duration::from_millis(500);
 const STOP_GRACE: Duration = Duration::from_secs(60);
 const LOST_AFTER: Duration = Duration::from_secs(120);
 
-type SessionRx = mpsc::Receiver<Result<pb::CoordinatorMessage, tonic::Status>>;
+type SessionRx = mpsc::Receiver<AgentCommand>;
 
 struct FakeDemand {
     snapshot: watch::Receiver<Arc<DemandSnapshot>>,
@@ -287,11 +285,11 @@ impl Harness {
     /// One pending job → a runner started on the agent and running (idle).
     async fn idle_runner(&self, rx: &mut SessionRx) -> (Uuid, u64) {
         self.pending(1);
-        let Msg::StartRunner(start) = next_msg(rx).await else {
+        let AgentCommand::StartRunner(start) = next_msg(rx).await else {
             panic!("expected StartRunner");
         };
         self.pending(0);
-        let id: Uuid = start.runner_id.parse().unwrap();
+        let id = start.runner_id;
         self.agent_reports(report(id, ContainerState::Running, 0));
         self.settle().await;
         let rec = self.record(id).await;
@@ -321,18 +319,23 @@ impl Drop for Harness {
     }
 }
 
-async fn next_msg(rx: &mut SessionRx) -> Msg {
+async fn next_msg(rx: &mut SessionRx) -> AgentCommand {
     bounded("a message to the agent", rx.recv())
         .await
         .expect("session open")
-        .expect("not an error status")
-        .msg
-        .expect("a message")
 }
 
-fn expect_stop(msg: Msg, runner: Uuid) -> pb::StopRunner {
-    match msg {
-        Msg::StopRunner(s) if s.runner_id == runner.to_string() => s,
+/// A stop for `runner`: its grace (`None`: forceful).
+fn expect_stop(cmd: AgentCommand, runner: Uuid) -> Option<Duration> {
+    match cmd {
+        AgentCommand::StopRunner {
+            runner_id,
+            graceful,
+            grace,
+        } if runner_id == runner.to_string() => {
+            assert_eq!(graceful, grace.is_some());
+            grace
+        }
         other => panic!("expected StopRunner for {runner}, got {other:?}"),
     }
 }
@@ -352,11 +355,10 @@ async fn a_drained_busy_runner_is_left_alone_until_the_deadline_and_deleted_only
 
     let deadline = h.clock.now_utc() + Duration::from_secs(3600);
     assert_eq!(h.handle.drain(h.agent, deadline).await, Ok(1));
-    let stop = expect_stop(next_msg(&mut rx).await, id);
-    assert!(stop.graceful, "a drain lets the job finish");
     assert_eq!(
-        stop.grace_period_ms, 3_600_000,
-        "the time left to the deadline"
+        expect_stop(next_msg(&mut rx).await, id),
+        Some(Duration::from_secs(3600)),
+        "a drain lets the job finish: graceful with the time left to the deadline"
     );
 
     // Ten minutes of a long job: every tick handled.
@@ -370,8 +372,7 @@ async fn a_drained_busy_runner_is_left_alone_until_the_deadline_and_deleted_only
     // Past the deadline: stopped forcefully, still not finished.
     h.run_for(Duration::from_secs(3000) + TICK, Duration::from_secs(10))
         .await;
-    let forced = expect_stop(next_msg(&mut rx).await, id);
-    assert!(!forced.graceful);
+    assert_eq!(expect_stop(next_msg(&mut rx).await, id), None, "forceful");
     assert_eq!(h.gitlab.deletes(), Vec::<u64>::new());
     assert_eq!(h.record(id).await.phase, Phase::Stopping);
 
@@ -405,8 +406,10 @@ async fn a_stop_asked_while_the_agent_is_away_is_delivered_at_reconnect() {
     assert!(h.gitlab.deletes().is_empty());
 
     let mut rx2 = h.connect(vec![report(id, ContainerState::Running, 0)]);
-    let stop = expect_stop(next_msg(&mut rx2).await, id);
-    assert!(stop.graceful);
+    assert!(
+        expect_stop(next_msg(&mut rx2).await, id).is_some(),
+        "graceful"
+    );
     h.agent_reports(report(id, ContainerState::Exited, 0));
     h.settle().await;
     assert_eq!(h.record(id).await.phase, Phase::Exited);
@@ -431,8 +434,7 @@ async fn an_unacknowledged_stop_is_resent_at_every_reconnect_and_gitlab_waits_fo
     }
     // Long past the grace period: forceful, and GitLab still keeps the runner.
     h.run_for(STOP_GRACE + Duration::from_secs(600), TICK).await;
-    let forced = expect_stop(next_msg(&mut rx).await, id);
-    assert!(!forced.graceful);
+    assert_eq!(expect_stop(next_msg(&mut rx).await, id), None, "forceful");
     quiet(&mut rx);
     assert!(h.gitlab.deletes().is_empty(), "not deleted before the ack");
     assert_eq!(h.record(id).await.phase, Phase::Stopping);
@@ -472,15 +474,18 @@ async fn a_runner_that_never_runs_is_stopped_and_cleaned_up_only_after_the_agent
     let mut h = Harness::start().await;
     let mut rx = h.connect(vec![]);
     h.pending(1);
-    let Msg::StartRunner(start) = next_msg(&mut rx).await else {
+    let AgentCommand::StartRunner(start) = next_msg(&mut rx).await else {
         panic!("expected StartRunner");
     };
     h.pending(0);
-    let id: Uuid = start.runner_id.parse().unwrap();
+    let id = start.runner_id;
     h.run_for(Duration::from_secs(301), Duration::from_secs(1))
         .await;
-    let stop = expect_stop(next_msg(&mut rx).await, id);
-    assert!(!stop.graceful, "a runner that never ran is stopped at once");
+    assert_eq!(
+        expect_stop(next_msg(&mut rx).await, id),
+        None,
+        "a runner that never ran is stopped at once"
+    );
     assert!(h.gitlab.deletes().is_empty(), "its container may exist");
     // The agent never had it: it answers `Removed`.
     h.agent_reports(report(id, ContainerState::Removed, 0));
@@ -509,7 +514,10 @@ async fn a_failing_gitlab_fails_the_runner_without_a_start_and_backs_off() {
     // GitLab recovers: the next attempt starts a runner.
     h.gitlab.fail_creates(false);
     h.run_for(Duration::from_secs(5), TICK).await;
-    assert!(matches!(next_msg(&mut rx).await, Msg::StartRunner(_)));
+    assert!(matches!(
+        next_msg(&mut rx).await,
+        AgentCommand::StartRunner(_)
+    ));
 }
 
 #[tokio::test(start_paused = true)]
