@@ -119,6 +119,7 @@ struct Harness {
     agent: AgentId,
     session: Option<SessionId>,
     shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Harness {
@@ -142,9 +143,31 @@ impl Harness {
             },
         );
         let gitlab = Arc::new(FakeGitLab::default());
-        let (demand, snapshot) = watch::channel(Arc::new(DemandSnapshot::default()));
-        let (demand_ticks, ticks) = watch::channel(0);
-        let clock = Clock::following_tokio();
+        let (demand, _) = watch::channel(Arc::new(DemandSnapshot::default()));
+        let (demand_ticks, _) = watch::channel(0);
+        let mut h = Harness {
+            _dir: dir,
+            db,
+            fleet,
+            gitlab,
+            demand,
+            demand_ticks,
+            events: mpsc::unbounded_channel().0,
+            activity: mpsc::unbounded_channel().0,
+            handle: ReconcilerHandle::default(),
+            clock: Clock::following_tokio(),
+            agent,
+            session: None,
+            shutdown: CancellationToken::new(),
+            task: None,
+        };
+        h.launch();
+        h.settle().await;
+        h
+    }
+
+    /// Start a reconciler on this harness's database, fleet and GitLab.
+    fn launch(&mut self) {
         let reconciler = Reconciler::new(
             ReconcilerConfig {
                 pools: Arc::new(vec![Pool::new("amd64", &["amd64"], Arch::X86_64)]),
@@ -156,35 +179,38 @@ impl Harness {
                 stop_grace: STOP_GRACE,
                 metrics: None,
             },
-            db.clone(),
-            Audit::new(db.clone()),
-            fleet.clone(),
-            gitlab.clone(),
-            FakeDemand { snapshot, ticks },
+            self.db.clone(),
+            Audit::new(self.db.clone()),
+            self.fleet.clone(),
+            self.gitlab.clone(),
+            FakeDemand {
+                snapshot: self.demand.subscribe(),
+                ticks: self.demand_ticks.subscribe(),
+            },
         )
-        .with_clock(clock);
-        let handle = reconciler.handle();
+        .with_clock(self.clock);
+        self.handle = reconciler.handle();
         let (events, events_rx) = mpsc::unbounded_channel();
         let (activity, activity_rx) = mpsc::unbounded_channel();
-        let shutdown = CancellationToken::new();
-        tokio::spawn(reconciler.run(events_rx, activity_rx, shutdown.clone()));
-        let h = Harness {
-            _dir: dir,
-            db,
-            fleet,
-            gitlab,
-            demand,
-            demand_ticks,
-            events,
-            activity,
-            handle,
-            clock,
-            agent,
-            session: None,
-            shutdown,
-        };
-        h.settle().await;
-        h
+        self.events = events;
+        self.activity = activity;
+        self.shutdown = CancellationToken::new();
+        self.task = Some(tokio::spawn(reconciler.run(
+            events_rx,
+            activity_rx,
+            self.shutdown.clone(),
+        )));
+    }
+
+    /// Stop the reconciler and start a new one on the same state (a
+    /// coordinator restart; the fleet's sessions are the test's to end).
+    async fn restart(&mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            bounded("reconciler stops", t).await.unwrap();
+        }
+        self.launch();
+        self.settle().await;
     }
 
     /// Wait until the reconciler applied everything sent so far.
@@ -565,4 +591,59 @@ async fn a_failed_gitlab_delete_is_retried_until_it_succeeds() {
     h.run_for(Duration::from_secs(61), TICK).await;
     assert!(h.gitlab.live().is_empty());
     assert!(h.record(id).await.gitlab_deleted_at.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_wanted_before_a_coordinator_restart_is_still_wanted_after_it() {
+    let mut h = Harness::start().await;
+    let mut rx = h.connect(vec![]);
+    let (id, gitlab_id) = h.idle_runner(&mut rx).await;
+    assert_eq!(h.handle.stop_runner(id).await, Ok(()));
+    expect_stop(next_msg(&mut rx).await, id);
+
+    h.restart().await;
+    h.disconnect();
+    let mut rx = h.connect(vec![report(id, ContainerState::Running, 0)]);
+    expect_stop(next_msg(&mut rx).await, id);
+    assert_eq!(h.record(id).await.phase, Phase::Stopping);
+    assert!(h.gitlab.deletes().is_empty());
+    h.agent_reports(report(id, ContainerState::Removed, 0));
+    h.settle().await;
+    assert_eq!(h.record(id).await.phase, Phase::Exited);
+    h.settle().await;
+    assert_eq!(h.gitlab.deletes(), vec![gitlab_id]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reports_from_another_agent_change_nothing_and_unknown_containers_are_stopped() {
+    let mut h = Harness::start().await;
+    let mut rx = h.connect(vec![]);
+    let (id, _) = h.idle_runner(&mut rx).await;
+    // Another (authenticated) agent claims our runner's container exited.
+    let intruder = AgentId::new_random();
+    h.events
+        .send(AgentEvent::RunnerStatus {
+            agent: intruder,
+            report: report(id, ContainerState::Exited, 0),
+        })
+        .unwrap();
+    h.settle().await;
+    assert_eq!(h.record(id).await.phase, Phase::Idle, "not finished");
+    assert!(h.gitlab.deletes().is_empty(), "GitLab runner kept");
+
+    // Our agent reconnects listing a container no record wants: it is stopped.
+    h.disconnect();
+    let stranger = Uuid::new_v4();
+    let mut rx = h.connect(vec![
+        report(id, ContainerState::Running, 0),
+        report(stranger, ContainerState::Running, 0),
+    ]);
+    assert_eq!(
+        expect_stop(next_msg(&mut rx).await, stranger),
+        None,
+        "forceful"
+    );
+    h.settle().await;
+    quiet(&mut rx);
+    assert_eq!(h.record(id).await.phase, Phase::Idle, "ours is adopted");
 }
