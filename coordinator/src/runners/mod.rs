@@ -9,12 +9,12 @@
 //! * [`reconciler`]: the actor that creates GitLab runners, tells agents to
 //!   start/stop containers, adopts or stops what agents report, and deletes
 //!   GitLab runners when containers are gone.
-//! * [`gc`]: finds GitLab runners AutoGit created (the reconciler decides
-//!   which to delete).
+//! * [`ownership`]: the mark AutoGit puts on the GitLab runners it creates,
+//!   and the listing of marked runners (the reconciler decides which to delete).
 
 pub mod clock;
-pub mod gc;
 pub mod model;
+pub mod ownership;
 pub mod reconciler;
 pub mod record;
 pub mod spec;

@@ -15,7 +15,7 @@ use super::{Active, CreateBackoff, Reconciler};
 use crate::fleet::command::{AgentCommand, StartRunner};
 use crate::gitlab::{CreateRunner, RunnerType as GlRunnerType};
 use crate::runners::record::RunnerRecord;
-use crate::runners::{Phase, gc, spec};
+use crate::runners::{Phase, ownership, spec};
 use crate::scheduler::{self, Placement};
 
 /// Longest pause of a pool's runner creation after failures.
@@ -101,7 +101,7 @@ impl Reconciler {
                 GlRunnerType::ProjectType { id: project_id }
             }
         });
-        req.description = Some(gc::description(
+        req.description = Some(ownership::description(
             &self.cfg.cluster,
             &pool.name,
             hostname,
@@ -152,7 +152,7 @@ impl Reconciler {
         let cluster = self.cfg.cluster.clone();
         let ops = self.ops_tx.clone();
         tokio::spawn(async move {
-            if let Some(found) = gc::list_ours(gitlab.as_ref(), &cluster).await {
+            if let Some(found) = ownership::list_ours(gitlab.as_ref(), &cluster).await {
                 let _ = ops.send(Op::GcCandidates(found));
             }
         });

@@ -76,3 +76,55 @@ pub(super) fn to_sched_runner(a: &Active, now: OffsetDateTime) -> scheduler::Run
         created_at: a.rec.created_at,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::demand::{PendingJob, Source};
+
+    fn job(job_id: u64, pool: &str, confirmed: StdInstant) -> PendingJob {
+        PendingJob {
+            project_id: 1,
+            job_id,
+            name: String::new(),
+            tags: vec![],
+            pool: Some(pool.into()),
+            unmatched_reason: None,
+            created_at: None,
+            seen_at: OffsetDateTime::UNIX_EPOCH,
+            via: Source::Poll,
+            confirmed,
+        }
+    }
+
+    #[test]
+    fn a_runner_that_ended_cancels_one_older_job_of_its_pool_only() {
+        let t0 = StdInstant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let snap = DemandSnapshot::new(
+            1,
+            vec![job(1, "a", at(0)), job(2, "a", at(10)), job(3, "b", at(0))],
+        );
+        // Ended at 5 s: job 1 (confirmed at 0) may be the one it took; job 2
+        // was confirmed pending after it ended, so it is real demand.
+        let mut credits = vec![("a".to_string(), at(5))];
+        let p = effective_pending(&snap, &mut credits);
+        assert_eq!(p["a"], 1);
+        assert_eq!(p["b"], 1, "another pool's demand is untouched");
+        // Two credits, but only one job older than either.
+        let mut credits = vec![("a".to_string(), at(5)), ("a".to_string(), at(6))];
+        assert_eq!(effective_pending(&snap, &mut credits)["a"], 1);
+    }
+
+    #[test]
+    fn a_poll_started_after_the_runner_ended_expires_its_credit() {
+        let t0 = StdInstant::now();
+        let mut snap = DemandSnapshot::new(1, vec![job(1, "a", t0)]);
+        snap.last_poll_started = Some(t0 + Duration::from_secs(10));
+        let mut credits = vec![("a".to_string(), t0 + Duration::from_secs(5))];
+        assert_eq!(effective_pending(&snap, &mut credits)["a"], 1);
+        assert!(credits.is_empty(), "the poll re-checked every job");
+    }
+}

@@ -1,7 +1,7 @@
-//! Garbage collection of GitLab runners: AutoGit marks every runner it
-//! creates in the description; the collector lists GitLab's runners and hands
-//! the marked ones to the reconciler, which deletes those without a live
-//! record (the reconciler decides, so a runner created while the listing was
+//! Which GitLab runners are AutoGit's: AutoGit marks every runner it creates
+//! in the description; [`list_ours`] lists GitLab's runners and returns the
+//! marked ones to the reconciler's garbage collection, which deletes those
+//! without a live record (the reconciler decides, so a runner created while the listing was
 //! in flight is never deleted by mistake).
 
 use uuid::Uuid;
