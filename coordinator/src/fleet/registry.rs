@@ -1,5 +1,6 @@
 //! The live fleet: which agents exist, which have a session, when each was
-//! last heard from, and the channel to send each one commands.
+//! last heard from, and the channel to send each one [`AgentCommand`]s
+//! (the gRPC adapter turns them into wire messages).
 //!
 //! Heartbeats only touch memory. Liveness reaches SQLite in batches (every
 //! `persist_interval`) and on state transitions, so thousands of agents do
@@ -11,17 +12,17 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use autogit_certs::AgentId;
-use autogit_proto::v1 as pb;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
-use tonic::Status;
 
-use super::agent::{AgentState, AgentView, Load};
+use super::agent::{AgentState, AgentView, Drain, Load};
+use super::command::{AgentCommand, CloseReason};
 use super::inventory::Inventory;
 use crate::db::{self, AgentRow, Liveness};
+use crate::scheduler::{self, Arch, GpuView};
 
-/// Messages to one agent's session.
-pub type SessionTx = mpsc::Sender<Result<pb::CoordinatorMessage, Status>>;
+/// Commands to one agent's session.
+pub type SessionTx = mpsc::Sender<AgentCommand>;
 
 /// Identifies one session of an agent (an agent reconnecting gets a new one).
 pub type SessionId = u64;
@@ -55,6 +56,9 @@ pub struct Transition {
 struct Live {
     hostname: String,
     arch: String,
+    /// `arch` as the scheduler knows it, parsed once when it changes; `None`
+    /// for an architecture no pool can use.
+    known_arch: Option<Arch>,
     token_labels: BTreeMap<String, String>,
     cordoned: bool,
     state: AgentState,
@@ -99,6 +103,7 @@ fn live_from_row(row: &AgentRow) -> Live {
     Live {
         hostname: row.hostname.clone(),
         arch: row.arch.clone(),
+        known_arch: row.arch.parse().ok(),
         token_labels: serde_json::from_str(&row.labels).unwrap_or_default(),
         cordoned: row.cordoned,
         state,
@@ -193,11 +198,12 @@ impl Fleet {
             let mut agents = self.lock();
             let live = agents.get_mut(&id).ok_or(Refusal::Unknown(id))?;
             if let Some((_, old)) = live.session.take() {
-                let _ = old.try_send(Err(Status::aborted("replaced by a newer session of the same agent")));
+                let _ = old.try_send(AgentCommand::Close(CloseReason::Replaced));
             }
             prev_state = live.state;
             live.hostname = inventory.hostname.clone();
             live.arch = inventory.arch.clone();
+            live.known_arch = inventory.arch.parse().ok();
             live.inventory = Some(inventory);
             live.state = AgentState::Ready;
             live.last_seen = Some(Instant::now());
@@ -228,6 +234,7 @@ impl Fleet {
                 Some(live) if live.inventory.as_ref() != Some(&inventory) => {
                     live.hostname = inventory.hostname.clone();
                     live.arch = inventory.arch.clone();
+                    live.known_arch = inventory.arch.parse().ok();
                     live.inventory = Some(inventory);
                     true
                 }
@@ -268,7 +275,7 @@ impl Fleet {
             let mut agents = self.lock();
             if let Some(live) = agents.get_mut(id) {
                 if let Some((_, tx)) = live.session.take() {
-                    let _ = tx.try_send(Err(Status::permission_denied("agent revoked")));
+                    let _ = tx.try_send(AgentCommand::Close(CloseReason::Revoked));
                 }
                 live.state = AgentState::Revoked;
                 live.dirty = true;
@@ -321,13 +328,13 @@ impl Fleet {
     }
 
     /// Send a command to an agent's live session.
-    pub fn send(&self, id: &AgentId, msg: pb::CoordinatorMessage) -> Result<(), NotConnected> {
+    pub fn send(&self, id: &AgentId, cmd: AgentCommand) -> Result<(), NotConnected> {
         let tx = {
             let agents = self.lock();
             agents.get(id).and_then(|l| l.session.as_ref().map(|(_, tx)| tx.clone()))
         };
         match tx {
-            Some(tx) => tx.try_send(Ok(msg)).map_err(|_| NotConnected(*id)),
+            Some(tx) => tx.try_send(cmd).map_err(|_| NotConnected(*id)),
             None => Err(NotConnected(*id)),
         }
     }
@@ -336,18 +343,14 @@ impl Fleet {
     pub fn close_all_sessions(&self) {
         for live in self.lock().values_mut() {
             if let Some((_, tx)) = live.session.take() {
-                let _ = tx.try_send(Err(Status::unavailable("coordinator shutting down")));
+                let _ = tx.try_send(AgentCommand::Close(CloseReason::ShuttingDown));
             }
         }
     }
 
-    /// End an agent's session with an error status.
-    pub fn send_status(&self, id: &AgentId, status: Status) -> Result<(), NotConnected> {
-        let tx = self.lock().get(id).and_then(|l| l.session.as_ref().map(|(_, tx)| tx.clone()));
-        match tx {
-            Some(tx) => tx.try_send(Err(status)).map_err(|_| NotConnected(*id)),
-            None => Err(NotConnected(*id)),
-        }
+    /// End an agent's session.
+    pub fn close(&self, id: &AgentId, reason: CloseReason) -> Result<(), NotConnected> {
+        self.send(id, AgentCommand::Close(reason))
     }
 
     /// Apply the heartbeat timeouts: ready agents silent for
@@ -363,7 +366,7 @@ impl Fleet {
                 let next = match (live.state, silent) {
                     (AgentState::Ready, Some(d)) if d > t.unreachable_after => {
                         if let Some((_, tx)) = live.session.take() {
-                            let _ = tx.try_send(Err(Status::deadline_exceeded("no heartbeat within the grace period")));
+                            let _ = tx.try_send(AgentCommand::Close(CloseReason::Silent));
                         }
                         Some(AgentState::Unreachable)
                     }
@@ -410,7 +413,66 @@ impl Fleet {
         self.lock().values().filter(|l| l.session.is_some()).count()
     }
 
-    /// A consistent snapshot of every agent, for listings and scheduling.
+    /// The scheduler's view of every agent, from one lock: typed ids, arches
+    /// and GPUs, nothing parsed back from strings. Only agents with a live
+    /// session are `Ready` (commands reach no one else); a cordoned or
+    /// draining agent is cordoned. Agents without an inventory, or with an
+    /// architecture the scheduler does not know, are left out. Ordered by id.
+    pub fn scheduler_view(&self) -> Vec<scheduler::AgentView> {
+        let agents = self.lock();
+        let mut out: Vec<scheduler::AgentView> = agents
+            .iter()
+            .filter_map(|(id, l)| {
+                let arch = l.known_arch?;
+                let inv = l.inventory.as_ref()?;
+                let mut v = scheduler::AgentView::new(
+                    id.0,
+                    &l.hostname,
+                    arch,
+                    inv.cpu_threads,
+                    inv.mem_total_bytes,
+                );
+                v.state = match (l.state, l.session.is_some()) {
+                    (AgentState::Ready, true) => scheduler::AgentState::Ready,
+                    (AgentState::Lost, _) => scheduler::AgentState::Lost,
+                    (AgentState::Revoked, _) => scheduler::AgentState::Revoked,
+                    _ => scheduler::AgentState::Unreachable,
+                };
+                v.cordoned = l.cordoned || l.drain.is_some();
+                v.gpus = inv
+                    .gpus
+                    .iter()
+                    .map(|g| GpuView {
+                        vendor: g.vendor,
+                        uuid: g.uuid.clone(),
+                        memory: g.memory_bytes.unwrap_or(0),
+                        render_node: g.render_node.clone(),
+                    })
+                    .collect();
+                Some(v)
+            })
+            .collect();
+        out.sort_by_key(|v| v.id);
+        out
+    }
+
+    /// Every known agent's liveness state.
+    pub fn states(&self) -> HashMap<AgentId, AgentState> {
+        self.lock().iter().map(|(id, l)| (*id, l.state)).collect()
+    }
+
+    /// Agents with a drain that has not finished yet.
+    pub fn unfinished_drains(&self) -> Vec<(AgentId, Drain)> {
+        self.lock()
+            .iter()
+            .filter_map(|(id, l)| {
+                let d = l.drain.as_ref()?;
+                d.drained_at.is_none().then(|| (*id, d.clone()))
+            })
+            .collect()
+    }
+
+    /// A consistent snapshot of every agent, for listings.
     pub fn snapshot(&self) -> Vec<AgentView> {
         let agents = self.lock();
         let mut v: Vec<AgentView> = agents
@@ -497,7 +559,7 @@ mod tests {
         let t = fleet.tick(t0 + Duration::from_secs(4));
         assert_eq!(t, vec![Transition { agent: id, from: AgentState::Ready, to: AgentState::Unreachable }]);
         // the silent session was closed
-        assert!(matches!(rx.recv().await, Some(Err(_))));
+        assert!(matches!(rx.recv().await, Some(AgentCommand::Close(CloseReason::Silent))));
         let t = fleet.tick(t0 + Duration::from_secs(15));
         assert_eq!(t[0].to, AgentState::Lost);
         fleet.disconnect(&id, sid);
@@ -515,7 +577,7 @@ mod tests {
         fleet.connect(id, inv(), tx).unwrap();
         fleet.revoke(&id);
         let msg = rx.recv().await.unwrap();
-        assert_eq!(msg.unwrap_err().code(), tonic::Code::PermissionDenied);
+        assert!(matches!(msg, AgentCommand::Close(CloseReason::Revoked)), "{msg:?}");
         let (tx2, _rx2) = mpsc::channel(4);
         assert_eq!(fleet.connect(id, inv(), tx2).unwrap_err(), Refusal::Revoked(id));
         assert_eq!(fleet.admit(&id), Err(Refusal::Revoked(id)));
@@ -537,5 +599,65 @@ mod tests {
         let d = fleet.take_dirty();
         assert_eq!(d.len(), 1, "100 heartbeats make one pending write");
         assert!(d[0].load.as_deref().unwrap().contains("\"runner_containers\":2"));
+    }
+
+    #[test]
+    fn the_scheduler_view_is_typed_and_follows_sessions_drains_and_gpus() {
+        let id = AgentId::new_random();
+        let odd = AgentId::new_random();
+        let mut odd_row = row(&odd);
+        odd_row.arch = "ppc64le".into();
+        let fleet = Fleet::new(&[row(&id), odd_row], &[], timings());
+        assert!(fleet.scheduler_view().is_empty(), "no inventory yet");
+        let mut inv = Inventory {
+            hostname: "gpu-1".into(),
+            arch: "x86_64".into(),
+            cpu_threads: 16,
+            mem_total_bytes: 64 << 30,
+            ..Default::default()
+        };
+        inv.gpus.push(super::super::inventory::Gpu {
+            vendor: crate::scheduler::GpuVendor::Amd,
+            index: 0,
+            uuid: "GPU-A".into(),
+            name: "MI210".into(),
+            memory_bytes: Some(64 << 30),
+            driver_version: None,
+            cuda_version: None,
+            mig_enabled: false,
+            pci_id: None,
+            pci_bus_id: None,
+            render_node: Some("/dev/dri/renderD128".into()),
+        });
+        let (tx, _rx) = mpsc::channel(4);
+        let (sid, _) = fleet.connect(id, inv, tx).unwrap();
+        let (tx2, _rx2) = mpsc::channel(4);
+        let ppc = Inventory { hostname: "p".into(), arch: "ppc64le".into(), ..Default::default() };
+        fleet.connect(odd, ppc, tx2).unwrap();
+
+        let view = fleet.scheduler_view();
+        assert_eq!(view.len(), 1, "an arch the scheduler does not know is left out");
+        let v = &view[0];
+        assert_eq!((v.id, v.arch, v.state), (id.0, Arch::X86_64, scheduler::AgentState::Ready));
+        assert_eq!((v.cpu_threads, v.memory_total), (16, 64 << 30));
+        assert!(!v.cordoned);
+        assert_eq!(v.gpus.len(), 1);
+        assert_eq!(v.gpus[0].vendor, crate::scheduler::GpuVendor::Amd);
+        assert_eq!(v.gpus[0].render_node.as_deref(), Some("/dev/dri/renderD128"));
+
+        let drain = Drain { started_at: String::new(), deadline: String::new(), drained_at: None, deadline_ms: 0 };
+        fleet.set_drain(&id, Some(drain));
+        assert!(fleet.scheduler_view()[0].cordoned, "draining counts as cordoned");
+        assert_eq!(fleet.unfinished_drains().len(), 1);
+        assert!(fleet.drain_done(&id));
+        assert!(fleet.unfinished_drains().is_empty());
+
+        fleet.disconnect(&id, sid);
+        assert_eq!(
+            fleet.scheduler_view()[0].state,
+            scheduler::AgentState::Unreachable,
+            "no session: nothing can be sent there"
+        );
+        assert_eq!(fleet.states()[&id], AgentState::Unreachable);
     }
 }

@@ -1,10 +1,10 @@
 //! `Fleet.Session` and `Fleet.Renew`: thin adapters over the fleet domain.
 
 use autogit_proto::v1 as pb;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::peer_agent;
+use super::session::{self, CommandStream};
 use crate::enroll::Enroller;
 use crate::fleet::session::Sessions;
 
@@ -15,11 +15,11 @@ pub struct FleetService {
 
 #[tonic::async_trait]
 impl pb::fleet_server::Fleet for FleetService {
-    type SessionStream = ReceiverStream<Result<pb::CoordinatorMessage, Status>>;
+    type SessionStream = CommandStream;
 
     async fn session(&self, req: Request<Streaming<pb::AgentMessage>>) -> Result<Response<Self::SessionStream>, Status> {
         let agent = peer_agent(&req)?;
-        let stream = self.sessions.open(agent, req.into_inner()).await.inspect_err(|s| {
+        let stream = session::open(&self.sessions, agent, req.into_inner()).await.inspect_err(|s| {
             tracing::warn!(%agent, code = ?s.code(), message = s.message(), "session refused");
         })?;
         Ok(Response::new(stream))

@@ -2,13 +2,18 @@
 //! needed) and `Fleet` (client certificate from the cluster CA, not revoked).
 //!
 //! Handlers are thin adapters: convert, call the domain, map the error.
+//! Only this module knows tonic and the wire types of `Fleet.Session`:
+//! `convert.rs` validates agent messages into domain values and turns domain
+//! commands into wire messages; `session.rs` drives a session.
 //! [`ProtocolError`] is the one conversion from bad input to
 //! `Status::invalid_argument`.
 
 mod auth;
+mod convert;
 mod enrollment;
 mod fleet;
 mod listener;
+mod session;
 
 pub use auth::peer_agent;
 pub use enrollment::EnrollmentService;

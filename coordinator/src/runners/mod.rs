@@ -3,16 +3,25 @@
 //! [`reconciler`] moving one toward the other.
 //!
 //! * [`model`]: a runner's phases and the operator-facing view.
+//! * [`record`]: a runner's lifecycle record, one typed value stored in one step.
+//! * [`clock`]: wall time the reconciler reads (tests drive it with tokio's clock).
 //! * [`spec`]: pool + placement + runner token → the container spec sent to an agent.
 //! * [`reconciler`]: the actor that creates GitLab runners, tells agents to
 //!   start/stop containers, adopts or stops what agents report, and deletes
 //!   GitLab runners when containers are gone.
-//! * [`gc`]: finds GitLab runners AutoGit created that no longer have a record.
+//! * [`ownership`]: the mark AutoGit puts on the GitLab runners it creates,
+//!   and the listing of marked runners (the reconciler decides which to delete).
 
-pub mod gc;
+pub mod clock;
 pub mod model;
+pub mod ownership;
 pub mod reconciler;
+pub mod record;
 pub mod spec;
 
+pub use clock::Clock;
 pub use model::{Phase, RunnerView};
-pub use reconciler::{Command, Reconciler, ReconcilerConfig, ReconcilerHandle, ReconcilerStatus};
+pub use reconciler::{
+    Command, DemandSource, Reconciler, ReconcilerConfig, ReconcilerHandle, ReconcilerStatus,
+};
+pub use record::RunnerRecord;

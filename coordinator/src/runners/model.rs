@@ -12,8 +12,10 @@ use crate::fleet::rfc3339;
 ///
 /// `provisioning` (GitLab runner being created, StartRunner sent) →
 /// `starting` (container being created) → `idle` (container running, waiting
-/// for a job) → `busy` (took a job) → `exited` | `failed`. `stopping` is an
-/// idle runner asked to stop; `lost` is a runner whose agent was lost.
+/// for a job) → `busy` (took a job) → `exited` | `failed`. `stopping` is a
+/// runner asked to stop (idle too long, an operator, a drain, never ran in
+/// time); it stays `stopping` until its agent confirms the container gone.
+/// `lost` is a runner whose agent was lost or revoked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
@@ -28,6 +30,17 @@ pub enum Phase {
 }
 
 impl Phase {
+    pub const ALL: [Phase; 8] = [
+        Phase::Provisioning,
+        Phase::Starting,
+        Phase::Idle,
+        Phase::Busy,
+        Phase::Stopping,
+        Phase::Exited,
+        Phase::Failed,
+        Phase::Lost,
+    ];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Phase::Provisioning => "provisioning",
@@ -41,7 +54,8 @@ impl Phase {
         }
     }
 
-    /// Still holds resources on its agent.
+    /// Still holds resources on its agent. `db::ACTIVE_STATES` lists the
+    /// same phases in SQL (a test checks they agree).
     pub fn is_active(&self) -> bool {
         matches!(
             self,

@@ -1,55 +1,52 @@
-//! From a pool, a placement and a runner token to the container spec an
-//! agent runs. The token ends up in the spec (command/env); `ContainerSpec`'s
-//! `Debug` hides env values and nothing here logs the spec.
+//! From a pool, a placement and a runner token to the container an agent
+//! runs. The token ends up in the spec (command/env); `ContainerSpec`'s
+//! `Debug` hides both and nothing here logs the spec.
 
-use autogit_proto::v1 as pb;
 use secrecy::SecretString;
+use uuid::Uuid;
 
+use crate::fleet::command::{ContainerSpec, Mount, StartRunner};
 use crate::scheduler::{GpuVendor, Placement, Pool, TemplateError};
 
 /// The stop signal gitlab-runner treats as "finish the current job, then exit".
 pub const GRACEFUL_STOP_SIGNAL: &str = "SIGQUIT";
 
 /// Build the `StartRunner` for runner `runner_id` of `pool` on `placement`.
+/// The GPUs were chosen by the scheduler (`scheduler/placement.rs::place`);
+/// here they become an NVIDIA device request or device nodes.
 pub fn start_runner(
     pool: &Pool,
-    runner_id: &str,
+    runner_id: Uuid,
     gitlab_url: &str,
     token: &SecretString,
     placement: &Placement,
-) -> Result<pb::StartRunner, TemplateError> {
-    let rendered = pool.render(gitlab_url, token, runner_id, placement)?;
+) -> Result<StartRunner, TemplateError> {
+    let rendered = pool.render(gitlab_url, token, &runner_id.to_string(), placement)?;
     let nvidia = pool
         .gpu
         .as_ref()
         .is_some_and(|g| g.vendor == GpuVendor::Nvidia);
-    let spec = pb::ContainerSpec {
+    let spec = ContainerSpec {
         image: rendered.image.clone(),
         command: rendered.command.clone(),
         env: rendered
             .env
             .iter()
-            .map(|(name, value)| pb::EnvVar {
-                name: name.clone(),
-                value: value.clone(),
-            })
+            .map(|(name, value)| (name.clone(), SecretString::from(value.clone())))
             .collect(),
         cpu_limit: pool.cpu_limit,
         memory_limit_bytes: pool.mem_limit.bytes(),
-        gpus: Some(pb::GpuAccess {
-            nvidia_uuids: if nvidia {
-                placement.gpus.clone()
-            } else {
-                Vec::new()
-            },
-            device_paths: placement.device_paths.clone(),
-        }),
-        labels: Default::default(),
+        nvidia_uuids: if nvidia {
+            placement.gpus.clone()
+        } else {
+            Vec::new()
+        },
+        device_paths: placement.device_paths.clone(),
         network_mode: pool.network_mode.clone().unwrap_or_default(),
         mounts: pool
             .effective_mounts()
             .into_iter()
-            .map(|m| pb::Mount {
+            .map(|m| Mount {
                 source: m.source,
                 target: m.target,
                 read_only: m.read_only,
@@ -57,10 +54,10 @@ pub fn start_runner(
             .collect(),
         stop_signal: GRACEFUL_STOP_SIGNAL.into(),
     };
-    Ok(pb::StartRunner {
-        runner_id: runner_id.to_string(),
+    Ok(StartRunner {
+        runner_id,
         pool: pool.name.clone(),
-        spec: Some(spec),
+        spec,
     })
 }
 
@@ -78,15 +75,11 @@ mod tests {
             device_paths: vec![],
         };
         let token = SecretString::from("glrt-SECRET");
-        let s = start_runner(&pool, "r1", "http://gitlab", &token, &placement).unwrap();
-        let spec = s.spec.as_ref().unwrap();
-        assert_eq!(
-            spec.gpus.as_ref().unwrap().nvidia_uuids,
-            vec!["GPU-1".to_string()]
-        );
-        assert_eq!(spec.stop_signal, "SIGQUIT");
+        let s = start_runner(&pool, Uuid::new_v4(), "http://gitlab", &token, &placement).unwrap();
+        assert_eq!(s.spec.nvidia_uuids, vec!["GPU-1".to_string()]);
+        assert_eq!(s.spec.stop_signal, "SIGQUIT");
         assert!(
-            spec.command.iter().any(|a| a.contains("glrt-SECRET")),
+            s.spec.command.iter().any(|a| a.contains("glrt-SECRET")),
             "the default command carries the token"
         );
         assert!(

@@ -80,6 +80,15 @@ pub enum GpuVendor {
 }
 
 impl GpuVendor {
+    /// The config and storage spelling: `nvidia`, `amd`, `intel`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GpuVendor::Nvidia => "nvidia",
+            GpuVendor::Amd => "amd",
+            GpuVendor::Intel => "intel",
+        }
+    }
+
     /// Whether containers reach this vendor's GPUs through device nodes
     /// (`/dev/kfd`, `/dev/dri/renderD*`) rather than an NVIDIA device request.
     pub fn uses_device_nodes(self) -> bool {

@@ -1,0 +1,321 @@
+//! GitLab runners: creation (then `StartRunner` to the agent), deletion
+//! after a runner finished, retries of failed deletions, and the collector
+//! that deletes AutoGit-marked runners without a live record. The calls run
+//! in spawned tasks and come back as [`Op`]s.
+
+use std::time::Duration;
+
+use autogit_certs::AgentId;
+use secrecy::SecretString;
+use serde_json::json;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::{Active, CreateBackoff, Reconciler};
+use crate::fleet::command::{AgentCommand, StartRunner};
+use crate::gitlab::{CreateRunner, RunnerType as GlRunnerType};
+use crate::runners::record::RunnerRecord;
+use crate::runners::{Phase, ownership, spec};
+use crate::scheduler::{self, Placement};
+
+/// Longest pause of a pool's runner creation after failures.
+const MAX_CREATE_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Results of GitLab calls made off the loop.
+#[derive(Debug)]
+pub enum Op {
+    Created {
+        runner: Uuid,
+        gitlab_id: u64,
+        token: SecretString,
+    },
+    CreateFailed {
+        runner: Uuid,
+        error: String,
+    },
+    Deleted {
+        runner: Option<Uuid>,
+        gitlab_id: u64,
+    },
+    DeleteFailed {
+        gitlab_id: u64,
+        error: String,
+    },
+    /// AutoGit-marked GitLab runners found by the collector: (GitLab id, our runner id).
+    GcCandidates(Vec<(u64, Option<Uuid>)>),
+}
+
+fn start_message(cmd: StartRunner) -> AgentCommand {
+    AgentCommand::StartRunner(Box::new(cmd))
+}
+
+impl Reconciler {
+    fn pool(&self, name: &str) -> Option<&scheduler::Pool> {
+        self.cfg.pools.iter().find(|p| p.name == name)
+    }
+
+    /// Record a new runner and create its GitLab runner off the loop.
+    pub(super) async fn start_runner(
+        &mut self,
+        pool_name: &str,
+        placement: Placement,
+        hostname: &str,
+    ) {
+        let Some(pool) = self.pool(pool_name).cloned() else {
+            return;
+        };
+        let id = Uuid::new_v4();
+        let agent = AgentId(placement.agent_id);
+        let rec = RunnerRecord::provisioning(
+            id,
+            &pool.name,
+            agent,
+            placement.gpus.clone(),
+            pool.cpu_limit,
+            pool.mem_limit.bytes(),
+            self.clock.now_utc(),
+        );
+        self.persist(&rec).await;
+        self.event(
+            "runner.created",
+            &rec,
+            json!({"pool": pool.name, "agent": hostname, "gpus": placement.gpus}),
+        )
+        .await;
+        tracing::info!(runner = %id, pool = %pool.name, agent = %hostname, "provisioning runner");
+        self.active.insert(
+            id,
+            Active {
+                rec,
+                phase_since: Instant::now(),
+                idle_since: None,
+                placement,
+                start: None,
+                stop: None,
+            },
+        );
+        let mut req = CreateRunner::new(match pool.runner_type {
+            scheduler::RunnerType::Instance => GlRunnerType::InstanceType,
+            scheduler::RunnerType::Group { group_id } => GlRunnerType::GroupType { id: group_id },
+            scheduler::RunnerType::Project { project_id } => {
+                GlRunnerType::ProjectType { id: project_id }
+            }
+        });
+        req.description = Some(ownership::description(
+            &self.cfg.cluster,
+            &pool.name,
+            hostname,
+            &id,
+        ));
+        req.tag_list = pool.tags.clone();
+        req.run_untagged = Some(pool.run_untagged);
+        req.locked = Some(false);
+        req.paused = Some(false);
+        let gitlab = self.gitlab.clone();
+        let ops = self.ops_tx.clone();
+        tokio::spawn(async move {
+            let op = match gitlab.create_runner(&req).await {
+                Ok(c) => Op::Created {
+                    runner: id,
+                    gitlab_id: c.id,
+                    token: c.token,
+                },
+                Err(e) => Op::CreateFailed {
+                    runner: id,
+                    error: e.to_string(),
+                },
+            };
+            let _ = ops.send(op);
+        });
+    }
+
+    pub(super) fn delete_gitlab_runner(&self, runner: Option<Uuid>, gitlab_id: u64) {
+        let gitlab = self.gitlab.clone();
+        let ops = self.ops_tx.clone();
+        tokio::spawn(async move {
+            let op = match gitlab.delete_runner(gitlab_id).await {
+                Ok(()) => Op::Deleted { runner, gitlab_id },
+                Err(e) if e.is_not_found() => Op::Deleted { runner, gitlab_id },
+                Err(e) => Op::DeleteFailed {
+                    gitlab_id,
+                    error: e.to_string(),
+                },
+            };
+            let _ = ops.send(op);
+        });
+    }
+
+    /// Retry failed deletions, then list GitLab's runners for marked ones
+    /// without a record.
+    pub(super) async fn collect_garbage(&mut self) {
+        let gitlab = self.gitlab.clone();
+        let cluster = self.cfg.cluster.clone();
+        let ops = self.ops_tx.clone();
+        tokio::spawn(async move {
+            if let Some(found) = ownership::list_ours(gitlab.as_ref(), &cluster).await {
+                let _ = ops.send(Op::GcCandidates(found));
+            }
+        });
+        self.retry_deletes().await;
+    }
+
+    /// Finished runners whose GitLab deletion has not succeeded yet.
+    async fn retry_deletes(&mut self) {
+        match self.db.undeleted_runners().await {
+            Ok(rows) => {
+                for r in rows {
+                    if let (Some(g), Ok(id)) = (r.gitlab_runner_id, r.id.parse::<Uuid>()) {
+                        self.delete_gitlab_runner(Some(id), g as u64);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "list runners awaiting GitLab deletion"),
+        }
+    }
+
+    pub(super) async fn on_op(&mut self, op: Op) {
+        match op {
+            Op::Created {
+                runner,
+                gitlab_id,
+                token,
+            } => self.on_created(runner, gitlab_id, token).await,
+            Op::CreateFailed { runner, error } => {
+                let pool = self
+                    .active
+                    .get(&runner)
+                    .map(|a| a.rec.pool.clone())
+                    .unwrap_or_default();
+                let b = self
+                    .create_backoff
+                    .entry(pool.clone())
+                    .or_insert(CreateBackoff {
+                        until: Instant::now(),
+                        delay: Duration::from_secs(1),
+                        error: String::new(),
+                    });
+                b.delay = (b.delay * 2).min(MAX_CREATE_BACKOFF);
+                b.until = Instant::now() + b.delay;
+                b.error = error.clone();
+                tracing::warn!(%pool, %error, retry_in = ?b.delay, "create GitLab runner failed");
+                self.finish(
+                    runner,
+                    Phase::Failed,
+                    None,
+                    Some(format!("create GitLab runner: {error}")),
+                    None,
+                )
+                .await;
+            }
+            Op::Deleted { runner, gitlab_id } => {
+                self.by_gitlab.remove(&gitlab_id);
+                let Some(id) = runner else { return };
+                let row = match self.db.get_runner(&id.to_string()).await {
+                    Ok(Some(row)) if row.gitlab_deleted_at.is_none() => row,
+                    Ok(_) => return,
+                    Err(e) => {
+                        tracing::warn!(runner = %id, error = %e, "read runner");
+                        return;
+                    }
+                };
+                match RunnerRecord::from_row(&row) {
+                    Ok(mut rec) => {
+                        rec.gitlab_deleted_at = Some(self.clock.now_utc());
+                        self.persist(&rec).await;
+                        self.event(
+                            "runner.gitlab_deleted",
+                            &rec,
+                            json!({"gitlab_runner_id": gitlab_id}),
+                        )
+                        .await;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "record GitLab deletion"),
+                }
+            }
+            Op::DeleteFailed { gitlab_id, error } => {
+                tracing::warn!(gitlab_runner = gitlab_id, %error, "delete GitLab runner failed; will retry");
+            }
+            Op::GcCandidates(found) => {
+                for (gitlab_id, runner) in found {
+                    let wanted = runner.is_some_and(|r| self.active.contains_key(&r))
+                        || self.by_gitlab.contains_key(&gitlab_id);
+                    if !wanted {
+                        tracing::warn!(
+                            gitlab_runner = gitlab_id,
+                            ?runner,
+                            "deleting GitLab runner without a live record"
+                        );
+                        self.delete_gitlab_runner(runner, gitlab_id);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_created(&mut self, id: Uuid, gitlab_id: u64, token: SecretString) {
+        self.by_gitlab.insert(gitlab_id, id);
+        let runner_url = self.cfg.runner_url.clone();
+        let pools = self.cfg.pools.clone();
+        let Some(a) = self.active.get_mut(&id) else {
+            // Written off while GitLab was creating it.
+            self.delete_gitlab_runner(Some(id), gitlab_id);
+            return;
+        };
+        self.create_backoff.remove(&a.rec.pool);
+        a.rec.gitlab_runner_id = Some(gitlab_id);
+        if a.stop.is_some() {
+            // Asked to stop before it could start: no container exists.
+            self.finish(
+                id,
+                Phase::Failed,
+                None,
+                Some("stopped before the runner started".into()),
+                None,
+            )
+            .await;
+            return;
+        }
+        let Some(pool) = pools.iter().find(|p| p.name == a.rec.pool) else {
+            return;
+        };
+        match spec::start_runner(pool, id, &runner_url, &token, &a.placement) {
+            Ok(cmd) => {
+                if self
+                    .fleet
+                    .send(&a.rec.agent, start_message(cmd.clone()))
+                    .is_err()
+                {
+                    tracing::warn!(runner = %id, agent = %a.rec.agent, "agent not connected; StartRunner will be sent when it reconnects");
+                }
+                a.start = Some(cmd);
+                let rec = a.rec.clone();
+                self.persist(&rec).await;
+                self.event(
+                    "runner.gitlab_created",
+                    &rec,
+                    json!({"gitlab_runner_id": gitlab_id}),
+                )
+                .await;
+            }
+            Err(e) => {
+                self.finish(
+                    id,
+                    Phase::Failed,
+                    None,
+                    Some(format!("render pool template: {e}")),
+                    None,
+                )
+                .await;
+            }
+        }
+    }
+
+    /// Send a runner's `StartRunner` again (idempotent on the agent).
+    pub(super) fn resend_start(&self, id: Uuid) {
+        if let Some(a) = self.active.get(&id)
+            && let Some(cmd) = &a.start
+        {
+            let _ = self.fleet.send(&a.rec.agent, start_message(cmd.clone()));
+        }
+    }
+}

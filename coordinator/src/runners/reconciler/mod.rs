@@ -1,0 +1,429 @@
+//! The runner reconciler: one actor that owns every active runner.
+//!
+//! Wanted state comes from the pure scheduler ([`crate::scheduler::plan`])
+//! given pending demand, pools and the fleet. Observed state comes from
+//! agents (container status, the containers present at each reconnect) and
+//! from GitLab (which runner took which job). Each pass moves observed toward
+//! wanted. Where each decision lives:
+//!
+//! * [`planning`]: one pass: demand + runners + fleet → `scheduler::plan`
+//!   (which places runners, GPUs included) → starts and stops; the status
+//!   operators see.
+//! * [`gitlab_ops`]: GitLab runners: create (`POST /user/runners`, then
+//!   `StartRunner` to the agent), delete (`DELETE /runners/:id`, only from
+//!   [`Reconciler::finish`]), retries, and the collector of marked runners
+//!   without a record.
+//! * [`reports`]: what agents report: `on_connected` (the containers present
+//!   at each reconnect), `on_status` (container state changes), and GitLab's
+//!   job activity.
+//! * [`stops`]: acknowledged stops. A stop stays wanted until the agent
+//!   confirms the container gone; it is resent on every reconnect and made
+//!   forceful at its deadline. Timeouts of runners that never ran.
+//! * [`drains`]: draining an agent until a deadline; `agent.drained` once it
+//!   has no runner left.
+//! * [`view`]: the pure pieces (`effective_pending`, runners in the
+//!   scheduler's view; agents come typed from `Fleet::scheduler_view`).
+//!
+//! A runner's GitLab runner is deleted only when the runner is finished:
+//! its container is confirmed gone (an `Exited`/`Failed`/`Removed` report,
+//! or absent from the agent's list at reconnect), no container can exist
+//! (GitLab creation failed, the template did not render), or its agent is
+//! lost or revoked.
+//!
+//! GitLab calls run in spawned tasks and report back as [`Op`]s, so a slow
+//! GitLab never stalls the loop. Every transition is written to SQLite (one
+//! typed [`RunnerRecord`] per runner) and the audit log. Every instant is a
+//! [`tokio::time::Instant`] and wall time comes from a [`Clock`], so tests
+//! drive the actor with tokio's paused clock.
+
+mod drains;
+mod gitlab_ops;
+mod handle;
+mod planning;
+mod reports;
+mod stops;
+mod view;
+
+#[cfg(test)]
+mod fake_gitlab;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant as StdInstant};
+
+use serde_json::json;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use gitlab_ops::Op;
+pub use handle::{Command, ReconcilerHandle, ReconcilerStatus};
+pub use view::effective_pending;
+
+use super::clock::Clock;
+use super::model::Phase;
+use super::record::RunnerRecord;
+use crate::audit::{Audit, SYSTEM};
+use crate::db::Db;
+use crate::demand::{DemandHandle, DemandSnapshot, RunnerActivity};
+use crate::fleet::Fleet;
+use crate::fleet::command::StartRunner;
+use crate::fleet::session::AgentEvent;
+use crate::gitlab::SharedGitLab;
+use crate::scheduler::{Placement, Pool, Strategy};
+
+/// How often the loop re-plans and checks deadlines without other triggers.
+const TICK: Duration = Duration::from_millis(500);
+
+/// Settings of the reconciler.
+#[derive(Debug, Clone)]
+pub struct ReconcilerConfig {
+    pub pools: Arc<Vec<Pool>>,
+    pub strategy: Strategy,
+    /// The URL runners use to reach GitLab.
+    pub runner_url: String,
+    /// Marks GitLab runners as created by this coordinator (CA fingerprint prefix).
+    pub cluster: String,
+    /// A runner not running within this long is stopped and cleaned up.
+    pub provision_timeout: Duration,
+    /// How often GitLab is searched for AutoGit runners without a record.
+    pub gc_interval: Duration,
+    /// Idle runners asked to stop get this long to finish a job they took
+    /// before the stop becomes forceful.
+    pub stop_grace: Duration,
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
+}
+
+/// Where the reconciler reads pending demand.
+pub trait DemandSource: Send + Sync {
+    /// The current pending demand.
+    fn snapshot(&self) -> Arc<DemandSnapshot>;
+    /// Ticks on every change of pending demand.
+    fn subscribe(&self) -> watch::Receiver<u64>;
+}
+
+impl DemandSource for DemandHandle {
+    fn snapshot(&self) -> Arc<DemandSnapshot> {
+        self.snapshot_arc()
+    }
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        DemandHandle::subscribe(self)
+    }
+}
+
+/// One runner that still holds resources.
+struct Active {
+    rec: RunnerRecord,
+    /// When `rec.phase` last changed.
+    phase_since: Instant,
+    idle_since: Option<OffsetDateTime>,
+    placement: Placement,
+    /// The StartRunner (with the token) until the container runs, for
+    /// re-sending after an agent reconnects.
+    start: Option<StartRunner>,
+    /// Set once the runner is asked to stop; cleared only with the runner.
+    stop: Option<stops::WantedStop>,
+}
+
+impl Active {
+    fn set_phase(&mut self, phase: Phase) {
+        self.rec.phase = phase;
+        self.phase_since = Instant::now();
+    }
+}
+
+/// A pool whose GitLab runner creation failed: no new starts until `until`.
+struct CreateBackoff {
+    until: Instant,
+    delay: Duration,
+    error: String,
+}
+
+/// The reconciler actor.
+pub struct Reconciler {
+    cfg: ReconcilerConfig,
+    clock: Clock,
+    db: Db,
+    audit: Audit,
+    fleet: Fleet,
+    gitlab: SharedGitLab,
+    demand: Arc<dyn DemandSource>,
+    active: BTreeMap<Uuid, Active>,
+    by_gitlab: HashMap<u64, Uuid>,
+    ops_tx: mpsc::UnboundedSender<Op>,
+    ops_rx: mpsc::UnboundedReceiver<Op>,
+    create_backoff: HashMap<String, CreateBackoff>,
+    /// Runners that ran and ended without us learning which job they took
+    /// (pool, when): each may have consumed one pending job that GitLab has
+    /// not re-confirmed since. See [`effective_pending`].
+    credits: Vec<(String, StdInstant)>,
+    /// The last unmet reasons logged, to log only changes.
+    logged_unmet: BTreeMap<String, String>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    /// When each pending job was first seen, for the job-wait histogram.
+    job_seen: HashMap<u64, OffsetDateTime>,
+    /// `Settle` commands to answer at the end of this pass.
+    settles: Vec<oneshot::Sender<()>>,
+    handle: ReconcilerHandle,
+}
+
+impl Reconciler {
+    pub fn new(
+        cfg: ReconcilerConfig,
+        db: Db,
+        audit: Audit,
+        fleet: Fleet,
+        gitlab: SharedGitLab,
+        demand: impl DemandSource + 'static,
+    ) -> Self {
+        let (ops_tx, ops_rx) = mpsc::unbounded_channel();
+        let (cmd_tx, commands) = mpsc::unbounded_channel();
+        Reconciler {
+            cfg,
+            clock: Clock::system(),
+            db,
+            audit,
+            fleet,
+            gitlab,
+            demand: Arc::new(demand),
+            active: BTreeMap::new(),
+            by_gitlab: HashMap::new(),
+            ops_tx,
+            ops_rx,
+            create_backoff: HashMap::new(),
+            credits: Vec::new(),
+            logged_unmet: BTreeMap::new(),
+            commands,
+            job_seen: HashMap::new(),
+            settles: Vec::new(),
+            handle: ReconcilerHandle {
+                status: Default::default(),
+                commands: Some(cmd_tx),
+            },
+        }
+    }
+
+    /// Use `clock` for wall time (records, operators' deadlines).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn handle(&self) -> ReconcilerHandle {
+        self.handle.clone()
+    }
+
+    /// Run until `shutdown`.
+    pub async fn run(
+        mut self,
+        mut events: mpsc::UnboundedReceiver<AgentEvent>,
+        mut activity: mpsc::UnboundedReceiver<RunnerActivity>,
+        shutdown: CancellationToken,
+    ) {
+        self.load().await;
+        let mut demand_rx = self.demand.subscribe();
+        let mut fleet_rx = self.fleet.subscribe();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // First GC soon after start (agents get a moment to reconnect first).
+        let mut next_gc = Instant::now() + Duration::from_secs(5).min(self.cfg.gc_interval);
+        loop {
+            // Biased: reports before deadlines, deadlines before commands,
+            // so a command (a `Settle`) sees every earlier report and tick.
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(ev) = events.recv() => self.on_agent_event(ev).await,
+                Some(a) = activity.recv() => self.on_activity(a).await,
+                Some(op) = self.ops_rx.recv() => self.on_op(op).await,
+                _ = tick.tick() => {
+                    self.check_deadlines().await;
+                    if Instant::now() >= next_gc {
+                        next_gc = Instant::now() + self.cfg.gc_interval;
+                        self.collect_garbage().await;
+                    }
+                }
+                Some(cmd) = self.commands.recv() => self.on_command(cmd).await,
+                Ok(()) = demand_rx.changed() => {}
+                Ok(()) = fleet_rx.changed() => {}
+            }
+            // Drain whatever else is queued before planning once.
+            while let Ok(ev) = events.try_recv() {
+                self.on_agent_event(ev).await;
+            }
+            while let Ok(op) = self.ops_rx.try_recv() {
+                self.on_op(op).await;
+            }
+            self.reconcile().await;
+            for s in self.settles.drain(..) {
+                let _ = s.send(());
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ persistence
+
+    /// Store a runner's record: the one place a record reaches SQLite.
+    async fn persist(&self, rec: &RunnerRecord) {
+        if let Err(e) = self.db.upsert_runner(&rec.to_row()).await {
+            tracing::error!(runner = %rec.id, error = %e, "persist runner");
+        }
+    }
+
+    /// Store an active runner's record as it is now.
+    async fn persist_active(&self, id: Uuid) {
+        if let Some(a) = self.active.get(&id) {
+            self.persist(&a.rec).await;
+        }
+    }
+
+    async fn event(&self, kind: &str, rec: &RunnerRecord, detail: serde_json::Value) {
+        self.audit
+            .record(
+                kind,
+                SYSTEM,
+                Some(&rec.agent.to_string()),
+                Some(&rec.id.to_string()),
+                detail,
+            )
+            .await;
+    }
+
+    /// Load active runners after a restart. Tokens were never stored, so
+    /// runners that had not started cannot be started now: they are failed
+    /// and cleaned up. The rest wait for their agent's container report.
+    async fn load(&mut self) {
+        let rows = match self.db.active_runners().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "load active runners");
+                return;
+            }
+        };
+        for row in rows {
+            let rec = match RunnerRecord::from_row(&row) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "skip a stored runner that does not parse");
+                    continue;
+                }
+            };
+            let id = rec.id;
+            let phase = rec.phase;
+            let placement = Placement {
+                agent_id: rec.agent.0,
+                gpus: rec.gpus.clone(),
+                device_paths: Vec::new(),
+            };
+            if let Some(g) = rec.gitlab_runner_id {
+                self.by_gitlab.insert(g, id);
+            }
+            self.active.insert(
+                id,
+                Active {
+                    idle_since: (phase == Phase::Idle).then(|| self.clock.now_utc()),
+                    phase_since: Instant::now(),
+                    placement,
+                    start: None,
+                    // A stop wanted before the restart is wanted still; the
+                    // agent's `Hello` confirms it or gets it again.
+                    stop: (phase == Phase::Stopping).then(|| {
+                        stops::WantedStop::after_restart(
+                            rec.reason.clone().unwrap_or_default(),
+                            Instant::now() + self.cfg.stop_grace,
+                        )
+                    }),
+                    rec,
+                },
+            );
+            if phase == Phase::Provisioning {
+                self.finish(
+                    id,
+                    Phase::Failed,
+                    None,
+                    Some("coordinator restarted before the runner started".into()),
+                    None,
+                )
+                .await;
+            }
+        }
+        tracing::info!(runners = self.active.len(), "loaded active runners");
+    }
+
+    // ----------------------------------------------------------- transitions
+
+    /// A runner reached a final phase: record it, free its resources, and
+    /// delete its GitLab runner. Called only when its container is confirmed
+    /// gone, cannot exist, or its agent is lost or revoked.
+    async fn finish(
+        &mut self,
+        id: Uuid,
+        phase: Phase,
+        exit_code: Option<i32>,
+        reason: Option<String>,
+        log_tail: Option<Vec<String>>,
+    ) {
+        let Some(mut a) = self.active.remove(&id) else {
+            return;
+        };
+        if a.rec.started_at.is_some() && a.rec.busy_at.is_none() {
+            self.credits
+                .push((a.rec.pool.clone(), Instant::now().into_std()));
+        }
+        a.rec.phase = phase;
+        a.rec.finished_at = Some(self.clock.now_utc());
+        a.rec.exit_code = exit_code;
+        if reason.is_some() {
+            a.rec.reason = reason.clone();
+        }
+        if let Some(t) = log_tail.filter(|t| !t.is_empty()) {
+            a.rec.log_tail = t;
+        }
+        tracing::info!(runner = %id, state = %phase, ?exit_code, reason = reason.as_deref().unwrap_or(""), "runner finished");
+        self.persist(&a.rec).await;
+        self.event(
+            &format!("runner.{phase}"),
+            &a.rec,
+            json!({"exit_code": exit_code, "reason": reason}),
+        )
+        .await;
+        if let Some(g) = a.rec.gitlab_runner_id {
+            self.delete_gitlab_runner(Some(id), g);
+        }
+    }
+
+    async fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Drain {
+                agent,
+                deadline,
+                reply,
+            } => {
+                let _ = reply.send(self.drain(agent, deadline).await);
+            }
+            Command::StopRunner { runner, reply } => {
+                if !self.active.contains_key(&runner) {
+                    let _ = reply.send(Err(format!("no active runner with id {runner}")));
+                    return;
+                }
+                let until = Instant::now() + self.cfg.stop_grace;
+                self.stop_runner(runner, "stopped by an operator", until, Phase::Exited)
+                    .await;
+                let _ = reply.send(Ok(()));
+            }
+            Command::Settle { reply } => self.settles.push(reply),
+        }
+    }
+
+    /// The periodic checks: drains, stop deadlines, lost agents, runners
+    /// that never ran.
+    async fn check_deadlines(&mut self) {
+        self.check_drains().await;
+        self.check_stops();
+        self.check_timeouts().await;
+    }
+}

@@ -1,0 +1,112 @@
+//! One pass: pending demand, active runners and the fleet go into the pure
+//! `scheduler::plan` (which also places each start, GPU devices included,
+//! in `scheduler/placement.rs::place`); its starts and stops are executed
+//! here, and the status operators see is published.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::view::{effective_pending, to_sched_runner};
+use super::{Reconciler, ReconcilerStatus};
+use crate::runners::Phase;
+use crate::scheduler::{self, PlanInput};
+
+impl Reconciler {
+    pub(super) async fn reconcile(&mut self) {
+        let now = self.clock.now_utc();
+        let demand = self.demand.snapshot();
+        let runners: Vec<scheduler::RunnerView> = self
+            .active
+            .values()
+            .map(|a| to_sched_runner(a, now))
+            .collect();
+        let pending = effective_pending(&demand, &mut self.credits);
+        for j in &demand.jobs {
+            if j.pool.is_some() {
+                self.job_seen.entry(j.job_id).or_insert(j.seen_at);
+            }
+        }
+        if self.job_seen.len() > 100_000 {
+            let cutoff = now - Duration::from_secs(24 * 3600);
+            self.job_seen.retain(|_, t| *t > cutoff);
+        }
+        let input = PlanInput {
+            pools: self.cfg.pools.to_vec(),
+            pending,
+            runners,
+            // One fleet snapshot per pass.
+            agents: self.fleet.scheduler_view(),
+            strategy: self.cfg.strategy,
+            now,
+        };
+        let plan = scheduler::plan(&input);
+        let mut unmet: BTreeMap<String, String> = plan
+            .unmet
+            .iter()
+            .map(|u| (u.pool.clone(), u.reason.to_string()))
+            .collect();
+        for start in plan.starts {
+            if let Some(b) = self.create_backoff.get(&start.pool)
+                && Instant::now() < b.until
+            {
+                unmet
+                    .entry(start.pool.clone())
+                    .or_insert_with(|| format!("GitLab refused to create a runner: {}", b.error));
+                continue;
+            }
+            let hostname = input
+                .agents
+                .iter()
+                .find(|a| a.id == start.placement.agent_id)
+                .map(|a| a.hostname.clone())
+                .unwrap_or_default();
+            self.start_runner(&start.pool, start.placement, &hostname)
+                .await;
+        }
+        for stop in plan.stops {
+            let until = Instant::now() + self.cfg.stop_grace;
+            self.stop_runner(
+                stop.runner_id,
+                &format!("{:?}", stop.reason),
+                until,
+                Phase::Exited,
+            )
+            .await;
+        }
+        if unmet != self.logged_unmet {
+            for (pool, reason) in &unmet {
+                if self.logged_unmet.get(pool) != Some(reason) {
+                    tracing::warn!(%pool, %reason, "pending jobs cannot get a runner");
+                }
+            }
+            self.logged_unmet = unmet.clone();
+        }
+        self.publish_status(unmet);
+    }
+
+    fn publish_status(&self, unmet: BTreeMap<String, String>) {
+        let mut st = ReconcilerStatus {
+            unmet,
+            ..Default::default()
+        };
+        for a in self.active.values() {
+            let agent = a.rec.agent.to_string();
+            st.gpus_in_use
+                .extend(a.placement.gpus.iter().map(|g| format!("{agent}/{g}")));
+            *st.per_agent.entry(agent).or_default() += 1;
+            *st.runners
+                .entry(a.rec.pool.clone())
+                .or_default()
+                .entry(a.rec.phase.to_string())
+                .or_default() += 1;
+        }
+        st.create_errors = self
+            .create_backoff
+            .iter()
+            .map(|(p, b)| (p.clone(), b.error.clone()))
+            .collect();
+        self.handle.publish(st);
+    }
+}

@@ -1,0 +1,649 @@
+//! The reconciler in-process: a real [`Fleet`] with fake agent sessions (the
+//! test holds the receiving end of each session's channel), a fake GitLab
+//! that counts calls, a real SQLite file in a temp dir, and tokio's paused
+//! clock moved only by the test.
+//!
+//! A task that keeps yielding stops tokio from auto-advancing the paused
+//! clock while the reconciler waits on SQLite's worker thread, so time moves
+//! only in [`Harness::run_for`]. Waits for the reconciler are bounded in
+//! real time.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use autogit_certs::AgentId;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::fake_gitlab::FakeGitLab;
+use super::{DemandSource, Reconciler, ReconcilerConfig, ReconcilerHandle};
+use crate::audit::Audit;
+use crate::db::{AgentRow, Db, EventFilter};
+use crate::demand::{DemandSnapshot, PendingJob, RunnerActivity, Source};
+use crate::fleet::session::{AgentEvent, ContainerState, RunnerReport};
+use crate::fleet::{AgentCommand, Fleet, Inventory, SessionId, Timings};
+use crate::runners::{Clock, Phase, RunnerRecord};
+use crate::scheduler::{Arch, Pool, Strategy};
+
+/// How long (real time) a wait for the reconciler may take.
+const REAL_LIMIT: Duration = Duration::from_secs(20);
+const TICK: Duration = Duration::from_millis(500);
+const STOP_GRACE: Duration = Duration::from_secs(60);
+const LOST_AFTER: Duration = Duration::from_secs(120);
+
+type SessionRx = mpsc::Receiver<AgentCommand>;
+
+struct FakeDemand {
+    snapshot: watch::Receiver<Arc<DemandSnapshot>>,
+    ticks: watch::Receiver<u64>,
+}
+
+impl DemandSource for FakeDemand {
+    fn snapshot(&self) -> Arc<DemandSnapshot> {
+        self.snapshot.borrow().clone()
+    }
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.ticks.clone()
+    }
+}
+
+/// Await `f`, failing the test if it takes more than [`REAL_LIMIT`] of real time.
+async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
+    let start = std::time::Instant::now();
+    tokio::pin!(f);
+    loop {
+        tokio::select! {
+            biased;
+            v = &mut f => return v,
+            _ = tokio::task::yield_now() => {
+                assert!(start.elapsed() < REAL_LIMIT, "{what}: nothing within {REAL_LIMIT:?}");
+            }
+        }
+    }
+}
+
+fn inventory() -> Inventory {
+    Inventory {
+        hostname: "build-1".into(),
+        arch: "x86_64".into(),
+        cpu_threads: 8,
+        mem_total_bytes: 16 << 30,
+        ..Default::default()
+    }
+}
+
+fn agent_row(id: &AgentId) -> AgentRow {
+    AgentRow {
+        id: id.to_string(),
+        hostname: "build-1".into(),
+        arch: "x86_64".into(),
+        state: "enrolled".into(),
+        cordoned: false,
+        labels: "{}".into(),
+        inventory: None,
+        load: None,
+        cert_serial: "01".into(),
+        cert_not_after: 0,
+        token_id: None,
+        enrolled_at: 0,
+        last_seen: None,
+        revoked_at: None,
+    }
+}
+
+fn report(runner: Uuid, state: ContainerState, exit_code: i32) -> RunnerReport {
+    RunnerReport {
+        runner_id: runner.to_string(),
+        container_id: Some(format!("c-{runner}")),
+        state,
+        exit_code,
+        reason: None,
+        log_tail: Vec::new(),
+    }
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    db: Db,
+    fleet: Fleet,
+    gitlab: Arc<FakeGitLab>,
+    demand: watch::Sender<Arc<DemandSnapshot>>,
+    demand_ticks: watch::Sender<u64>,
+    events: mpsc::UnboundedSender<AgentEvent>,
+    activity: mpsc::UnboundedSender<RunnerActivity>,
+    handle: ReconcilerHandle,
+    clock: Clock,
+    agent: AgentId,
+    session: Option<SessionId>,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Harness {
+    async fn start() -> Harness {
+        // Keep the runtime busy so the paused clock never auto-advances.
+        tokio::spawn(async {
+            loop {
+                tokio::task::yield_now().await;
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).await.unwrap();
+        let agent = AgentId::new_random();
+        let fleet = Fleet::new(
+            &[agent_row(&agent)],
+            &[],
+            Timings {
+                heartbeat_interval: Duration::from_secs(1),
+                unreachable_after: Duration::from_secs(10),
+                lost_after: LOST_AFTER,
+            },
+        );
+        let gitlab = Arc::new(FakeGitLab::default());
+        let (demand, _) = watch::channel(Arc::new(DemandSnapshot::default()));
+        let (demand_ticks, _) = watch::channel(0);
+        let mut h = Harness {
+            _dir: dir,
+            db,
+            fleet,
+            gitlab,
+            demand,
+            demand_ticks,
+            events: mpsc::unbounded_channel().0,
+            activity: mpsc::unbounded_channel().0,
+            handle: ReconcilerHandle::default(),
+            clock: Clock::following_tokio(),
+            agent,
+            session: None,
+            shutdown: CancellationToken::new(),
+            task: None,
+        };
+        h.launch();
+        h.settle().await;
+        h
+    }
+
+    /// Start a reconciler on this harness's database, fleet and GitLab.
+    fn launch(&mut self) {
+        let reconciler = Reconciler::new(
+            ReconcilerConfig {
+                pools: Arc::new(vec![Pool::new("amd64", &["amd64"], Arch::X86_64)]),
+                strategy: Strategy::Spread,
+                runner_url: "http://127.0.0.1:9".into(),
+                cluster: "testcluster".into(),
+                provision_timeout: Duration::from_secs(300),
+                gc_interval: Duration::from_secs(60),
+                stop_grace: STOP_GRACE,
+                metrics: None,
+            },
+            self.db.clone(),
+            Audit::new(self.db.clone()),
+            self.fleet.clone(),
+            self.gitlab.clone(),
+            FakeDemand {
+                snapshot: self.demand.subscribe(),
+                ticks: self.demand_ticks.subscribe(),
+            },
+        )
+        .with_clock(self.clock);
+        self.handle = reconciler.handle();
+        let (events, events_rx) = mpsc::unbounded_channel();
+        let (activity, activity_rx) = mpsc::unbounded_channel();
+        self.events = events;
+        self.activity = activity;
+        self.shutdown = CancellationToken::new();
+        self.task = Some(tokio::spawn(reconciler.run(
+            events_rx,
+            activity_rx,
+            self.shutdown.clone(),
+        )));
+    }
+
+    /// Stop the reconciler and start a new one on the same state (a
+    /// coordinator restart; the fleet's sessions are the test's to end).
+    async fn restart(&mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            bounded("reconciler stops", t).await.unwrap();
+        }
+        self.launch();
+        self.settle().await;
+    }
+
+    /// Wait until the reconciler applied everything sent so far.
+    async fn settle(&self) {
+        bounded("settle", self.handle.settle()).await.unwrap();
+    }
+
+    /// Move the paused clock forward by `total` in `step`s, letting the
+    /// reconciler handle every tick.
+    async fn run_for(&self, total: Duration, step: Duration) {
+        let mut done = Duration::ZERO;
+        while done < total {
+            tokio::time::advance(step).await;
+            done += step;
+            self.settle().await;
+        }
+    }
+
+    /// Set the pending jobs of pool `amd64`.
+    fn pending(&self, jobs: u64) {
+        let now = OffsetDateTime::now_utc();
+        let jobs = (1..=jobs)
+            .map(|job_id| PendingJob {
+                project_id: 1,
+                job_id,
+                name: "build".into(),
+                tags: vec!["amd64".into()],
+                pool: Some("amd64".into()),
+                unmatched_reason: None,
+                created_at: None,
+                seen_at: now,
+                via: Source::Poll,
+                confirmed: std::time::Instant::now(),
+            })
+            .collect();
+        let generation = *self.demand_ticks.borrow() + 1;
+        self.demand
+            .send(Arc::new(DemandSnapshot::new(generation, jobs)))
+            .unwrap();
+        self.demand_ticks.send(generation).unwrap();
+    }
+
+    /// Open a session for the agent, as `fleet/session.rs` does, with these
+    /// containers present on its host.
+    fn connect(&mut self, containers: Vec<RunnerReport>) -> SessionRx {
+        let (tx, rx) = mpsc::channel(256);
+        let (sid, _) = self.fleet.connect(self.agent, inventory(), tx).unwrap();
+        self.session = Some(sid);
+        self.events
+            .send(AgentEvent::Connected {
+                agent: self.agent,
+                containers,
+            })
+            .unwrap();
+        rx
+    }
+
+    fn disconnect(&mut self) {
+        let sid = self.session.take().expect("connected");
+        self.fleet.disconnect(&self.agent, sid);
+        self.events
+            .send(AgentEvent::Disconnected { agent: self.agent })
+            .unwrap();
+    }
+
+    fn agent_reports(&self, r: RunnerReport) {
+        self.events
+            .send(AgentEvent::RunnerStatus {
+                agent: self.agent,
+                report: r,
+            })
+            .unwrap();
+    }
+
+    async fn record(&self, id: Uuid) -> RunnerRecord {
+        let row = self.db.get_runner(&id.to_string()).await.unwrap().unwrap();
+        RunnerRecord::from_row(&row).unwrap()
+    }
+
+    async fn event_kinds(&self) -> Vec<String> {
+        let f = EventFilter {
+            agent_id: Some(self.agent.to_string()),
+            limit: 1000,
+            ..Default::default()
+        };
+        let mut kinds: Vec<String> = self
+            .db
+            .list_events(&f)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        kinds.reverse();
+        kinds
+    }
+
+    /// One pending job → a runner started on the agent and running (idle).
+    async fn idle_runner(&self, rx: &mut SessionRx) -> (Uuid, u64) {
+        self.pending(1);
+        let AgentCommand::StartRunner(start) = next_msg(rx).await else {
+            panic!("expected StartRunner");
+        };
+        self.pending(0);
+        let id = start.runner_id;
+        self.agent_reports(report(id, ContainerState::Running, 0));
+        self.settle().await;
+        let rec = self.record(id).await;
+        assert_eq!(rec.phase, Phase::Idle);
+        (id, rec.gitlab_runner_id.expect("a GitLab runner"))
+    }
+
+    /// An idle runner that GitLab says took job 1.
+    async fn busy_runner(&self, rx: &mut SessionRx) -> (Uuid, u64) {
+        let (id, gitlab_id) = self.idle_runner(rx).await;
+        self.activity
+            .send(RunnerActivity::Busy {
+                gitlab_runner_id: gitlab_id,
+                project_id: 1,
+                job_id: 1,
+            })
+            .unwrap();
+        self.settle().await;
+        assert_eq!(self.record(id).await.phase, Phase::Busy);
+        (id, gitlab_id)
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn next_msg(rx: &mut SessionRx) -> AgentCommand {
+    bounded("a message to the agent", rx.recv())
+        .await
+        .expect("session open")
+}
+
+/// A stop for `runner`: its grace (`None`: forceful).
+fn expect_stop(cmd: AgentCommand, runner: Uuid) -> Option<Duration> {
+    match cmd {
+        AgentCommand::StopRunner {
+            runner_id,
+            graceful,
+            grace,
+        } if runner_id == runner.to_string() => {
+            assert_eq!(graceful, grace.is_some());
+            grace
+        }
+        other => panic!("expected StopRunner for {runner}, got {other:?}"),
+    }
+}
+
+/// Nothing more was sent to the agent.
+fn quiet(rx: &mut SessionRx) {
+    if let Ok(m) = rx.try_recv() {
+        panic!("unexpected message to the agent: {m:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drained_busy_runner_is_left_alone_until_the_deadline_and_deleted_only_once_gone() {
+    let mut h = Harness::start().await;
+    let mut rx = h.connect(vec![]);
+    let (id, gitlab_id) = h.busy_runner(&mut rx).await;
+
+    let deadline = h.clock.now_utc() + Duration::from_secs(3600);
+    assert_eq!(h.handle.drain(h.agent, deadline).await, Ok(1));
+    assert_eq!(
+        expect_stop(next_msg(&mut rx).await, id),
+        Some(Duration::from_secs(3600)),
+        "a drain lets the job finish: graceful with the time left to the deadline"
+    );
+
+    // Ten minutes of a long job: every tick handled.
+    h.run_for(Duration::from_secs(600), TICK).await;
+    assert_eq!(h.gitlab.deletes(), Vec::<u64>::new(), "GitLab runner kept");
+    assert_eq!(h.gitlab.live(), vec![gitlab_id]);
+    assert_eq!(h.record(id).await.phase, Phase::Stopping);
+    assert!(!h.event_kinds().await.contains(&"agent.drained".to_string()));
+    quiet(&mut rx);
+
+    // Past the deadline: stopped forcefully, still not finished.
+    h.run_for(Duration::from_secs(3000) + TICK, Duration::from_secs(10))
+        .await;
+    assert_eq!(expect_stop(next_msg(&mut rx).await, id), None, "forceful");
+    assert_eq!(h.gitlab.deletes(), Vec::<u64>::new());
+    assert_eq!(h.record(id).await.phase, Phase::Stopping);
+
+    // The agent confirms the container gone: finished, deleted, drained.
+    h.agent_reports(report(id, ContainerState::Removed, 0));
+    h.settle().await;
+    h.run_for(TICK, TICK).await;
+    let rec = h.record(id).await;
+    assert_eq!(rec.phase, Phase::Exited);
+    assert_eq!(h.gitlab.deletes(), vec![gitlab_id]);
+    assert!(rec.gitlab_deleted_at.is_some());
+    let kinds = h.event_kinds().await;
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "agent.drained").count(),
+        1,
+        "{kinds:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_asked_while_the_agent_is_away_is_delivered_at_reconnect() {
+    let mut h = Harness::start().await;
+    let mut rx = h.connect(vec![]);
+    let (id, gitlab_id) = h.idle_runner(&mut rx).await;
+    h.disconnect();
+    h.settle().await;
+
+    assert_eq!(h.handle.stop_runner(id).await, Ok(()));
+    h.run_for(Duration::from_secs(5), TICK).await;
+    assert_eq!(h.record(id).await.phase, Phase::Stopping);
+    assert!(h.gitlab.deletes().is_empty());
+
+    let mut rx2 = h.connect(vec![report(id, ContainerState::Running, 0)]);
+    assert!(
+        expect_stop(next_msg(&mut rx2).await, id).is_some(),
+        "graceful"
+    );
+    h.agent_reports(report(id, ContainerState::Exited, 0));
+    h.settle().await;
+    assert_eq!(h.record(id).await.phase, Phase::Exited);
+    h.settle().await;
+    assert_eq!(h.gitlab.deletes(), vec![gitlab_id]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unacknowledged_stop_is_resent_at_every_reconnect_and_gitlab_waits_for_the_ack() {
+    let mut h = Harness::start().await;
+    let mut rx = h.connect(vec![]);
+    let (id, gitlab_id) = h.idle_runner(&mut rx).await;
+    assert_eq!(h.handle.stop_runner(id).await, Ok(()));
+    expect_stop(next_msg(&mut rx).await, id);
+
+    // The agent never answers; it reconnects twice with the container still there.
+    for _ in 0..2 {
+        h.disconnect();
+        h.run_for(Duration::from_secs(2), TICK).await;
+        rx = h.connect(vec![report(id, ContainerState::Running, 0)]);
+        expect_stop(next_msg(&mut rx).await, id);
+    }
+    // Long past the grace period: forceful, and GitLab still keeps the runner.
+    h.run_for(STOP_GRACE + Duration::from_secs(600), TICK).await;
+    assert_eq!(expect_stop(next_msg(&mut rx).await, id), None, "forceful");
+    quiet(&mut rx);
+    assert!(h.gitlab.deletes().is_empty(), "not deleted before the ack");
+    assert_eq!(h.record(id).await.phase, Phase::Stopping);
+
+    // A reconnect without the container is the confirmation.
+    h.disconnect();
+    h.settle().await;
+    let _rx = h.connect(vec![]);
+    h.settle().await;
+    assert_eq!(h.record(id).await.phase, Phase::Exited);
+    h.settle().await;
+    assert_eq!(h.gitlab.deletes(), vec![gitlab_id]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_agent_releases_its_stopping_runner_and_gitlab_runner() {
+    let mut h = Harness::start().await;
+    let mut rx = h.connect(vec![]);
+    let (id, gitlab_id) = h.idle_runner(&mut rx).await;
+    assert_eq!(h.handle.stop_runner(id).await, Ok(()));
+    h.disconnect();
+    h.run_for(Duration::from_secs(5), TICK).await;
+    assert!(h.gitlab.deletes().is_empty());
+
+    // The fleet monitor declares it lost (its clock is std's; drive it directly).
+    let later = std::time::Instant::now() + LOST_AFTER + Duration::from_secs(1);
+    h.fleet.tick(later);
+    h.fleet.tick(later + LOST_AFTER + Duration::from_secs(1));
+    h.run_for(TICK, TICK).await;
+    assert_eq!(h.record(id).await.phase, Phase::Lost);
+    h.settle().await;
+    assert_eq!(h.gitlab.deletes(), vec![gitlab_id]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_runner_that_never_runs_is_stopped_and_cleaned_up_only_after_the_agent_answers() {
+    let mut h = Harness::start().await;
+    let mut rx = h.connect(vec![]);
+    h.pending(1);
+    let AgentCommand::StartRunner(start) = next_msg(&mut rx).await else {
+        panic!("expected StartRunner");
+    };
+    h.pending(0);
+    let id = start.runner_id;
+    h.run_for(Duration::from_secs(301), Duration::from_secs(1))
+        .await;
+    assert_eq!(
+        expect_stop(next_msg(&mut rx).await, id),
+        None,
+        "a runner that never ran is stopped at once"
+    );
+    assert!(h.gitlab.deletes().is_empty(), "its container may exist");
+    // The agent never had it: it answers `Removed`.
+    h.agent_reports(report(id, ContainerState::Removed, 0));
+    h.settle().await;
+    let rec = h.record(id).await;
+    assert_eq!(rec.phase, Phase::Failed);
+    assert!(rec.reason.unwrap().contains("not running within"));
+    h.settle().await;
+    assert_eq!(h.gitlab.deletes().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_gitlab_fails_the_runner_without_a_start_and_backs_off() {
+    let mut h = Harness::start().await;
+    let mut rx = h.connect(vec![]);
+    h.gitlab.fail_creates(true);
+    h.pending(1);
+    h.run_for(Duration::from_secs(1), TICK).await;
+    let first = h.gitlab.creates();
+    assert!(first >= 1);
+    // Backoff: the next attempt waits (2 s after the first failure).
+    h.settle().await;
+    assert_eq!(h.gitlab.creates(), first, "no retry before the backoff");
+    quiet(&mut rx);
+    assert!(h.handle.status().create_errors.contains_key("amd64"));
+    // GitLab recovers: the next attempt starts a runner.
+    h.gitlab.fail_creates(false);
+    h.run_for(Duration::from_secs(5), TICK).await;
+    assert!(matches!(
+        next_msg(&mut rx).await,
+        AgentCommand::StartRunner(_)
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_gitlab_does_not_stall_reports() {
+    let mut h = Harness::start().await;
+    let mut rx = h.connect(vec![]);
+    let (id, _) = h.idle_runner(&mut rx).await;
+    h.gitlab.delay(Duration::from_secs(30));
+    h.agent_reports(report(id, ContainerState::Exited, 0));
+    // The delete is still in flight; the loop keeps answering.
+    h.settle().await;
+    assert_eq!(h.record(id).await.phase, Phase::Exited);
+    assert!(h.gitlab.deletes().is_empty());
+    h.run_for(Duration::from_secs(31), TICK).await;
+    assert_eq!(h.gitlab.deletes().len(), 1);
+    assert!(h.record(id).await.gitlab_deleted_at.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn draining_an_agent_without_runners_is_done_at_once_and_an_unknown_agent_is_refused() {
+    let mut h = Harness::start().await;
+    let _rx = h.connect(vec![]);
+    let deadline = h.clock.now_utc() + Duration::from_secs(60);
+    assert_eq!(h.handle.drain(h.agent, deadline).await, Ok(0));
+    h.run_for(TICK, TICK).await;
+    assert!(h.event_kinds().await.contains(&"agent.drained".to_string()));
+    let stranger = AgentId::new_random();
+    let err = h.handle.drain(stranger, deadline).await.unwrap_err();
+    assert!(err.contains(&stranger.to_string()), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_gitlab_delete_is_retried_until_it_succeeds() {
+    let mut h = Harness::start().await;
+    let mut rx = h.connect(vec![]);
+    let (id, gitlab_id) = h.idle_runner(&mut rx).await;
+    h.gitlab.fail_deletes(true);
+    h.agent_reports(report(id, ContainerState::Exited, 0));
+    h.run_for(Duration::from_secs(1), TICK).await;
+    assert_eq!(h.gitlab.deletes(), vec![gitlab_id], "tried once");
+    assert_eq!(h.gitlab.live(), vec![gitlab_id]);
+    assert!(h.record(id).await.gitlab_deleted_at.is_none());
+    h.gitlab.fail_deletes(false);
+    // The next collection round (gc_interval = 60 s) retries it.
+    h.run_for(Duration::from_secs(61), TICK).await;
+    assert!(h.gitlab.live().is_empty());
+    assert!(h.record(id).await.gitlab_deleted_at.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_wanted_before_a_coordinator_restart_is_still_wanted_after_it() {
+    let mut h = Harness::start().await;
+    let mut rx = h.connect(vec![]);
+    let (id, gitlab_id) = h.idle_runner(&mut rx).await;
+    assert_eq!(h.handle.stop_runner(id).await, Ok(()));
+    expect_stop(next_msg(&mut rx).await, id);
+
+    h.restart().await;
+    h.disconnect();
+    let mut rx = h.connect(vec![report(id, ContainerState::Running, 0)]);
+    expect_stop(next_msg(&mut rx).await, id);
+    assert_eq!(h.record(id).await.phase, Phase::Stopping);
+    assert!(h.gitlab.deletes().is_empty());
+    h.agent_reports(report(id, ContainerState::Removed, 0));
+    h.settle().await;
+    assert_eq!(h.record(id).await.phase, Phase::Exited);
+    h.settle().await;
+    assert_eq!(h.gitlab.deletes(), vec![gitlab_id]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reports_from_another_agent_change_nothing_and_unknown_containers_are_stopped() {
+    let mut h = Harness::start().await;
+    let mut rx = h.connect(vec![]);
+    let (id, _) = h.idle_runner(&mut rx).await;
+    // Another (authenticated) agent claims our runner's container exited.
+    let intruder = AgentId::new_random();
+    h.events
+        .send(AgentEvent::RunnerStatus {
+            agent: intruder,
+            report: report(id, ContainerState::Exited, 0),
+        })
+        .unwrap();
+    h.settle().await;
+    assert_eq!(h.record(id).await.phase, Phase::Idle, "not finished");
+    assert!(h.gitlab.deletes().is_empty(), "GitLab runner kept");
+
+    // Our agent reconnects listing a container no record wants: it is stopped.
+    h.disconnect();
+    let stranger = Uuid::new_v4();
+    let mut rx = h.connect(vec![
+        report(id, ContainerState::Running, 0),
+        report(stranger, ContainerState::Running, 0),
+    ]);
+    assert_eq!(
+        expect_stop(next_msg(&mut rx).await, stranger),
+        None,
+        "forceful"
+    );
+    h.settle().await;
+    quiet(&mut rx);
+    assert_eq!(h.record(id).await.phase, Phase::Idle, "ours is adopted");
+}
