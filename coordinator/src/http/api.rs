@@ -6,7 +6,6 @@
 //! checks that `openapi.json` documents exactly these.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -19,6 +18,7 @@ use time::OffsetDateTime;
 
 use super::HttpState;
 use crate::admin::Actor;
+use crate::bounds;
 use crate::db::{self, EventFilter};
 use crate::fleet::AgentView;
 use crate::runners::RunnerView;
@@ -186,16 +186,19 @@ async fn drain(
 ) -> ApiResult<Value> {
     let agent = parse_agent(&id)?;
     let secs = body.and_then(|b| b.0.deadline_seconds).unwrap_or(3600);
-    if secs > 7 * 24 * 3600 {
-        return Err(ApiError::bad(
-            "deadline_seconds must be at most 604800 (7 days)",
-        ));
-    }
+    let wait = bounds::check(
+        "deadline_seconds",
+        std::time::Duration::from_secs(secs),
+        std::time::Duration::ZERO,
+        bounds::MAX_DRAIN_DEADLINE,
+    )
+    .map_err(|e| ApiError::bad(e.to_string()))?;
+    let deadline = bounds::after(OffsetDateTime::now_utc(), wait)
+        .ok_or_else(|| ApiError::bad("deadline_seconds is out of range"))?;
     if !s.db.set_cordoned(&id, true).await? {
         return Err(ApiError::not_found(format!("no agent with id {id}")));
     }
     s.fleet.set_cordoned(&agent, true);
-    let deadline = OffsetDateTime::now_utc() + Duration::from_secs(secs);
     let stopping = s
         .reconciler
         .drain(agent, deadline)
@@ -422,10 +425,15 @@ async fn create_token(
     Extension(actor): Extension<Actor>,
     Json(req): Json<CreateTokenRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let ttl = Duration::from_secs(req.ttl_seconds.unwrap_or(3600));
+    let ttl = bounds::seconds(
+        "ttl_seconds",
+        req.ttl_seconds.unwrap_or(3600),
+        bounds::MAX_JOIN_TOKEN_TTL,
+    )
+    .map_err(|e| ApiError::bad(e.to_string()))?;
     let uses = req.uses.unwrap_or(1);
-    if uses == 0 || ttl.is_zero() {
-        return Err(ApiError::bad("uses and ttl_seconds must be greater than 0"));
+    if uses == 0 {
+        return Err(ApiError::bad("uses must be greater than 0"));
     }
     let new = tokens::NewToken {
         ttl,
@@ -433,7 +441,12 @@ async fn create_token(
         labels: req.labels,
         description: req.description,
     };
-    let token = tokens::create(&s.db, s.ca_fingerprint, &new).await?;
+    let token = tokens::create(&s.db, s.ca_fingerprint, &new)
+        .await
+        .map_err(|e| match e {
+            tokens::CreateError::Invalid(msg) => ApiError::bad(msg),
+            tokens::CreateError::Db(e) => e.into(),
+        })?;
     s.audit
         .record(
             "token.created",
