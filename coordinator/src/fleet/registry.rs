@@ -119,11 +119,7 @@ impl Fleet {
     pub fn new(rows: &[AgentRow], revoked: &[String], timings: Timings) -> Self {
         let agents = rows
             .iter()
-            .filter_map(|r| {
-                r.id.parse::<AgentId>()
-                    .ok()
-                    .map(|id| (id, live_from_row(r)))
-            })
+            .filter_map(|r| r.id.parse::<AgentId>().ok().map(|id| (id, live_from_row(r))))
             .collect();
         let revoked = revoked.iter().filter_map(|s| s.parse().ok()).collect();
         let (changed, _) = watch::channel(0);
@@ -149,17 +145,13 @@ impl Fleet {
     }
 
     fn notify(&self) {
-        self.inner
-            .urgent
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.inner.urgent.store(true, std::sync::atomic::Ordering::Relaxed);
         self.inner.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
 
     /// Whether a state change happened since the last call.
     pub fn take_urgent(&self) -> bool {
-        self.inner
-            .urgent
-            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        self.inner.urgent.swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, Live>> {
@@ -168,11 +160,7 @@ impl Fleet {
     }
 
     pub fn is_revoked(&self, id: &AgentId) -> bool {
-        self.inner
-            .revoked
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(id)
+        self.inner.revoked.read().unwrap_or_else(|e| e.into_inner()).contains(id)
     }
 
     /// Check that `id` may hold a session or renew its certificate.
@@ -195,27 +183,17 @@ impl Fleet {
 
     /// Open a session: the agent becomes ready. An older session of the same
     /// agent is closed (an agent has at most one).
-    pub fn connect(
-        &self,
-        id: AgentId,
-        inventory: Inventory,
-        tx: SessionTx,
-    ) -> Result<(SessionId, AgentState), Refusal> {
+    pub fn connect(&self, id: AgentId, inventory: Inventory, tx: SessionTx) -> Result<(SessionId, AgentState), Refusal> {
         if self.is_revoked(&id) {
             return Err(Refusal::Revoked(id));
         }
-        let sid = self
-            .inner
-            .next_session
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sid = self.inner.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let prev_state;
         {
             let mut agents = self.lock();
             let live = agents.get_mut(&id).ok_or(Refusal::Unknown(id))?;
             if let Some((_, old)) = live.session.take() {
-                let _ = old.try_send(Err(Status::aborted(
-                    "replaced by a newer session of the same agent",
-                )));
+                let _ = old.try_send(Err(Status::aborted("replaced by a newer session of the same agent")));
             }
             prev_state = live.state;
             live.hostname = inventory.hostname.clone();
@@ -234,13 +212,12 @@ impl Fleet {
     pub fn heartbeat(&self, id: &AgentId, sid: SessionId, load: Load) {
         let mut agents = self.lock();
         if let Some(live) = agents.get_mut(id)
-            && live.session.as_ref().is_some_and(|(s, _)| *s == sid)
-        {
-            live.load = Some(load);
-            live.last_seen = Some(Instant::now());
-            live.last_seen_wall = Some(OffsetDateTime::now_utc());
-            live.dirty = true;
-        }
+            && live.session.as_ref().is_some_and(|(s, _)| *s == sid) {
+                live.load = Some(load);
+                live.last_seen = Some(Instant::now());
+                live.last_seen_wall = Some(OffsetDateTime::now_utc());
+                live.dirty = true;
+            }
     }
 
     /// Replace an agent's inventory; returns true if it changed.
@@ -275,11 +252,7 @@ impl Fleet {
             live.dirty = true;
             if live.state == AgentState::Ready {
                 live.state = AgentState::Unreachable;
-                Some(Transition {
-                    agent: *id,
-                    from: AgentState::Ready,
-                    to: AgentState::Unreachable,
-                })
+                Some(Transition { agent: *id, from: AgentState::Ready, to: AgentState::Unreachable })
             } else {
                 None
             }
@@ -290,11 +263,7 @@ impl Fleet {
 
     /// Revoke: refuse from now on and cut any live session.
     pub fn revoke(&self, id: &AgentId) {
-        self.inner
-            .revoked
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(*id);
+        self.inner.revoked.write().unwrap_or_else(|e| e.into_inner()).insert(*id);
         {
             let mut agents = self.lock();
             if let Some(live) = agents.get_mut(id) {
@@ -355,9 +324,7 @@ impl Fleet {
     pub fn send(&self, id: &AgentId, msg: pb::CoordinatorMessage) -> Result<(), NotConnected> {
         let tx = {
             let agents = self.lock();
-            agents
-                .get(id)
-                .and_then(|l| l.session.as_ref().map(|(_, tx)| tx.clone()))
+            agents.get(id).and_then(|l| l.session.as_ref().map(|(_, tx)| tx.clone()))
         };
         match tx {
             Some(tx) => tx.try_send(Ok(msg)).map_err(|_| NotConnected(*id)),
@@ -376,10 +343,7 @@ impl Fleet {
 
     /// End an agent's session with an error status.
     pub fn send_status(&self, id: &AgentId, status: Status) -> Result<(), NotConnected> {
-        let tx = self
-            .lock()
-            .get(id)
-            .and_then(|l| l.session.as_ref().map(|(_, tx)| tx.clone()));
+        let tx = self.lock().get(id).and_then(|l| l.session.as_ref().map(|(_, tx)| tx.clone()));
         match tx {
             Some(tx) => tx.try_send(Err(status)).map_err(|_| NotConnected(*id)),
             None => Err(NotConnected(*id)),
@@ -399,15 +363,11 @@ impl Fleet {
                 let next = match (live.state, silent) {
                     (AgentState::Ready, Some(d)) if d > t.unreachable_after => {
                         if let Some((_, tx)) = live.session.take() {
-                            let _ = tx.try_send(Err(Status::deadline_exceeded(
-                                "no heartbeat within the grace period",
-                            )));
+                            let _ = tx.try_send(Err(Status::deadline_exceeded("no heartbeat within the grace period")));
                         }
                         Some(AgentState::Unreachable)
                     }
-                    (AgentState::Unreachable, Some(d)) if d > t.lost_after => {
-                        Some(AgentState::Lost)
-                    }
+                    (AgentState::Unreachable, Some(d)) if d > t.lost_after => Some(AgentState::Lost),
                     // Unreachable since a restart: never heard from in this process.
                     (AgentState::Unreachable, None) => {
                         live.last_seen = Some(now);
@@ -416,11 +376,7 @@ impl Fleet {
                     _ => None,
                 };
                 if let Some(to) = next {
-                    out.push(Transition {
-                        agent: *id,
-                        from: live.state,
-                        to,
-                    });
+                    out.push(Transition { agent: *id, from: live.state, to });
                     live.state = to;
                     live.dirty = true;
                 }
@@ -473,17 +429,11 @@ impl Fleet {
                     state: l.state,
                     cordoned: l.cordoned,
                     connected: l.session.is_some(),
-                    last_seen: l
-                        .last_seen_wall
-                        .map(|t| super::agent::rfc3339(db::to_ms(t))),
+                    last_seen: l.last_seen_wall.map(|t| super::agent::rfc3339(db::to_ms(t))),
                     enrolled_at: super::agent::rfc3339(l.enrolled_at),
                     cert_expires_at: super::agent::rfc3339(l.cert_not_after),
                     labels,
-                    gpus: l
-                        .inventory
-                        .as_ref()
-                        .map(|i| i.gpus.clone())
-                        .unwrap_or_default(),
+                    gpus: l.inventory.as_ref().map(|i| i.gpus.clone()).unwrap_or_default(),
                     load: l.load,
                     inventory: l.inventory.clone(),
                     drain: l.drain.clone(),
@@ -532,11 +482,7 @@ mod tests {
     }
 
     fn inv() -> Inventory {
-        Inventory {
-            hostname: "h".into(),
-            arch: "x86_64".into(),
-            ..Default::default()
-        }
+        Inventory { hostname: "h".into(), arch: "x86_64".into(), ..Default::default() }
     }
 
     #[tokio::test]
@@ -549,14 +495,7 @@ mod tests {
         let t0 = Instant::now();
         assert!(fleet.tick(t0 + Duration::from_secs(2)).is_empty());
         let t = fleet.tick(t0 + Duration::from_secs(4));
-        assert_eq!(
-            t,
-            vec![Transition {
-                agent: id,
-                from: AgentState::Ready,
-                to: AgentState::Unreachable
-            }]
-        );
+        assert_eq!(t, vec![Transition { agent: id, from: AgentState::Ready, to: AgentState::Unreachable }]);
         // the silent session was closed
         assert!(matches!(rx.recv().await, Some(Err(_))));
         let t = fleet.tick(t0 + Duration::from_secs(15));
@@ -578,10 +517,7 @@ mod tests {
         let msg = rx.recv().await.unwrap();
         assert_eq!(msg.unwrap_err().code(), tonic::Code::PermissionDenied);
         let (tx2, _rx2) = mpsc::channel(4);
-        assert_eq!(
-            fleet.connect(id, inv(), tx2).unwrap_err(),
-            Refusal::Revoked(id)
-        );
+        assert_eq!(fleet.connect(id, inv(), tx2).unwrap_err(), Refusal::Revoked(id));
         assert_eq!(fleet.admit(&id), Err(Refusal::Revoked(id)));
         let stranger = AgentId::new_random();
         assert_eq!(fleet.admit(&stranger), Err(Refusal::Unknown(stranger)));
@@ -596,22 +532,10 @@ mod tests {
         assert_eq!(fleet.take_dirty().len(), 1);
         assert!(fleet.take_dirty().is_empty());
         for _ in 0..100 {
-            fleet.heartbeat(
-                &id,
-                sid,
-                Load {
-                    runner_containers: 2,
-                    ..Default::default()
-                },
-            );
+            fleet.heartbeat(&id, sid, Load { runner_containers: 2, ..Default::default() });
         }
         let d = fleet.take_dirty();
         assert_eq!(d.len(), 1, "100 heartbeats make one pending write");
-        assert!(
-            d[0].load
-                .as_deref()
-                .unwrap()
-                .contains("\"runner_containers\":2")
-        );
+        assert!(d[0].load.as_deref().unwrap().contains("\"runner_containers\":2"));
     }
 }

@@ -153,9 +153,7 @@ impl Sessions {
         let hello = match first.msg {
             Some(pb::agent_message::Msg::Hello(h)) => h,
             _ => {
-                return Err(
-                    ProtocolError::invalid("msg", "the first message must be Hello").into(),
-                );
+                return Err(ProtocolError::invalid("msg", "the first message must be Hello").into());
             }
         };
         let inventory = Inventory::try_from(
