@@ -6,7 +6,6 @@
 //! every wait has a generous upper bound instead of a timed assertion.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use autogit_agent::transport;
@@ -116,8 +115,9 @@ async fn out_of_range_durations_are_refused_and_the_coordinator_lives() {
     let mut c = started("");
     let admin = admin_token(&c);
     let http = reqwest::Client::new();
+    let base = c.http_url("");
     let post = |path: &str, body: Value| {
-        http.post(c.http_url(path))
+        http.post(format!("{base}{path}"))
             .bearer_auth(&admin)
             .json(&body)
             .send()
