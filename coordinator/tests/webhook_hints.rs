@@ -7,9 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use autogit_coordinator::demand::{self, DemandConfig, DemandHandle, DemandSnapshot, WebhookHeaders};
-use autogit_coordinator::gitlab::{GitLabClient, GitLabClientConfig, RetryPolicy};
+use autogit_coordinator::demand::{
+    self, DemandConfig, DemandHandle, DemandSnapshot, WebhookHeaders,
+};
 use autogit_coordinator::gitlab::webhook::JOB_HOOK_EVENT;
+use autogit_coordinator::gitlab::{GitLabClient, GitLabClientConfig, RetryPolicy};
 use autogit_coordinator::scheduler::{Arch, Pool};
 use autogit_tests::gitlab_sim::{self, NewJob, SimConfig, SimServer};
 use secrecy::SecretString;
@@ -79,7 +81,13 @@ impl Env {
     }
 
     /// Deliver one hook with a valid secret and a fresh delivery key.
-    fn hook(&self, key: &str, job_id: u64, status: &str, runner: Option<u64>) -> demand::WebhookOutcome {
+    fn hook(
+        &self,
+        key: &str,
+        job_id: u64,
+        status: &str,
+        runner: Option<u64>,
+    ) -> demand::WebhookOutcome {
         let body = json!({
             "object_kind": "build",
             "build_id": job_id,
@@ -93,7 +101,9 @@ impl Env {
             event: Some(JOB_HOOK_EVENT),
             delivery_key: Some(key),
         };
-        self.demand.receive_webhook(headers, body.as_bytes()).outcome
+        self.demand
+            .receive_webhook(headers, body.as_bytes())
+            .outcome
     }
 
     /// Waits until the tracker has taken every queued hook and every fetch
@@ -136,7 +146,8 @@ async fn a_forged_success_does_not_take_a_pending_job_out_of_demand() {
         tags: vec!["linux".into()],
         ..Default::default()
     });
-    env.wait_for("the pending job", |s| s.job(job.id).is_some()).await;
+    env.wait_for("the pending job", |s| s.job(job.id).is_some())
+        .await;
 
     // A replayed "success" (valid secret, new delivery key) and a forged
     // "running" on some runner: GitLab still says pending.
@@ -175,7 +186,8 @@ async fn a_flood_of_replayed_hints_costs_a_bounded_number_of_fetches() {
         env.hook("pending", job.id, "pending", None),
         demand::WebhookOutcome::Accepted
     );
-    env.wait_for("the hooked job", |s| s.job(job.id).is_some()).await;
+    env.wait_for("the hooked job", |s| s.job(job.id).is_some())
+        .await;
     let before = env.job_fetches();
 
     for i in 0..2000 {

@@ -90,7 +90,7 @@ pub async fn login(State(s): State<HttpState>, body: axum::body::Bytes) -> Respo
     };
     match tokens::verify(&s.db, &token).await {
         Some(Actor(who)) => {
-            tracing::info!(actor = %who, "dashboard login");
+            tracing::info!(actor = %crate::edge::wire(&who), "dashboard login");
             let cookie = format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
             (
                 StatusCode::SEE_OTHER,
