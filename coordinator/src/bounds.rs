@@ -39,7 +39,7 @@ pub struct OutOfRange {
 /// Whole days as days (humantime would print 365 days as months and hours).
 fn fmt(d: Duration) -> String {
     let secs = d.as_secs();
-    if secs >= DAY && secs % DAY == 0 && d.subsec_nanos() == 0 {
+    if secs >= DAY && secs.is_multiple_of(DAY) && d.subsec_nanos() == 0 {
         format!("{} days", secs / DAY)
     } else {
         humantime::format_duration(d).to_string()
