@@ -14,10 +14,10 @@ use axum::routing::{MethodRouter, get, post};
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use time::OffsetDateTime;
 
 use super::HttpState;
 use crate::admin::Actor;
+use crate::admin::actions::{ActionError, Actions};
 use crate::bounds;
 use crate::db::{self, EventFilter};
 use crate::fleet::AgentView;
@@ -135,24 +135,24 @@ async fn get_agent(State(s): State<HttpState>, Path(id): Path<String>) -> ApiRes
         .ok_or_else(|| ApiError::not_found(format!("no agent with id {id}")))
 }
 
-async fn set_cordon(s: &HttpState, actor: &Actor, id: &str, cordoned: bool) -> ApiResult<Value> {
-    let agent = parse_agent(id)?;
-    if !s.db.set_cordoned(id, cordoned).await? {
-        return Err(ApiError::not_found(format!("no agent with id {id}")));
+fn actions(s: &HttpState) -> Actions {
+    Actions::live(
+        s.db.clone(),
+        s.audit.clone(),
+        s.fleet.clone(),
+        s.reconciler.clone(),
+    )
+}
+
+impl From<ActionError> for ApiError {
+    fn from(e: ActionError) -> Self {
+        match e {
+            ActionError::Invalid(m) => ApiError::bad(m),
+            ActionError::NotFound(m) => ApiError::not_found(m),
+            ActionError::Unavailable(m) => ApiError::unavailable(m),
+            ActionError::Db(e) => e.into(),
+        }
     }
-    s.fleet.set_cordoned(&agent, cordoned);
-    if !cordoned {
-        s.fleet.set_drain(&agent, None);
-    }
-    let kind = if cordoned {
-        "agent.cordoned"
-    } else {
-        "agent.uncordoned"
-    };
-    s.audit
-        .record(kind, &actor.0, Some(id), None, json!({}))
-        .await;
-    Ok(Json(json!({"id": id, "cordoned": cordoned})))
 }
 
 async fn cordon(
@@ -160,7 +160,8 @@ async fn cordon(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
 ) -> ApiResult<Value> {
-    set_cordon(&s, &actor, &id, true).await
+    let agent = actions(&s).set_cordon(&actor.0, &id, true).await?;
+    Ok(Json(json!({"id": agent.to_string(), "cordoned": true})))
 }
 
 async fn uncordon(
@@ -168,13 +169,15 @@ async fn uncordon(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
 ) -> ApiResult<Value> {
-    set_cordon(&s, &actor, &id, false).await
+    let agent = actions(&s).set_cordon(&actor.0, &id, false).await?;
+    Ok(Json(json!({"id": agent.to_string(), "cordoned": false})))
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct DrainRequest {
-    /// Seconds the agent's runners get to finish their current job (default 3600).
+    /// Seconds the agent's runners get to finish their current job
+    /// (default 3600, at most 604800).
     pub deadline_seconds: Option<u64>,
 }
 
@@ -184,37 +187,12 @@ async fn drain(
     Path(id): Path<String>,
     body: Option<Json<DrainRequest>>,
 ) -> ApiResult<Value> {
-    let agent = parse_agent(&id)?;
     let secs = body.and_then(|b| b.0.deadline_seconds).unwrap_or(3600);
-    let wait = bounds::check(
-        "deadline_seconds",
-        std::time::Duration::from_secs(secs),
-        std::time::Duration::ZERO,
-        bounds::MAX_DRAIN_DEADLINE,
-    )
-    .map_err(|e| ApiError::bad(e.to_string()))?;
-    let deadline = bounds::after(OffsetDateTime::now_utc(), wait)
-        .ok_or_else(|| ApiError::bad("deadline_seconds is out of range"))?;
-    if !s.db.set_cordoned(&id, true).await? {
-        return Err(ApiError::not_found(format!("no agent with id {id}")));
-    }
-    s.fleet.set_cordoned(&agent, true);
-    let stopping = s
-        .reconciler
-        .drain(agent, deadline)
-        .await
-        .map_err(ApiError::unavailable)?;
-    s.audit
-        .record(
-            "agent.drain",
-            &actor.0,
-            Some(&id),
-            None,
-            json!({"deadline_seconds": secs, "runners": stopping}),
-        )
-        .await;
+    let started = actions(&s)
+        .drain(&actor.0, &id, std::time::Duration::from_secs(secs))
+        .await?;
     Ok(Json(
-        json!({"id": id, "runners_stopping": stopping, "deadline": crate::fleet::rfc3339(db::to_ms(deadline))}),
+        json!({"id": id, "runners_stopping": started.runners, "deadline": crate::fleet::rfc3339(db::to_ms(started.deadline))}),
     ))
 }
 
@@ -231,26 +209,9 @@ async fn revoke_agent(
     Path(id): Path<String>,
     body: Option<Json<RevokeRequest>>,
 ) -> ApiResult<Value> {
-    let agent = parse_agent(&id)?;
     let reason = body.map(|b| b.0.reason).unwrap_or_default();
-    if !s
-        .db
-        .revoke_agent(&id, db::to_ms(OffsetDateTime::now_utc()), &actor.0, &reason)
-        .await?
-    {
-        return Err(ApiError::not_found(format!("no agent with id {id}")));
-    }
-    s.fleet.revoke(&agent);
-    s.audit
-        .record(
-            "agent.revoked",
-            &actor.0,
-            Some(&id),
-            None,
-            json!({"reason": reason}),
-        )
-        .await;
-    Ok(Json(json!({"id": id, "revoked": true})))
+    let agent = actions(&s).revoke_agent(&actor.0, &id, &reason).await?;
+    Ok(Json(json!({"id": agent.to_string(), "revoked": true})))
 }
 
 // ----------------------------------------------------------------- runners
@@ -441,21 +402,9 @@ async fn create_token(
         labels: req.labels,
         description: req.description,
     };
-    let token = tokens::create(&s.db, s.ca_fingerprint, &new)
-        .await
-        .map_err(|e| match e {
-            tokens::CreateError::Invalid(msg) => ApiError::bad(msg),
-            tokens::CreateError::Db(e) => e.into(),
-        })?;
-    s.audit
-        .record(
-            "token.created",
-            &actor.0,
-            None,
-            None,
-            json!({"token_id": token.id().as_str(), "uses": uses, "ttl_seconds": ttl.as_secs()}),
-        )
-        .await;
+    let token = actions(&s)
+        .create_token(&actor.0, s.ca_fingerprint, &new)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(
@@ -469,22 +418,7 @@ async fn revoke_token(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
 ) -> ApiResult<Value> {
-    if !s
-        .db
-        .revoke_token(&id, db::to_ms(OffsetDateTime::now_utc()))
-        .await?
-    {
-        return Err(ApiError::not_found(format!("no join token with id {id}")));
-    }
-    s.audit
-        .record(
-            "token.revoked",
-            &actor.0,
-            None,
-            None,
-            json!({"token_id": id}),
-        )
-        .await;
+    actions(&s).revoke_token(&actor.0, &id).await?;
     Ok(Json(json!({"id": id, "revoked": true})))
 }
 
