@@ -210,12 +210,38 @@ async fn half_open_and_idle_connections_are_closed_while_health_and_agents_keep_
 
     // 200 requests that never finish their head, 100 TCP connections that
     // never start TLS, 50 TLS connections without a certificate and no RPC.
+    // (Bounded counts; the fault suite goes to thousands.)
     let mut half_open = Vec::new();
     for _ in 0..200 {
         let mut s = TcpStream::connect(http_addr).await.expect("connect HTTP");
         s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
             .await
             .expect("partial head");
+        half_open.push(s);
+    }
+    // 20 whose body stalls after its head, 20 that went idle after a
+    // complete request (keep-alive).
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(http_addr).await.expect("connect HTTP");
+        s.write_all(
+            b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"tok",
+        )
+        .await
+        .expect("head and part of a body");
+        half_open.push(s);
+    }
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(http_addr).await.expect("connect HTTP");
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("a whole request");
+        let mut answer = [0u8; 256];
+        let n = s.read(&mut answer).await.expect("an answer");
+        assert!(
+            answer[..n].starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&answer[..n])
+        );
         half_open.push(s);
     }
     let mut silent = Vec::new();
