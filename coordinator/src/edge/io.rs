@@ -35,23 +35,15 @@ impl<T> IdleIo<T> {
         }
     }
 
-    /// Hold one more permit for the life of the connection.
-    pub fn hold(&mut self, permit: OwnedSemaphorePermit) {
-        self._permits.push(permit);
-    }
-
-    /// Change the idle limit (from now).
-    pub fn set_idle(&mut self, idle: Option<Duration>) {
-        self.idle = idle;
-        self.touch();
-    }
-
     pub fn get_ref(&self) -> &T {
         &self.inner
     }
 
     fn touch(&mut self) {
-        self.timer.as_mut().reset(deadline(self.idle));
+        // Without a limit the timer is never polled: leave it alone.
+        if self.idle.is_some() {
+            self.timer.as_mut().reset(deadline(self.idle));
+        }
     }
 }
 
