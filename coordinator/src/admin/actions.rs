@@ -1,5 +1,6 @@
 //! Operator actions, written once: cordon, uncordon, drain, agent revoke,
-//! and join token create and revoke, each with its audit record.
+//! runner stop, and join token create and revoke, each with its audit
+//! record.
 //!
 //! The admin API (`http/api.rs`) and the CLI's offline backend
 //! (`cli/backend.rs`, reading the data dir) are thin adapters over
@@ -190,6 +191,33 @@ impl Actions {
             )
             .await;
         Ok(agent)
+    }
+
+    /// Ask a runner to stop gracefully (it finishes a job it took).
+    pub async fn stop_runner(&self, actor: &str, id: &str) -> Result<uuid::Uuid, ActionError> {
+        let runner: uuid::Uuid = id.parse().map_err(|_| {
+            ActionError::Invalid(format!(
+                "{:?} is not a runner id (a UUID)",
+                crate::edge::wire(id)
+            ))
+        })?;
+        let Some(live) = &self.live else {
+            return Err(ActionError::Unavailable(
+                "stopping a runner needs a running coordinator (--server)".into(),
+            ));
+        };
+        live.reconciler.stop_runner(runner).await.map_err(|e| {
+            if e.starts_with("no active runner") {
+                ActionError::NotFound(e)
+            } else {
+                ActionError::Unavailable(e)
+            }
+        })?;
+        let id = runner.to_string();
+        self.audit
+            .record("runner.stop_requested", actor, None, Some(&id), json!({}))
+            .await;
+        Ok(runner)
     }
 
     /// Create a join token (TTL at most [`bounds::MAX_JOIN_TOKEN_TTL`]).

@@ -244,25 +244,7 @@ async fn stop_runner(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
 ) -> ApiResult<Value> {
-    let runner: uuid::Uuid = id
-        .parse()
-        .map_err(|_| ApiError::bad(format!("{id:?} is not a runner id (a UUID)")))?;
-    s.reconciler.stop_runner(runner).await.map_err(|e| {
-        if e.starts_with("no active runner") {
-            ApiError::not_found(e)
-        } else {
-            ApiError::unavailable(e)
-        }
-    })?;
-    s.audit
-        .record(
-            "runner.stop_requested",
-            &actor.0,
-            None,
-            Some(&id),
-            json!({}),
-        )
-        .await;
+    actions(&s).stop_runner(&actor.0, &id).await?;
     Ok(Json(json!({"id": id, "stopping": true})))
 }
 
