@@ -138,8 +138,11 @@ fn run(args: &Args) -> anyhow::Result<report::Report> {
     let load_start = report::loadavg();
 
     let mut coordinator = Coordinator::init("").context("init coordinator data dir")?;
-    std::fs::write(&coordinator.config, coordinator_config(args.heartbeat, args.agents))
-        .context("write coordinator config")?;
+    std::fs::write(
+        &coordinator.config,
+        coordinator_config(args.heartbeat, args.agents),
+    )
+    .context("write coordinator config")?;
     coordinator.start().context("start coordinator")?;
     let pid = coordinator
         .proc
