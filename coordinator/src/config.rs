@@ -619,8 +619,10 @@ mod tests {
             assert!(err.contains(key), "{toml}: {err}");
         }
         std::fs::write(&f, "[limits]\nhttp_header_read_timeout = \"2s\"\n").unwrap();
-        let c = Config::load(Some(&f), &[], &Overrides::default()).unwrap();
+        let e = env(&[("AUTOGIT_LIMITS__ENROLL_PER_IP_BURST", "5")]);
+        let c = Config::load(Some(&f), &e, &Overrides::default()).unwrap();
         assert_eq!(c.limits.http_header_read_timeout, Duration::from_secs(2));
+        assert_eq!(c.limits.enroll_per_ip_burst, 5, "from the environment");
         assert_eq!(c.limits.http_max_connections, 1024, "default kept");
     }
 
