@@ -341,6 +341,55 @@ grpc_enrollment_idle_timeout = "15s"
 }
 
 #[tokio::test]
+async fn the_grpc_cap_counts_connections_from_accept() {
+    let c = started(
+        r#"
+[limits]
+grpc_max_connections = 10
+grpc_max_enrollment_connections = 5
+tls_handshake_timeout = "60s"
+"#,
+    );
+    let grpc_addr = c.grpc.expect("grpc");
+    // Ten connections that never start TLS hold every slot ...
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        held.push(TcpStream::connect(grpc_addr).await.expect("connect gRPC"));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ... so the eleventh is closed at once, long before the handshake timeout.
+    let extra = TcpStream::connect(grpc_addr).await.expect("connect gRPC");
+    assert!(
+        closed_by_server(extra, Duration::from_secs(10)).await,
+        "the eleventh gRPC connection is closed at once"
+    );
+    drop(held);
+    // Slots come back: enrollment answers again (on the merits of the token).
+    let ca = ca(&c);
+    let mut code = None;
+    for _ in 0..50 {
+        let cfg = tls::enrollment_client_config(ca.fingerprint()).expect("client config");
+        if let Ok(channel) = transport::connect(&c.grpc_addr(), cfg, Duration::from_secs(5)).await {
+            let mut client = pb::enrollment_client::EnrollmentClient::new(channel);
+            code = client
+                .enroll(pb::EnrollRequest::default())
+                .await
+                .err()
+                .map(|e| e.code());
+            if code == Some(Code::InvalidArgument) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        code,
+        Some(Code::InvalidArgument),
+        "enrollment reachable again"
+    );
+}
+
+#[tokio::test]
 async fn enrollment_floods_are_rate_limited_and_hostnames_are_logged_escaped() {
     let c = started(
         r#"
