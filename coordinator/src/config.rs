@@ -26,6 +26,7 @@ const KEYS: &[&str] = &[
     "demand",
     "scheduler",
     "pools",
+    "limits",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,6 +60,142 @@ pub struct Config {
     /// Runner pools; the built-in defaults apply when none are configured.
     #[serde(default, skip_serializing)]
     pub pools: Vec<crate::scheduler::Pool>,
+    /// What a peer on the network may hold: connections, timeouts, rates.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// Bounds on what peers can make the coordinator hold (`[limits]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Concurrent HTTP connections; further ones are accepted and closed at once.
+    pub http_max_connections: usize,
+    /// A request's head must arrive within this long; it also bounds how
+    /// long a keep-alive connection may wait for its next request.
+    #[serde(with = "humantime_serde")]
+    pub http_header_read_timeout: Duration,
+    /// An HTTP connection with no byte read or written this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub http_idle_timeout: Duration,
+    /// TLS handshakes (gRPC, and HTTPS with `http_tls`) must finish within this.
+    #[serde(with = "humantime_serde")]
+    pub tls_handshake_timeout: Duration,
+    /// Concurrent gRPC connections (agents plus enrolling hosts).
+    pub grpc_max_connections: usize,
+    /// Concurrent gRPC connections without a client certificate (they can
+    /// only enroll); counted within `grpc_max_connections` too.
+    pub grpc_max_enrollment_connections: usize,
+    /// A connection without a client certificate idle this long is closed
+    /// (it makes one `Enroll` call). Must be below 20s, the HTTP/2 keep-alive
+    /// ping interval.
+    #[serde(with = "humantime_serde")]
+    pub grpc_enrollment_idle_timeout: Duration,
+    /// Enrollment attempts per peer IP (IPv6: per /64): sustained rate.
+    pub enroll_per_ip_per_minute: u32,
+    /// Enrollment attempts per peer IP allowed at once.
+    pub enroll_per_ip_burst: u32,
+    /// Refusals (enrollment, sessions, connection limits) are logged at most
+    /// once per peer per this interval, with a count of those suppressed.
+    #[serde(with = "humantime_serde")]
+    pub refusal_log_interval: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            http_max_connections: 1024,
+            http_header_read_timeout: Duration::from_secs(10),
+            http_idle_timeout: Duration::from_secs(60),
+            tls_handshake_timeout: Duration::from_secs(10),
+            grpc_max_connections: 16_384,
+            grpc_max_enrollment_connections: 128,
+            grpc_enrollment_idle_timeout: Duration::from_secs(10),
+            enroll_per_ip_per_minute: 60,
+            enroll_per_ip_burst: 20,
+            refusal_log_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl LimitsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.to_string(),
+            })
+        };
+        for (key, n) in [
+            ("limits.http_max_connections", self.http_max_connections),
+            ("limits.grpc_max_connections", self.grpc_max_connections),
+            (
+                "limits.grpc_max_enrollment_connections",
+                self.grpc_max_enrollment_connections,
+            ),
+            (
+                "limits.enroll_per_ip_per_minute",
+                self.enroll_per_ip_per_minute as usize,
+            ),
+            (
+                "limits.enroll_per_ip_burst",
+                self.enroll_per_ip_burst as usize,
+            ),
+        ] {
+            if n == 0 {
+                return invalid(key, "must be at least 1");
+            }
+            if n > 1_000_000 {
+                return invalid(key, "must be at most 1000000");
+            }
+        }
+        if self.grpc_max_enrollment_connections > self.grpc_max_connections {
+            return invalid(
+                "limits.grpc_max_enrollment_connections",
+                "must not exceed limits.grpc_max_connections",
+            );
+        }
+        for (key, d, min, max) in [
+            (
+                "limits.http_header_read_timeout",
+                self.http_header_read_timeout,
+                Duration::from_millis(100),
+                Duration::from_secs(3600),
+            ),
+            (
+                "limits.http_idle_timeout",
+                self.http_idle_timeout,
+                Duration::from_millis(100),
+                Duration::from_secs(24 * 3600),
+            ),
+            (
+                "limits.tls_handshake_timeout",
+                self.tls_handshake_timeout,
+                Duration::from_millis(100),
+                Duration::from_secs(600),
+            ),
+            (
+                "limits.grpc_enrollment_idle_timeout",
+                self.grpc_enrollment_idle_timeout,
+                Duration::from_millis(100),
+                Duration::from_secs(19),
+            ),
+            (
+                "limits.refusal_log_interval",
+                self.refusal_log_interval,
+                Duration::ZERO,
+                Duration::from_secs(24 * 3600),
+            ),
+        ] {
+            if let Err(e) = crate::bounds::check(key, d, min, max) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    problem: e.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Who may read `/metrics`.
@@ -187,6 +324,7 @@ impl Default for Config {
             demand: crate::demand::DemandConfig::default(),
             scheduler: SchedulerConfig::default(),
             pools: Vec::new(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -271,9 +409,10 @@ impl Config {
                 ("gitlab.runner_url", g.runner_url.as_ref()),
             ] {
                 if let Some(u) = url
-                    && !(u.starts_with("http://") || u.starts_with("https://")) {
-                        return invalid(key, format!("{u:?} must be an http:// or https:// URL"));
-                    }
+                    && !(u.starts_with("http://") || u.starts_with("https://"))
+                {
+                    return invalid(key, format!("{u:?} must be an http:// or https:// URL"));
+                }
             }
             if g.requests_per_minute == 0 {
                 return invalid(
@@ -296,6 +435,36 @@ impl Config {
         if self.scheduler.gc_interval < Duration::from_secs(1) {
             return invalid("scheduler.gc_interval", "must be at least 1s".into());
         }
+        // Every duration is added to a clock somewhere: bound them all, so
+        // no value can overflow that arithmetic (the release build aborts on
+        // panic).
+        let max = crate::bounds::MAX_CONFIG_DURATION;
+        let durations = [
+            ("agents.heartbeat_interval", a.heartbeat_interval),
+            ("agents.unreachable_after", a.unreachable_after),
+            ("agents.lost_after", a.lost_after),
+            ("agents.persist_interval", a.persist_interval),
+            ("tls.agent_cert_ttl", self.tls.agent_cert_ttl),
+            ("tls.server_cert_ttl", self.tls.server_cert_ttl),
+            (
+                "scheduler.provision_timeout",
+                self.scheduler.provision_timeout,
+            ),
+            ("scheduler.gc_interval", self.scheduler.gc_interval),
+            ("scheduler.stop_grace", self.scheduler.stop_grace),
+        ];
+        for (key, d) in durations {
+            if d > max {
+                return invalid(key, "must be at most 3650 days".into());
+            }
+        }
+        if let Some(p) = self.pools.iter().find(|p| p.idle_timeout > max) {
+            return invalid(
+                "pools",
+                format!("pool {:?}: idle_timeout must be at most 3650 days", p.name),
+            );
+        }
+        self.limits.validate()?;
         Ok(())
     }
 
@@ -411,6 +580,50 @@ mod tests {
             Duration::from_secs(20),
             "default kept"
         );
+    }
+
+    #[test]
+    fn huge_durations_and_zero_limits_are_refused_by_key() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("c.toml");
+        for (toml, key) in [
+            (
+                "[tls]\nagent_cert_ttl = \"100000years\"\n",
+                "tls.agent_cert_ttl",
+            ),
+            (
+                "[agents]\nlost_after = \"50000years\"\n",
+                "agents.lost_after",
+            ),
+            (
+                "[scheduler]\nstop_grace = \"20000years\"\n",
+                "scheduler.stop_grace",
+            ),
+            (
+                "[demand]\npoll_interval = \"20000years\"\n",
+                "poll_interval",
+            ),
+            (
+                "[limits]\nhttp_max_connections = 0\n",
+                "limits.http_max_connections",
+            ),
+            (
+                "[limits]\ngrpc_enrollment_idle_timeout = \"30s\"\n",
+                "limits.grpc_enrollment_idle_timeout",
+            ),
+        ] {
+            std::fs::write(&f, toml).unwrap();
+            let err = Config::load(Some(&f), &[], &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        std::fs::write(&f, "[limits]\nhttp_header_read_timeout = \"2s\"\n").unwrap();
+        let e = env(&[("AUTOGIT_LIMITS__ENROLL_PER_IP_BURST", "5")]);
+        let c = Config::load(Some(&f), &e, &Overrides::default()).unwrap();
+        assert_eq!(c.limits.http_header_read_timeout, Duration::from_secs(2));
+        assert_eq!(c.limits.enroll_per_ip_burst, 5, "from the environment");
+        assert_eq!(c.limits.http_max_connections, 1024, "default kept");
     }
 
     #[test]

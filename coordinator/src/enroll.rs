@@ -66,29 +66,53 @@ pub struct Enroller {
 
 impl Enroller {
     pub fn new(db: Db, ca: Arc<ClusterCa>, fleet: Fleet, audit: Audit, cert_ttl: Duration) -> Self {
-        Enroller { db, ca, fleet, audit, cert_ttl }
+        Enroller {
+            db,
+            ca,
+            fleet,
+            audit,
+            cert_ttl,
+        }
     }
 
-    pub async fn enroll(&self, token: &str, csr_pem: &str, hostname: &str) -> Result<Enrolled, EnrollError> {
+    pub async fn enroll(
+        &self,
+        token: &str,
+        csr_pem: &str,
+        hostname: &str,
+    ) -> Result<Enrolled, EnrollError> {
         let token = JoinToken::parse(token)?;
         if !token.ca_fingerprint().matches(&self.ca.fingerprint()) {
             return Err(EnrollError::WrongCluster);
         }
-        let stored = self.db.get_token(token.id().as_str()).await?.ok_or(EnrollError::InvalidToken)?;
+        let stored = self
+            .db
+            .get_token(token.id().as_str())
+            .await?
+            .ok_or(EnrollError::InvalidToken)?;
         if !token.matches_hash(&stored.secret_hash) {
             return Err(EnrollError::InvalidToken);
         }
-        let hostname: String = hostname.chars().filter(|c| !c.is_control()).take(253).collect();
+        let hostname: String = hostname
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(253)
+            .collect();
         let agent_id = AgentId::new_random();
         let issued = self
             .ca
             .sign_agent_csr(csr_pem, agent_id, self.cert_ttl)
             .map_err(|e| EnrollError::BadCsr(e.to_string()))?;
         let now = OffsetDateTime::now_utc();
-        let labels: BTreeMap<String, String> = serde_json::from_str(&stored.labels).unwrap_or_default();
+        let labels: BTreeMap<String, String> =
+            serde_json::from_str(&stored.labels).unwrap_or_default();
         let row = AgentRow {
             id: agent_id.to_string(),
-            hostname: if hostname.is_empty() { "unknown".into() } else { hostname },
+            hostname: if hostname.is_empty() {
+                "unknown".into()
+            } else {
+                hostname
+            },
             arch: String::new(),
             state: AgentState::Enrolled.as_str().into(),
             cordoned: false,
@@ -122,8 +146,12 @@ impl Enroller {
                 json!({"hostname": row.hostname, "cert_serial": row.cert_serial}),
             )
             .await;
-        tracing::info!(agent = %agent_id, hostname = %row.hostname, token = %stored.id, "agent enrolled");
-        Ok(Enrolled { agent_id, cert_pem: issued.cert_pem, ca_pem: self.ca.cert_pem().to_string() })
+        tracing::info!(agent = %agent_id, hostname = %crate::edge::wire(&row.hostname), token = %stored.id, "agent enrolled");
+        Ok(Enrolled {
+            agent_id,
+            cert_pem: issued.cert_pem,
+            ca_pem: self.ca.cert_pem().to_string(),
+        })
     }
 
     /// Issue a fresh certificate to a live, non-revoked agent.
@@ -134,7 +162,9 @@ impl Enroller {
             .sign_agent_csr(csr_pem, agent_id, self.cert_ttl)
             .map_err(|e| EnrollError::BadCsr(e.to_string()))?;
         let not_after = db::to_ms(issued.info.not_after);
-        self.db.update_agent_cert(&agent_id.to_string(), &issued.info.serial_hex, not_after).await?;
+        self.db
+            .update_agent_cert(&agent_id.to_string(), &issued.info.serial_hex, not_after)
+            .await?;
         self.fleet.record_cert(&agent_id, not_after);
         self.audit
             .record(

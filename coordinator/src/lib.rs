@@ -8,10 +8,12 @@
 
 pub mod admin;
 pub mod audit;
+pub mod bounds;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod demand;
+pub mod edge;
 pub mod enroll;
 pub mod fleet;
 pub mod gitlab;

@@ -174,10 +174,9 @@ pub async fn run(
     let grpc_task = tokio::spawn(grpc::serve(
         grpc_listener,
         tls,
-        grpc::EnrollmentService {
-            enroller: enroller.clone(),
-        },
-        grpc::FleetService { sessions, enroller },
+        grpc::GrpcLimits::from(&cfg.limits),
+        grpc::EnrollmentService::new(enroller.clone(), &cfg.limits),
+        grpc::FleetService::new(sessions, enroller, &cfg.limits),
         listeners.clone(),
     ));
     let http_tls = if cfg.http_tls {
@@ -193,6 +192,7 @@ pub async fn run(
         http_listener,
         http_tls,
         router,
+        http::HttpLimits::from(&cfg.limits),
         listeners.clone(),
     ));
     let monitor = tokio::spawn(fleet::monitor::run(
@@ -233,7 +233,10 @@ fn raise_open_file_limit() {
             Err(e) => tracing::warn!(soft, hard, error = %e, "could not raise the open-file limit"),
         },
         Ok((soft, _)) if soft < 4096 => {
-            tracing::warn!(limit = soft, "open-file limit is low: each agent session needs one descriptor")
+            tracing::warn!(
+                limit = soft,
+                "open-file limit is low: each agent session needs one descriptor"
+            )
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "read the open-file limit"),

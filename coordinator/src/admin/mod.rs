@@ -1,7 +1,9 @@
 //! Operator-facing domain: admin tokens, and the actions behind the admin
-//! API (cordon, drain, revoke, stop). HTTP handlers in `http/api.rs` are thin
-//! adapters over this.
+//! API and the CLI ([`actions`]: cordon, drain, revoke, join tokens). HTTP
+//! handlers in `http/api.rs` and the CLI's offline backend are thin adapters
+//! over this.
 
+pub mod actions;
 pub mod tokens;
 
 pub use tokens::Actor;

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
+use crate::bounds::{self, MAX_ADMIN_TOKEN_TTL, OutOfRange};
 use crate::db::{self, AdminTokenRow, Db, DbError};
 
 const PREFIX: &str = "AGA1";
@@ -38,21 +39,43 @@ fn hash(secret: &[u8]) -> Vec<u8> {
     Sha256::digest(secret).to_vec()
 }
 
-/// Create a token named `name` valid for `ttl` (None: until revoked).
-pub async fn create(db: &Db, name: &str, ttl: Option<Duration>) -> Result<NewAdminToken, DbError> {
+/// Why an admin token was not created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error(transparent)]
+    OutOfRange(#[from] OutOfRange),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Create a token named `name` valid for `ttl` (None: until revoked; at most
+/// [`MAX_ADMIN_TOKEN_TTL`]).
+pub async fn create(
+    db: &Db,
+    name: &str,
+    ttl: Option<Duration>,
+) -> Result<NewAdminToken, CreateError> {
+    let now = OffsetDateTime::now_utc();
+    let expires_at = match ttl {
+        None => None,
+        Some(t) => {
+            let t = bounds::check("ttl", t, Duration::from_secs(1), MAX_ADMIN_TOKEN_TTL)?;
+            // In range, so representable; still never panic.
+            Some(db::to_ms(bounds::after(now, t).unwrap_or(now)))
+        }
+    };
     let mut rng = rand::rng();
     let mut id = [0u8; 8];
     rng.fill_bytes(&mut id);
     let mut secret = [0u8; 32];
     rng.fill_bytes(&mut secret);
     let id = hex::encode(id);
-    let now = OffsetDateTime::now_utc();
     db.insert_admin_token(&AdminTokenRow {
         id: id.clone(),
         name: name.to_string(),
         secret_hash: hash(&secret),
         created_at: db::to_ms(now),
-        expires_at: ttl.map(|t| db::to_ms(now + t)),
+        expires_at,
         revoked_at: None,
         last_used_at: None,
     })

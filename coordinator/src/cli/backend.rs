@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use time::OffsetDateTime;
 
-use crate::db::{self, Db, EventFilter};
+use crate::admin::actions::{ActionError, Actions};
+use crate::db::{Db, EventFilter};
 use crate::fleet::AgentView;
 use crate::runners::RunnerView;
 
@@ -85,6 +85,19 @@ fn load_identity(
         .map_err(|e| CliError::Usage(format!("admin certificate in {}: {e}", dir.display())))?;
     let ca = reqwest::Certificate::from_pem(&read(dir.join("ca.pem"))?)?;
     Ok((identity, ca))
+}
+
+/// Who the audit log names for actions taken on the data dir.
+const CLI_ACTOR: &str = "cli";
+
+/// The one mapping of action errors to exit codes.
+fn cli_error(e: ActionError) -> anyhow::Error {
+    match e {
+        ActionError::Invalid(m) => CliError::Usage(m).into(),
+        ActionError::NotFound(m) => CliError::NotFound(m).into(),
+        ActionError::Unavailable(m) => CliError::Unavailable(m).into(),
+        ActionError::Db(e) => e.into(),
+    }
 }
 
 fn needs_server(what: &str) -> anyhow::Error {
@@ -227,29 +240,10 @@ impl Backend {
                 .await?;
             }
             Backend::Local { db, .. } => {
-                let agent: autogit_certs::AgentId = id
-                    .parse()
-                    .map_err(|_| CliError::Usage(format!("{id:?} is not an agent id (a UUID)")))?;
-                if !db
-                    .revoke_agent(
-                        &agent.to_string(),
-                        db::to_ms(OffsetDateTime::now_utc()),
-                        "cli",
-                        reason,
-                    )
-                    .await?
-                {
-                    return Err(CliError::NotFound(format!("no agent with id {id}")).into());
-                }
-                crate::audit::Audit::new(db.clone())
-                    .record(
-                        "agent.revoked",
-                        "cli",
-                        Some(&agent.to_string()),
-                        None,
-                        json!({"reason": reason}),
-                    )
-                    .await;
+                Actions::offline(db.clone())
+                    .revoke_agent(CLI_ACTOR, id, reason)
+                    .await
+                    .map_err(cli_error)?;
             }
         }
         Ok(())
@@ -324,16 +318,10 @@ impl Backend {
                     labels: labels.clone(),
                     description: description.to_string(),
                 };
-                let token = crate::tokens::create(db, ca.fingerprint(), &req).await?;
-                crate::audit::Audit::new(db.clone())
-                    .record(
-                        "token.created",
-                        "cli",
-                        None,
-                        None,
-                        json!({"token_id": token.id().as_str(), "uses": uses, "ttl_seconds": ttl.as_secs()}),
-                    )
-                    .await;
+                let token = Actions::offline(db.clone())
+                    .create_token(CLI_ACTOR, ca.fingerprint(), &req)
+                    .await
+                    .map_err(cli_error)?;
                 Ok((token.id().to_string(), token.expose()))
             }
         }
@@ -346,15 +334,10 @@ impl Backend {
                     .await?;
             }
             Backend::Local { db, .. } => {
-                if !db
-                    .revoke_token(id, db::to_ms(OffsetDateTime::now_utc()))
-                    .await?
-                {
-                    return Err(CliError::NotFound(format!("no join token with id {id:?}")).into());
-                }
-                crate::audit::Audit::new(db.clone())
-                    .record("token.revoked", "cli", None, None, json!({"token_id": id}))
-                    .await;
+                Actions::offline(db.clone())
+                    .revoke_token(CLI_ACTOR, id)
+                    .await
+                    .map_err(cli_error)?;
             }
         }
         Ok(())

@@ -124,8 +124,8 @@ pub struct ServeArgs {
 pub enum TokenCmd {
     /// Create a join token; prints it as the last line of stdout.
     Create {
-        /// How long the token is valid (e.g. 30m, 1h, 7d).
-        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        /// How long the token is valid (e.g. 30m, 1h, 7d; at most 365 days).
+        #[arg(long, default_value = "1h", value_parser = crate::bounds::parser("--ttl", crate::bounds::MAX_JOIN_TOKEN_TTL))]
         ttl: Duration,
         /// How many agents may enroll with it.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
@@ -153,8 +153,8 @@ pub enum AdminTokenCmd {
         /// Who or what uses it (shown in the audit log as token:<name>).
         #[arg(long, default_value = "admin")]
         name: String,
-        /// Expire after this long (default: valid until revoked).
-        #[arg(long, value_parser = humantime::parse_duration)]
+        /// Expire after this long (default: valid until revoked; at most 1825 days).
+        #[arg(long, value_parser = crate::bounds::parser("--ttl", crate::bounds::MAX_ADMIN_TOKEN_TTL))]
         ttl: Option<Duration>,
     },
     /// List admin tokens (never their secrets).
@@ -176,7 +176,8 @@ pub enum AdminCertCmd {
         /// Directory for <name>.pem, <name>-key.pem and ca.pem.
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        /// Validity (at most 1825 days).
+        #[arg(long, default_value = "30d", value_parser = crate::bounds::parser("--ttl", crate::bounds::MAX_ADMIN_CERT_TTL))]
         ttl: Duration,
     },
 }
@@ -211,8 +212,8 @@ pub enum AgentsCmd {
 #[derive(Debug, Args)]
 pub struct DrainArgs {
     pub id: String,
-    /// Runners still running after this long are stopped.
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    /// Runners still running after this long are stopped (at most 7 days).
+    #[arg(long, default_value = "1h", value_parser = parse_drain_deadline)]
     pub deadline: Duration,
     /// Return at once instead of showing progress until the agent is drained.
     #[arg(long)]
@@ -291,6 +292,18 @@ pub fn main() -> ExitCode {
             ExitCode::from(backend::exit_code(&e))
         }
     }
+}
+
+/// `drain --deadline`: 0 (stop now) up to [`crate::bounds::MAX_DRAIN_DEADLINE`].
+fn parse_drain_deadline(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))?;
+    crate::bounds::check(
+        "--deadline",
+        d,
+        Duration::ZERO,
+        crate::bounds::MAX_DRAIN_DEADLINE,
+    )
+    .map_err(|e| e.to_string())
 }
 
 fn init_tracing() {
@@ -536,7 +549,7 @@ async fn drain(b: &Backend, d: &DrainArgs) -> anyhow::Result<()> {
     if d.no_wait {
         return Ok(());
     }
-    let until = Instant::now() + d.deadline + Duration::from_secs(60);
+    let until = Instant::now() + d.deadline.saturating_add(Duration::from_secs(60));
     let mut last = String::new();
     while Instant::now() < until {
         let a = b.agent(&d.id).await?;

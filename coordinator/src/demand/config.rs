@@ -108,6 +108,14 @@ impl DemandConfig {
         if self.poll_interval < Duration::from_millis(100) {
             return err("poll_interval", "must be at least 100ms");
         }
+        for (key, value) in [
+            ("poll_interval", self.poll_interval),
+            ("stale_after", self.stale_after),
+        ] {
+            if value > crate::bounds::MAX_CONFIG_DURATION {
+                return err(key, "must be at most 3650 days");
+            }
+        }
         if self.stale_after < Duration::from_secs(1) {
             return err("stale_after", "must be at least 1s");
         }

@@ -16,12 +16,16 @@
 //!   token and `instance_jobs`, GraphQL's instance-wide pending jobs),
 //!   within a request budget documented there.
 //! - **The tracker** ([`tracker`]) is the actor that owns the table
-//!   ([`state`], pure rules): a pending hook makes it fetch the job (hooks
-//!   carry no tags) and assign a pool with
-//!   [`pool_for_job`](crate::scheduler::pool_for_job); running and finished
-//!   jobs leave the table and become [`RunnerActivity`]; polls add what
-//!   hooks missed and remove what left the queue, never dropping a job that
-//!   a newer observation confirmed.
+//!   ([`state`], pure rules). A hook is only a **hint**, even with a valid
+//!   secret (a replay with a new `Idempotency-Key` passes de-duplication):
+//!   it makes the tracker fetch the job, once per distinct (job, status,
+//!   runner), and only GitLab's answer changes the table. Pending jobs get
+//!   a pool with [`pool_for_job`](crate::scheduler::pool_for_job) (hooks
+//!   carry no tags); confirmed running and finished jobs leave the table
+//!   and become [`RunnerActivity`]; polls add what hooks missed and remove
+//!   what left the queue, never dropping a job that a newer observation
+//!   confirmed, and a job a later poll lists as pending is counted again
+//!   whatever came before.
 //!
 //! # Interface
 //! ```text
@@ -92,6 +96,9 @@ use state::DemandState;
 use stats::Counters;
 use tracker::{Publisher, Tracker, TrackerParts};
 
+/// How often a full webhook queue is logged at most.
+const OVERLOAD_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Commands from the poller waiting for the tracker.
 const COMMAND_QUEUE: usize = 16;
 
@@ -109,6 +116,8 @@ struct Inner {
     dedup: Mutex<LruSet<String>>,
     counters: Arc<Counters>,
     disabled_logged: AtomicBool,
+    /// "Queue full" is logged once per interval, with a suppressed count.
+    overload_log: crate::edge::RefusalLog<()>,
 }
 
 impl std::fmt::Debug for DemandHandle {
@@ -196,6 +205,7 @@ pub fn spawn(
             dedup: Mutex::new(LruSet::new(cfg.dedup_capacity.max(1))),
             counters,
             disabled_logged: AtomicBool::new(false),
+            overload_log: crate::edge::RefusalLog::new(OVERLOAD_LOG_INTERVAL, 1),
         }),
     };
     if !handle.webhooks_enabled() {
@@ -225,6 +235,7 @@ pub(crate) fn test_handle(
             dedup: Mutex::new(LruSet::new(16)),
             counters: Arc::new(Counters::default()),
             disabled_logged: AtomicBool::new(false),
+            overload_log: crate::edge::RefusalLog::new(OVERLOAD_LOG_INTERVAL, 1),
         }),
     };
     (handle, rx)

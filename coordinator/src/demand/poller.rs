@@ -176,7 +176,7 @@ impl Poller {
                     Mode::Instance
                 } else {
                     tracing::warn!(
-                        username = %u.username,
+                        username = %crate::edge::wire(&u.username),
                         "demand.instance_jobs needs an administrator's token (GitLab lists \
                          instance jobs only for admins); polling the token's projects instead"
                     );
@@ -387,11 +387,11 @@ impl Poller {
                 let text = e.to_string();
                 let repeated = self.failing.get(&target) == Some(&text);
                 if repeated {
-                    tracing::debug!(?target, error = %e, "GitLab listing still failing");
+                    tracing::debug!(?target, error = %crate::edge::wire(&text), "GitLab listing still failing");
                 } else {
                     tracing::warn!(
                         ?target,
-                        error = %e,
+                        error = %crate::edge::wire(&text),
                         status = e.http_status(),
                         transient = e.is_transient(),
                         "GitLab listing failed; keeping the previous state for it"

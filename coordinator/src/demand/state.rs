@@ -5,8 +5,13 @@
 //! made (`observed`, a monotonic [`Instant`] taken just *before* the request
 //! to GitLab went out):
 //!
-//! - a **hook** ([`JobEvent`]): a status change GitLab pushed. It carries no
-//!   tags, so a pending hook only asks for the job to be fetched.
+//! - a **hook** ([`JobEvent`]): a status change someone with the webhook
+//!   secret pushed. It is a **hint**, never acted on directly: a forged or
+//!   replayed delivery (a new `Idempotency-Key` defeats delivery
+//!   de-duplication) must not take a pending job out of demand or report a
+//!   runner busy. A hook only asks for the job to be fetched, and the fetch
+//!   decides. The same hint (job, status, runner) is acted on once
+//!   (bounded LRU), so a flood of replays costs one fetch.
 //! - a **fetched job** (`GET /projects/:id/jobs/:job_id`): authoritative for
 //!   that one job at `observed`.
 //! - a **poll** ([`PollResult`]): every pending (and, per project, running)
@@ -17,7 +22,9 @@
 //! - A job absent from a poll is removed only if it was last confirmed
 //!   pending *before* the poll started: a job a webhook reported during the
 //!   poll stays.
-//! - A job that finished is never pending or busy again (tombstone).
+//! - A job that finished is not pending or busy again unless an observation
+//!   made after the finish says so (tombstone; GitLab retries a job under a
+//!   new id, so in practice only a confirmed pending job comes back).
 //! - A job that left the pending state at time `t` (canceled, vanished from
 //!   a poll) is re-added only by an observation made after `t`.
 //! - A job known to run is never counted as pending again.
@@ -33,11 +40,13 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-use super::dedup::LruMap;
+use super::dedup::{LruMap, LruSet};
 use super::model::{DemandSnapshot, PendingJob, RunnerActivity, Source};
 use crate::gitlab::{Job, JobStatus};
 use crate::scheduler::Pool;
 
+/// Hints remembered per tracked job slot (bounded by `max_jobs`).
+const HINTS_PER_JOB: usize = 4;
 /// Tombstones kept per tracked job slot (bounded by `max_jobs`).
 const TOMBSTONES_PER_JOB: usize = 2;
 /// Fewest tombstones kept, whatever `max_jobs` is.
@@ -146,8 +155,8 @@ struct RunningEntry {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Gone {
-    /// Reached a final status: ignore everything later about it.
-    Finished,
+    /// Reached a final status at `at`: ignore everything older about it.
+    Finished { at: Instant },
     /// Stopped being pending at `at` (canceling, or absent from a poll).
     Left { at: Instant },
 }
@@ -161,6 +170,8 @@ pub struct DemandState {
     pending: HashMap<u64, PendingEntry>,
     running: HashMap<u64, RunningEntry>,
     gone: LruMap<u64, Gone>,
+    /// Hints already acted on: (job, status, runner).
+    hints: LruSet<(u64, JobStatus, Option<u64>)>,
     last_poll_started: Option<Instant>,
 }
 
@@ -181,6 +192,7 @@ impl DemandState {
                     .saturating_mul(TOMBSTONES_PER_JOB)
                     .max(MIN_TOMBSTONES),
             ),
+            hints: LruSet::new(max_jobs.saturating_mul(HINTS_PER_JOB).max(MIN_TOMBSTONES)),
         }
     }
 
@@ -225,37 +237,43 @@ impl DemandState {
             .collect()
     }
 
-    /// Applies a Job Hook received at `now`.
-    pub fn on_hook(&mut self, ev: &JobEvent, now: Instant) -> Effects {
+    /// Applies a Job Hook: a hint. It never changes the table; it asks for
+    /// the job to be fetched when the hint would change what is known, once
+    /// per (job, status, runner).
+    pub fn on_hook(&mut self, ev: &JobEvent) -> Effects {
         let mut fx = Effects::default();
-        match &ev.status {
+        if self.is_finished(ev.job_id) {
+            return fx;
+        }
+        let worth_checking = match &ev.status {
+            // Tracked pending jobs are confirmed by polls, not by hooks.
             JobStatus::Pending => {
-                if matches!(self.gone.peek(&ev.job_id), Some(Gone::Finished))
-                    || self.running.contains_key(&ev.job_id)
-                {
-                    return fx;
-                }
-                if let Some(entry) = self.pending.get_mut(&ev.job_id) {
-                    entry.confirmed = entry.confirmed.max(now);
-                } else {
-                    // The hook has no tags: learn them from GitLab.
-                    fx.fetch.push((ev.project_id, ev.job_id));
-                }
+                !self.pending.contains_key(&ev.job_id) && !self.running.contains_key(&ev.job_id)
             }
-            JobStatus::Running => {
-                fx = self.running_observed(ev.project_id, ev.job_id, ev.runner_id, now);
-            }
-            s if s.is_finished() => {
-                fx = self.finished_observed(ev.job_id, s.clone(), ev.runner_id);
-            }
-            JobStatus::Canceling => fx.changed = self.left(ev.job_id, now),
+            JobStatus::Running => match self.running.get(&ev.job_id) {
+                Some(e) => ev.runner_id.is_some_and(|r| r != e.runner_id),
+                None => true,
+            },
+            s if s.is_finished() => true,
+            JobStatus::Canceling => self.pending.contains_key(&ev.job_id),
             // created, waiting_for_resource, preparing, manual, scheduled come
-            // before pending (a late delivery must not remove a pending job);
-            // a pending hook follows when the job is queued. Unknown statuses
-            // are left to polling.
-            _ => {}
+            // before pending; a pending hook follows when the job is queued.
+            // Unknown statuses are left to polling.
+            _ => false,
+        };
+        if worth_checking
+            && self
+                .hints
+                .insert((ev.job_id, ev.status.clone(), ev.runner_id))
+        {
+            fx.fetch.push((ev.project_id, ev.job_id));
         }
         fx
+    }
+
+    /// Whether the job reached a final status.
+    fn is_finished(&self, job_id: u64) -> bool {
+        matches!(self.gone.peek(&job_id), Some(Gone::Finished { .. }))
     }
 
     /// Applies a job fetched from GitLab; `observed` is when the request
@@ -278,9 +296,12 @@ impl DemandState {
                 job.runner.as_ref().map(|r| r.id),
                 observed,
             ),
-            s if s.is_finished() => {
-                self.finished_observed(job.id, s.clone(), job.runner.as_ref().map(|r| r.id))
-            }
+            s if s.is_finished() => self.finished_observed(
+                job.id,
+                s.clone(),
+                job.runner.as_ref().map(|r| r.id),
+                observed,
+            ),
             JobStatus::Canceling => Effects {
                 changed: self.left(job.id, observed),
                 ..Effects::default()
@@ -393,8 +414,7 @@ impl DemandState {
         wall: OffsetDateTime,
     ) -> bool {
         match self.gone.peek(&job.id) {
-            Some(Gone::Finished) => return false,
-            Some(Gone::Left { at }) if *at > observed => return false,
+            Some(Gone::Finished { at } | Gone::Left { at }) if *at > observed => return false,
             _ => {}
         }
         if self.running.contains_key(&job.id) {
@@ -443,7 +463,7 @@ impl DemandState {
                 job_id = job.id,
                 project_id = job.project_id,
                 %via,
-                reason = pending.unmatched_reason.as_deref().unwrap_or_default(),
+                reason = %crate::edge::wire(pending.unmatched_reason.as_deref().unwrap_or_default()),
                 "pending job matches no pool"
             ),
         }
@@ -468,7 +488,7 @@ impl DemandState {
         observed: Instant,
     ) -> Effects {
         let mut fx = Effects::default();
-        if matches!(self.gone.peek(&job_id), Some(Gone::Finished)) {
+        if matches!(self.gone.peek(&job_id), Some(Gone::Finished { at }) if *at > observed) {
             return fx;
         }
         fx.changed = self.pending.remove(&job_id).is_some();
@@ -510,14 +530,15 @@ impl DemandState {
         job_id: u64,
         status: JobStatus,
         runner_id: Option<u64>,
+        observed: Instant,
     ) -> Effects {
         let mut fx = Effects::default();
-        if matches!(self.gone.peek(&job_id), Some(Gone::Finished)) {
+        if self.is_finished(job_id) {
             return fx;
         }
         fx.changed = self.pending.remove(&job_id).is_some();
         let known = self.running.remove(&job_id).map(|e| e.runner_id);
-        self.gone.insert(job_id, Gone::Finished);
+        self.gone.insert(job_id, Gone::Finished { at: observed });
         if let Some(runner_id) = runner_id.or(known) {
             fx.activity.push(RunnerActivity::Finished {
                 gitlab_runner_id: runner_id,
@@ -531,7 +552,7 @@ impl DemandState {
     /// The job stopped being pending at `at`; returns whether it was.
     fn left(&mut self, job_id: u64, at: Instant) -> bool {
         let was = self.pending.remove(&job_id).is_some();
-        if !matches!(self.gone.peek(&job_id), Some(Gone::Finished)) {
+        if !self.is_finished(job_id) {
             self.gone.insert(job_id, Gone::Left { at });
         }
         was
@@ -607,10 +628,7 @@ mod tests {
         let poll_started = t0;
         // Meanwhile a pending hook arrives and the fetch (sent at t0+1s)
         // confirms it pending.
-        let fx = s.on_hook(
-            &hook(1, 10, JobStatus::Pending, None),
-            t0 + Duration::from_secs(1),
-        );
+        let fx = s.on_hook(&hook(1, 10, JobStatus::Pending, None));
         assert_eq!(fx.fetch, vec![(1, 10)]);
         let fx = s.on_fetched(
             &job(1, 10, "pending", &["linux"], None),
@@ -705,8 +723,8 @@ mod tests {
             wall(),
         );
         assert!(fx.activity.is_empty());
-        let fx = s.on_hook(&hook(1, 5, JobStatus::Running, Some(77)), t2);
-        assert!(fx.activity.is_empty());
+        let fx = s.on_hook(&hook(1, 5, JobStatus::Running, Some(77)));
+        assert_eq!(fx, Effects::default(), "nothing new: not even a fetch");
         // A late poll answer (started before) listing it pending is ignored.
         s.on_poll(
             &poll(t0, &[1], vec![job(1, 5, "pending", &["linux"], None)]),
@@ -714,8 +732,17 @@ mod tests {
             wall(),
         );
         assert!(!s.is_pending(5));
-        // It ends: Finished with the runner remembered from Busy.
-        let fx = s.on_hook(&hook(1, 5, JobStatus::Success, None), t2);
+        // It ends: the hook asks GitLab; the answer reports Finished with
+        // the runner remembered from Busy.
+        let fx = s.on_hook(&hook(1, 5, JobStatus::Success, None));
+        assert_eq!(fx.fetch, vec![(1, 5)]);
+        assert!(fx.activity.is_empty(), "a hook alone reports nothing");
+        let fx = s.on_fetched(
+            &job(1, 5, "success", &["linux"], None),
+            t2,
+            wall(),
+            Source::Webhook,
+        );
         assert_eq!(
             fx.activity,
             vec![RunnerActivity::Finished {
@@ -727,15 +754,15 @@ mod tests {
         assert_eq!(s.running_len(), 0);
         // Redelivered or late events change nothing.
         assert_eq!(
-            s.on_hook(&hook(1, 5, JobStatus::Failed, Some(77)), t2),
+            s.on_hook(&hook(1, 5, JobStatus::Failed, Some(77))),
             Effects::default()
         );
         assert_eq!(
-            s.on_hook(&hook(1, 5, JobStatus::Running, Some(77)), t2),
+            s.on_hook(&hook(1, 5, JobStatus::Running, Some(77))),
             Effects::default()
         );
         assert_eq!(
-            s.on_hook(&hook(1, 5, JobStatus::Pending, None), t2),
+            s.on_hook(&hook(1, 5, JobStatus::Pending, None)),
             Effects::default()
         );
     }
@@ -744,7 +771,12 @@ mod tests {
     fn busy_jobs_missing_from_a_poll_are_fetched_not_forgotten() {
         let mut s = state();
         let t0 = Instant::now();
-        s.on_hook(&hook(1, 9, JobStatus::Running, Some(3)), t0);
+        s.on_fetched(
+            &job(1, 9, "running", &[], Some(3)),
+            t0,
+            wall(),
+            Source::Webhook,
+        );
         let t1 = t0 + Duration::from_secs(1);
         let fx = s.on_poll(&poll(t1, &[1], vec![]), t1, wall());
         assert_eq!(fx.fetch, vec![(1, 9)]);
@@ -766,9 +798,11 @@ mod tests {
         let t0 = Instant::now();
         // Fetch sent at t0 (job still pending then) ...
         // ... but the running hook is processed first, at t0+1.
-        s.on_hook(
-            &hook(1, 4, JobStatus::Running, Some(8)),
+        s.on_fetched(
+            &job(1, 4, "running", &["linux"], Some(8)),
             t0 + Duration::from_secs(1),
+            wall(),
+            Source::Webhook,
         );
         let fx = s.on_fetched(
             &job(1, 4, "pending", &["linux"], None),
@@ -791,7 +825,15 @@ mod tests {
             Source::Webhook,
         );
         let t1 = t0 + Duration::from_secs(1);
-        let fx = s.on_hook(&hook(1, 6, JobStatus::Canceled, None), t1);
+        let fx = s.on_hook(&hook(1, 6, JobStatus::Canceled, None));
+        assert_eq!(fx.fetch, vec![(1, 6)], "a hook is confirmed first");
+        assert!(s.is_pending(6));
+        let fx = s.on_fetched(
+            &job(1, 6, "canceled", &["linux"], None),
+            t1,
+            wall(),
+            Source::Webhook,
+        );
         assert!(fx.changed);
         assert!(fx.activity.is_empty(), "no runner: nothing to report");
         s.on_poll(
@@ -807,7 +849,10 @@ mod tests {
             wall(),
             Source::Webhook,
         );
-        s.on_hook(&hook(1, 7, JobStatus::Created, None), t1);
+        assert_eq!(
+            s.on_hook(&hook(1, 7, JobStatus::Created, None)),
+            Effects::default()
+        );
         assert!(s.is_pending(7));
     }
 
@@ -852,7 +897,12 @@ mod tests {
             wall(),
             Source::Webhook,
         );
-        s.on_hook(&hook(6, 2, JobStatus::Running, Some(1)), t0);
+        s.on_fetched(
+            &job(6, 2, "running", &[], Some(1)),
+            t0,
+            wall(),
+            Source::Webhook,
+        );
         let t1 = t0 + Duration::from_secs(1);
         let fx = s.on_poll(
             &PollResult {
@@ -868,5 +918,75 @@ mod tests {
         assert!(!s.is_pending(1));
         assert_eq!(fx.fetch, vec![(5, 1)], "only the vanished pending job");
         assert_eq!(s.running_len(), 1);
+    }
+
+    #[test]
+    fn hooks_are_hints_each_checked_once_and_never_acted_on() {
+        let mut s = state();
+        let t0 = Instant::now();
+        s.on_fetched(
+            &job(1, 5, "pending", &["linux"], None),
+            t0,
+            wall(),
+            Source::Poll,
+        );
+        // A forged "success" and "running": fetch, nothing else.
+        for (status, runner) in [(JobStatus::Success, None), (JobStatus::Running, Some(9))] {
+            let fx = s.on_hook(&hook(1, 5, status.clone(), runner));
+            assert_eq!(fx.fetch, vec![(1, 5)], "{status}");
+            assert!(fx.activity.is_empty() && !fx.changed, "{status}");
+            assert!(s.is_pending(5), "{status}");
+            // Replays of the same hint: not even a fetch.
+            assert_eq!(s.on_hook(&hook(1, 5, status, runner)), Effects::default());
+        }
+        // GitLab says it is still pending: it stays.
+        let fx = s.on_fetched(
+            &job(1, 5, "pending", &["linux"], None),
+            t0 + Duration::from_secs(1),
+            wall(),
+            Source::Webhook,
+        );
+        assert!(!fx.changed);
+        assert!(s.is_pending(5));
+        // A pending hint for a job already tracked needs no fetch.
+        assert_eq!(
+            s.on_hook(&hook(1, 5, JobStatus::Pending, None)),
+            Effects::default()
+        );
+    }
+
+    #[test]
+    fn a_poll_after_a_finish_brings_a_pending_job_back() {
+        let mut s = state();
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(1);
+        let t2 = t0 + Duration::from_secs(2);
+        s.on_fetched(
+            &job(1, 8, "pending", &["linux"], None),
+            t0,
+            wall(),
+            Source::Poll,
+        );
+        s.on_fetched(
+            &job(1, 8, "success", &["linux"], None),
+            t1,
+            wall(),
+            Source::Webhook,
+        );
+        assert!(!s.is_pending(8));
+        // A poll that started before the finish cannot bring it back ...
+        s.on_poll(
+            &poll(t0, &[1], vec![job(1, 8, "pending", &["linux"], None)]),
+            t2,
+            wall(),
+        );
+        assert!(!s.is_pending(8));
+        // ... one that started after it can: GitLab is the authority.
+        s.on_poll(
+            &poll(t2, &[1], vec![job(1, 8, "pending", &["linux"], None)]),
+            t2,
+            wall(),
+        );
+        assert!(s.is_pending(8), "confirmed pending by a later poll");
     }
 }

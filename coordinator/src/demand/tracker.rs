@@ -83,6 +83,9 @@ pub(crate) struct Tracker {
     counters: Arc<Counters>,
     fetches: JoinSet<FetchDone>,
     in_flight: HashSet<u64>,
+    /// Jobs to fetch once more when their fetch in flight returns: a hint
+    /// arrived after that fetch went out, so its answer may predate it.
+    refetch: HashSet<u64>,
     /// Fetch task -> job id, to free the slot should a task panic.
     tasks: HashMap<task::Id, u64>,
     permits: Arc<Semaphore>,
@@ -104,6 +107,7 @@ impl Tracker {
             counters: parts.counters,
             fetches: JoinSet::new(),
             in_flight: HashSet::new(),
+            refetch: HashSet::new(),
             tasks: HashMap::new(),
             permits: Arc::new(Semaphore::new(parts.fetch_concurrency.max(1))),
             max_queued_fetches: parts.max_queued_fetches.max(1),
@@ -131,6 +135,7 @@ impl Tracker {
                         // the actor runs): free the job's slot.
                         if let Some(job_id) = self.tasks.remove(&e.id()) {
                             self.in_flight.remove(&job_id);
+                            self.refetch.remove(&job_id);
                         }
                         tracing::error!(error = %e, "job fetch task failed");
                         Effects::default()
@@ -153,13 +158,17 @@ impl Tracker {
         tracing::debug!(
             project_id = ev.project_id,
             job_id = ev.job_id,
-            status = %ev.status,
+            status = %crate::edge::wire(ev.status.as_str()),
             runner_id = ev.runner_id,
-            "job hook"
+            "job hook (a hint, confirmed by fetching the job)"
         );
-        let mut fx = self.state.on_hook(ev, Instant::now());
+        let mut fx = self.state.on_hook(ev);
         for (project_id, job_id) in std::mem::take(&mut fx.fetch) {
-            self.fetch(project_id, job_id, Source::Webhook);
+            if self.in_flight.contains(&job_id) {
+                self.refetch.insert(job_id);
+            } else {
+                self.fetch(project_id, job_id, Source::Webhook);
+            }
         }
         fx
     }
@@ -188,6 +197,9 @@ impl Tracker {
 
     fn on_fetch_done(&mut self, done: FetchDone) -> Effects {
         self.in_flight.remove(&done.job_id);
+        if self.refetch.remove(&done.job_id) {
+            self.fetch(done.project_id, done.job_id, Source::Webhook);
+        }
         Counters::bump(&self.counters.fetches);
         let mut fx = match done.result {
             Ok(job) => {
@@ -207,7 +219,7 @@ impl Tracker {
                 tracing::warn!(
                     project_id = done.project_id,
                     job_id = done.job_id,
-                    error = %e,
+                    error = %crate::edge::wire(&e.to_string()),
                     status = e.http_status(),
                     transient = e.is_transient(),
                     "fetch job from GitLab failed; polling will catch up"

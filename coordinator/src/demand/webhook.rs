@@ -15,7 +15,7 @@
 //! | `Idempotency-Key` (else `X-Gitlab-Webhook-UUID`) already accepted | 200 | none (counted as duplicate) |
 //! | body is not a valid Job Hook | 400 naming the problem | none |
 //! | tracker queue full | 503 | none; GitLab may resend, polling covers |
-//! | otherwise | 200 | event queued for the tracker |
+//! | otherwise | 200 | event queued for the tracker, which treats it as a hint and confirms it by fetching the job |
 //!
 //! A delivery's key is remembered (bounded LRU) only once the event was
 //! queued, so a delivery answered 400 or 503 can be resent successfully.
@@ -178,7 +178,7 @@ impl DemandHandle {
             }
             Err(WebhookError::Malformed(problem)) => {
                 forget(self);
-                tracing::debug!(%problem, "malformed Job Hook");
+                tracing::debug!(problem = %crate::edge::wire(&problem), "malformed Job Hook");
                 return WebhookReply {
                     outcome: WebhookOutcome::Malformed,
                     message: format!("malformed Job Hook: {problem}"),
@@ -189,10 +189,17 @@ impl DemandHandle {
             Ok(()) => answer(WebhookOutcome::Accepted, "accepted"),
             Err(TrySendError::Full(_)) => {
                 forget(self);
-                tracing::warn!(
-                    job_id = hook.build_id,
-                    "demand tracker queue full; refusing webhook with 503 (polling covers)"
-                );
+                if let Some(suppressed) = self
+                    .inner
+                    .overload_log
+                    .admit(&(), tokio::time::Instant::now())
+                {
+                    tracing::warn!(
+                        job_id = hook.build_id,
+                        suppressed,
+                        "demand tracker queue full; refusing webhook with 503 (polling covers)"
+                    );
+                }
                 answer(
                     WebhookOutcome::Overloaded,
                     "busy; try again later (polling will also pick this job up)",

@@ -6,12 +6,13 @@ use tonic::{Request, Status};
 /// The agent behind a request, from its TLS client certificate (already
 /// verified against the cluster CA by the listener). Never from the body.
 pub fn peer_agent<T>(req: &Request<T>) -> Result<AgentId, Status> {
-    let certs = req
-        .peer_certs()
-        .ok_or_else(|| Status::unauthenticated("a client certificate from the cluster CA is required"))?;
-    let leaf = certs
-        .first()
-        .ok_or_else(|| Status::unauthenticated("a client certificate from the cluster CA is required"))?;
+    let certs = req.peer_certs().ok_or_else(|| {
+        Status::unauthenticated("a client certificate from the cluster CA is required")
+    })?;
+    let leaf = certs.first().ok_or_else(|| {
+        Status::unauthenticated("a client certificate from the cluster CA is required")
+    })?;
     let info = CertInfo::from_der(leaf).map_err(|e| Status::unauthenticated(e.to_string()))?;
-    info.agent_id().ok_or_else(|| Status::permission_denied("client certificate is not an agent certificate"))
+    info.agent_id()
+        .ok_or_else(|| Status::permission_denied("client certificate is not an agent certificate"))
 }

@@ -18,20 +18,26 @@ mod session;
 pub use auth::peer_agent;
 pub use enrollment::EnrollmentService;
 pub use fleet::FleetService;
-pub use listener::{serve, TlsIncoming};
+pub use listener::{GrpcIo, GrpcLimits, KEEPALIVE_INTERVAL, TlsIncoming, serve};
 
 /// A message from an agent that breaks the contract.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
     #[error("invalid {field}: {problem}")]
-    Invalid { field: &'static str, problem: String },
+    Invalid {
+        field: &'static str,
+        problem: String,
+    },
     #[error("missing {0}")]
     Missing(&'static str),
 }
 
 impl ProtocolError {
     pub fn invalid(field: &'static str, problem: impl Into<String>) -> Self {
-        ProtocolError::Invalid { field, problem: problem.into() }
+        ProtocolError::Invalid {
+            field,
+            problem: problem.into(),
+        }
     }
 
     pub fn missing(field: &'static str) -> Self {

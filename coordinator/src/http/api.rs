@@ -6,7 +6,6 @@
 //! checks that `openapi.json` documents exactly these.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -15,10 +14,11 @@ use axum::routing::{MethodRouter, get, post};
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use time::OffsetDateTime;
 
 use super::HttpState;
 use crate::admin::Actor;
+use crate::admin::actions::{ActionError, Actions};
+use crate::bounds;
 use crate::db::{self, EventFilter};
 use crate::fleet::AgentView;
 use crate::runners::RunnerView;
@@ -135,24 +135,24 @@ async fn get_agent(State(s): State<HttpState>, Path(id): Path<String>) -> ApiRes
         .ok_or_else(|| ApiError::not_found(format!("no agent with id {id}")))
 }
 
-async fn set_cordon(s: &HttpState, actor: &Actor, id: &str, cordoned: bool) -> ApiResult<Value> {
-    let agent = parse_agent(id)?;
-    if !s.db.set_cordoned(id, cordoned).await? {
-        return Err(ApiError::not_found(format!("no agent with id {id}")));
+fn actions(s: &HttpState) -> Actions {
+    Actions::live(
+        s.db.clone(),
+        s.audit.clone(),
+        s.fleet.clone(),
+        s.reconciler.clone(),
+    )
+}
+
+impl From<ActionError> for ApiError {
+    fn from(e: ActionError) -> Self {
+        match e {
+            ActionError::Invalid(m) => ApiError::bad(m),
+            ActionError::NotFound(m) => ApiError::not_found(m),
+            ActionError::Unavailable(m) => ApiError::unavailable(m),
+            ActionError::Db(e) => e.into(),
+        }
     }
-    s.fleet.set_cordoned(&agent, cordoned);
-    if !cordoned {
-        s.fleet.set_drain(&agent, None);
-    }
-    let kind = if cordoned {
-        "agent.cordoned"
-    } else {
-        "agent.uncordoned"
-    };
-    s.audit
-        .record(kind, &actor.0, Some(id), None, json!({}))
-        .await;
-    Ok(Json(json!({"id": id, "cordoned": cordoned})))
 }
 
 async fn cordon(
@@ -160,7 +160,8 @@ async fn cordon(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
 ) -> ApiResult<Value> {
-    set_cordon(&s, &actor, &id, true).await
+    let agent = actions(&s).set_cordon(&actor.0, &id, true).await?;
+    Ok(Json(json!({"id": agent.to_string(), "cordoned": true})))
 }
 
 async fn uncordon(
@@ -168,13 +169,15 @@ async fn uncordon(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
 ) -> ApiResult<Value> {
-    set_cordon(&s, &actor, &id, false).await
+    let agent = actions(&s).set_cordon(&actor.0, &id, false).await?;
+    Ok(Json(json!({"id": agent.to_string(), "cordoned": false})))
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct DrainRequest {
-    /// Seconds the agent's runners get to finish their current job (default 3600).
+    /// Seconds the agent's runners get to finish their current job
+    /// (default 3600, at most 604800).
     pub deadline_seconds: Option<u64>,
 }
 
@@ -184,34 +187,12 @@ async fn drain(
     Path(id): Path<String>,
     body: Option<Json<DrainRequest>>,
 ) -> ApiResult<Value> {
-    let agent = parse_agent(&id)?;
     let secs = body.and_then(|b| b.0.deadline_seconds).unwrap_or(3600);
-    if secs > 7 * 24 * 3600 {
-        return Err(ApiError::bad(
-            "deadline_seconds must be at most 604800 (7 days)",
-        ));
-    }
-    if !s.db.set_cordoned(&id, true).await? {
-        return Err(ApiError::not_found(format!("no agent with id {id}")));
-    }
-    s.fleet.set_cordoned(&agent, true);
-    let deadline = OffsetDateTime::now_utc() + Duration::from_secs(secs);
-    let stopping = s
-        .reconciler
-        .drain(agent, deadline)
-        .await
-        .map_err(ApiError::unavailable)?;
-    s.audit
-        .record(
-            "agent.drain",
-            &actor.0,
-            Some(&id),
-            None,
-            json!({"deadline_seconds": secs, "runners": stopping}),
-        )
-        .await;
+    let started = actions(&s)
+        .drain(&actor.0, &id, std::time::Duration::from_secs(secs))
+        .await?;
     Ok(Json(
-        json!({"id": id, "runners_stopping": stopping, "deadline": crate::fleet::rfc3339(db::to_ms(deadline))}),
+        json!({"id": id, "runners_stopping": started.runners, "deadline": crate::fleet::rfc3339(db::to_ms(started.deadline))}),
     ))
 }
 
@@ -228,26 +209,9 @@ async fn revoke_agent(
     Path(id): Path<String>,
     body: Option<Json<RevokeRequest>>,
 ) -> ApiResult<Value> {
-    let agent = parse_agent(&id)?;
     let reason = body.map(|b| b.0.reason).unwrap_or_default();
-    if !s
-        .db
-        .revoke_agent(&id, db::to_ms(OffsetDateTime::now_utc()), &actor.0, &reason)
-        .await?
-    {
-        return Err(ApiError::not_found(format!("no agent with id {id}")));
-    }
-    s.fleet.revoke(&agent);
-    s.audit
-        .record(
-            "agent.revoked",
-            &actor.0,
-            Some(&id),
-            None,
-            json!({"reason": reason}),
-        )
-        .await;
-    Ok(Json(json!({"id": id, "revoked": true})))
+    let agent = actions(&s).revoke_agent(&actor.0, &id, &reason).await?;
+    Ok(Json(json!({"id": agent.to_string(), "revoked": true})))
 }
 
 // ----------------------------------------------------------------- runners
@@ -280,25 +244,7 @@ async fn stop_runner(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
 ) -> ApiResult<Value> {
-    let runner: uuid::Uuid = id
-        .parse()
-        .map_err(|_| ApiError::bad(format!("{id:?} is not a runner id (a UUID)")))?;
-    s.reconciler.stop_runner(runner).await.map_err(|e| {
-        if e.starts_with("no active runner") {
-            ApiError::not_found(e)
-        } else {
-            ApiError::unavailable(e)
-        }
-    })?;
-    s.audit
-        .record(
-            "runner.stop_requested",
-            &actor.0,
-            None,
-            Some(&id),
-            json!({}),
-        )
-        .await;
+    actions(&s).stop_runner(&actor.0, &id).await?;
     Ok(Json(json!({"id": id, "stopping": true})))
 }
 
@@ -422,10 +368,15 @@ async fn create_token(
     Extension(actor): Extension<Actor>,
     Json(req): Json<CreateTokenRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let ttl = Duration::from_secs(req.ttl_seconds.unwrap_or(3600));
+    let ttl = bounds::seconds(
+        "ttl_seconds",
+        req.ttl_seconds.unwrap_or(3600),
+        bounds::MAX_JOIN_TOKEN_TTL,
+    )
+    .map_err(|e| ApiError::bad(e.to_string()))?;
     let uses = req.uses.unwrap_or(1);
-    if uses == 0 || ttl.is_zero() {
-        return Err(ApiError::bad("uses and ttl_seconds must be greater than 0"));
+    if uses == 0 {
+        return Err(ApiError::bad("uses must be greater than 0"));
     }
     let new = tokens::NewToken {
         ttl,
@@ -433,16 +384,9 @@ async fn create_token(
         labels: req.labels,
         description: req.description,
     };
-    let token = tokens::create(&s.db, s.ca_fingerprint, &new).await?;
-    s.audit
-        .record(
-            "token.created",
-            &actor.0,
-            None,
-            None,
-            json!({"token_id": token.id().as_str(), "uses": uses, "ttl_seconds": ttl.as_secs()}),
-        )
-        .await;
+    let token = actions(&s)
+        .create_token(&actor.0, s.ca_fingerprint, &new)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(
@@ -456,22 +400,7 @@ async fn revoke_token(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
 ) -> ApiResult<Value> {
-    if !s
-        .db
-        .revoke_token(&id, db::to_ms(OffsetDateTime::now_utc()))
-        .await?
-    {
-        return Err(ApiError::not_found(format!("no join token with id {id}")));
-    }
-    s.audit
-        .record(
-            "token.revoked",
-            &actor.0,
-            None,
-            None,
-            json!({"token_id": id}),
-        )
-        .await;
+    actions(&s).revoke_token(&actor.0, &id).await?;
     Ok(Json(json!({"id": id, "revoked": true})))
 }
 

@@ -21,9 +21,10 @@ pub fn presented_token(headers: &HeaderMap) -> Option<String> {
     if let Some(v) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        && let Some(t) = v.strip_prefix("Bearer ") {
-            return Some(t.trim().to_string());
-        }
+        && let Some(t) = v.strip_prefix("Bearer ")
+    {
+        return Some(t.trim().to_string());
+    }
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -89,7 +90,7 @@ pub async fn login(State(s): State<HttpState>, body: axum::body::Bytes) -> Respo
     };
     match tokens::verify(&s.db, &token).await {
         Some(Actor(who)) => {
-            tracing::info!(actor = %who, "dashboard login");
+            tracing::info!(actor = %crate::edge::wire(&who), "dashboard login");
             let cookie = format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
             (
                 StatusCode::SEE_OTHER,

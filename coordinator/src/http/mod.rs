@@ -9,7 +9,10 @@ pub mod api;
 pub mod auth;
 pub mod dashboard;
 pub mod metrics;
+pub mod serve;
 pub mod tls;
+
+pub use serve::{HttpLimits, serve};
 
 use std::sync::Arc;
 
@@ -18,8 +21,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::routing::{get, post};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::audit::Audit;
 use crate::db::Db;
@@ -73,27 +74,5 @@ async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {
     match sqlx::query("SELECT 1").execute(s.db.pool()).await {
         Ok(_) => (StatusCode::OK, "ready\n"),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n"),
-    }
-}
-
-/// Serve `router` on `listener` until `shutdown`, over TLS when `tls` is given.
-pub async fn serve(
-    listener: TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    router: Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let app = router.into_make_service_with_connect_info::<tls::PeerInfo>();
-    match tls {
-        Some(cfg) => {
-            axum::serve(tls::TlsListener::new(listener, cfg)?, app)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-        }
-        None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-        }
     }
 }

@@ -98,11 +98,17 @@ fn progress(msg: &str) {
 
 /// The coordinator config for this run: production timings except the
 /// heartbeat, which follows `--heartbeat`; persistence stays at its default.
-fn coordinator_config(heartbeat: Duration) -> String {
+fn coordinator_config(heartbeat: Duration, agents: usize) -> String {
     let unreachable = heartbeat.saturating_mul(4).max(Duration::from_secs(20));
     let lost = unreachable.saturating_mul(2).max(Duration::from_secs(600));
+    // Every simulated agent enrolls and connects from this one address: lift
+    // the per-IP enrollment rate limit and the connection cap accordingly.
+    let per_ip = agents.clamp(1, 1_000_000);
+    let connections = agents.saturating_mul(2).clamp(16_384, 1_000_000);
     format!(
-        "[agents]\nheartbeat_interval = \"{}\"\nunreachable_after = \"{}\"\nlost_after = \"{}\"\n",
+        "[agents]\nheartbeat_interval = \"{}\"\nunreachable_after = \"{}\"\nlost_after = \"{}\"\n\
+         [limits]\nenroll_per_ip_burst = {per_ip}\nenroll_per_ip_per_minute = 1000000\n\
+         grpc_max_connections = {connections}\n",
         humantime::format_duration(heartbeat),
         humantime::format_duration(unreachable),
         humantime::format_duration(lost)
@@ -132,8 +138,11 @@ fn run(args: &Args) -> anyhow::Result<report::Report> {
     let load_start = report::loadavg();
 
     let mut coordinator = Coordinator::init("").context("init coordinator data dir")?;
-    std::fs::write(&coordinator.config, coordinator_config(args.heartbeat))
-        .context("write coordinator config")?;
+    std::fs::write(
+        &coordinator.config,
+        coordinator_config(args.heartbeat, args.agents),
+    )
+    .context("write coordinator config")?;
     coordinator.start().context("start coordinator")?;
     let pid = coordinator
         .proc
