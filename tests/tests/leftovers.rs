@@ -99,18 +99,51 @@ fn leftovers(short: &str) -> Vec<String> {
         .collect()
 }
 
-/// The short token the executor put on the job's build container.
-fn short_token_of_job(job: u64) -> String {
-    let ids = wait_for(T, "the build container", || {
-        let ids = docker_containers(&format!("com.gitlab.gitlab-runner.job.id={job}"));
-        (!ids.is_empty()).then_some(ids)
+/// The short token the executor put on the job's build container, checked
+/// against the candidates the agent recorded on the runner container (job
+/// ids repeat across simulators sharing the daemon, so both must match).
+fn short_token_of_job(agent_id: &str, job: u64) -> String {
+    let runner = wait_for(T, "the runner container", || {
+        docker_containers(&format!("autogit.scope={agent_id}"))
+            .into_iter()
+            .next()
     })
     .unwrap();
-    let c = docker_inspect(&ids[0]).unwrap();
-    c["Config"]["Labels"][RUNNER_ID_LABEL]
+    let labels = docker_inspect(&runner).unwrap()["Config"]["Labels"].clone();
+    assert!(
+        !labels.to_string().contains("glrt-"),
+        "the runner token is never a label: {labels:#}"
+    );
+    let recorded: Vec<String> = labels["autogit.gitlab-short-tokens"]
         .as_str()
-        .expect("runner.id label")
-        .to_owned()
+        .unwrap_or("")
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    wait_for(
+        T,
+        "the job's build container with the runner's short token",
+        || {
+            recorded.iter().find_map(|short| {
+                // The build container, or the cache volume the runner keeps.
+                let lists: [&[&str]; 2] = [&["ps", "-aq"], &["volume", "ls", "-q"]];
+                lists
+                    .iter()
+                    .any(|list| {
+                        Command::new("docker")
+                            .args(*list)
+                            .arg("--filter")
+                            .arg(format!("label=com.gitlab.gitlab-runner.job.id={job}"))
+                            .arg("--filter")
+                            .arg(format!("label={RUNNER_ID_LABEL}={short}"))
+                            .output()
+                            .is_ok_and(|o| !String::from_utf8_lossy(&o.stdout).trim().is_empty())
+                    })
+                    .then(|| short.clone())
+            })
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: the agent recorded {recorded:?}"))
 }
 
 /// A host owner's own gitlab-runner work on the same daemon, removed on drop.
@@ -196,12 +229,12 @@ fn sigkilled_runner_leaves_no_job_container_volume_or_network_and_foreign_work_i
         "[docker]\nleftover_gc_interval = \"2s\"\n",
     );
     let job = sim.handle.create_job(NewJob {
-        project_id: 4,
+        project_id: 4104,
         tags: vec!["dock".into()],
         duration_ms: Some(120_000),
         ..Default::default()
     });
-    let short = short_token_of_job(job.id);
+    let short = short_token_of_job(&agent_id, job.id);
     let _sweep = Sweep(short.clone());
     let found = leftovers(&short);
     assert!(
@@ -209,16 +242,8 @@ fn sigkilled_runner_leaves_no_job_container_volume_or_network_and_foreign_work_i
             && found.iter().any(|l| l.starts_with("volume")),
         "the executor's build container and cache volume exist: {found:?}"
     );
-    // The agent labelled the runner container with the same short token.
     let runner = docker_containers(&format!("autogit.scope={agent_id}"));
     assert_eq!(runner.len(), 1, "{runner:?}");
-    let labels = docker_inspect(&runner[0]).unwrap()["Config"]["Labels"].clone();
-    let recorded = labels["autogit.gitlab-short-tokens"].as_str().unwrap_or("");
-    assert!(recorded.split(',').any(|t| t == short), "{labels:#}");
-    assert!(
-        !labels.to_string().contains("glrt-"),
-        "the runner token is never a label"
-    );
 
     let ok = Command::new("docker")
         .args(["kill", "-s", "KILL", &runner[0]])
@@ -264,12 +289,12 @@ fn normally_finished_runner_leaves_no_kept_cache_volume() {
         "[docker]\nleftover_gc_interval = \"0s\"\n",
     );
     let job = sim.handle.create_job(NewJob {
-        project_id: 4,
+        project_id: 4105,
         tags: vec!["dock".into()],
-        duration_ms: Some(1500),
+        duration_ms: Some(3000),
         ..Default::default()
     });
-    let short = short_token_of_job(job.id);
+    let short = short_token_of_job(&agent_id, job.id);
     let _sweep = Sweep(short.clone());
     wait_for(T, "job success", || {
         sim.handle
@@ -288,6 +313,13 @@ fn normally_finished_runner_leaves_no_kept_cache_volume() {
     assert!(
         left.is_empty(),
         "left behind: {left:?}\nagent log:\n{}",
+        a.logs()
+    );
+    // The runner removed its build container and kept its cache volume;
+    // the agent removed the volume.
+    assert!(
+        a.logs().contains("1 volume(s)"),
+        "the agent removed the kept cache volume:\n{}",
         a.logs()
     );
 }

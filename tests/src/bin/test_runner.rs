@@ -30,6 +30,7 @@
 
 #![forbid(unsafe_code)]
 
+#[path = "test_runner/docker_executor.rs"]
 mod docker_executor;
 
 use std::process::ExitCode;
