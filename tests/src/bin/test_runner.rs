@@ -15,8 +15,9 @@
 //! job variable `AUTOGIT_SIM_DURATION_MS` (default 0), appends a log line through
 //! `PATCH /jobs/:id/trace`, and reports `success`.
 //!
-//! With `--executor docker` (or `RUNNER_EXECUTOR=docker`) it mimics the docker
-//! executor's footprint on the host through the mounted Docker socket (see
+//! With `--executor docker` (or `RUNNER_EXECUTOR=docker`), when it runs in a
+//! container with a Docker socket mounted, it mimics the docker executor's
+//! footprint on the host through that socket (see
 //! `test_runner/docker_executor.rs`): a labelled build container from
 //! `--docker-image` (`DOCKER_IMAGE`) and a labelled cache volume per job; the
 //! container is removed at a normal job end, the volume kept unless
@@ -427,7 +428,7 @@ fn run_job(
     trace(&format!(
         "Running with autogit-test-runner {VERSION}\n$ sleep {duration_ms}ms\n"
     ))?;
-    let objects = if exec.opts.executor == "docker" {
+    let objects = if exec.opts.executor == "docker" && docker_executor::available() {
         let project_id = job
             .pointer("/job_info/project_id")
             .and_then(Value::as_u64)

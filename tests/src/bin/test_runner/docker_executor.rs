@@ -29,6 +29,14 @@ pub fn short_token(token: &str) -> String {
     rest.chars().take(9).collect()
 }
 
+/// Whether to act like the docker executor: as a runner container's main
+/// process (PID 1: the image's entrypoint) with a Docker socket mounted, i.e.
+/// in a runner container of a pool that mounts the socket. Run as an ordinary
+/// process (the simulator's own tests), the runner keeps running jobs itself.
+pub fn available() -> bool {
+    std::process::id() == 1 && socket().exists()
+}
+
 /// The Docker socket the executor would use: `DOCKER_HOST` (unix://) or
 /// `/var/run/docker.sock`.
 pub fn socket() -> PathBuf {
