@@ -383,3 +383,33 @@ async fn collector_for_dedicated_hosts_takes_foreign_leftovers_but_never_a_live_
     assert_eq!(h.fake.leftovers_of("foreign12"), 0);
     assert_eq!(h.fake.leftovers_of("livetoken"), 3, "a live runner's work");
 }
+
+#[tokio::test(start_paused = true)]
+async fn collector_never_takes_leftovers_of_a_runner_whose_container_exists() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join(ISSUED_FILE);
+    std::fs::write(&file, "untrack99\n").expect("write issued");
+    let fake = Arc::new(FakeEngine::new());
+    let h = harness_with(
+        fake,
+        config(|c| {
+            c.issued_tokens_file = Some(file);
+            c.leftover_gc_interval = Duration::from_secs(60);
+        }),
+    )
+    .await;
+    // A runner container the supervisor does not track (it appeared after
+    // start-up), mid-job: its build container, cache and network exist.
+    let runner = RunnerId::new_v4();
+    let mut s = spec(runner);
+    s.short_tokens = vec!["untrack99".into()];
+    h.fake
+        .insert_runner_container(&s, Some(SCOPE), ContainerStatus::Running);
+    h.fake.add_executor_leftovers("untrack99");
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    assert_eq!(
+        h.fake.leftovers_of("untrack99"),
+        3,
+        "its job is still running"
+    );
+}

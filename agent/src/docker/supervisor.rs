@@ -284,6 +284,7 @@ pub async fn spawn(
             live: live_rx,
             issued,
             policy: actor.config.gc_policy,
+            scope: actor.config.scope.clone(),
         };
         actor.gc = Some(tokio::spawn(collector.run(interval)));
     }
@@ -532,6 +533,7 @@ struct LeftoverCollector {
     live: watch::Receiver<HashSet<String>>,
     issued: Arc<Mutex<IssuedTokens>>,
     policy: GcPolicy,
+    scope: Option<String>,
 }
 
 impl LeftoverCollector {
@@ -550,12 +552,21 @@ impl LeftoverCollector {
         }
     }
 
-    /// One pass. A runner is live if it was live before *or* after the
-    /// listing, so one that starts meanwhile is never collected.
+    /// One pass. A runner is live if the supervisor ran it before *or*
+    /// after the listing (so one that starts meanwhile is never collected),
+    /// or if its runner container still exists (even one the supervisor does
+    /// not track, e.g. being looked up for a stop).
     async fn collect(&self) -> Result<LeftoverCount, EngineError> {
         let mut live = self.live.borrow().clone();
         let found = self.engine.list_executor_leftovers().await?;
         live.extend(self.live.borrow().iter().cloned());
+        for c in self
+            .engine
+            .list_managed(self.scope.as_deref(), None)
+            .await?
+        {
+            live.extend(c.short_tokens);
+        }
         let issued = self
             .issued
             .lock()
