@@ -236,12 +236,14 @@ fn sigkilled_runner_leaves_no_job_container_volume_or_network_and_foreign_work_i
     });
     let short = short_token_of_job(&agent_id, job.id);
     let _sweep = Sweep(short.clone());
-    let found = leftovers(&short);
-    assert!(
-        found.iter().any(|l| l.starts_with("container"))
-            && found.iter().any(|l| l.starts_with("volume")),
-        "the executor's build container and cache volume exist: {found:?}"
-    );
+    // The executor creates the cache volume, then the build container.
+    wait_for(T, "the executor's build container and cache volume", || {
+        let found = leftovers(&short);
+        (found.iter().any(|l| l.starts_with("container"))
+            && found.iter().any(|l| l.starts_with("volume")))
+        .then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}", leftovers(&short)));
     let runner = docker_containers(&format!("autogit.scope={agent_id}"));
     assert_eq!(runner.len(), 1, "{runner:?}");
 

@@ -135,33 +135,47 @@ pub fn start_job(
             "Mounts": [{ "Type": "volume", "Source": volume, "Target": "/cache" }],
         },
     });
-    let created = ok(
-        call(
-            &sock,
-            "POST",
-            &format!("/containers/create?name={base}-{job_id:08x}-build"),
-            Some(&body),
-        ),
-        "create build container",
-    )?;
-    let container = serde_json::from_str::<Value>(&created)
-        .ok()
-        .and_then(|v| v.get("Id").and_then(Value::as_str).map(str::to_owned))
-        .ok_or_else(|| format!("create build container: no Id in {created}"))?;
-    ok(
-        call(
-            &sock,
-            "POST",
-            &format!("/containers/{container}/start"),
-            None,
-        ),
-        "start build container",
-    )?;
-    Ok(JobObjects {
+    let create = || -> Result<String, String> {
+        let created = ok(
+            call(
+                &sock,
+                "POST",
+                &format!("/containers/create?name={base}-{job_id:08x}-build"),
+                Some(&body),
+            ),
+            "create build container",
+        )?;
+        serde_json::from_str::<Value>(&created)
+            .ok()
+            .and_then(|v| v.get("Id").and_then(Value::as_str).map(str::to_owned))
+            .ok_or_else(|| format!("create build container: no Id in {created}"))
+    };
+    let container = match create() {
+        Ok(c) => c,
+        Err(e) => {
+            // Like the executor's cleanup after a failed preparation.
+            let _ = call(&sock, "DELETE", &format!("/volumes/{volume}"), None);
+            return Err(e);
+        }
+    };
+    let objects = JobObjects {
         sock,
         container,
         volume,
-    })
+    };
+    if let Err(e) = ok(
+        call(
+            &objects.sock,
+            "POST",
+            &format!("/containers/{}/start", objects.container),
+            None,
+        ),
+        "start build container",
+    ) {
+        let _ = objects.finish(true);
+        return Err(e);
+    }
+    Ok(objects)
 }
 
 impl JobObjects {
