@@ -42,11 +42,26 @@ pub struct DockerConfig {
     /// Keep failed runner containers this long for inspection before removal.
     #[serde(with = "humantime_serde")]
     pub keep_failed_for: Duration,
+    /// How often leftovers of GitLab's docker executor (job, helper and
+    /// service containers, cache volumes, networks) of runners that are not
+    /// live here are collected; also once at start. `0s` disables it.
+    #[serde(with = "humantime_serde")]
+    pub leftover_gc_interval: Duration,
+    /// `false` (default): collect only leftovers of runners this agent
+    /// started (their short token is in the state dir). `true`: collect every
+    /// `com.gitlab.gitlab-runner.managed=true` leftover whose runner is not
+    /// live here, for hosts dedicated to AutoGit.
+    pub gc_foreign_runner_leftovers: bool,
 }
 
 impl Default for DockerConfig {
     fn default() -> Self {
-        DockerConfig { socket: None, keep_failed_for: Duration::ZERO }
+        DockerConfig {
+            socket: None,
+            keep_failed_for: Duration::ZERO,
+            leftover_gc_interval: Duration::from_secs(600),
+            gc_foreign_runner_leftovers: false,
+        }
     }
 }
 
@@ -152,6 +167,10 @@ impl Config {
         if s.reconnect_max < s.reconnect_initial {
             return Err(ConfigError::Invalid { key: "session.reconnect_max", problem: "must be at least session.reconnect_initial".into() });
         }
+        let gc = self.docker.leftover_gc_interval;
+        if !gc.is_zero() && gc < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid { key: "docker.leftover_gc_interval", problem: "must be 0s (off) or at least 1s".into() });
+        }
         if self.inventory.rescan_interval < Duration::from_secs(1) {
             return Err(ConfigError::Invalid { key: "inventory.rescan_interval", problem: "must be at least 1s".into() });
         }
@@ -207,6 +226,14 @@ mod tests {
         std::fs::write(&f, "[docker]\nsockit = \"x\"\n").unwrap();
         let e = Config::load(Some(&f), &[], &Overrides::default()).unwrap_err().to_string();
         assert!(e.contains("sockit"), "{e}");
+        std::fs::write(&f, "[docker]\nleftover_gc_interval = \"10ms\"\n").unwrap();
+        let e = Config::load(Some(&f), &[], &Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("docker.leftover_gc_interval"), "{e}");
+        std::fs::write(&f, "[docker]\ngc_foreign_runner_leftovers = true\nleftover_gc_interval = \"0s\"\n").unwrap();
+        let c = Config::load(Some(&f), &[], &Overrides::default()).unwrap();
+        assert!(c.docker.gc_foreign_runner_leftovers);
+        assert!(c.docker.leftover_gc_interval.is_zero());
+        assert!(!Config::default().docker.gc_foreign_runner_leftovers, "collect only our own leftovers by default");
         std::fs::write(&f, "[session]\nreconnect_initial = \"10s\"\nreconnect_max = \"1s\"\n").unwrap();
         let e = Config::load(Some(&f), &[], &Overrides::default()).unwrap_err().to_string();
         assert!(e.contains("session.reconnect_max"), "{e}");

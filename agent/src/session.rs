@@ -56,6 +56,9 @@ struct Agent {
     docker_error: Option<String>,
     system: System,
     last_inventory: Option<Inventory>,
+    /// A runner event taken from the queue whose send failed: sent first in
+    /// the next session, so no report is lost to a broken stream.
+    unsent: Option<RunnerEvent>,
 }
 
 pub fn inventory_options(cfg: &Config) -> InventoryOptions {
@@ -98,6 +101,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
             let sup_cfg = SupervisorConfig {
                 scope: Some(identity.agent.agent_id.clone()),
                 failed_retention: cfg.docker.keep_failed_for,
+                issued_tokens_file: Some(state.path().join(docker::issued::ISSUED_FILE)),
+                gc_policy: if cfg.docker.gc_foreign_runner_leftovers { docker::GcPolicy::AllManaged } else { docker::GcPolicy::IssuedOnly },
+                leftover_gc_interval: cfg.docker.leftover_gc_interval,
                 ..SupervisorConfig::default()
             };
             match docker::spawn(Arc::new(engine.clone()), sup_cfg, events_tx.clone()).await {
@@ -119,6 +125,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
         docker_error,
         system: System::new(),
         last_inventory: None,
+        unsent: None,
     };
     let mut backoff = Backoff::new(agent.cfg.session.reconnect_initial, agent.cfg.session.reconnect_max);
     let result = loop {
@@ -204,6 +211,13 @@ impl Agent {
             Err(s) => return end_from_status(&s),
         };
         tracing::info!(coordinator = %id.agent.coordinator, "session established");
+        if let Some(ev) = self.unsent.take() {
+            let status = pb::RunnerStatus::from(ev.clone());
+            if out.send(pb::AgentMessage { msg: Some(pb::agent_message::Msg::RunnerStatus(status)) }).await.is_err() {
+                self.unsent = Some(ev);
+                return End::Retry("session stream closed".into());
+            }
+        }
         let mut heartbeat = tokio::time::interval(heartbeat_every);
         let mut rescan = tokio::time::interval(self.cfg.inventory.rescan_interval);
         rescan.tick().await; // the first tick is immediate; Hello already carried the inventory
@@ -230,8 +244,9 @@ impl Agent {
                     }
                 }
                 Some(ev) = events.recv() => {
-                    let status = pb::RunnerStatus::from(ev);
+                    let status = pb::RunnerStatus::from(ev.clone());
                     if out.send(pb::AgentMessage { msg: Some(pb::agent_message::Msg::RunnerStatus(status)) }).await.is_err() {
+                        self.unsent = Some(ev);
                         return End::Retry("session stream closed".into());
                     }
                 }

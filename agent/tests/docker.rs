@@ -884,3 +884,94 @@ async fn a_stalled_event_receiver_never_blocks_the_supervisor() {
         );
     }
 }
+
+/// Runs `docker ARGS`, returning trimmed stdout; panics on failure.
+fn docker_cli(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn executor_leftovers_are_listed_and_removed_by_short_token_only() {
+    use autogit_agent::docker::LeftoverKind;
+    ensure_busybox_image();
+    let engine = support::engine().await;
+    let uniq = &uuid::Uuid::new_v4().simple().to_string()[..9];
+    let ours = format!("o{}", &uniq[1..]);
+    let theirs = format!("f{}", &uniq[1..]);
+    let label = |short: &str| format!("com.gitlab.gitlab-runner.runner.id={short}");
+    for short in [&ours, &theirs] {
+        let l = label(short);
+        docker_cli(&[
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--label",
+            "com.gitlab.gitlab-runner.managed=true",
+            "--label",
+            &l,
+            BUSYBOX_IMAGE,
+            "sleep",
+            "300",
+        ]);
+        docker_cli(&[
+            "volume",
+            "create",
+            "--label",
+            "com.gitlab.gitlab-runner.managed=true",
+            "--label",
+            &l,
+        ]);
+    }
+    let listed = engine.list_executor_leftovers().await.expect("list");
+    for short in [&ours, &theirs] {
+        let kinds: Vec<LeftoverKind> = listed
+            .iter()
+            .filter(|l| &l.short_token == short)
+            .map(|l| l.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![LeftoverKind::Container, LeftoverKind::Volume],
+            "{listed:?}"
+        );
+    }
+
+    let n = engine
+        .remove_executor_leftovers(&ours)
+        .await
+        .expect("remove");
+    assert_eq!((n.containers, n.volumes, n.networks), (1, 1, 0));
+    assert!(docker_cli(&["ps", "-aq", "--filter", &format!("label={}", label(&ours))]).is_empty());
+    assert!(
+        docker_cli(&[
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label={}", label(&ours))
+        ])
+        .is_empty()
+    );
+    // Again: nothing left, and no error.
+    let n = engine
+        .remove_executor_leftovers(&ours)
+        .await
+        .expect("remove again");
+    assert!(n.is_empty());
+    // Another runner's objects are untouched; clean them up.
+    let n = engine
+        .remove_executor_leftovers(&theirs)
+        .await
+        .expect("remove theirs");
+    assert_eq!((n.containers, n.volumes), (1, 1), "theirs was still there");
+}

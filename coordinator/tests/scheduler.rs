@@ -291,7 +291,11 @@ fn validation_names_pool_and_key() {
     p.command.push("--docker-gpus".into());
     p.command.push("{docker_gpus}".into());
     let err = validate_err(&p);
-    assert!(err.contains("command[14] uses {docker_gpus}"), "{err}");
+    let at = p.command.len() - 1;
+    assert!(
+        err.contains(&format!("command[{at}] uses {{docker_gpus}}")),
+        "{err}"
+    );
 
     let mut p = Pool::new("any", &[], Arch::X86_64);
     assert!(validate_err(&p).contains("pool 'any': tags is empty and run_untagged = false"));
@@ -459,7 +463,8 @@ fn default_command_renders_a_one_job_runner() {
     assert_eq!(r.image, pool::DEFAULT_RUNNER_IMAGE);
     let expected = format!(
         "run-single --url https://gitlab.example.com --token glrt-TOPSECRET --executor docker \
-         --docker-image alpine:3.20 --max-builds 1 --wait-timeout {} --docker-gpus device=GPU-1111",
+         --docker-image alpine:3.20 --max-builds 1 --wait-timeout {} --docker-disable-cache \
+         --docker-gpus device=GPU-1111",
         pool::DEFAULT_WAIT_TIMEOUT_S
     );
     assert_eq!(r.command.join(" "), expected);
@@ -472,6 +477,25 @@ fn default_command_renders_a_one_job_runner() {
     assert_eq!(
         r.env,
         vec![("RUNNER_NAME".to_owned(), "autogit-p-r1".to_owned())]
+    );
+}
+
+#[test]
+fn default_command_disables_the_docker_cache_unless_the_pool_keeps_it() {
+    let flag = pool::DISABLE_CACHE_FLAG;
+    let off = parse_one("[[pools]]\nname = \"a\"\ntags = [\"a\"]\narch = \"x86_64\"\n");
+    assert!(!off.docker_cache);
+    assert!(off.command.iter().any(|a| a == flag), "{:?}", off.command);
+    let on = parse_one(
+        "[[pools]]\nname = \"a\"\ntags = [\"a\"]\narch = \"x86_64\"\ndocker_cache = true\n",
+    );
+    assert!(on.docker_cache);
+    assert!(!on.command.iter().any(|a| a == flag), "{:?}", on.command);
+    assert!(
+        Pool::new("p", &["p"], Arch::X86_64)
+            .command
+            .iter()
+            .any(|a| a == flag)
     );
 }
 

@@ -17,13 +17,17 @@ use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerStateStatusEnum, ContainerSummaryStateEnum};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
     StartContainerOptions, WaitContainerOptionsBuilder,
 };
 use bollard::{API_DEFAULT_VERSION, Docker};
 use futures::StreamExt;
 
 use super::events::{ContainerStatus, ManagedContainer};
+use super::leftovers::{
+    GITLAB_LABEL_MANAGED, GITLAB_LABEL_RUNNER_ID, Leftover, LeftoverCount, LeftoverKind,
+};
 use super::mapping::{self, LABEL_MANAGED, LABEL_POOL, LABEL_RUNNER_ID, LABEL_SCOPE};
 use super::spec::{RunnerId, RunnerSpec};
 use crate::inventory::DockerInfo;
@@ -147,6 +151,18 @@ pub trait ContainerEngine: Send + Sync + 'static {
         scope: Option<&str>,
         runner: Option<RunnerId>,
     ) -> Result<Vec<ManagedContainer>, EngineError>;
+    /// Every container, volume and network labelled
+    /// `com.gitlab.gitlab-runner.managed=true` (what GitLab's docker
+    /// executor creates), with its `runner.id` short token.
+    async fn list_executor_leftovers(&self) -> Result<Vec<Leftover>, EngineError>;
+    /// Remove every container (forced, running or not, with its anonymous
+    /// volumes), then every volume and network, labelled
+    /// `com.gitlab.gitlab-runner.runner.id=<short_token>`. Objects that
+    /// vanish meanwhile are not errors. Returns what was removed.
+    async fn remove_executor_leftovers(
+        &self,
+        short_token: &str,
+    ) -> Result<LeftoverCount, EngineError>;
 }
 
 /// The Docker Engine API over a unix socket.
@@ -310,7 +326,29 @@ impl DockerEngine {
             pool: labels.get(LABEL_POOL).cloned().unwrap_or_default(),
             status,
             stop_signal: config.stop_signal.filter(|s| !s.is_empty()),
+            short_tokens: mapping::short_tokens_from_labels(&labels),
         }))
+    }
+}
+
+/// `label=<k>=<v>` filters for the list endpoints.
+fn label_filter(labels: Vec<String>) -> HashMap<String, Vec<String>> {
+    HashMap::from([("label".to_owned(), labels)])
+}
+
+/// Ok for success and for 404 (already gone); counts the removal.
+fn count_removal(
+    res: Result<(), BollardError>,
+    op: &'static str,
+    n: &mut usize,
+) -> Result<(), EngineError> {
+    match res.map_err(|e| EngineError::from_bollard(op, e)) {
+        Ok(()) => {
+            *n += 1;
+            Ok(())
+        }
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -505,6 +543,112 @@ impl ContainerEngine for DockerEngine {
             }
         }
         Ok(out)
+    }
+
+    async fn list_executor_leftovers(&self) -> Result<Vec<Leftover>, EngineError> {
+        let filters = label_filter(vec![format!("{GITLAB_LABEL_MANAGED}=true")]);
+        let short = |labels: Option<&HashMap<String, String>>| {
+            labels
+                .and_then(|l| l.get(GITLAB_LABEL_RUNNER_ID))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let mut out = Vec::new();
+        let opts = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        for c in self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| EngineError::from_bollard("list executor containers", e))?
+        {
+            if let Some(id) = c.id.clone() {
+                out.push(Leftover {
+                    kind: LeftoverKind::Container,
+                    id,
+                    short_token: short(c.labels.as_ref()),
+                });
+            }
+        }
+        let opts = ListVolumesOptionsBuilder::new().filters(&filters).build();
+        let volumes = self
+            .docker
+            .list_volumes(Some(opts))
+            .await
+            .map_err(|e| EngineError::from_bollard("list executor volumes", e))?;
+        for v in volumes.volumes.unwrap_or_default() {
+            out.push(Leftover {
+                kind: LeftoverKind::Volume,
+                short_token: short(Some(&v.labels)),
+                id: v.name,
+            });
+        }
+        let opts = ListNetworksOptionsBuilder::new().filters(&filters).build();
+        for n in self
+            .docker
+            .list_networks(Some(opts))
+            .await
+            .map_err(|e| EngineError::from_bollard("list executor networks", e))?
+        {
+            if let Some(id) = n.id.clone() {
+                out.push(Leftover {
+                    kind: LeftoverKind::Network,
+                    id,
+                    short_token: short(n.labels.as_ref()),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn remove_executor_leftovers(
+        &self,
+        short_token: &str,
+    ) -> Result<LeftoverCount, EngineError> {
+        let filters = label_filter(vec![format!("{GITLAB_LABEL_RUNNER_ID}={short_token}")]);
+        let mut count = LeftoverCount::default();
+        // Containers first: a volume or network in use cannot be removed.
+        let opts = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| EngineError::from_bollard("list executor containers", e))?;
+        for id in containers.into_iter().filter_map(|c| c.id) {
+            let opts = RemoveContainerOptionsBuilder::new()
+                .force(true)
+                .v(true)
+                .build();
+            let res = self.docker.remove_container(&id, Some(opts)).await;
+            count_removal(res, "remove executor container", &mut count.containers)?;
+        }
+        let opts = ListVolumesOptionsBuilder::new().filters(&filters).build();
+        let volumes = self
+            .docker
+            .list_volumes(Some(opts))
+            .await
+            .map_err(|e| EngineError::from_bollard("list executor volumes", e))?;
+        for v in volumes.volumes.unwrap_or_default() {
+            let opts = RemoveVolumeOptionsBuilder::new().force(true).build();
+            let res = self.docker.remove_volume(&v.name, Some(opts)).await;
+            count_removal(res, "remove executor volume", &mut count.volumes)?;
+        }
+        let opts = ListNetworksOptionsBuilder::new().filters(&filters).build();
+        let networks = self
+            .docker
+            .list_networks(Some(opts))
+            .await
+            .map_err(|e| EngineError::from_bollard("list executor networks", e))?;
+        for id in networks.into_iter().filter_map(|n| n.id) {
+            let res = self.docker.remove_network(&id).await;
+            count_removal(res, "remove executor network", &mut count.networks)?;
+        }
+        Ok(count)
     }
 }
 

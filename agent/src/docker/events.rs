@@ -60,6 +60,10 @@ pub struct RunnerEvent {
     pub state: RunnerState,
     /// When the agent observed it.
     pub at: SystemTime,
+    /// A note for the operator (e.g. what the docker executor left behind
+    /// and the agent removed); sent as the status's `reason` when the state
+    /// has none of its own.
+    pub detail: Option<String>,
 }
 
 impl RunnerEvent {
@@ -70,7 +74,14 @@ impl RunnerEvent {
             container_id,
             state,
             at: SystemTime::now(),
+            detail: None,
         }
+    }
+
+    /// The same event with a note for the operator.
+    pub fn with_detail(mut self, detail: Option<String>) -> Self {
+        self.detail = detail;
+        self
     }
 }
 
@@ -80,7 +91,7 @@ impl From<RunnerEvent> for pb::RunnerStatus {
         let (exit_code, reason, log_tail) = match ev.state {
             RunnerState::Exited { code } => (clamp_exit_code(code), String::new(), Vec::new()),
             RunnerState::Failed { reason, log_tail } => (0, reason, log_tail),
-            _ => (0, String::new(), Vec::new()),
+            _ => (0, ev.detail.unwrap_or_default(), Vec::new()),
         };
         Self {
             runner_id: ev.runner_id.to_string(),
@@ -121,6 +132,9 @@ pub struct ManagedContainer {
     pub status: ContainerStatus,
     /// The container's configured stop signal, if any (used for graceful stops).
     pub stop_signal: Option<String>,
+    /// The runner's GitLab short-token candidates, from the container's
+    /// labels (empty for containers created before the agent recorded them).
+    pub short_tokens: Vec<String>,
 }
 
 impl From<ManagedContainer> for pb::ManagedContainer {
@@ -168,6 +182,7 @@ mod tests {
                 log_tail: vec!["l1".into()],
             },
             at: UNIX_EPOCH + Duration::from_millis(1234),
+            detail: None,
         };
         let st = pb::RunnerStatus::from(ev);
         assert_eq!(st.runner_id, id.to_string());
@@ -189,6 +204,15 @@ mod tests {
     }
 
     #[test]
+    fn removed_event_carries_its_detail_as_reason() {
+        let ev = RunnerEvent::now(RunnerId::new_v4(), None, RunnerState::Removed)
+            .with_detail(Some("removed 2 container(s)".into()));
+        let st = pb::RunnerStatus::from(ev);
+        assert_eq!(st.state, pb::RunnerState::Removed as i32);
+        assert_eq!(st.reason, "removed 2 container(s)");
+    }
+
+    #[test]
     fn managed_container_maps_state() {
         let id = RunnerId::new_v4();
         let c = ManagedContainer {
@@ -197,6 +221,7 @@ mod tests {
             pool: "p".into(),
             status: ContainerStatus::Exited { code: i64::MAX },
             stop_signal: None,
+            short_tokens: Vec::new(),
         };
         let m = pb::ManagedContainer::from(c);
         assert_eq!(m.state, pb::RunnerState::Exited as i32);
@@ -208,6 +233,7 @@ mod tests {
             pool: "p".into(),
             status: ContainerStatus::Created,
             stop_signal: None,
+            short_tokens: Vec::new(),
         };
         assert_eq!(
             pb::ManagedContainer::from(c).state,

@@ -1,11 +1,20 @@
 //! The life of one runner container, as one task: ensure the image, create,
-//! start, watch, stop on request, report, and remove.
+//! start, watch, stop on request, report, remove, and remove what GitLab's
+//! docker executor left behind.
 //!
 //! The supervisor spawns one [`Lifecycle`] per runner and forwards stop
 //! commands to it, so every Docker call for one container happens in one
 //! place and in order: a stop that arrives while the image is still being
 //! pulled, between create and start, or during retention is handled at the
 //! next step instead of racing with it.
+//!
+//! Faults: when Docker cannot be reached (dockerd restarting, socket gone),
+//! the lifecycle never gives up. It retries with capped, jittered backoff,
+//! looks its container up again by label when Docker answers, and carries on
+//! from what it finds (still running: watch; exited: report and remove;
+//! gone: report `Removed`). A stop that cannot be delivered meanwhile is
+//! kept and delivered once Docker answers. `Removed` is reported only after
+//! Docker confirms that no container with this runner's label is left.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,13 +24,16 @@ use tokio::time::{Instant, sleep, sleep_until};
 
 use super::engine::{ContainerEngine, EngineError};
 use super::events::{ContainerStatus, ManagedContainer, RunnerEvent, RunnerState};
+use super::leftovers::LeftoverCount;
 use super::spec::{RunnerId, RunnerSpec};
 use super::supervisor::{StopOutcome, SupervisorConfig, SupervisorError};
+use crate::backoff::Backoff;
 
-/// How often a failed `wait` is retried before the runner is given up on.
-const MAX_WAIT_ATTEMPTS: u32 = 8;
-/// How often a failed removal is retried.
-const MAX_REMOVE_ATTEMPTS: u32 = 3;
+/// First delay after a failed Docker call; doubles up to the configured cap.
+const ENGINE_RETRY_INITIAL: Duration = Duration::from_millis(500);
+/// How often removing the executor's leftovers is tried before they are
+/// left to the periodic garbage collector.
+const MAX_LEFTOVER_ATTEMPTS: u32 = 5;
 /// Signal for an abort, and for a graceful stop when the spec names none.
 const ABORT_SIGNAL: &str = "SIGTERM";
 
@@ -38,6 +50,10 @@ pub(super) enum Entry {
     New(Box<RunnerSpec>),
     /// A container found at supervisor start-up.
     Adopt(ManagedContainer),
+    /// A stop for a runner the supervisor does not track: find its container
+    /// by label (waiting for Docker if need be) and stop and remove it, or
+    /// confirm that there is none.
+    Lookup,
 }
 
 /// One runner's task. See the module docs.
@@ -50,8 +66,12 @@ pub(super) struct Lifecycle {
     stops_open: bool,
     stop_requested: bool,
     kill_deadline: Option<Instant>,
+    /// A stop signal (and its grace) not yet delivered because Docker failed.
+    pending_signal: Option<(String, Duration)>,
     container_id: Option<String>,
     stop_signal: Option<String>,
+    short_tokens: Vec<String>,
+    backoff: Backoff,
 }
 
 impl Lifecycle {
@@ -62,6 +82,10 @@ impl Lifecycle {
         events: mpsc::UnboundedSender<RunnerEvent>,
         stops: mpsc::UnboundedReceiver<StopCommand>,
     ) -> Self {
+        let backoff = Backoff::new(
+            ENGINE_RETRY_INITIAL.min(config.engine_retry_max),
+            config.engine_retry_max,
+        );
         Self {
             engine,
             config,
@@ -71,8 +95,11 @@ impl Lifecycle {
             stops_open: true,
             stop_requested: false,
             kill_deadline: None,
+            pending_signal: None,
             container_id: None,
             stop_signal: None,
+            short_tokens: Vec::new(),
+            backoff,
         }
     }
 
@@ -81,6 +108,13 @@ impl Lifecycle {
         match entry {
             Entry::New(spec) => self.run_new(&spec).await,
             Entry::Adopt(c) => self.adopt(c, None).await,
+            Entry::Lookup => {
+                self.stop_requested = true;
+                match self.find_container().await {
+                    Some(c) => self.adopt(c, None).await,
+                    None => self.remove_and_report().await,
+                }
+            }
         }
         // Stops that arrive from here on find nothing to stop.
         self.stops.close();
@@ -91,7 +125,12 @@ impl Lifecycle {
     }
 
     fn emit(&self, state: RunnerState) {
-        let ev = RunnerEvent::now(self.runner_id, self.container_id.clone(), state);
+        self.emit_with(state, None);
+    }
+
+    fn emit_with(&self, state: RunnerState, detail: Option<String>) {
+        let ev =
+            RunnerEvent::now(self.runner_id, self.container_id.clone(), state).with_detail(detail);
         // The supervisor only goes away on shutdown, which aborts this task.
         let _ = self.events.send(ev);
     }
@@ -101,17 +140,82 @@ impl Lifecycle {
         self.emit(RunnerState::Failed { reason, log_tail });
     }
 
+    /// Wait out a Docker failure (capped, jittered backoff), queueing any
+    /// stop that arrives meanwhile.
+    async fn pause(&mut self, err: &EngineError, what: &str) {
+        let delay = self.backoff.next_delay();
+        tracing::warn!(runner = %self.runner_id, error = %err, retry_in = ?delay, "{what} failed; retrying (is Docker restarting?)");
+        let until = sleep(delay);
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                () = &mut until => return,
+                cmd = self.stops.recv(), if self.stops_open => match cmd {
+                    Some(cmd) => self.queue_stop(cmd),
+                    None => self.stops_open = false,
+                },
+            }
+        }
+    }
+
+    /// The signal and the time to wait before SIGKILL for a stop command.
+    /// Graceful: the runner's stop signal (SIGQUIT for gitlab-runner: finish
+    /// the job) and the grace period. Abort: SIGTERM and the abort timeout.
+    fn signal_of(&self, cmd: &StopCommand) -> (String, Duration) {
+        if cmd.graceful {
+            (
+                self.stop_signal
+                    .as_deref()
+                    .unwrap_or(ABORT_SIGNAL)
+                    .to_owned(),
+                cmd.grace,
+            )
+        } else {
+            (ABORT_SIGNAL.to_owned(), self.config.abort_timeout)
+        }
+    }
+
+    /// Remember a stop to deliver once Docker answers.
+    fn queue_stop(&mut self, cmd: StopCommand) {
+        self.stop_requested = true;
+        let (signal, wait) = self.signal_of(&cmd);
+        self.pending_signal = Some(match self.pending_signal.take() {
+            // An abort wins over a graceful stop; the earlier deadline wins.
+            Some((old, old_wait)) if !cmd.graceful || old == ABORT_SIGNAL => {
+                let signal = if cmd.graceful { old } else { signal };
+                (signal, wait.min(old_wait))
+            }
+            _ => (signal, wait),
+        });
+        tracing::info!(runner = %self.runner_id, "stop queued until Docker answers");
+        let _ = cmd.reply.send(Ok(StopOutcome::Queued));
+    }
+
+    /// This runner's container as Docker lists it by label, retrying while
+    /// Docker cannot be reached. `None` means Docker confirmed there is none.
+    async fn find_container(&mut self) -> Option<ManagedContainer> {
+        loop {
+            match self.engine.list_managed(None, Some(self.runner_id)).await {
+                Ok(found) => {
+                    self.backoff.reset();
+                    return found.into_iter().next();
+                }
+                Err(e) => self.pause(&e, "look up the runner's container").await,
+            }
+        }
+    }
+
     async fn run_new(&mut self, spec: &RunnerSpec) {
+        self.short_tokens = spec.short_tokens.clone();
         // Idempotency across agent restarts: a container for this runner may
         // already exist (running or not). Never create a second one.
-        match self.engine.list_managed(None, Some(self.runner_id)).await {
-            Ok(found) => {
-                if let Some(c) = found.into_iter().next() {
-                    tracing::info!(runner = %self.runner_id, container = %c.container_id, "runner already has a container; adopting it");
-                    return self.adopt(c, Some(spec)).await;
-                }
-            }
-            Err(e) => return self.fail(format!("look up existing container: {e}"), Vec::new()),
+        if let Some(c) = self.find_container().await {
+            tracing::info!(runner = %self.runner_id, container = %c.container_id, "runner already has a container; adopting it");
+            return self.adopt(c, Some(spec)).await;
+        }
+        if self.stop_requested {
+            tracing::info!(runner = %self.runner_id, "stopped before its container was created");
+            return self.remove_and_report().await;
         }
 
         if !self.ensure_image(&spec.image).await {
@@ -121,25 +225,20 @@ impl Lifecycle {
         let scope = self.config.scope.as_deref();
         let id = match self.engine.create_container(spec, scope).await {
             Ok(id) => id,
-            Err(e) if e.is_conflict() => {
-                // The name is taken: someone created this runner's container
-                // in the meantime. Adopt it if it is ours.
-                let existing = self.engine.list_managed(None, Some(self.runner_id)).await;
-                if let Some(c) = existing.ok().and_then(|found| found.into_iter().next()) {
+            Err(e) => {
+                // The name may be taken (someone created this runner's
+                // container meanwhile) or the answer lost (Docker went away
+                // mid-request): adopt what exists, if anything.
+                if let Some(c) = self.find_container().await {
                     return self.adopt(c, Some(spec)).await;
                 }
-                self.fail(
-                    format!("create container {}: {e}", spec.runner_id.container_name()),
-                    Vec::new(),
-                );
-                return self.emit(RunnerState::Removed);
-            }
-            Err(e) => {
-                self.fail(
-                    format!("create container for image {}: {e}", spec.image),
-                    Vec::new(),
-                );
-                return self.emit(RunnerState::Removed);
+                let what = if e.is_conflict() {
+                    format!("create container {}: {e}", spec.runner_id.container_name())
+                } else {
+                    format!("create container for image {}: {e}", spec.image)
+                };
+                self.fail(what, Vec::new());
+                return self.remove_and_report().await;
             }
         };
         self.container_id = Some(id);
@@ -156,7 +255,7 @@ impl Lifecycle {
             Ok(false) => {}
             Err(e) => {
                 self.fail(format!("inspect image {image}: {e}"), Vec::new());
-                self.emit(RunnerState::Removed);
+                self.remove_and_report().await;
                 return false;
             }
         }
@@ -183,12 +282,12 @@ impl Lifecycle {
                     format!("image {image} not present and pull failed: {e}"),
                     Vec::new(),
                 );
-                self.emit(RunnerState::Removed);
+                self.remove_and_report().await;
                 false
             }
             None => {
                 tracing::info!(runner = %self.runner_id, "stopped while pulling its image");
-                self.emit(RunnerState::Removed);
+                self.remove_and_report().await;
                 false
             }
         }
@@ -201,6 +300,9 @@ impl Lifecycle {
         self.stop_signal = c
             .stop_signal
             .or_else(|| spec.and_then(|s| s.stop_signal.clone()));
+        if !c.short_tokens.is_empty() {
+            self.short_tokens = c.short_tokens;
+        }
         match c.status {
             ContainerStatus::Running => {
                 self.emit(RunnerState::Running);
@@ -211,10 +313,12 @@ impl Lifecycle {
                 self.start_and_watch().await;
             }
             ContainerStatus::Created => {
-                self.fail(
-                    "container was created but never started before the agent restarted".into(),
-                    Vec::new(),
-                );
+                if !self.stop_requested {
+                    self.fail(
+                        "container was created but never started before the agent restarted".into(),
+                        Vec::new(),
+                    );
+                }
                 self.remove_and_report().await;
             }
             ContainerStatus::Exited { code } => self.after_exit(code).await,
@@ -228,7 +332,7 @@ impl Lifecycle {
             return self.remove_and_report().await;
         }
         let Some(id) = self.container_id.clone() else {
-            return;
+            return self.remove_and_report().await;
         };
         if let Err(e) = self.engine.start_container(&id).await {
             let tail = self.log_tail(&id).await;
@@ -241,31 +345,85 @@ impl Lifecycle {
     }
 
     /// Wait for the container to exit (handling stop commands meanwhile),
-    /// then report and clean up.
+    /// then report and clean up. Docker failures are waited out: the
+    /// container is looked up again by label and watching goes on from
+    /// what Docker says.
     async fn watch(&mut self) {
-        let Some(id) = self.container_id.clone() else {
-            return;
-        };
-        let mut attempts = 0;
-        let code = loop {
-            match self.wait_handling_stops(&id).await {
-                Ok(code) => break code,
+        loop {
+            let Some(id) = self.container_id.clone() else {
+                return self.remove_and_report().await;
+            };
+            let result = match self.deliver_pending_signal(&id).await {
+                Ok(()) => self.wait_handling_stops(&id).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(code) => {
+                    self.backoff.reset();
+                    return self.after_exit(code).await;
+                }
                 Err(e) if e.is_not_found() => {
                     tracing::warn!(runner = %self.runner_id, "container vanished while being watched");
-                    return self.emit(RunnerState::Removed);
+                    return self.remove_and_report().await;
                 }
                 Err(e) => {
-                    attempts += 1;
-                    if attempts >= MAX_WAIT_ATTEMPTS {
-                        return self.fail(format!("lost track of container: {e}"), Vec::new());
+                    self.pause(&e, "watch the container").await;
+                    match self.find_container().await {
+                        None => {
+                            tracing::warn!(runner = %self.runner_id, "container is gone after a Docker outage");
+                            return self.remove_and_report().await;
+                        }
+                        Some(c) => {
+                            tracing::info!(runner = %self.runner_id, container = %c.container_id, status = ?c.status, "Docker answers again; re-adopted the container");
+                            self.container_id = Some(c.container_id);
+                            match c.status {
+                                ContainerStatus::Running => {}
+                                ContainerStatus::Exited { code } => {
+                                    return self.after_exit(code).await;
+                                }
+                                ContainerStatus::Created => {
+                                    if !self.stop_requested {
+                                        self.fail(
+                                            "container is no longer started after a Docker outage"
+                                                .into(),
+                                            Vec::new(),
+                                        );
+                                    }
+                                    return self.remove_and_report().await;
+                                }
+                            }
+                        }
                     }
-                    let backoff = Duration::from_millis(500 << attempts.min(6));
-                    tracing::warn!(runner = %self.runner_id, error = %e, ?backoff, "waiting for container failed; retrying");
-                    sleep(backoff).await;
                 }
             }
+        }
+    }
+
+    /// Deliver a stop signal that Docker could not take earlier.
+    async fn deliver_pending_signal(&mut self, id: &str) -> Result<(), EngineError> {
+        let Some((signal, wait)) = self.pending_signal.clone() else {
+            return Ok(());
         };
-        self.after_exit(code).await;
+        match self.engine.kill_container(id, &signal).await {
+            Ok(()) => {
+                tracing::info!(runner = %self.runner_id, %signal, "delivered a queued stop");
+                self.pending_signal = None;
+                if signal != "SIGKILL" {
+                    self.arm_kill_deadline(wait);
+                }
+                Ok(())
+            }
+            Err(e) if e.is_conflict() || e.is_not_found() => {
+                self.pending_signal = None;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn arm_kill_deadline(&mut self, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        self.kill_deadline = Some(self.kill_deadline.map_or(deadline, |d| d.min(deadline)));
     }
 
     async fn wait_handling_stops(&mut self, id: &str) -> Result<i64, EngineError> {
@@ -276,51 +434,47 @@ impl Lifecycle {
             tokio::select! {
                 res = &mut wait => return res,
                 cmd = self.stops.recv(), if self.stops_open => match cmd {
-                    Some(cmd) => self.signal_for_stop(id, cmd).await,
+                    Some(cmd) => self.signal_for_stop(id, cmd).await?,
                     None => self.stops_open = false,
                 },
                 () = sleep_until(self.kill_deadline.unwrap_or_else(Instant::now)), if self.kill_deadline.is_some() => {
                     self.kill_deadline = None;
                     tracing::info!(runner = %self.runner_id, "stop deadline passed; killing");
                     match self.engine.kill_container(id, "SIGKILL").await {
-                        Err(e) if !(e.is_conflict() || e.is_not_found()) => {
-                            tracing::warn!(runner = %self.runner_id, error = %e, "kill failed");
+                        Ok(()) => {}
+                        Err(e) if e.is_conflict() || e.is_not_found() => {}
+                        Err(e) => {
+                            self.pending_signal = Some(("SIGKILL".into(), Duration::ZERO));
+                            return Err(e);
                         }
-                        _ => {}
                     }
                 }
             }
         }
     }
 
-    /// Graceful: the runner's stop signal (SIGQUIT for gitlab-runner: finish
-    /// the job), SIGKILL after the grace period. Abort: SIGTERM, SIGKILL after
-    /// the short abort timeout.
-    async fn signal_for_stop(&mut self, id: &str, cmd: StopCommand) {
+    /// Deliver a stop; if Docker fails, keep it for later and hand the error
+    /// to the watch loop.
+    async fn signal_for_stop(&mut self, id: &str, cmd: StopCommand) -> Result<(), EngineError> {
         self.stop_requested = true;
-        let (signal, wait) = if cmd.graceful {
-            (
-                self.stop_signal
-                    .as_deref()
-                    .unwrap_or(ABORT_SIGNAL)
-                    .to_owned(),
-                cmd.grace,
-            )
-        } else {
-            (ABORT_SIGNAL.to_owned(), self.config.abort_timeout)
-        };
+        let (signal, wait) = self.signal_of(&cmd);
         tracing::info!(runner = %self.runner_id, %signal, graceful = cmd.graceful, ?wait, "stopping runner");
-        let reply = match self.engine.kill_container(id, &signal).await {
+        match self.engine.kill_container(id, &signal).await {
             Ok(()) => {
-                let deadline = Instant::now() + wait;
-                self.kill_deadline = Some(self.kill_deadline.map_or(deadline, |d| d.min(deadline)));
-                Ok(StopOutcome::Signalled)
+                self.arm_kill_deadline(wait);
+                let _ = cmd.reply.send(Ok(StopOutcome::Signalled));
+                Ok(())
             }
             // Not running (any more): its exit is about to be reported.
-            Err(e) if e.is_conflict() || e.is_not_found() => Ok(StopOutcome::NotRunning),
-            Err(e) => Err(SupervisorError::Engine(e)),
-        };
-        let _ = cmd.reply.send(reply);
+            Err(e) if e.is_conflict() || e.is_not_found() => {
+                let _ = cmd.reply.send(Ok(StopOutcome::NotRunning));
+                Ok(())
+            }
+            Err(e) => {
+                self.queue_stop(cmd);
+                Err(e)
+            }
+        }
     }
 
     async fn after_exit(&mut self, code: i64) {
@@ -376,24 +530,71 @@ impl Lifecycle {
         }
     }
 
+    /// Remove the runner's container until Docker lists none with its label
+    /// (waiting out Docker failures), remove what the docker executor left,
+    /// and only then report `Removed`.
     async fn remove_and_report(&mut self) {
-        if let Some(id) = self.container_id.clone() {
+        let mut target = self.container_id.clone();
+        loop {
+            if let Some(id) = target.take() {
+                match self.engine.remove_container(&id).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => {
+                        self.pause(&e, "remove the container").await;
+                        target = Some(id);
+                        continue;
+                    }
+                }
+            }
+            match self.engine.list_managed(None, Some(self.runner_id)).await {
+                Ok(found) => match found.into_iter().next() {
+                    None => break,
+                    Some(c) => {
+                        if !c.short_tokens.is_empty() && self.short_tokens.is_empty() {
+                            self.short_tokens = c.short_tokens;
+                        }
+                        target = Some(c.container_id);
+                    }
+                },
+                Err(e) => self.pause(&e, "confirm the container is gone").await,
+            }
+        }
+        self.backoff.reset();
+        let removed = self.remove_leftovers().await;
+        let detail = (!removed.is_empty())
+            .then(|| format!("removed what the docker executor left: {removed}"));
+        self.emit_with(RunnerState::Removed, detail);
+    }
+
+    /// Remove every container, volume and network the docker executor
+    /// labelled with this runner's short token. Bounded retries: what stays
+    /// is the periodic garbage collector's.
+    async fn remove_leftovers(&mut self) -> LeftoverCount {
+        let mut total = LeftoverCount::default();
+        for token in self.short_tokens.clone() {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                match self.engine.remove_container(&id).await {
-                    Ok(()) => break,
-                    Err(e) if e.is_not_found() => break,
-                    Err(e) if attempt >= MAX_REMOVE_ATTEMPTS => {
-                        return self.fail(format!("remove container: {e}"), Vec::new());
+                match self.engine.remove_executor_leftovers(&token).await {
+                    Ok(n) => {
+                        total += n;
+                        break;
+                    }
+                    Err(e) if attempt >= MAX_LEFTOVER_ATTEMPTS => {
+                        tracing::warn!(runner = %self.runner_id, short_token = %token, error = %e, "could not remove the docker executor's leftovers; the periodic collector will");
+                        break;
                     }
                     Err(e) => {
-                        tracing::warn!(runner = %self.runner_id, error = %e, "remove failed; retrying");
-                        sleep(Duration::from_secs(1)).await;
+                        self.pause(&e, "remove the docker executor's leftovers")
+                            .await
                     }
                 }
             }
         }
-        self.emit(RunnerState::Removed);
+        if !total.is_empty() {
+            tracing::info!(runner = %self.runner_id, removed = %total, "removed what the docker executor left behind");
+        }
+        total
     }
 }

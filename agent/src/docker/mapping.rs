@@ -21,6 +21,10 @@ pub const LABEL_POOL: &str = "autogit.pool";
 /// Optional: which supervisor instance owns the container (see
 /// `SupervisorConfig::scope`).
 pub const LABEL_SCOPE: &str = "autogit.scope";
+/// The runner's GitLab short token candidates, comma-separated (see
+/// [`super::leftovers`]): how the docker executor's leftovers are found again
+/// after an agent restart. Not a secret; the full token is never a label.
+pub const LABEL_SHORT_TOKENS: &str = "autogit.gitlab-short-tokens";
 
 /// Docker's cgroup permissions for device nodes: read, write, mknod.
 const DEVICE_PERMISSIONS: &str = "rwm";
@@ -38,7 +42,23 @@ pub fn container_labels(spec: &RunnerSpec, scope: Option<&str>) -> HashMap<Strin
     if let Some(scope) = scope {
         labels.insert(LABEL_SCOPE.into(), scope.into());
     }
+    if !spec.short_tokens.is_empty() {
+        labels.insert(LABEL_SHORT_TOKENS.into(), spec.short_tokens.join(","));
+    }
     labels
+}
+
+/// The short tokens recorded in a runner container's labels.
+pub fn short_tokens_from_labels(labels: &HashMap<String, String>) -> Vec<String> {
+    labels
+        .get(LABEL_SHORT_TOKENS)
+        .map(|v| {
+            v.split(',')
+                .filter(|t| super::leftovers::is_short_token(t))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The NVIDIA part of GPU access: one request for the `nvidia` driver with
@@ -144,6 +164,7 @@ mod tests {
         spec.network_mode = Some("host".into());
         spec.stop_signal = Some("SIGQUIT".into());
         spec.labels.insert("team".into(), "infra".into());
+        spec.short_tokens = vec!["abcdefghi".into(), "t1_abcdef".into()];
         spec.mounts = vec![BindMount {
             source: "/var/run/docker.sock".into(),
             target: "/var/run/docker.sock".into(),
@@ -220,6 +241,18 @@ mod tests {
             Some("test-scope")
         );
         assert_eq!(labels.get("team").map(String::as_str), Some("infra"));
+        assert_eq!(
+            labels.get(LABEL_SHORT_TOKENS).map(String::as_str),
+            Some("abcdefghi,t1_abcdef")
+        );
+        assert_eq!(
+            short_tokens_from_labels(&labels),
+            vec!["abcdefghi".to_owned(), "t1_abcdef".to_owned()]
+        );
+        assert!(
+            labels.values().all(|v| !v.contains("glrt-")),
+            "the runner token is never a label: {labels:?}"
+        );
         let hc = c.host_config.expect("host config");
         assert_eq!(hc.nano_cpus, Some(500_000_000));
         assert_eq!(hc.memory, Some(64 * 1024 * 1024));

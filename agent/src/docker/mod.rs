@@ -15,6 +15,8 @@
 
 pub mod engine;
 pub mod events;
+pub mod issued;
+pub mod leftovers;
 mod lifecycle;
 pub mod mapping;
 pub mod spec;
@@ -22,6 +24,7 @@ pub mod supervisor;
 
 pub use engine::{ContainerEngine, DockerEngine, EngineError, EngineInfo, unavailable_info};
 pub use events::{ContainerStatus, ManagedContainer, RunnerEvent, RunnerState};
+pub use leftovers::{GcPolicy, Leftover, LeftoverCount, LeftoverKind};
 pub use spec::{BindMount, EnvVar, GpuAccess, RunnerId, RunnerSpec, SpecError, StopRequest};
 pub use supervisor::{
     StartOutcome, StopOutcome, SupervisorConfig, SupervisorError, SupervisorHandle, spawn,

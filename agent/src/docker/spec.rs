@@ -167,6 +167,10 @@ pub struct RunnerSpec {
     pub mounts: Vec<BindMount>,
     /// Signal for a graceful stop, normalised to `SIGxxx`; `None` = Docker's default.
     pub stop_signal: Option<String>,
+    /// The GitLab short-token candidates of the runner's `glrt-` token, if
+    /// the command or env carries one (see `leftovers::short_tokens`).
+    /// Not secret; used to find the docker executor's leftovers.
+    pub short_tokens: Vec<String>,
 }
 
 impl RunnerSpec {
@@ -185,6 +189,7 @@ impl RunnerSpec {
             network_mode: None,
             mounts: Vec::new(),
             stop_signal: None,
+            short_tokens: Vec::new(),
         }
     }
 }
@@ -289,6 +294,12 @@ impl TryFrom<pb::StartRunner> for RunnerSpec {
         }
 
         let stop_signal = parse_stop_signal(&spec.stop_signal)?;
+        let short_tokens = super::leftovers::find_runner_token(
+            command.iter().map(String::as_str),
+            env.iter().map(|e| e.value.expose_secret()),
+        )
+        .map(super::leftovers::short_tokens)
+        .unwrap_or_default();
 
         Ok(Self {
             runner_id,
@@ -303,6 +314,7 @@ impl TryFrom<pb::StartRunner> for RunnerSpec {
             network_mode,
             mounts,
             stop_signal,
+            short_tokens,
         })
     }
 }
@@ -568,6 +580,8 @@ mod tests {
             vec![PathBuf::from("/dev/dri/renderD128"), "/dev/kfd".into()]
         );
         assert_eq!(spec.env[0].to_docker(), "CI_SERVER_TOKEN=glrt-supersecret");
+        // The short token (GitLab's 9-character runner.id label), never the token.
+        assert_eq!(spec.short_tokens, vec!["supersecr".to_owned()]);
         assert_eq!(
             spec.runner_id.container_name(),
             "autogit-runner-5a0e8c9e-2f43-4d6f-9a51-3c1b7f0d2e11"

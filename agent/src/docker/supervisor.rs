@@ -11,18 +11,30 @@
 //!   host (e.g. after the agent was SIGKILLed and restarted): running ones
 //!   are watched until they exit and are removed, exited ones are reported
 //!   and removed.
+//! * A stop for a runner the supervisor does not track (finished, or never
+//!   seen by this agent process) looks its container up by label and stops
+//!   and removes it; `Removed` is reported only once Docker confirms that
+//!   nothing with the runner's label is left.
+//! * What GitLab's docker executor leaves (job, helper and service
+//!   containers, cache volumes, networks) is removed when a runner ends, and
+//!   a periodic collector (also once at start) removes leftovers of runners
+//!   that are not live here: by default only those whose short token this
+//!   agent issued (see [`super::issued`] and [`super::leftovers`]).
 //! * Shutting down (or dropping every handle) stops the watching but leaves
 //!   containers alone, for the next agent to adopt.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::engine::{ContainerEngine, EngineError};
 use super::events::{ManagedContainer, RunnerEvent, RunnerState};
+use super::issued::{self, IssuedTokens};
+use super::leftovers::{self, GcPolicy, LeftoverCount};
 use super::lifecycle::{Entry, Lifecycle, StopCommand};
 use super::spec::{RunnerId, RunnerSpec, StopRequest};
 
@@ -47,6 +59,16 @@ pub struct SupervisorConfig {
     pub default_grace_period: Duration,
     /// How many log lines come with a failure.
     pub log_tail_lines: usize,
+    /// Where the short tokens of the runners this agent started are kept
+    /// (`<state_dir>/issued-short-tokens`); `None` = in memory only.
+    pub issued_tokens_file: Option<PathBuf>,
+    /// Whose docker-executor leftovers the collector removes.
+    pub gc_policy: GcPolicy,
+    /// How often the leftover collector runs (and once at start); zero
+    /// disables it (runners still clean up after themselves).
+    pub leftover_gc_interval: Duration,
+    /// Longest pause between retries while Docker cannot be reached.
+    pub engine_retry_max: Duration,
 }
 
 impl Default for SupervisorConfig {
@@ -57,6 +79,10 @@ impl Default for SupervisorConfig {
             abort_timeout: Duration::from_secs(10),
             default_grace_period: Duration::from_secs(3600),
             log_tail_lines: 20,
+            issued_tokens_file: None,
+            gc_policy: GcPolicy::IssuedOnly,
+            leftover_gc_interval: Duration::from_secs(600),
+            engine_retry_max: Duration::from_secs(30),
         }
     }
 }
@@ -81,8 +107,14 @@ pub enum StopOutcome {
     /// The runner had no running container (still pulling, not yet started,
     /// or already exited); it is being removed.
     NotRunning,
-    /// The runner is not on this host (any more); `Removed` was reported.
+    /// The supervisor does not track the runner (it finished, or this agent
+    /// process never saw it): its container is looked up by label, stopped
+    /// and removed if it exists, and `Removed` follows once Docker confirms
+    /// none is left.
     NotFound,
+    /// Docker cannot be reached right now: the stop is kept and delivered as
+    /// soon as Docker answers.
+    Queued,
 }
 
 /// Why a supervisor request failed.
@@ -94,6 +126,15 @@ pub enum SupervisorError {
     /// Docker failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The issued short tokens could not be read.
+    #[error("read issued short tokens from {}: {source}", path.display())]
+    Issued {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 enum Request {
@@ -194,6 +235,17 @@ pub async fn spawn(
     events: mpsc::Sender<RunnerEvent>,
 ) -> Result<SupervisorHandle, SupervisorError> {
     let existing = engine.list_managed(config.scope.as_deref(), None).await?;
+    let issued = match &config.issued_tokens_file {
+        Some(path) => IssuedTokens::load(path, issued::DEFAULT_CAPACITY).map_err(|source| {
+            SupervisorError::Issued {
+                path: path.clone(),
+                source,
+            }
+        })?,
+        None => IssuedTokens::in_memory(issued::DEFAULT_CAPACITY),
+    };
+    let issued = Arc::new(Mutex::new(issued));
+    let (live_tx, live_rx) = watch::channel(HashSet::new());
     let (tx, rx) = mpsc::channel(64);
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     tokio::spawn(forward_events(out_rx, events));
@@ -211,6 +263,9 @@ pub async fn spawn(
         tasks: JoinSet::new(),
         task_runner: HashMap::new(),
         finished: Finished::default(),
+        issued: Arc::clone(&issued),
+        live: live_tx,
+        gc: None,
     };
     for c in existing {
         if actor.runners.contains_key(&c.runner_id) {
@@ -218,7 +273,20 @@ pub async fn spawn(
             continue;
         }
         tracing::info!(runner = %c.runner_id, container = %c.container_id, status = ?c.status, "adopting managed container");
-        actor.launch(c.runner_id, Entry::Adopt(c));
+        actor.remember_issued(&c.short_tokens);
+        let tokens = c.short_tokens.clone();
+        actor.launch(c.runner_id, Entry::Adopt(c), tokens);
+    }
+    let interval = actor.config.leftover_gc_interval;
+    if !interval.is_zero() {
+        let collector = LeftoverCollector {
+            engine: Arc::clone(&engine),
+            live: live_rx,
+            issued,
+            policy: actor.config.gc_policy,
+            scope: actor.config.scope.clone(),
+        };
+        actor.gc = Some(tokio::spawn(collector.run(interval)));
     }
     tokio::spawn(actor.run());
     Ok(SupervisorHandle { tx, engine, scope })
@@ -240,6 +308,10 @@ async fn forward_events(
 struct Runner {
     last: Option<RunnerEvent>,
     stops: mpsc::UnboundedSender<StopCommand>,
+    /// Its GitLab short-token candidates (none known for a `Lookup`).
+    short_tokens: Vec<String>,
+    /// Its lifecycle task.
+    task: tokio::task::Id,
 }
 
 /// Final events of recently finished runners, bounded.
@@ -273,6 +345,10 @@ struct Actor {
     tasks: JoinSet<RunnerId>,
     task_runner: HashMap<tokio::task::Id, RunnerId>,
     finished: Finished,
+    issued: Arc<Mutex<IssuedTokens>>,
+    /// Short tokens of the live runners, for the leftover collector.
+    live: watch::Sender<HashSet<String>>,
+    gc: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Actor {
@@ -306,12 +382,19 @@ impl Actor {
                         tracing::error!(error = %e, "runner lifecycle task failed");
                     }
                     if let Some(runner) = self.task_runner.remove(&task_id) {
-                        // Ended without `Removed` (lost track, or panicked): forget it,
-                        // so a later start looks at Docker again.
-                        self.runners.remove(&runner);
+                        // Ended without `Removed` (panicked): forget it, so a
+                        // later start or stop looks at Docker again. A newer
+                        // lifecycle for the same runner stays.
+                        if self.runners.get(&runner).is_some_and(|r| r.task == task_id) {
+                            self.runners.remove(&runner);
+                            self.publish_live();
+                        }
                     }
                 }
             }
+        }
+        if let Some(gc) = self.gc.take() {
+            gc.abort();
         }
         tracing::info!(
             runners = self.runners.len(),
@@ -320,7 +403,25 @@ impl Actor {
         // Dropping `tasks` aborts the lifecycles; the containers stay.
     }
 
-    fn launch(&mut self, runner_id: RunnerId, entry: Entry) {
+    /// Persist short tokens as issued by this agent (before any container
+    /// that could leave something behind exists).
+    fn remember_issued(&self, tokens: &[String]) {
+        let mut issued = self.issued.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = issued.insert_all(tokens) {
+            tracing::warn!(error = %e, "could not persist the runner's short token; the leftover collector may not recognise its leftovers after a restart");
+        }
+    }
+
+    fn publish_live(&self) {
+        let live: HashSet<String> = self
+            .runners
+            .values()
+            .flat_map(|r| r.short_tokens.iter().cloned())
+            .collect();
+        self.live.send_replace(live);
+    }
+
+    fn launch(&mut self, runner_id: RunnerId, entry: Entry, short_tokens: Vec<String>) {
         let (stops_tx, stops_rx) = mpsc::unbounded_channel();
         let lifecycle = Lifecycle::new(
             Arc::clone(&self.engine),
@@ -336,8 +437,11 @@ impl Actor {
             Runner {
                 last: None,
                 stops: stops_tx,
+                short_tokens,
+                task: handle.id(),
             },
         );
+        self.publish_live();
     }
 
     fn emit(&self, ev: RunnerEvent) {
@@ -348,6 +452,7 @@ impl Actor {
         if ev.state == RunnerState::Removed {
             self.runners.remove(&ev.runner_id);
             self.finished.insert(ev.clone());
+            self.publish_live();
         } else if let Some(r) = self.runners.get_mut(&ev.runner_id) {
             r.last = Some(ev.clone());
         }
@@ -369,7 +474,9 @@ impl Actor {
             return StartOutcome::AlreadyFinished;
         }
         tracing::info!(runner = %id, pool = %spec.pool, image = %spec.image, "starting runner");
-        self.launch(id, Entry::New(spec));
+        self.remember_issued(&spec.short_tokens);
+        let tokens = spec.short_tokens.clone();
+        self.launch(id, Entry::New(spec), tokens);
         StartOutcome::Started
     }
 
@@ -391,14 +498,19 @@ impl Actor {
             },
             None => cmd,
         };
-        // Not (or no longer) here: say so again, so the coordinator converges.
-        let ev = self
-            .finished
-            .last
-            .get(&req.runner_id)
-            .cloned()
-            .unwrap_or_else(|| RunnerEvent::now(req.runner_id, None, RunnerState::Removed));
-        self.emit(ev);
+        // Not tracked (any more): ask Docker. A lifecycle looks the container
+        // up by label, stops and removes it if it exists, and reports
+        // `Removed` once Docker confirms none is left.
+        tracing::info!(runner = %req.runner_id, "stop for a runner not tracked here; looking its container up");
+        self.launch(req.runner_id, Entry::Lookup, Vec::new());
+        let (reply, _ignored) = oneshot::channel();
+        if let Some(r) = self.runners.get(&req.runner_id) {
+            let _ = r.stops.send(StopCommand {
+                graceful: cmd.graceful,
+                grace: cmd.grace,
+                reply,
+            });
+        }
         let _ = cmd.reply.send(Ok(StopOutcome::NotFound));
     }
 
@@ -412,5 +524,62 @@ impl Actor {
                 )
             })
             .count()
+    }
+}
+
+/// The periodic collector of the docker executor's leftovers.
+struct LeftoverCollector {
+    engine: Arc<dyn ContainerEngine>,
+    live: watch::Receiver<HashSet<String>>,
+    issued: Arc<Mutex<IssuedTokens>>,
+    policy: GcPolicy,
+    scope: Option<String>,
+}
+
+impl LeftoverCollector {
+    async fn run(self, interval: Duration) {
+        loop {
+            match self.collect().await {
+                Ok(n) if !n.is_empty() => {
+                    tracing::info!(removed = %n, policy = ?self.policy, "removed docker executor leftovers of runners that are not live here");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "collecting docker executor leftovers failed; trying again later")
+                }
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+
+    /// One pass. A runner is live if the supervisor ran it before *or*
+    /// after the listing (so one that starts meanwhile is never collected),
+    /// or if its runner container still exists (even one the supervisor does
+    /// not track, e.g. being looked up for a stop).
+    async fn collect(&self) -> Result<LeftoverCount, EngineError> {
+        let mut live = self.live.borrow().clone();
+        let found = self.engine.list_executor_leftovers().await?;
+        live.extend(self.live.borrow().iter().cloned());
+        for c in self
+            .engine
+            .list_managed(self.scope.as_deref(), None)
+            .await?
+        {
+            live.extend(c.short_tokens);
+        }
+        let issued = self
+            .issued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .snapshot();
+        let chosen = leftovers::select_for_gc(&found, &live, &issued, self.policy);
+        let mut total = LeftoverCount::default();
+        for token in chosen.keys() {
+            if self.live.borrow().contains(token) {
+                continue;
+            }
+            total += self.engine.remove_executor_leftovers(token).await?;
+        }
+        Ok(total)
     }
 }

@@ -11,6 +11,8 @@ use std::time::Duration;
 use autogit_agent::docker::{DockerEngine, RunnerEvent, RunnerId, RunnerState};
 use tokio::sync::mpsc;
 
+pub mod fake_engine;
+
 /// A tiny local image: Debian's static busybox as `/bin/busybox` plus applet links.
 pub const BUSYBOX_IMAGE: &str = "autogit-test/busybox:dev";
 

@@ -54,6 +54,10 @@ pub const DEFAULT_JOB_IMAGE: &str = "alpine:3.20";
 pub const DEFAULT_WAIT_TIMEOUT_S: u64 = 3600;
 /// Where the host's Docker socket is mounted when `docker_socket = true`.
 pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+/// The default command's flag that makes the docker executor's builds volume
+/// temporary, so a one-job runner leaves no cache volume behind; left out
+/// when the pool sets `docker_cache = true`.
+pub const DISABLE_CACHE_FLAG: &str = "--docker-disable-cache";
 
 const DEFAULT_CPU_LIMIT: f64 = 2.0;
 const DEFAULT_MEM_LIMIT: ByteSize = ByteSize(4 * GIB);
@@ -67,7 +71,8 @@ const MIN_MEM_LIMIT: ByteSize = ByteSize(6 * MIB);
 /// `command` = [`default_command`] for the pool's GPU, empty `env`,
 /// `cpu_limit = 2.0`, `mem_limit = "4GiB"`, `max_runners = 4`,
 /// `idle_min = 0`, `idle_timeout = "5m"`, `runner_type = "instance"`, no
-/// `network_mode` (Docker's default), no `mounts`, `docker_socket = true`.
+/// `network_mode` (Docker's default), no `mounts`, `docker_socket = true`,
+/// `docker_cache = false`.
 ///
 /// `cpu_limit` and `mem_limit` are the runner container's limits and also
 /// the unit of capacity accounting on agents. With the docker executor the
@@ -109,6 +114,10 @@ pub struct Pool {
     pub network_mode: Option<String>,
     pub mounts: Vec<Mount>,
     pub docker_socket: bool,
+    /// Keep the docker executor's cache volumes (the default command then
+    /// omits [`DISABLE_CACHE_FLAG`]). Every runner is fresh, so kept caches
+    /// are only reused through a shared cache config; off by default.
+    pub docker_cache: bool,
 }
 
 /// GPUs each runner of a pool needs.
@@ -184,7 +193,8 @@ impl PoolError {
 
 /// The command a pool runs when its config sets none: the official runner
 /// image's `run-single` for exactly one job with the docker executor, plus
-/// the flags that hand the pool's GPUs to the job container.
+/// the flags that hand the pool's GPUs to the job container. It disables the
+/// docker executor's cache ([`DISABLE_CACHE_FLAG`]); see [`Pool::docker_cache`].
 pub fn default_command(gpu: Option<&GpuRequirement>) -> Vec<String> {
     let wait = DEFAULT_WAIT_TIMEOUT_S.to_string();
     let mut cmd: Vec<&str> = vec![
@@ -201,6 +211,7 @@ pub fn default_command(gpu: Option<&GpuRequirement>) -> Vec<String> {
         "1",
         "--wait-timeout",
         &wait,
+        DISABLE_CACHE_FLAG,
     ];
     match gpu.map(|g| g.vendor) {
         Some(GpuVendor::Nvidia) => cmd.extend(["--docker-gpus", "{docker_gpus}"]),
@@ -237,6 +248,7 @@ impl Pool {
             network_mode: None,
             mounts: Vec::new(),
             docker_socket: true,
+            docker_cache: false,
         }
     }
 
@@ -600,6 +612,8 @@ struct PoolToml {
     mounts: Vec<Mount>,
     #[serde(default = "default_true")]
     docker_socket: bool,
+    #[serde(default)]
+    docker_cache: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -674,7 +688,11 @@ impl TryFrom<PoolToml> for Pool {
                         ),
                     );
                 }
-                default_command(t.gpu.as_ref())
+                let mut cmd = default_command(t.gpu.as_ref());
+                if t.docker_cache {
+                    cmd.retain(|a| a != DISABLE_CACHE_FLAG);
+                }
+                cmd
             }
         };
         Ok(Pool {
@@ -695,6 +713,7 @@ impl TryFrom<PoolToml> for Pool {
             network_mode: t.network_mode,
             mounts: t.mounts,
             docker_socket: t.docker_socket,
+            docker_cache: t.docker_cache,
         })
     }
 }
@@ -726,6 +745,7 @@ impl From<Pool> for PoolToml {
             network_mode: p.network_mode,
             mounts: p.mounts,
             docker_socket: p.docker_socket,
+            docker_cache: p.docker_cache,
         }
     }
 }

@@ -15,6 +15,14 @@
 //! job variable `AUTOGIT_SIM_DURATION_MS` (default 0), appends a log line through
 //! `PATCH /jobs/:id/trace`, and reports `success`.
 //!
+//! With `--executor docker` (or `RUNNER_EXECUTOR=docker`), when it runs in a
+//! container with a Docker socket mounted, it mimics the docker executor's
+//! footprint on the host through that socket (see
+//! `test_runner/docker_executor.rs`): a labelled build container from
+//! `--docker-image` (`DOCKER_IMAGE`) and a labelled cache volume per job; the
+//! container is removed at a normal job end, the volume kept unless
+//! `--docker-disable-cache` (`DOCKER_DISABLE_CACHE=true`).
+//!
 //! Exit: 0 after `--max-builds` jobs (0 = no limit) or when `--wait-timeout` seconds pass
 //! without a job (0 = wait forever); 1 when the token is rejected or GitLab cannot be
 //! reached. Signals, like the official runner: SIGQUIT finishes the running job and
@@ -22,6 +30,9 @@
 //! Tokens never appear in the output.
 
 #![forbid(unsafe_code)]
+
+#[path = "test_runner/docker_executor.rs"]
+mod docker_executor;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -42,6 +53,8 @@ struct Opts {
     url: String,
     token: String,
     executor: String,
+    docker_image: Option<String>,
+    disable_cache: bool,
     max_builds: u64,
     wait_timeout: Duration,
 }
@@ -66,6 +79,8 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
     let mut url = env("CI_SERVER_URL");
     let mut token = env("CI_SERVER_TOKEN");
     let mut executor = env("RUNNER_EXECUTOR").unwrap_or_else(|| "shell".into());
+    let mut docker_image = env("DOCKER_IMAGE");
+    let mut disable_cache = env("DOCKER_DISABLE_CACHE").is_some_and(|v| v == "true" || v == "1");
     let mut max_builds = 0u64;
     let mut wait_timeout = 0u64;
     while let Some(arg) = it.next() {
@@ -85,6 +100,11 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             "url" | "u" => url = value(&mut it),
             "token" | "t" => token = value(&mut it),
             "executor" => executor = value(&mut it).unwrap_or(executor),
+            "docker-image" => docker_image = value(&mut it),
+            // A boolean flag: never takes the next argument.
+            "docker-disable-cache" => {
+                disable_cache = inline.as_deref().is_none_or(|v| v == "true" || v == "1")
+            }
             "max-builds" => {
                 max_builds = value(&mut it)
                     .ok_or("--max-builds needs a value")?
@@ -109,6 +129,8 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         url: url.trim_end_matches('/').to_owned(),
         token,
         executor,
+        docker_image,
+        disable_cache,
         max_builds,
         wait_timeout: Duration::from_secs(wait_timeout),
     })
@@ -333,11 +355,25 @@ fn with_retries(
 
 enum JobEnd {
     Succeeded,
+    /// Reported failed (the executor could not prepare the job).
+    Failed,
     Aborted(i32),
     CanceledByServer,
 }
 
-fn run_job(client: &Client, job: &Value, signals: &Signals) -> Result<JobEnd, String> {
+/// How jobs run: in this process (shell) or with the docker executor's
+/// objects on the host.
+struct Executor<'a> {
+    opts: &'a Opts,
+    system_id: &'a str,
+}
+
+fn run_job(
+    client: &Client,
+    job: &Value,
+    signals: &Signals,
+    exec: &Executor<'_>,
+) -> Result<JobEnd, String> {
     let id = job
         .get("id")
         .and_then(Value::as_u64)
@@ -392,9 +428,38 @@ fn run_job(client: &Client, job: &Value, signals: &Signals) -> Result<JobEnd, St
     trace(&format!(
         "Running with autogit-test-runner {VERSION}\n$ sleep {duration_ms}ms\n"
     ))?;
+    let objects = if exec.opts.executor == "docker" && docker_executor::available() {
+        let project_id = job
+            .pointer("/job_info/project_id")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let image = exec.opts.docker_image.as_deref().unwrap_or("alpine:3.20");
+        match docker_executor::start_job(image, &exec.opts.token, exec.system_id, id, project_id) {
+            Ok(o) => {
+                log(&format!(
+                    "job {id}: build container and cache volume created"
+                ));
+                Some(o)
+            }
+            Err(e) => {
+                log(&format!("job {id}: docker executor failed: {e}"));
+                trace(&format!("ERROR: Preparation failed: {e}\n"))?;
+                update("failed", Some("runner_system_failure"))?;
+                return Ok(JobEnd::Failed);
+            }
+        }
+    } else {
+        None
+    };
     let aborted = sleep_unless(Duration::from_millis(duration_ms), || {
         signals.abort().is_some()
     });
+    if let Some(o) = objects {
+        // The executor's cleanup runs on a normal end and on SIGTERM/SIGQUIT alike.
+        if let Err(e) = o.finish(exec.opts.disable_cache) {
+            log(&format!("job {id}: docker executor cleanup failed: {e}"));
+        }
+    }
     if aborted && let Some(code) = signals.abort() {
         trace("ERROR: Job aborted: the runner received a termination signal\n")?;
         update("failed", Some("runner_system_failure"))?;
@@ -472,11 +537,15 @@ fn run(opts: Opts, signals: &Signals) -> Result<ExitCode, String> {
             201 => {
                 let job: Value = serde_json::from_str(&a.body)
                     .map_err(|e| format!("job payload is not JSON: {e}"))?;
-                match run_job(&client, &job, signals)? {
+                let exec = Executor {
+                    opts: &opts,
+                    system_id: &system_id,
+                };
+                match run_job(&client, &job, signals, &exec)? {
                     JobEnd::Aborted(code) => {
                         return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
                     }
-                    JobEnd::Succeeded | JobEnd::CanceledByServer => {}
+                    JobEnd::Succeeded | JobEnd::Failed | JobEnd::CanceledByServer => {}
                 }
                 builds += 1;
                 if opts.max_builds != 0 && builds >= opts.max_builds {
