@@ -72,6 +72,11 @@ fn dockerd_restart_mid_job() {
 }
 
 #[test]
+fn half_open_and_idle_connections() {
+    row("half-open HTTP and idle TLS connections");
+}
+
+#[test]
 fn every_quick_row_has_a_test() {
     let names = [
         "coordinator SIGKILL after POST /user/runners",
@@ -82,6 +87,7 @@ fn every_quick_row_has_a_test() {
         "agent cut off (unreachable < t < lost) during a stop",
         "webhook flood: duplicates and forged statuses",
         "dockerd restart mid-job",
+        "half-open HTTP and idle TLS connections",
     ];
     for r in faults::rows::all().iter().filter(|r| r.in_quick) {
         assert!(names.contains(&r.name), "quick row {:?} has no test here", r.name);

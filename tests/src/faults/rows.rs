@@ -82,7 +82,7 @@ pub fn all() -> Vec<Row> {
         },
         Row {
             name: "half-open HTTP and idle TLS connections",
-            in_quick: false,
+            in_quick: true,
             run: half_open_connections,
         },
         Row {
