@@ -5,15 +5,20 @@
 use secrecy::SecretString;
 use uuid::Uuid;
 
+use super::devices;
+use super::template::{TemplateError, render_runner};
 use crate::fleet::command::{ContainerSpec, Mount, StartRunner};
-use crate::scheduler::{GpuVendor, Placement, Pool, TemplateError};
+use crate::scheduler::{self, Placement, Pool};
+
+/// Where the host's Docker socket is mounted when `docker_socket = true`.
+pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
 /// The stop signal gitlab-runner treats as "finish the current job, then exit".
 pub const GRACEFUL_STOP_SIGNAL: &str = "SIGQUIT";
 
 /// Build the `StartRunner` for runner `runner_id` of `pool` on `placement`.
 /// The GPUs were chosen by the scheduler (`scheduler/placement.rs::place`);
-/// here they become an NVIDIA device request or device nodes.
+/// [`devices`] turns them into an NVIDIA device request or device nodes.
 pub fn start_runner(
     pool: &Pool,
     runner_id: Uuid,
@@ -21,11 +26,8 @@ pub fn start_runner(
     token: &SecretString,
     placement: &Placement,
 ) -> Result<StartRunner, TemplateError> {
-    let rendered = pool.render(gitlab_url, token, &runner_id.to_string(), placement)?;
-    let nvidia = pool
-        .gpu
-        .as_ref()
-        .is_some_and(|g| g.vendor == GpuVendor::Nvidia);
+    let rendered = render_runner(pool, gitlab_url, token, &runner_id.to_string(), placement)?;
+    let vendor = pool.gpu.as_ref().map(|g| g.vendor);
     let spec = ContainerSpec {
         image: rendered.image.clone(),
         command: rendered.command.clone(),
@@ -36,15 +38,10 @@ pub fn start_runner(
             .collect(),
         cpu_limit: pool.cpu_limit,
         memory_limit_bytes: pool.mem_limit.bytes(),
-        nvidia_uuids: if nvidia {
-            placement.gpus.clone()
-        } else {
-            Vec::new()
-        },
-        device_paths: placement.device_paths.clone(),
+        nvidia_uuids: devices::nvidia_uuids(vendor, placement),
+        device_paths: devices::device_nodes(vendor, placement),
         network_mode: pool.network_mode.clone().unwrap_or_default(),
-        mounts: pool
-            .effective_mounts()
+        mounts: effective_mounts(pool)
             .into_iter()
             .map(|m| Mount {
                 source: m.source,
@@ -61,10 +58,24 @@ pub fn start_runner(
     })
 }
 
+/// The mounts of a runner container, the Docker socket included when
+/// `docker_socket` is set.
+pub fn effective_mounts(pool: &Pool) -> Vec<scheduler::Mount> {
+    let mut mounts = pool.mounts.clone();
+    if pool.docker_socket {
+        mounts.push(scheduler::Mount {
+            source: DOCKER_SOCKET.to_owned(),
+            target: DOCKER_SOCKET.to_owned(),
+            read_only: false,
+        });
+    }
+    mounts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::{Arch, Pool};
+    use crate::scheduler::{Arch, GpuVendor, Pool};
 
     #[test]
     fn nvidia_pool_gets_device_request_uuids_and_token_stays_out_of_debug() {
@@ -72,7 +83,7 @@ mod tests {
         let placement = Placement {
             agent_id: uuid::Uuid::new_v4(),
             gpus: vec!["GPU-1".into()],
-            device_paths: vec![],
+            render_nodes: vec![],
         };
         let token = SecretString::from("glrt-SECRET");
         let s = start_runner(&pool, Uuid::new_v4(), "http://gitlab", &token, &placement).unwrap();

@@ -90,7 +90,8 @@ impl GpuVendor {
     }
 
     /// Whether containers reach this vendor's GPUs through device nodes
-    /// (`/dev/kfd`, `/dev/dri/renderD*`) rather than an NVIDIA device request.
+    /// (render nodes; see `runners/devices.rs`) rather than an NVIDIA device
+    /// request.
     pub fn uses_device_nodes(self) -> bool {
         !matches!(self, GpuVendor::Nvidia)
     }

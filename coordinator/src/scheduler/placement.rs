@@ -180,10 +180,11 @@ pub struct Placement {
     pub agent_id: Uuid,
     /// Uuids of the GPUs the runner gets (all vendors), in the chosen order.
     pub gpus: Vec<String>,
-    /// Device nodes to pass into the container: `/dev/kfd` plus the render
-    /// nodes for AMD, the render nodes for Intel, none for NVIDIA (which uses
-    /// a device request for `gpus`).
-    pub device_paths: Vec<String>,
+    /// The render nodes of the chosen GPUs, in the same order, for vendors
+    /// whose GPUs are passed in as device nodes (AMD, Intel); empty for
+    /// NVIDIA. Which device nodes the container gets is decided in
+    /// `runners/devices.rs`.
+    pub render_nodes: Vec<String>,
 }
 
 /// Why no agent can take a runner of a pool now: the filter step that
@@ -537,18 +538,19 @@ pub fn place(
         });
     };
 
-    let render_nodes = gpus.iter().filter_map(|g| g.render_node.clone());
-    let device_paths = match pool.gpu.as_ref().map(|g| g.vendor) {
-        Some(GpuVendor::Amd) => std::iter::once("/dev/kfd".to_owned())
-            .chain(render_nodes)
-            .collect(),
-        Some(GpuVendor::Intel) => render_nodes.collect(),
-        Some(GpuVendor::Nvidia) | None => Vec::new(),
+    let render_nodes = if pool
+        .gpu
+        .as_ref()
+        .is_some_and(|g| g.vendor.uses_device_nodes())
+    {
+        gpus.iter().filter_map(|g| g.render_node.clone()).collect()
+    } else {
+        Vec::new()
     };
     Ok(Placement {
         agent_id: agent.id,
         gpus: gpus.iter().map(|g| g.uuid.clone()).collect(),
-        device_paths,
+        render_nodes,
     })
 }
 
@@ -574,7 +576,7 @@ mod tests {
         let p = Placement {
             agent_id: a.id,
             gpus: vec![],
-            device_paths: vec![],
+            render_nodes: vec![],
         };
         for _ in 0..10 {
             a.reserve(&pool, &p);

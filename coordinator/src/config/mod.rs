@@ -14,6 +14,10 @@ use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub mod pool;
+
+pub use pool::{PoolError, default_command, pools_or_defaults, validate_pools};
+
 /// Top-level keys, so `AUTOGIT_*` variables meant for other programs (the
 /// agent's, say) are ignored rather than rejected.
 const KEYS: &[&str] = &[
@@ -425,7 +429,7 @@ impl Config {
             key: "demand",
             problem: e.to_string(),
         })?;
-        crate::scheduler::validate_pools(&self.pools).map_err(|e| ConfigError::Invalid {
+        validate_pools(&self.pools).map_err(|e| ConfigError::Invalid {
             key: "pools",
             problem: e.to_string(),
         })?;
@@ -470,7 +474,7 @@ impl Config {
 
     /// The pools in effect: the configured ones, or the built-in defaults.
     pub fn effective_pools(&self) -> Vec<crate::scheduler::Pool> {
-        crate::scheduler::pools_or_defaults(self.pools.clone())
+        pools_or_defaults(self.pools.clone())
     }
 
     /// Names on the coordinator's server certificate.
