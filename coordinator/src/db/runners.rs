@@ -90,10 +90,7 @@ impl Db {
     }
 
     pub async fn get_runner(&self, id: &str) -> Result<Option<RunnerRow>, DbError> {
-        let r = sqlx::query("SELECT * FROM runners WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let r = sqlx::query("SELECT * FROM runners WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
         Ok(r.map(row_to_runner).transpose()?)
     }
 
@@ -101,10 +98,7 @@ impl Db {
     pub async fn active_runners(&self) -> Result<Vec<RunnerRow>, DbError> {
         let q = format!("SELECT * FROM runners WHERE state IN {ACTIVE_STATES} ORDER BY created_at");
         let rows = sqlx::query(&q).fetch_all(&self.pool).await?;
-        Ok(rows
-            .into_iter()
-            .map(row_to_runner)
-            .collect::<Result<_, _>>()?)
+        Ok(rows.into_iter().map(row_to_runner).collect::<Result<_, _>>()?)
     }
 
     /// Finished runners whose GitLab runner still has to be deleted.
@@ -113,10 +107,7 @@ impl Db {
             "SELECT * FROM runners WHERE state NOT IN {ACTIVE_STATES} AND gitlab_runner_id IS NOT NULL AND gitlab_deleted_at IS NULL"
         );
         let rows = sqlx::query(&q).fetch_all(&self.pool).await?;
-        Ok(rows
-            .into_iter()
-            .map(row_to_runner)
-            .collect::<Result<_, _>>()?)
+        Ok(rows.into_iter().map(row_to_runner).collect::<Result<_, _>>()?)
     }
 
     /// Newest first: every active runner plus the most recent finished ones.
@@ -128,9 +119,6 @@ impl Db {
              ORDER BY created_at DESC"
         );
         let rows = sqlx::query(&q).bind(limit).fetch_all(&self.pool).await?;
-        Ok(rows
-            .into_iter()
-            .map(row_to_runner)
-            .collect::<Result<_, _>>()?)
+        Ok(rows.into_iter().map(row_to_runner).collect::<Result<_, _>>()?)
     }
 }
