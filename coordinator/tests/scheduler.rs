@@ -127,7 +127,7 @@ fn full_pool_config_parses_with_aliases_and_units() {
         arch = "amd64"
         gpu = { vendor = "nvidia", count = 2, min_memory = "40GiB" }
         image = "gitlab/gitlab-runner:v18.2.0"
-        command = ["run-single", "--url", "{gitlab_url}", "--token", "{runner_token}"]
+        command = ["run-single", "--executor", "shell", "--url", "{gitlab_url}"]
         env = { RUNNER_NAME = "autogit-{pool}-{runner_id}" }
         cpu_limit = 8
         mem_limit = "32GiB"
@@ -471,7 +471,7 @@ fn default_command_renders_a_one_job_runner() {
     .unwrap();
     assert_eq!(r.image, pool::DEFAULT_RUNNER_IMAGE);
     let expected = format!(
-        "run-single --url https://gitlab.example.com --token glrt-TOPSECRET --executor docker \
+        "run-single --executor docker \
          --docker-image alpine:3.20 --max-builds 1 --wait-timeout {} --docker-disable-cache \
          --docker-gpus device=GPU-1111",
         pool::DEFAULT_WAIT_TIMEOUT_S

@@ -657,4 +657,47 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, ConfigError::MissingFile(_)));
     }
+
+    #[test]
+    fn runner_token_on_the_command_line_is_refused_at_load() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("c.toml");
+        let pool = |command: &str, env: &str| {
+            format!(
+                "[[pools]]\nname = \"p\"\ntags = [\"p\"]\narch = \"x86_64\"\ncommand = {command}\nenv = {env}\n"
+            )
+        };
+        std::fs::write(
+            &f,
+            pool(
+                r#"["run-single", "--url", "{gitlab_url}", "--token", "{runner_token}"]"#,
+                "{}",
+            ),
+        )
+        .unwrap();
+        let err = Config::load(Some(&f), &[], &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("pool 'p': command[4]") && err.contains("CI_SERVER_TOKEN"),
+            "names the argument and what to use instead: {err}"
+        );
+        std::fs::write(
+            &f,
+            pool(r#"["run-single", "--token={runner_token}"]"#, "{}"),
+        )
+        .unwrap();
+        let err = Config::load(Some(&f), &[], &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("command[1]"), "{err}");
+        // In env it is how the token gets in, so it stays allowed.
+        std::fs::write(
+            &f,
+            pool(r#"["run-single"]"#, r#"{ MY_TOKEN = "{runner_token}" }"#),
+        )
+        .unwrap();
+        let c = Config::load(Some(&f), &[], &Overrides::default()).expect("env may use it");
+        assert_eq!(c.pools[0].env["MY_TOKEN"], "{runner_token}");
+    }
 }

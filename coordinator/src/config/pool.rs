@@ -58,6 +58,14 @@ pub const DEFAULT_WAIT_TIMEOUT_S: u64 = 3600;
 /// when the pool sets `docker_cache = true`.
 pub const DISABLE_CACHE_FLAG: &str = "--docker-disable-cache";
 
+/// Why `{runner_token}` may not be part of a command, and what to do instead.
+const TOKEN_IN_ARGV: &str = "uses {runner_token}, which would put the runner's secret token on \
+     the container's command line, readable by every local user of the build host \
+     (/proc/*/cmdline) and in `docker inspect`; remove it: every runner container gets the token \
+     in the CI_SERVER_TOKEN environment variable (and the URL in CI_SERVER_URL), which \
+     `gitlab-runner run-single` reads in place of --token and --url (or pass it under another \
+     name with env = { NAME = \"{runner_token}\" })";
+
 const DEFAULT_CPU_LIMIT: f64 = 2.0;
 const DEFAULT_MEM_LIMIT: ByteSize = ByteSize(4 * GIB);
 const DEFAULT_MAX_RUNNERS: u32 = 4;
@@ -88,16 +96,15 @@ impl PoolError {
 
 /// The command a pool runs when its config sets none: the official runner
 /// image's `run-single` for exactly one job with the docker executor, plus
-/// the flags that hand the pool's GPUs to the job container. It disables the
+/// the flags that hand the pool's GPUs to the job container. The GitLab URL
+/// and the runner token are not in it: every runner container gets them as
+/// `CI_SERVER_URL` and `CI_SERVER_TOKEN` (`runners/spec.rs`), which
+/// `run-single` reads like `--url` and `--token`. It disables the
 /// docker executor's cache ([`DISABLE_CACHE_FLAG`]); see [`Pool::docker_cache`].
 pub fn default_command(gpu: Option<&GpuRequirement>) -> Vec<String> {
     let wait = DEFAULT_WAIT_TIMEOUT_S.to_string();
     let mut cmd: Vec<&str> = vec![
         "run-single",
-        "--url",
-        "{gitlab_url}",
-        "--token",
-        "{runner_token}",
         "--executor",
         "docker",
         "--docker-image",
@@ -230,7 +237,11 @@ impl Pool {
             );
         }
         for (i, arg) in self.command.iter().enumerate() {
-            self.check_template(&format!("command[{i}]"), arg)?;
+            let key = format!("command[{i}]");
+            self.check_template(&key, arg)?;
+            if template::placeholders_in(arg).is_ok_and(|names| names.contains(&"runner_token")) {
+                return err(&key, TOKEN_IN_ARGV.into());
+            }
         }
         for (name, value) in &self.env {
             let valid_name = name

@@ -8,7 +8,7 @@
 //! | placeholder      | value                                                       |
 //! |------------------|-------------------------------------------------------------|
 //! | `{gitlab_url}`   | the GitLab base URL runners talk to                         |
-//! | `{runner_token}` | the runner's `glrt-` authentication token (a secret)        |
+//! | `{runner_token}` | the runner's `glrt-` token (a secret; `env` only, never `command`) |
 //! | `{runner_id}`    | AutoGit's id of this runner                                 |
 //! | `{pool}`         | the pool's name                                             |
 //! | `{gpu_uuids}`    | the assigned GPUs' uuids, comma-separated (empty if none)   |
@@ -19,8 +19,11 @@
 //! (quoted, as Docker's CSV parser needs) for several; gitlab-runner's
 //! `--docker-gpus` takes exactly that syntax.
 //!
-//! The rendered strings contain the runner token: [`RenderedRunner`]'s `Debug`
-//! hides every value, and callers must never log them.
+//! The rendered strings may contain the runner token: [`RenderedRunner`]'s
+//! `Debug` hides every value, and callers must never log them. Pool
+//! validation (`config/pool.rs`) refuses `{runner_token}` in `command`, so
+//! the token never reaches a process's argv; `runners/spec.rs` passes it as
+//! `CI_SERVER_TOKEN`.
 
 use std::fmt;
 
