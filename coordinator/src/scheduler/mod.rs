@@ -6,6 +6,11 @@
 //! it is tested with fixtures and property tests (`tests/scheduler*.rs`),
 //! and the reconciler that executes the decisions stays thin.
 //!
+//! It depends on nothing but its own types, `std`, `time` and `uuid`: the
+//! config spelling of its types (serde) is in `config/pool.rs` and
+//! `config/values.rs`, and what a placement becomes as a container is in
+//! `runners/`.
+//!
 //! Each runner container runs `gitlab-runner run-single --max-builds 1`: it
 //! serves one job and exits. Demand is counted per pool, not per job:
 //! AutoGit does not promise which runner takes which job.

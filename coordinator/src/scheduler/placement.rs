@@ -31,7 +31,6 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::bytesize::ByteSize;
@@ -39,8 +38,7 @@ use super::hardware::{Arch, GpuVendor};
 use super::pool::Pool;
 
 /// How to choose among agents that fit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Strategy {
     /// Fewest runners first, then most free resources: spreads load and
     /// limits the blast radius of losing a host.
@@ -48,7 +46,6 @@ pub enum Strategy {
     Spread,
     /// The fullest agent that still fits: keeps whole hosts free for big
     /// runners and lets idle hosts be powered down.
-    #[serde(alias = "binpack")]
     BinPack,
 }
 
@@ -189,7 +186,7 @@ pub struct Placement {
 
 /// Why no agent can take a runner of a pool now: the filter step that
 /// removed the last candidates. `Display` is meant for operators.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Unplaceable {
     /// No agent of the architecture at all.
     NoAgentOfArch { arch: Arch },
@@ -382,6 +379,8 @@ impl fmt::Display for Unplaceable {
         }
     }
 }
+
+impl std::error::Error for Unplaceable {}
 
 /// Chooses the agent (and GPUs) for one new runner of `pool`. Pure.
 pub fn place(
