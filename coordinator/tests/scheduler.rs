@@ -4,6 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use autogit_coordinator::config::pool::{self, default_command, pools_or_defaults, validate_pools};
+use autogit_coordinator::runners::devices::device_nodes;
+use autogit_coordinator::runners::spec::effective_mounts;
+use autogit_coordinator::runners::template::render_runner;
 use autogit_coordinator::scheduler::bytesize::GIB;
 use autogit_coordinator::scheduler::*;
 use figment::Figment;
@@ -123,7 +127,7 @@ fn full_pool_config_parses_with_aliases_and_units() {
         arch = "amd64"
         gpu = { vendor = "nvidia", count = 2, min_memory = "40GiB" }
         image = "gitlab/gitlab-runner:v18.2.0"
-        command = ["run-single", "--url", "{gitlab_url}", "--token", "{runner_token}"]
+        command = ["run-single", "--executor", "shell", "--url", "{gitlab_url}"]
         env = { RUNNER_NAME = "autogit-{pool}-{runner_id}" }
         cpu_limit = 8
         mem_limit = "32GiB"
@@ -152,7 +156,7 @@ fn full_pool_config_parses_with_aliases_and_units() {
     assert_eq!(pool.runner_type, RunnerType::Group { group_id: 42 });
     assert_eq!(pool.runner_type.gitlab_runner_type(), "group_type");
     assert_eq!(pool.network_mode.as_deref(), Some("host"));
-    assert_eq!(pool.effective_mounts().len(), 1, "no docker socket mount");
+    assert_eq!(effective_mounts(&pool).len(), 1, "no docker socket mount");
     pool.validate().expect("valid");
 }
 
@@ -178,7 +182,7 @@ fn omitted_keys_take_documented_defaults() {
     assert_eq!(pool.idle_timeout, Duration::from_secs(300));
     assert_eq!(pool.runner_type, RunnerType::Instance);
     assert!(pool.docker_socket);
-    let mounts = pool.effective_mounts();
+    let mounts = effective_mounts(&pool);
     assert_eq!(mounts.len(), 1);
     assert_eq!(mounts[0].target, "/var/run/docker.sock");
     pool.validate().expect("valid");
@@ -455,14 +459,19 @@ fn default_command_renders_a_one_job_runner() {
     let placement = Placement {
         agent_id: id(1),
         gpus: vec!["GPU-1111".into()],
-        device_paths: vec![],
+        render_nodes: vec![],
     };
-    let r = nvidia
-        .render("https://gitlab.example.com", &token, "run-7", &placement)
-        .unwrap();
+    let r = render_runner(
+        &nvidia,
+        "https://gitlab.example.com",
+        &token,
+        "run-7",
+        &placement,
+    )
+    .unwrap();
     assert_eq!(r.image, pool::DEFAULT_RUNNER_IMAGE);
     let expected = format!(
-        "run-single --url https://gitlab.example.com --token glrt-TOPSECRET --executor docker \
+        "run-single --executor docker \
          --docker-image alpine:3.20 --max-builds 1 --wait-timeout {} --docker-disable-cache \
          --docker-gpus device=GPU-1111",
         pool::DEFAULT_WAIT_TIMEOUT_S
@@ -473,7 +482,7 @@ fn default_command_renders_a_one_job_runner() {
     let mut p = Pool::new("p", &["p"], Arch::X86_64);
     p.env
         .insert("RUNNER_NAME".into(), "autogit-{pool}-{runner_id}".into());
-    let r = p.render("u", &token, "r1", &placement).unwrap();
+    let r = render_runner(&p, "u", &token, "r1", &placement).unwrap();
     assert_eq!(
         r.env,
         vec![("RUNNER_NAME".to_owned(), "autogit-p-r1".to_owned())]
@@ -812,7 +821,8 @@ fn gpu_placements_carry_uuids_and_device_nodes() {
     let nv = small_pool("nv", Arch::X86_64, 1.0, 1).with_gpu(GpuVendor::Nvidia, 1);
     let p = place(&nv, std::slice::from_ref(&host), Strategy::Spread).unwrap();
     assert_eq!(p.gpus, ["GPU-small"], "smallest free fitting GPU");
-    assert!(p.device_paths.is_empty());
+    assert!(p.render_nodes.is_empty());
+    assert!(device_nodes(Some(GpuVendor::Nvidia), &p).is_empty());
 
     let mut nv_big = nv.clone();
     nv_big.gpu.as_mut().unwrap().min_memory = Some(ByteSize::gib(40));
@@ -822,11 +832,19 @@ fn gpu_placements_carry_uuids_and_device_nodes() {
     let amd = small_pool("amd", Arch::X86_64, 1.0, 1).with_gpu(GpuVendor::Amd, 1);
     let p = place(&amd, std::slice::from_ref(&host), Strategy::Spread).unwrap();
     assert_eq!(p.gpus, ["amd-0"]);
-    assert_eq!(p.device_paths, ["/dev/kfd", "/dev/dri/renderD128"]);
+    assert_eq!(p.render_nodes, ["/dev/dri/renderD128"]);
+    assert_eq!(
+        device_nodes(Some(GpuVendor::Amd), &p),
+        ["/dev/kfd", "/dev/dri/renderD128"]
+    );
 
     let intel = small_pool("intel", Arch::X86_64, 1.0, 1).with_gpu(GpuVendor::Intel, 1);
     let p = place(&intel, std::slice::from_ref(&host), Strategy::Spread).unwrap();
-    assert_eq!(p.device_paths, ["/dev/dri/renderD129"]);
+    assert_eq!(p.render_nodes, ["/dev/dri/renderD129"]);
+    assert_eq!(
+        device_nodes(Some(GpuVendor::Intel), &p),
+        ["/dev/dri/renderD129"]
+    );
 }
 
 // ----------------------------------------------------------------- plan

@@ -397,11 +397,10 @@ fn check_plan(input: &PlanInput, plan: &Plan) -> Result<(), TestCaseError> {
                     let g = agent.gpus.iter().find(|g| &g.uuid == uuid);
                     prop_assert!(g.is_some_and(|g| gpu_fits(req, g)), "unfit GPU {uuid}");
                 }
-                if req.vendor == GpuVendor::Amd {
-                    prop_assert_eq!(
-                        s.placement.device_paths.first().map(String::as_str),
-                        Some("/dev/kfd")
-                    );
+                if req.vendor.uses_device_nodes() {
+                    prop_assert_eq!(s.placement.render_nodes.len(), req.count as usize);
+                } else {
+                    prop_assert!(s.placement.render_nodes.is_empty());
                 }
             }
         }

@@ -568,6 +568,8 @@ pub fn test_runner_image() -> String {
 }
 
 /// A `[[pools]]` entry running the test runner image with host networking.
+/// The URL and runner token reach it as `CI_SERVER_URL` / `CI_SERVER_TOKEN`
+/// (the coordinator refuses `{runner_token}` in a command).
 pub fn test_pool(name: &str, tags: &[&str], arch: &str, extra: &str) -> String {
     let tags = tags
         .iter()
@@ -581,7 +583,7 @@ name = "{name}"
 tags = [{tags}]
 arch = "{arch}"
 image = "{image}"
-command = ["run-single", "--url", "{{gitlab_url}}", "--token", "{{runner_token}}", "--max-builds", "1", "--wait-timeout", "60"]
+command = ["run-single", "--max-builds", "1", "--wait-timeout", "60"]
 network_mode = "host"
 docker_socket = false
 cpu_limit = 0.5

@@ -122,6 +122,46 @@ async fn sim_binary_prints_its_address_and_serves() {
     );
 }
 
+/// Like `gitlab-runner run-single`, the test runner reads the URL and token
+/// from `CI_SERVER_URL` / `CI_SERVER_TOKEN` (what AutoGit's runner containers
+/// get), and a flag, when given, wins over the environment.
+#[tokio::test]
+async fn test_runner_reads_url_and_token_from_the_environment() {
+    let sim = start().await;
+    let job = sim.handle().create_job(NewJob {
+        project_id: 1,
+        tags: vec!["env".into()],
+        ..NewJob::default()
+    });
+    let (rid, token) = create_runner(&sim, &["env"]).await;
+    let child = Command::new(RUNNER_BIN)
+        .args(["run-single", "--max-builds", "1", "--wait-timeout", "20"])
+        .env("CI_SERVER_URL", sim.url())
+        .env("CI_SERVER_TOKEN", &token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn runner");
+    let out = wait_output(child, Duration::from_secs(30)).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "runner failed: {stdout}");
+    assert!(!stdout.contains(&token), "runner logged its token");
+    let j = sim.handle().job(job.id).expect("job");
+    assert_eq!((j.status.as_str(), j.runner_id), ("success", Some(rid)));
+
+    // --token overrides CI_SERVER_TOKEN: a bad flag is rejected although the env is good.
+    let child = Command::new(RUNNER_BIN)
+        .args(["run-single", "--token", "glrt-wrong", "--wait-timeout", "5"])
+        .env("CI_SERVER_URL", sim.url())
+        .env("CI_SERVER_TOKEN", &token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn runner");
+    let out = wait_output(child, Duration::from_secs(30)).await;
+    assert_eq!(out.status.code(), Some(1), "the flag's bad token was used");
+}
+
 #[tokio::test]
 async fn test_runner_takes_a_job_and_reports_success() {
     let sim = start().await;

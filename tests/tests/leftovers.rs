@@ -36,7 +36,7 @@ name = "dock"
 tags = ["dock"]
 arch = "x86_64"
 image = "{image}"
-command = ["run-single", "--url", "{{gitlab_url}}", "--token", "{{runner_token}}", "--executor", "docker", "--docker-image", "{image}", "--max-builds", "1", "--wait-timeout", "60"{extra_flags}]
+command = ["run-single", "--executor", "docker", "--docker-image", "{image}", "--max-builds", "1", "--wait-timeout", "60"{extra_flags}]
 network_mode = "host"
 docker_socket = false
 mounts = [{{ source = "{socket}", target = "/var/run/docker.sock" }}]

@@ -126,7 +126,7 @@ pub fn run(a: &DevArgs) -> anyhow::Result<()> {
             gitlab_section = s.gitlab_config();
             pools = format!(
                 "[[pools]]\nname = \"{pool}\"\ntags = [\"{pool}\"]\narch = \"{arch}\"\nimage = \"{image}\"\n\
-                 command = [\"run-single\", \"--url\", \"{{gitlab_url}}\", \"--token\", \"{{runner_token}}\", \"--max-builds\", \"1\", \"--wait-timeout\", \"120\"]\n\
+                 command = [\"run-single\", \"--max-builds\", \"1\", \"--wait-timeout\", \"120\"]\n\
                  network_mode = \"host\"\ndocker_socket = false\ncpu_limit = 0.5\nmem_limit = \"256MiB\"\nmax_runners = 3\nidle_min = 0\n"
             );
             sim = Some(s);

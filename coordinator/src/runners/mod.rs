@@ -6,6 +6,8 @@
 //! * [`record`]: a runner's lifecycle record, one typed value stored in one step.
 //! * [`clock`]: wall time the reconciler reads (tests drive it with tokio's clock).
 //! * [`spec`]: pool + placement + runner token → the container spec sent to an agent.
+//! * [`template`]: the placeholders in a pool's `command` and `env`.
+//! * [`devices`]: which device nodes / NVIDIA device request the placed GPUs become.
 //! * [`reconciler`]: the actor that creates GitLab runners, tells agents to
 //!   start/stop containers, adopts or stops what agents report, and deletes
 //!   GitLab runners when containers are gone.
@@ -13,11 +15,13 @@
 //!   and the listing of marked runners (the reconciler decides which to delete).
 
 pub mod clock;
+pub mod devices;
 pub mod model;
 pub mod ownership;
 pub mod reconciler;
 pub mod record;
 pub mod spec;
+pub mod template;
 
 pub use clock::Clock;
 pub use model::{Phase, RunnerView};

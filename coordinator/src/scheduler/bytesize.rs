@@ -9,9 +9,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::de::{self, Visitor};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 /// A number of bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct ByteSize(pub u64);
@@ -43,14 +40,23 @@ impl From<u64> for ByteSize {
 }
 
 /// Why a byte quantity could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid byte size {input:?}: {problem} (examples: 1073741824, \"512MiB\", \"16GiB\", \"2g\")"
-)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ByteSizeError {
     input: String,
     problem: &'static str,
 }
+
+impl fmt::Display for ByteSizeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid byte size {:?}: {} (examples: 1073741824, \"512MiB\", \"16GiB\", \"2g\")",
+            self.input, self.problem
+        )
+    }
+}
+
+impl std::error::Error for ByteSizeError {}
 
 impl FromStr for ByteSize {
     type Err = ByteSizeError;
@@ -115,36 +121,6 @@ impl fmt::Display for ByteSize {
             return write!(f, "{n} B");
         };
         write!(f, "{:.1} {unit}", n as f64 / div as f64)
-    }
-}
-
-impl Serialize for ByteSize {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = ByteSize;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a number of bytes or a string such as \"16GiB\"")
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
-                Ok(ByteSize(v))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v)
-                    .map(ByteSize)
-                    .map_err(|_| E::custom(format!("byte size must not be negative, got {v}")))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
-                v.parse().map_err(E::custom)
-            }
-        }
-        d.deserialize_any(V)
     }
 }
 

@@ -4,8 +4,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 /// A machine architecture a pool can require and an agent can have.
 ///
 /// Canonical names are the kernel's (`uname -m`): `x86_64`, `aarch64`,
@@ -40,9 +38,20 @@ impl fmt::Display for Arch {
 }
 
 /// An architecture name AutoGit does not support.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unsupported architecture {0:?} (expected x86_64/amd64, aarch64/arm64 or riscv64)")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownArch(pub String);
+
+impl fmt::Display for UnknownArch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unsupported architecture {:?} (expected x86_64/amd64, aarch64/arm64 or riscv64)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownArch {}
 
 impl FromStr for Arch {
     type Err = UnknownArch;
@@ -57,22 +66,8 @@ impl FromStr for Arch {
     }
 }
 
-impl Serialize for Arch {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for Arch {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 /// A GPU vendor. Config spells them `nvidia`, `amd`, `intel`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum GpuVendor {
     Nvidia,
     Amd,
@@ -80,6 +75,9 @@ pub enum GpuVendor {
 }
 
 impl GpuVendor {
+    /// Every vendor, in config order.
+    pub const ALL: [GpuVendor; 3] = [GpuVendor::Nvidia, GpuVendor::Amd, GpuVendor::Intel];
+
     /// The config and storage spelling: `nvidia`, `amd`, `intel`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -90,7 +88,8 @@ impl GpuVendor {
     }
 
     /// Whether containers reach this vendor's GPUs through device nodes
-    /// (`/dev/kfd`, `/dev/dri/renderD*`) rather than an NVIDIA device request.
+    /// (render nodes; see `runners/devices.rs`) rather than an NVIDIA device
+    /// request.
     pub fn uses_device_nodes(self) -> bool {
         !matches!(self, GpuVendor::Nvidia)
     }

@@ -6,19 +6,22 @@
 //! it is tested with fixtures and property tests (`tests/scheduler*.rs`),
 //! and the reconciler that executes the decisions stays thin.
 //!
+//! It depends on nothing but its own types, `std`, `time` and `uuid`: the
+//! config spelling of its types (serde) is in `config/pool.rs` and
+//! `config/values.rs`, and what a placement becomes as a container is in
+//! `runners/`.
+//!
 //! Each runner container runs `gitlab-runner run-single --max-builds 1`: it
 //! serves one job and exits. Demand is counted per pool, not per job:
 //! AutoGit does not promise which runner takes which job.
 //!
-//! # Pools ([`pool`], [`template`])
+//! # Pools ([`pool`])
 //! A pool is one kind of runner: the GitLab tags it carries, the hardware it
-//! needs (`arch`, optional `gpu`), its container (image, command, env,
-//! limits, mounts, Docker socket) and its sizing (`max_runners`, `idle_min`,
-//! `idle_timeout`). Config that defines no pools gets the built-in `amd64`,
-//! `arm64`, `riscv64`, `nvidia` and `amd` pools. `validate_pools` names the
-//! pool and key in every error. Command and env values are templates with
-//! `{gitlab_url}`, `{runner_token}`, `{runner_id}`, `{pool}` and GPU
-//! placeholders; unknown placeholders fail validation.
+//! needs (`arch`, optional `gpu`), its limits and its sizing (`max_runners`,
+//! `idle_min`, `idle_timeout`). [`Pool`] is plain data: the `[[pools]]`
+//! schema, defaults and validation are in `config/pool.rs`, and the runner
+//! container (templates, device nodes, mounts) is built in `runners/`
+//! (`runners/spec.rs`, `runners/template.rs`, `runners/devices.rs`).
 //!
 //! # Matching ([`matching`])
 //! A job fits a pool when the job's tags are a subset of the pool's tags; an
@@ -51,7 +54,6 @@ pub mod matching;
 pub mod placement;
 pub mod plan;
 pub mod pool;
-pub mod template;
 
 pub use bytesize::ByteSize;
 pub use hardware::{Arch, GpuVendor, UnknownArch};
@@ -60,8 +62,4 @@ pub use placement::{AgentState, AgentView, GpuView, Placement, Strategy, Unplace
 pub use plan::{
     Plan, PlanInput, RunnerState, RunnerView, Start, Stop, StopReason, Unmet, UnmetReason, plan,
 };
-pub use pool::{
-    GpuRequirement, Mount, Pool, PoolError, RunnerType, default_command, pools_or_defaults,
-    validate_pools,
-};
-pub use template::{RenderedRunner, TemplateError, TemplateVars, render_template};
+pub use pool::{GpuRequirement, Mount, Pool, RunnerType};

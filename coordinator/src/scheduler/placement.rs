@@ -31,7 +31,6 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::bytesize::ByteSize;
@@ -39,8 +38,7 @@ use super::hardware::{Arch, GpuVendor};
 use super::pool::Pool;
 
 /// How to choose among agents that fit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Strategy {
     /// Fewest runners first, then most free resources: spreads load and
     /// limits the blast radius of losing a host.
@@ -48,7 +46,6 @@ pub enum Strategy {
     Spread,
     /// The fullest agent that still fits: keeps whole hosts free for big
     /// runners and lets idle hosts be powered down.
-    #[serde(alias = "binpack")]
     BinPack,
 }
 
@@ -180,15 +177,16 @@ pub struct Placement {
     pub agent_id: Uuid,
     /// Uuids of the GPUs the runner gets (all vendors), in the chosen order.
     pub gpus: Vec<String>,
-    /// Device nodes to pass into the container: `/dev/kfd` plus the render
-    /// nodes for AMD, the render nodes for Intel, none for NVIDIA (which uses
-    /// a device request for `gpus`).
-    pub device_paths: Vec<String>,
+    /// The render nodes of the chosen GPUs, in the same order, for vendors
+    /// whose GPUs are passed in as device nodes (AMD, Intel); empty for
+    /// NVIDIA. Which device nodes the container gets is decided in
+    /// `runners/devices.rs`.
+    pub render_nodes: Vec<String>,
 }
 
 /// Why no agent can take a runner of a pool now: the filter step that
 /// removed the last candidates. `Display` is meant for operators.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Unplaceable {
     /// No agent of the architecture at all.
     NoAgentOfArch { arch: Arch },
@@ -382,6 +380,8 @@ impl fmt::Display for Unplaceable {
     }
 }
 
+impl std::error::Error for Unplaceable {}
+
 /// Chooses the agent (and GPUs) for one new runner of `pool`. Pure.
 pub fn place(
     pool: &Pool,
@@ -537,18 +537,19 @@ pub fn place(
         });
     };
 
-    let render_nodes = gpus.iter().filter_map(|g| g.render_node.clone());
-    let device_paths = match pool.gpu.as_ref().map(|g| g.vendor) {
-        Some(GpuVendor::Amd) => std::iter::once("/dev/kfd".to_owned())
-            .chain(render_nodes)
-            .collect(),
-        Some(GpuVendor::Intel) => render_nodes.collect(),
-        Some(GpuVendor::Nvidia) | None => Vec::new(),
+    let render_nodes = if pool
+        .gpu
+        .as_ref()
+        .is_some_and(|g| g.vendor.uses_device_nodes())
+    {
+        gpus.iter().filter_map(|g| g.render_node.clone()).collect()
+    } else {
+        Vec::new()
     };
     Ok(Placement {
         agent_id: agent.id,
         gpus: gpus.iter().map(|g| g.uuid.clone()).collect(),
-        device_paths,
+        render_nodes,
     })
 }
 
@@ -574,7 +575,7 @@ mod tests {
         let p = Placement {
             agent_id: a.id,
             gpus: vec![],
-            device_paths: vec![],
+            render_nodes: vec![],
         };
         for _ in 0..10 {
             a.reserve(&pool, &p);

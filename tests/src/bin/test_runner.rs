@@ -9,7 +9,8 @@
 //! ```
 //!
 //! with `CI_SERVER_URL`, `CI_SERVER_TOKEN`, `RUNNER_EXECUTOR` and `DOCKER_IMAGE` as
-//! environment equivalents. Other `--flags` of the official runner are accepted and
+//! environment equivalents (a flag wins over its variable). AutoGit's runner
+//! containers get the URL and token only from the environment. Other `--flags` of the official runner are accepted and
 //! ignored. It verifies its token (`POST /runners/verify` with a `system_id`), polls
 //! `POST /jobs/request` every 150 ms, and for each job: reports `running`, sleeps for the
 //! job variable `AUTOGIT_SIM_DURATION_MS` (default 0), appends a log line through

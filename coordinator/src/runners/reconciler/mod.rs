@@ -317,7 +317,7 @@ impl Reconciler {
             let placement = Placement {
                 agent_id: rec.agent.0,
                 gpus: rec.gpus.clone(),
-                device_paths: Vec::new(),
+                render_nodes: Vec::new(),
             };
             if let Some(g) = rec.gitlab_runner_id {
                 self.by_gitlab.insert(g, id);

@@ -14,6 +14,11 @@ use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub mod pool;
+mod values;
+
+pub use pool::{PoolError, default_command, pools_or_defaults, validate_pools};
+
 /// Top-level keys, so `AUTOGIT_*` variables meant for other programs (the
 /// agent's, say) are ignored rather than rejected.
 const KEYS: &[&str] = &[
@@ -425,7 +430,7 @@ impl Config {
             key: "demand",
             problem: e.to_string(),
         })?;
-        crate::scheduler::validate_pools(&self.pools).map_err(|e| ConfigError::Invalid {
+        validate_pools(&self.pools).map_err(|e| ConfigError::Invalid {
             key: "pools",
             problem: e.to_string(),
         })?;
@@ -470,7 +475,7 @@ impl Config {
 
     /// The pools in effect: the configured ones, or the built-in defaults.
     pub fn effective_pools(&self) -> Vec<crate::scheduler::Pool> {
-        crate::scheduler::pools_or_defaults(self.pools.clone())
+        pools_or_defaults(self.pools.clone())
     }
 
     /// Names on the coordinator's server certificate.
@@ -652,5 +657,48 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, ConfigError::MissingFile(_)));
+    }
+
+    #[test]
+    fn runner_token_on_the_command_line_is_refused_at_load() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("c.toml");
+        let pool = |command: &str, env: &str| {
+            format!(
+                "[[pools]]\nname = \"p\"\ntags = [\"p\"]\narch = \"x86_64\"\ncommand = {command}\nenv = {env}\n"
+            )
+        };
+        std::fs::write(
+            &f,
+            pool(
+                r#"["run-single", "--url", "{gitlab_url}", "--token", "{runner_token}"]"#,
+                "{}",
+            ),
+        )
+        .unwrap();
+        let err = Config::load(Some(&f), &[], &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("pool 'p': command[4]") && err.contains("CI_SERVER_TOKEN"),
+            "names the argument and what to use instead: {err}"
+        );
+        std::fs::write(
+            &f,
+            pool(r#"["run-single", "--token={runner_token}"]"#, "{}"),
+        )
+        .unwrap();
+        let err = Config::load(Some(&f), &[], &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("command[1]"), "{err}");
+        // In env it is how the token gets in, so it stays allowed.
+        std::fs::write(
+            &f,
+            pool(r#"["run-single"]"#, r#"{ MY_TOKEN = "{runner_token}" }"#),
+        )
+        .unwrap();
+        let c = Config::load(Some(&f), &[], &Overrides::default()).expect("env may use it");
+        assert_eq!(c.pools[0].env["MY_TOKEN"], "{runner_token}");
     }
 }

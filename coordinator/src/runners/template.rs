@@ -8,7 +8,7 @@
 //! | placeholder      | value                                                       |
 //! |------------------|-------------------------------------------------------------|
 //! | `{gitlab_url}`   | the GitLab base URL runners talk to                         |
-//! | `{runner_token}` | the runner's `glrt-` authentication token (a secret)        |
+//! | `{runner_token}` | the runner's `glrt-` token (a secret; `env` only, never `command`) |
 //! | `{runner_id}`    | AutoGit's id of this runner                                 |
 //! | `{pool}`         | the pool's name                                             |
 //! | `{gpu_uuids}`    | the assigned GPUs' uuids, comma-separated (empty if none)   |
@@ -19,14 +19,17 @@
 //! (quoted, as Docker's CSV parser needs) for several; gitlab-runner's
 //! `--docker-gpus` takes exactly that syntax.
 //!
-//! The rendered strings contain the runner token: [`RenderedRunner`]'s `Debug`
-//! hides every value, and callers must never log them.
+//! The rendered strings may contain the runner token: [`RenderedRunner`]'s
+//! `Debug` hides every value, and callers must never log them. Pool
+//! validation (`config/pool.rs`) refuses `{runner_token}` in `command`, so
+//! the token never reaches a process's argv; `runners/spec.rs` passes it as
+//! `CI_SERVER_TOKEN`.
 
 use std::fmt;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use super::placement::Placement;
+use crate::scheduler::{Placement, Pool};
 
 /// Every placeholder name a template may use.
 pub const PLACEHOLDERS: [&str; 7] = [
@@ -150,12 +153,7 @@ fn value_of(name: &str, vars: &TemplateVars<'_>) -> String {
         "pool" => vars.pool.to_owned(),
         "gpu_uuids" => p.gpus.join(","),
         "docker_gpus" => docker_gpus(&p.gpus),
-        "render_node" => p
-            .device_paths
-            .iter()
-            .find(|d| d.starts_with("/dev/dri/"))
-            .cloned()
-            .unwrap_or_default(),
+        "render_node" => p.render_nodes.first().cloned().unwrap_or_default(),
         // `parse` only yields names from PLACEHOLDERS.
         _ => String::new(),
     }
@@ -168,6 +166,38 @@ pub fn docker_gpus(uuids: &[String]) -> String {
         [one] => format!("device={one}"),
         many => format!("\"device={}\"", many.join(",")),
     }
+}
+
+/// Fills `pool`'s command and env templates for one runner.
+pub fn render_runner(
+    pool: &Pool,
+    gitlab_url: &str,
+    runner_token: &SecretString,
+    runner_id: &str,
+    placement: &Placement,
+) -> Result<RenderedRunner, TemplateError> {
+    let vars = TemplateVars {
+        gitlab_url,
+        runner_token,
+        runner_id,
+        pool: &pool.name,
+        placement,
+    };
+    let command = pool
+        .command
+        .iter()
+        .map(|arg| render_template(arg, &vars))
+        .collect::<Result<_, _>>()?;
+    let env = pool
+        .env
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), render_template(v, &vars)?)))
+        .collect::<Result<_, TemplateError>>()?;
+    Ok(RenderedRunner {
+        image: pool.image.clone(),
+        command,
+        env,
+    })
 }
 
 /// A pool's command and environment with placeholders filled: what goes into
@@ -201,11 +231,11 @@ mod tests {
     use super::*;
     use uuid::Uuid;
 
-    fn placement(gpus: &[&str], devices: &[&str]) -> Placement {
+    fn placement(gpus: &[&str], render_nodes: &[&str]) -> Placement {
         Placement {
             agent_id: Uuid::nil(),
             gpus: gpus.iter().map(|s| s.to_string()).collect(),
-            device_paths: devices.iter().map(|s| s.to_string()).collect(),
+            render_nodes: render_nodes.iter().map(|s| s.to_string()).collect(),
         }
     }
 
@@ -223,7 +253,7 @@ mod tests {
 
     #[test]
     fn fills_every_placeholder() {
-        let p = placement(&["GPU-a", "GPU-b"], &["/dev/kfd", "/dev/dri/renderD129"]);
+        let p = placement(&["GPU-a", "GPU-b"], &["/dev/dri/renderD129"]);
         assert_eq!(
             render(
                 "{gitlab_url}|{runner_token}|{runner_id}|{pool}|{gpu_uuids}",

@@ -1,0 +1,687 @@
+//! The `[[pools]]` config schema: how a [`Pool`] (the scheduler's plain
+//! type) is read from and written to TOML, its defaults, the default
+//! command, and validation ([`PoolError`]).
+//!
+//! ```toml
+//! [[pools]]
+//! name = "arm64"
+//! tags = ["arm64"]
+//! arch = "arm64"            # normalised to aarch64
+//! cpu_limit = 2.0
+//! mem_limit = "4GiB"
+//! max_runners = 4
+//! idle_min = 1
+//! idle_timeout = "5m"
+//!
+//! [[pools]]
+//! name = "cuda"
+//! tags = ["gpu", "nvidia"]
+//! arch = "x86_64"
+//! gpu = { vendor = "nvidia", count = 1, min_memory = "16GiB" }
+//! runner_type = "group"
+//! group_id = 42
+//! ```
+//!
+//! Unknown keys are errors. Defaults for omitted keys are listed on [`Pool`].
+//! The config holds no pools? [`pools_or_defaults`] supplies
+//! [`Pool::builtin_defaults`]. Deserialising checks only what serde must
+//! (types, `runner_type` ids); call [`validate_pools`] once after loading: its
+//! errors name the pool and the key.
+//!
+//! `command` is the container's command (Docker `Cmd`), i.e. the arguments to
+//! the image's entrypoint; the official `gitlab/gitlab-runner` image's
+//! entrypoint runs `gitlab-runner "$@"`. `command` and `env` values are
+//! templates (see [`crate::runners::template`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::runners::spec::DOCKER_SOCKET;
+use crate::runners::template;
+use crate::scheduler::bytesize::{ByteSize, GIB, MIB};
+use crate::scheduler::{Arch, GpuRequirement, GpuVendor, Mount, Pool, RunnerType};
+
+/// The runner image used when a pool names none. Pin a version with `image`
+/// in production.
+pub const DEFAULT_RUNNER_IMAGE: &str = "gitlab/gitlab-runner:latest";
+/// The image for jobs that name none (`--docker-image`). Alpine publishes
+/// x86_64, aarch64 and riscv64 images.
+pub const DEFAULT_JOB_IMAGE: &str = "alpine:3.20";
+/// `--wait-timeout` of the default command: a runner that got no job for an
+/// hour exits by itself, so runners orphaned by a dead coordinator do not
+/// live forever. The coordinator replaces warm (`idle_min`) runners that exit.
+pub const DEFAULT_WAIT_TIMEOUT_S: u64 = 3600;
+/// The default command's flag that makes the docker executor's builds volume
+/// temporary, so a one-job runner leaves no cache volume behind; left out
+/// when the pool sets `docker_cache = true`.
+pub const DISABLE_CACHE_FLAG: &str = "--docker-disable-cache";
+
+/// Why `{runner_token}` may not be part of a command, and what to do instead.
+const TOKEN_IN_ARGV: &str = "uses {runner_token}, which would put the runner's secret token on \
+     the container's command line, readable by every local user of the build host \
+     (/proc/*/cmdline) and in `docker inspect`; remove it: every runner container gets the token \
+     in the CI_SERVER_TOKEN environment variable (and the URL in CI_SERVER_URL), which \
+     `gitlab-runner run-single` reads in place of --token and --url (or pass it under another \
+     name with env = { NAME = \"{runner_token}\" })";
+
+const DEFAULT_CPU_LIMIT: f64 = 2.0;
+const DEFAULT_MEM_LIMIT: ByteSize = ByteSize(4 * GIB);
+const DEFAULT_MAX_RUNNERS: u32 = 4;
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Docker refuses memory limits below 6 MB.
+const MIN_MEM_LIMIT: ByteSize = ByteSize(6 * MIB);
+
+/// A pool definition that is not acceptable. Displays as
+/// `pool 'arm64': max_runners must be >= idle_min (1 < 2)`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("pool '{pool}': {key} {problem}")]
+pub struct PoolError {
+    pub pool: String,
+    /// The config key at fault, e.g. `max_runners`, `env.HOME`, `command[3]`.
+    pub key: String,
+    pub problem: String,
+}
+
+impl PoolError {
+    fn new(pool: &str, key: impl Into<String>, problem: impl Into<String>) -> Self {
+        PoolError {
+            pool: pool.to_owned(),
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// The command a pool runs when its config sets none: the official runner
+/// image's `run-single` for exactly one job with the docker executor, plus
+/// the flags that hand the pool's GPUs to the job container. The GitLab URL
+/// and the runner token are not in it: every runner container gets them as
+/// `CI_SERVER_URL` and `CI_SERVER_TOKEN` (`runners/spec.rs`), which
+/// `run-single` reads like `--url` and `--token`. It disables the
+/// docker executor's cache ([`DISABLE_CACHE_FLAG`]); see [`Pool::docker_cache`].
+pub fn default_command(gpu: Option<&GpuRequirement>) -> Vec<String> {
+    let wait = DEFAULT_WAIT_TIMEOUT_S.to_string();
+    let mut cmd: Vec<&str> = vec![
+        "run-single",
+        "--executor",
+        "docker",
+        "--docker-image",
+        DEFAULT_JOB_IMAGE,
+        "--max-builds",
+        "1",
+        "--wait-timeout",
+        &wait,
+        DISABLE_CACHE_FLAG,
+    ];
+    match gpu.map(|g| g.vendor) {
+        Some(GpuVendor::Nvidia) => cmd.extend(["--docker-gpus", "{docker_gpus}"]),
+        Some(GpuVendor::Amd) => cmd.extend([
+            "--docker-devices",
+            "/dev/kfd",
+            "--docker-devices",
+            "{render_node}",
+        ]),
+        Some(GpuVendor::Intel) => cmd.extend(["--docker-devices", "{render_node}"]),
+        None => {}
+    }
+    cmd.into_iter().map(str::to_owned).collect()
+}
+
+impl Pool {
+    /// A pool with every optional key at its default.
+    pub fn new(name: &str, tags: &[&str], arch: Arch) -> Pool {
+        Pool {
+            name: name.to_owned(),
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            run_untagged: false,
+            arch,
+            gpu: None,
+            image: DEFAULT_RUNNER_IMAGE.to_owned(),
+            command: default_command(None),
+            env: BTreeMap::new(),
+            cpu_limit: DEFAULT_CPU_LIMIT,
+            mem_limit: DEFAULT_MEM_LIMIT,
+            max_runners: DEFAULT_MAX_RUNNERS,
+            idle_min: 0,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            runner_type: RunnerType::Instance,
+            network_mode: None,
+            mounts: Vec::new(),
+            docker_socket: true,
+            docker_cache: false,
+        }
+    }
+
+    /// Sets the GPU requirement and the matching default command.
+    pub fn with_gpu(mut self, vendor: GpuVendor, count: u32) -> Pool {
+        let gpu = GpuRequirement {
+            vendor,
+            count,
+            min_memory: None,
+        };
+        self.command = default_command(Some(&gpu));
+        self.gpu = Some(gpu);
+        self
+    }
+
+    /// The pools used when the config defines none:
+    ///
+    /// | name      | tags               | arch    | GPU        | cpu | memory |
+    /// |-----------|--------------------|---------|------------|-----|--------|
+    /// | `amd64`   | `amd64`            | x86_64  | -          | 2   | 4 GiB  |
+    /// | `arm64`   | `arm64`            | aarch64 | -          | 2   | 4 GiB  |
+    /// | `riscv64` | `riscv64`          | riscv64 | -          | 1   | 2 GiB  |
+    /// | `nvidia`  | `gpu`, `nvidia`    | x86_64  | 1 x NVIDIA | 4   | 16 GiB |
+    /// | `amd`     | `gpu`, `amd`       | x86_64  | 1 x AMD    | 4   | 16 GiB |
+    ///
+    /// The GPU pools are x86_64 because a job tagged only `gpu, nvidia`
+    /// says nothing about the architecture and most CUDA/ROCm images are
+    /// x86_64; define e.g. `nvidia-arm64` with tags `gpu, nvidia, arm64` for
+    /// aarch64 GPU hosts. None takes untagged jobs. All: `max_runners = 4`,
+    /// `idle_min = 0`, `idle_timeout = 5m`, instance runners, docker executor.
+    pub fn builtin_defaults() -> Vec<Pool> {
+        let mut riscv = Pool::new("riscv64", &["riscv64"], Arch::Riscv64);
+        riscv.cpu_limit = 1.0;
+        riscv.mem_limit = ByteSize::gib(2);
+        let gpu_pool = |name: &str, vendor| {
+            let mut p = Pool::new(name, &["gpu", name], Arch::X86_64).with_gpu(vendor, 1);
+            p.cpu_limit = 4.0;
+            p.mem_limit = ByteSize::gib(16);
+            p
+        };
+        vec![
+            Pool::new("amd64", &["amd64"], Arch::X86_64),
+            Pool::new("arm64", &["arm64"], Arch::Aarch64),
+            riscv,
+            gpu_pool("nvidia", GpuVendor::Nvidia),
+            gpu_pool("amd", GpuVendor::Amd),
+        ]
+    }
+
+    /// Checks one pool on its own. Every error names the pool and the key.
+    pub fn validate(&self) -> Result<(), PoolError> {
+        let err = |key: &str, problem: String| Err(PoolError::new(&self.name, key, problem));
+        if let Some(problem) = name_problem(&self.name) {
+            return err("name", problem);
+        }
+        let mut seen = BTreeSet::new();
+        for tag in &self.tags {
+            if tag.trim().is_empty() {
+                return err("tags", "must not contain an empty tag".into());
+            }
+            if tag.trim() != tag || tag.contains(',') {
+                return err(
+                    "tags",
+                    format!("tag {tag:?} must not contain commas or surrounding spaces"),
+                );
+            }
+            if !seen.insert(tag.as_str()) {
+                return err("tags", format!("lists {tag:?} twice"));
+            }
+        }
+        if self.tags.is_empty() && !self.run_untagged {
+            return err(
+                "tags",
+                "is empty and run_untagged = false, so no job could ever match this pool".into(),
+            );
+        }
+        if self.gpu.as_ref().is_some_and(|g| g.count == 0) {
+            return err("gpu.count", "must be >= 1 (omit `gpu` for no GPU)".into());
+        }
+        if self.image.trim().is_empty() || self.image.contains(char::is_whitespace) {
+            return err(
+                "image",
+                format!("{:?} is not an image reference", self.image),
+            );
+        }
+        for (i, arg) in self.command.iter().enumerate() {
+            let key = format!("command[{i}]");
+            self.check_template(&key, arg)?;
+            if template::placeholders_in(arg).is_ok_and(|names| names.contains(&"runner_token")) {
+                return err(&key, TOKEN_IN_ARGV.into());
+            }
+        }
+        for (name, value) in &self.env {
+            let valid_name = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid_name {
+                return err(
+                    &format!("env.{name}"),
+                    "is not a valid variable name ([A-Za-z_][A-Za-z0-9_]*)".into(),
+                );
+            }
+            self.check_template(&format!("env.{name}"), value)?;
+        }
+        if !(self.cpu_limit.is_finite() && self.cpu_limit >= 0.001) {
+            return err(
+                "cpu_limit",
+                format!("must be a number of CPUs >= 0.001, got {}", self.cpu_limit),
+            );
+        }
+        if self.mem_limit < MIN_MEM_LIMIT {
+            return err(
+                "mem_limit",
+                format!(
+                    "must be at least {MIN_MEM_LIMIT} (Docker's minimum), got {}",
+                    self.mem_limit
+                ),
+            );
+        }
+        if self.max_runners == 0 {
+            return err("max_runners", "must be >= 1".into());
+        }
+        if self.max_runners < self.idle_min {
+            return err(
+                "max_runners",
+                format!(
+                    "must be >= idle_min ({} < {})",
+                    self.max_runners, self.idle_min
+                ),
+            );
+        }
+        if self.idle_timeout.is_zero() {
+            return err("idle_timeout", "must be longer than zero".into());
+        }
+        match self.runner_type {
+            RunnerType::Group { group_id: 0 } => return err("group_id", "must be >= 1".into()),
+            RunnerType::Project { project_id: 0 } => {
+                return err("project_id", "must be >= 1".into());
+            }
+            _ => {}
+        }
+        let bad_mode = self
+            .network_mode
+            .as_ref()
+            .filter(|m| m.is_empty() || m.contains(char::is_whitespace));
+        if let Some(mode) = bad_mode {
+            return err("network_mode", format!("{mode:?} is not a network mode"));
+        }
+        let mut targets = BTreeSet::new();
+        for (i, m) in self.mounts.iter().enumerate() {
+            let key = format!("mounts[{i}]");
+            if m.source.is_empty() {
+                return err(&key, "needs a source".into());
+            }
+            if !m.target.starts_with('/') {
+                return err(
+                    &key,
+                    format!("target {:?} must be an absolute path", m.target),
+                );
+            }
+            if self.docker_socket && m.target == DOCKER_SOCKET {
+                return err(
+                    &key,
+                    format!("mounts {DOCKER_SOCKET}, which docker_socket = true already does"),
+                );
+            }
+            if !targets.insert(m.target.as_str()) {
+                return err(&key, format!("target {:?} is mounted twice", m.target));
+            }
+        }
+        Ok(())
+    }
+
+    /// Template syntax and names, and placeholders that need a GPU kind.
+    fn check_template(&self, key: &str, value: &str) -> Result<(), PoolError> {
+        let names = template::placeholders_in(value)
+            .map_err(|e| PoolError::new(&self.name, key, e.to_string()))?;
+        let vendor = self.gpu.as_ref().map(|g| g.vendor);
+        let count = self.gpu.as_ref().map_or(0, |g| g.count);
+        for name in names {
+            let problem = match name {
+                "gpu_uuids" if vendor.is_none() => Some("uses {gpu_uuids} but the pool has no gpu"),
+                "docker_gpus" if vendor != Some(GpuVendor::Nvidia) => {
+                    Some("uses {docker_gpus}, which needs gpu.vendor = \"nvidia\"")
+                }
+                "render_node"
+                    if !vendor.is_some_and(GpuVendor::uses_device_nodes) || count != 1 =>
+                {
+                    Some(
+                        "uses {render_node}, which needs gpu.vendor = \"amd\" or \"intel\" and gpu.count = 1",
+                    )
+                }
+                _ => None,
+            };
+            if let Some(problem) = problem {
+                return Err(PoolError::new(&self.name, key, problem));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn name_problem(name: &str) -> Option<String> {
+    let ok_start = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let ok_rest = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !ok_start || !ok_rest || name.len() > 63 {
+        Some(format!(
+            "{name:?} must be 1-63 characters of [a-z0-9_-], starting with a letter or digit"
+        ))
+    } else {
+        None
+    }
+}
+
+/// Checks every pool and the pools together: names are unique, and no pool
+/// is shadowed by an earlier one with the same tags (every job would be
+/// counted for the earlier pool, so the later one would never start a
+/// runner). Returns the first problem.
+pub fn validate_pools(pools: &[Pool]) -> Result<(), PoolError> {
+    let mut names = BTreeSet::new();
+    for (i, pool) in pools.iter().enumerate() {
+        pool.validate()?;
+        if !names.insert(pool.name.as_str()) {
+            return Err(PoolError::new(
+                &pool.name,
+                "name",
+                "is used by more than one pool",
+            ));
+        }
+        let tags: BTreeSet<&str> = pool.tags.iter().map(String::as_str).collect();
+        let shadowed_by = pools[..i].iter().find(|earlier| {
+            let same = earlier
+                .tags
+                .iter()
+                .map(String::as_str)
+                .collect::<BTreeSet<_>>()
+                == tags;
+            // A later pool that takes untagged jobs when the earlier one
+            // does not still receives the untagged demand.
+            let adds_untagged = pool.run_untagged && !earlier.run_untagged;
+            same && !adds_untagged
+        });
+        if let Some(earlier) = shadowed_by {
+            return Err(PoolError::new(
+                &pool.name,
+                "tags",
+                format!(
+                    "are the same as pool '{}''s, which comes first: every matching job would be \
+                     counted for '{}' and this pool would never start a runner",
+                    earlier.name, earlier.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The configured pools, or [`Pool::builtin_defaults`] when there are none.
+pub fn pools_or_defaults(configured: Vec<Pool>) -> Vec<Pool> {
+    if configured.is_empty() {
+        Pool::builtin_defaults()
+    } else {
+        configured
+    }
+}
+
+// ------------------------------------------------------------ serde form
+
+/// The TOML shape of a pool: `runner_type` with flat `group_id` /
+/// `project_id`, and an optional `command` whose default depends on `gpu`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PoolToml {
+    name: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    run_untagged: bool,
+    arch: Arch,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gpu: Option<GpuRequirement>,
+    #[serde(default = "default_image")]
+    image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    command: Option<Vec<String>>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default = "default_cpu_limit")]
+    cpu_limit: f64,
+    #[serde(default = "default_mem_limit")]
+    mem_limit: ByteSize,
+    #[serde(default = "default_max_runners")]
+    max_runners: u32,
+    #[serde(default)]
+    idle_min: u32,
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    idle_timeout: Duration,
+    #[serde(default)]
+    runner_type: RunnerKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    group_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    project_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    network_mode: Option<String>,
+    #[serde(default)]
+    mounts: Vec<Mount>,
+    #[serde(default = "default_true")]
+    docker_socket: bool,
+    #[serde(default)]
+    docker_cache: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RunnerKind {
+    #[default]
+    #[serde(alias = "instance_type")]
+    Instance,
+    #[serde(alias = "group_type")]
+    Group,
+    #[serde(alias = "project_type")]
+    Project,
+}
+
+fn default_image() -> String {
+    DEFAULT_RUNNER_IMAGE.to_owned()
+}
+fn default_cpu_limit() -> f64 {
+    DEFAULT_CPU_LIMIT
+}
+fn default_mem_limit() -> ByteSize {
+    DEFAULT_MEM_LIMIT
+}
+fn default_max_runners() -> u32 {
+    DEFAULT_MAX_RUNNERS
+}
+fn default_idle_timeout() -> Duration {
+    DEFAULT_IDLE_TIMEOUT
+}
+fn default_true() -> bool {
+    true
+}
+
+impl TryFrom<PoolToml> for Pool {
+    type Error = PoolError;
+
+    fn try_from(t: PoolToml) -> Result<Pool, PoolError> {
+        let err = |key: &str, problem: &str| Err(PoolError::new(&t.name, key, problem));
+        let runner_type = match (t.runner_type, t.group_id, t.project_id) {
+            (RunnerKind::Instance, None, None) => RunnerType::Instance,
+            (RunnerKind::Group, Some(group_id), None) => RunnerType::Group { group_id },
+            (RunnerKind::Project, None, Some(project_id)) => RunnerType::Project { project_id },
+            (RunnerKind::Group, None, _) => {
+                return err("group_id", "is required when runner_type = \"group\"");
+            }
+            (RunnerKind::Project, _, None) => {
+                return err("project_id", "is required when runner_type = \"project\"");
+            }
+            (_, Some(_), _) => {
+                return err("group_id", "is only allowed with runner_type = \"group\"");
+            }
+            (_, _, Some(_)) => {
+                return err(
+                    "project_id",
+                    "is only allowed with runner_type = \"project\"",
+                );
+            }
+        };
+        let command = match t.command {
+            Some(command) => command,
+            None => {
+                if let Some(gpu) = t
+                    .gpu
+                    .as_ref()
+                    .filter(|g| g.vendor.uses_device_nodes() && g.count > 1)
+                {
+                    return err(
+                        "command",
+                        &format!(
+                            "must be set for a pool with {} {} GPUs: the default command passes one render node",
+                            gpu.count, gpu.vendor
+                        ),
+                    );
+                }
+                let mut cmd = default_command(t.gpu.as_ref());
+                if t.docker_cache {
+                    cmd.retain(|a| a != DISABLE_CACHE_FLAG);
+                }
+                cmd
+            }
+        };
+        Ok(Pool {
+            name: t.name,
+            tags: t.tags,
+            run_untagged: t.run_untagged,
+            arch: t.arch,
+            gpu: t.gpu,
+            image: t.image,
+            command,
+            env: t.env,
+            cpu_limit: t.cpu_limit,
+            mem_limit: t.mem_limit,
+            max_runners: t.max_runners,
+            idle_min: t.idle_min,
+            idle_timeout: t.idle_timeout,
+            runner_type,
+            network_mode: t.network_mode,
+            mounts: t.mounts,
+            docker_socket: t.docker_socket,
+            docker_cache: t.docker_cache,
+        })
+    }
+}
+
+impl From<Pool> for PoolToml {
+    fn from(p: Pool) -> PoolToml {
+        let (runner_type, group_id, project_id) = match p.runner_type {
+            RunnerType::Instance => (RunnerKind::Instance, None, None),
+            RunnerType::Group { group_id } => (RunnerKind::Group, Some(group_id), None),
+            RunnerType::Project { project_id } => (RunnerKind::Project, None, Some(project_id)),
+        };
+        PoolToml {
+            name: p.name,
+            tags: p.tags,
+            run_untagged: p.run_untagged,
+            arch: p.arch,
+            gpu: p.gpu,
+            image: p.image,
+            command: Some(p.command),
+            env: p.env,
+            cpu_limit: p.cpu_limit,
+            mem_limit: p.mem_limit,
+            max_runners: p.max_runners,
+            idle_min: p.idle_min,
+            idle_timeout: p.idle_timeout,
+            runner_type,
+            group_id,
+            project_id,
+            network_mode: p.network_mode,
+            mounts: p.mounts,
+            docker_socket: p.docker_socket,
+            docker_cache: p.docker_cache,
+        }
+    }
+}
+
+impl Serialize for Pool {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        PoolToml::from(self.clone()).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Pool {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Pool, D::Error> {
+        Pool::try_from(PoolToml::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The TOML shape of `gpu = { vendor, count, min_memory }`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GpuToml {
+    vendor: GpuVendor,
+    #[serde(default = "one")]
+    count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    min_memory: Option<ByteSize>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Serialize for GpuRequirement {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        GpuToml {
+            vendor: self.vendor,
+            count: self.count,
+            min_memory: self.min_memory,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for GpuRequirement {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<GpuRequirement, D::Error> {
+        let t = GpuToml::deserialize(d)?;
+        Ok(GpuRequirement {
+            vendor: t.vendor,
+            count: t.count,
+            min_memory: t.min_memory,
+        })
+    }
+}
+
+/// The TOML shape of one `mounts` entry.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MountToml {
+    source: String,
+    target: String,
+    #[serde(default)]
+    read_only: bool,
+}
+
+impl Serialize for Mount {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        MountToml {
+            source: self.source.clone(),
+            target: self.target.clone(),
+            read_only: self.read_only,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Mount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Mount, D::Error> {
+        let t = MountToml::deserialize(d)?;
+        Ok(Mount {
+            source: t.source,
+            target: t.target,
+            read_only: t.read_only,
+        })
+    }
+}
