@@ -89,11 +89,15 @@ impl Fixture {
     /// Start the simulator and a coordinator with one `amd64` pool.
     pub fn start(s: Setup<'_>) -> anyhow::Result<Self> {
         let sim = Sim::start()?;
+        let pool = test_pool("amd64", &["amd64"], "x86_64", s.pool_extra);
+        if !pool.contains(r#""--wait-timeout", "60""#) {
+            bail!("the test pool's command no longer has --wait-timeout 60: update Setup::wait_timeout");
+        }
         let cfg = format!(
             "{}\n[demand]\npoll_interval = \"{}\"\nwebhook_secret = \"{SECRET}\"\n[scheduler]\ngc_interval = \"2s\"\nprovision_timeout = \"60s\"\n{}\n{}",
             sim.gitlab_config(),
             s.poll,
-            test_pool("amd64", &["amd64"], "x86_64", s.pool_extra).replace(
+            pool.replace(
                 r#""--wait-timeout", "60""#,
                 &format!(r#""--wait-timeout", "{}""#, s.wait_timeout)
             ),
