@@ -13,11 +13,7 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(initial: Duration, max: Duration) -> Self {
-        Backoff {
-            initial,
-            max,
-            attempt: 0,
-        }
+        Backoff { initial, max, attempt: 0 }
     }
 
     /// The next delay: uniform in [cap/2, cap] where cap = min(max, initial·2^n).
@@ -49,10 +45,7 @@ mod tests {
             assert!(d <= Duration::from_secs(2) && d >= Duration::from_millis(50));
         }
         let late = b.next_delay();
-        assert!(
-            late >= Duration::from_secs(1),
-            "capped delays stay near the cap: {late:?}"
-        );
+        assert!(late >= Duration::from_secs(1), "capped delays stay near the cap: {late:?}");
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
     }

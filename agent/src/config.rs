@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::PolicyConfig;
@@ -17,14 +17,7 @@ use crate::policy::PolicyConfig;
 /// The system-wide config file read when no `--config` is given.
 pub const DEFAULT_CONFIG: &str = "/etc/autogit/agent.toml";
 
-const KEYS: &[&str] = &[
-    "state_dir",
-    "labels",
-    "docker",
-    "inventory",
-    "session",
-    "policy",
-];
+const KEYS: &[&str] = &["state_dir", "labels", "docker", "inventory", "session", "policy"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -158,24 +151,16 @@ pub enum ConfigError {
 impl Config {
     /// Load the layers; `explicit` is `--config`/`AUTOGIT_CONFIG` (must exist);
     /// otherwise [`DEFAULT_CONFIG`] is read if present.
-    pub fn load(
-        explicit: Option<&Path>,
-        env: &[(String, String)],
-        flags: &Overrides,
-    ) -> Result<Self, ConfigError> {
+    pub fn load(explicit: Option<&Path>, env: &[(String, String)], flags: &Overrides) -> Result<Self, ConfigError> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         match explicit {
             Some(f) if !f.exists() => return Err(ConfigError::MissingFile(f.to_path_buf())),
             Some(f) => fig = fig.merge(Toml::file_exact(f)),
-            None if Path::new(DEFAULT_CONFIG).exists() => {
-                fig = fig.merge(Toml::file_exact(DEFAULT_CONFIG))
-            }
+            None if Path::new(DEFAULT_CONFIG).exists() => fig = fig.merge(Toml::file_exact(DEFAULT_CONFIG)),
             None => {}
         }
         fig = fig.merge(env_layer(env)).merge(Serialized::defaults(flags));
-        let cfg: Config = fig
-            .extract()
-            .map_err(|e| ConfigError::Parse(format_figment(e)))?;
+        let cfg: Config = fig.extract().map_err(|e| ConfigError::Parse(format_figment(e)))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -183,43 +168,22 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.session;
         if s.reconnect_initial.is_zero() {
-            return Err(ConfigError::Invalid {
-                key: "session.reconnect_initial",
-                problem: "must be greater than 0".into(),
-            });
+            return Err(ConfigError::Invalid { key: "session.reconnect_initial", problem: "must be greater than 0".into() });
         }
         if s.reconnect_max < s.reconnect_initial {
-            return Err(ConfigError::Invalid {
-                key: "session.reconnect_max",
-                problem: "must be at least session.reconnect_initial".into(),
-            });
+            return Err(ConfigError::Invalid { key: "session.reconnect_max", problem: "must be at least session.reconnect_initial".into() });
         }
         let gc = self.docker.leftover_gc_interval;
         if !gc.is_zero() && gc < Duration::from_secs(1) {
-            return Err(ConfigError::Invalid {
-                key: "docker.leftover_gc_interval",
-                problem: "must be 0s (off) or at least 1s".into(),
-            });
+            return Err(ConfigError::Invalid { key: "docker.leftover_gc_interval", problem: "must be 0s (off) or at least 1s".into() });
         }
         if self.inventory.rescan_interval < Duration::from_secs(1) {
-            return Err(ConfigError::Invalid {
-                key: "inventory.rescan_interval",
-                problem: "must be at least 1s".into(),
-            });
+            return Err(ConfigError::Invalid { key: "inventory.rescan_interval", problem: "must be at least 1s".into() });
         }
-        self.policy
-            .validate()
-            .map_err(|(key, problem)| ConfigError::Invalid { key, problem })?;
+        self.policy.validate().map_err(|(key, problem)| ConfigError::Invalid { key, problem })?;
         for k in self.labels.keys() {
-            if k.is_empty()
-                || !k
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
-            {
-                return Err(ConfigError::Invalid {
-                    key: "labels",
-                    problem: format!("label key {k:?} must use only [A-Za-z0-9-_./]"),
-                });
+            if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+                return Err(ConfigError::Invalid { key: "labels", problem: format!("label key {k:?} must use only [A-Za-z0-9-_./]") });
             }
         }
         Ok(())
@@ -229,9 +193,7 @@ impl Config {
 fn env_layer(env: &[(String, String)]) -> Serialized<figment::value::Dict> {
     let mut fig = Figment::new();
     for (k, v) in env {
-        let Some(rest) = k.strip_prefix("AUTOGIT_") else {
-            continue;
-        };
+        let Some(rest) = k.strip_prefix("AUTOGIT_") else { continue };
         let path = rest.to_ascii_lowercase().replace("__", ".");
         if !KEYS.contains(&path.split('.').next().unwrap_or_default()) {
             continue;
@@ -245,17 +207,8 @@ fn env_layer(env: &[(String, String)]) -> Serialized<figment::value::Dict> {
 fn format_figment(e: figment::Error) -> String {
     e.into_iter()
         .map(|e| {
-            let key = if e.path.is_empty() {
-                String::new()
-            } else {
-                format!("{}: ", e.path.join("."))
-            };
-            let src = e
-                .metadata
-                .as_ref()
-                .and_then(|m| m.source.as_ref())
-                .map(|s| format!(" (from {s})"))
-                .unwrap_or_default();
+            let key = if e.path.is_empty() { String::new() } else { format!("{}: ", e.path.join(".")) };
+            let src = e.metadata.as_ref().and_then(|m| m.source.as_ref()).map(|s| format!(" (from {s})")).unwrap_or_default();
             format!("{key}{}{src}", e.kind)
         })
         .collect::<Vec<_>>()
@@ -270,60 +223,26 @@ mod tests {
     fn layers_and_key_named_errors() {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("a.toml");
-        std::fs::write(
-            &f,
-            "state_dir = \"/x\"\n[labels]\nrack = \"b3\"\n[session]\nreconnect_max = \"5s\"\n",
-        )
-        .unwrap();
-        let env = vec![
-            (
-                "AUTOGIT_SESSION__RECONNECT_INITIAL".to_string(),
-                "1s".to_string(),
-            ),
-            ("AUTOGIT_GRPC_LISTEN".into(), "ignored".into()),
-        ];
-        let c = Config::load(
-            Some(&f),
-            &env,
-            &Overrides {
-                state_dir: Some("/y".into()),
-            },
-        )
-        .unwrap();
+        std::fs::write(&f, "state_dir = \"/x\"\n[labels]\nrack = \"b3\"\n[session]\nreconnect_max = \"5s\"\n").unwrap();
+        let env = vec![("AUTOGIT_SESSION__RECONNECT_INITIAL".to_string(), "1s".to_string()), ("AUTOGIT_GRPC_LISTEN".into(), "ignored".into())];
+        let c = Config::load(Some(&f), &env, &Overrides { state_dir: Some("/y".into()) }).unwrap();
         assert_eq!(c.state_dir, PathBuf::from("/y"));
         assert_eq!(c.session.reconnect_initial, Duration::from_secs(1));
         assert_eq!(c.session.reconnect_max, Duration::from_secs(5));
         assert_eq!(c.labels["rack"], "b3");
         std::fs::write(&f, "[docker]\nsockit = \"x\"\n").unwrap();
-        let e = Config::load(Some(&f), &[], &Overrides::default())
-            .unwrap_err()
-            .to_string();
+        let e = Config::load(Some(&f), &[], &Overrides::default()).unwrap_err().to_string();
         assert!(e.contains("sockit"), "{e}");
         std::fs::write(&f, "[docker]\nleftover_gc_interval = \"10ms\"\n").unwrap();
-        let e = Config::load(Some(&f), &[], &Overrides::default())
-            .unwrap_err()
-            .to_string();
+        let e = Config::load(Some(&f), &[], &Overrides::default()).unwrap_err().to_string();
         assert!(e.contains("docker.leftover_gc_interval"), "{e}");
-        std::fs::write(
-            &f,
-            "[docker]\ngc_foreign_runner_leftovers = true\nleftover_gc_interval = \"0s\"\n",
-        )
-        .unwrap();
+        std::fs::write(&f, "[docker]\ngc_foreign_runner_leftovers = true\nleftover_gc_interval = \"0s\"\n").unwrap();
         let c = Config::load(Some(&f), &[], &Overrides::default()).unwrap();
         assert!(c.docker.gc_foreign_runner_leftovers);
         assert!(c.docker.leftover_gc_interval.is_zero());
-        assert!(
-            !Config::default().docker.gc_foreign_runner_leftovers,
-            "collect only our own leftovers by default"
-        );
-        std::fs::write(
-            &f,
-            "[session]\nreconnect_initial = \"10s\"\nreconnect_max = \"1s\"\n",
-        )
-        .unwrap();
-        let e = Config::load(Some(&f), &[], &Overrides::default())
-            .unwrap_err()
-            .to_string();
+        assert!(!Config::default().docker.gc_foreign_runner_leftovers, "collect only our own leftovers by default");
+        std::fs::write(&f, "[session]\nreconnect_initial = \"10s\"\nreconnect_max = \"1s\"\n").unwrap();
+        let e = Config::load(Some(&f), &[], &Overrides::default()).unwrap_err().to_string();
         assert!(e.contains("session.reconnect_max"), "{e}");
     }
 
@@ -333,44 +252,22 @@ mod tests {
         let f = d.path().join("a.toml");
         std::fs::write(&f, "state_dir = \"/x\"\n").unwrap();
         let c = Config::load(Some(&f), &[], &Overrides::default()).unwrap();
-        assert_eq!(
-            c.policy,
-            PolicyConfig::default(),
-            "no [policy] means the documented defaults"
-        );
+        assert_eq!(c.policy, PolicyConfig::default(), "no [policy] means the documented defaults");
         assert!(!c.policy.allow_host_network && c.policy.allow_docker_socket);
         assert_eq!(c.policy.allowed_images, ["*"]);
         std::fs::write(&f, "[policy]\nallowed_images = [\"registry.example/*\"]\nallowed_mount_sources = [\"/srv/cache\"]\nallow_host_network = true\nmax_cpu = 2.5\nmax_memory = 1073741824\n").unwrap();
         let c = Config::load(Some(&f), &[], &Overrides::default()).unwrap();
         assert_eq!(c.policy.allowed_images, ["registry.example/*"]);
-        assert_eq!(
-            c.policy.allowed_mount_sources,
-            [PathBuf::from("/srv/cache")]
-        );
+        assert_eq!(c.policy.allowed_mount_sources, [PathBuf::from("/srv/cache")]);
         assert!(c.policy.allow_host_network);
-        assert_eq!(
-            (c.policy.max_cpu, c.policy.max_memory),
-            (Some(2.5), Some(1 << 30))
-        );
-        let env = vec![(
-            "AUTOGIT_POLICY__ALLOW_HOST_NETWORK".to_string(),
-            "false".to_string(),
-        )];
-        assert!(
-            !Config::load(Some(&f), &env, &Overrides::default())
-                .unwrap()
-                .policy
-                .allow_host_network
-        );
+        assert_eq!((c.policy.max_cpu, c.policy.max_memory), (Some(2.5), Some(1 << 30)));
+        let env = vec![("AUTOGIT_POLICY__ALLOW_HOST_NETWORK".to_string(), "false".to_string())];
+        assert!(!Config::load(Some(&f), &env, &Overrides::default()).unwrap().policy.allow_host_network);
         std::fs::write(&f, "[policy]\nallowed_mount_sources = [\"srv\"]\n").unwrap();
-        let e = Config::load(Some(&f), &[], &Overrides::default())
-            .unwrap_err()
-            .to_string();
+        let e = Config::load(Some(&f), &[], &Overrides::default()).unwrap_err().to_string();
         assert!(e.contains("policy.allowed_mount_sources"), "{e}");
         std::fs::write(&f, "[policy]\nallow_everything = true\n").unwrap();
-        let e = Config::load(Some(&f), &[], &Overrides::default())
-            .unwrap_err()
-            .to_string();
+        let e = Config::load(Some(&f), &[], &Overrides::default()).unwrap_err().to_string();
         assert!(e.contains("allow_everything"), "{e}");
     }
 }

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use autogit_certs::{CertInfo, Fingerprint, JoinToken, csr};
+use autogit_certs::{csr, CertInfo, Fingerprint, JoinToken};
 use autogit_proto::v1 as pb;
 use tonic::Code;
 
@@ -54,37 +54,23 @@ pub async fn join(state: &StateDir, req: JoinRequest<'_>) -> Result<String, Join
     let channel = transport::connect(req.coordinator, tls, req.timeout).await?;
     let mut client = pb::enrollment_client::EnrollmentClient::new(channel);
     let resp = client
-        .enroll(pb::EnrollRequest {
-            token: token.expose(),
-            csr_pem: keys.csr_pem.clone(),
-            hostname: req.hostname.to_string(),
-        })
+        .enroll(pb::EnrollRequest { token: token.expose(), csr_pem: keys.csr_pem.clone(), hostname: req.hostname.to_string() })
         .await
         .map_err(|s| match s.code() {
-            Code::Unavailable => JoinError::Connect(ConnectError::Unreachable {
-                addr: req.coordinator.into(),
-                detail: s.message().into(),
-            }),
+            Code::Unavailable => JoinError::Connect(ConnectError::Unreachable { addr: req.coordinator.into(), detail: s.message().into() }),
             _ => JoinError::Refused(s.message().to_string()),
         })?
         .into_inner();
-    let ca_der = autogit_certs::identity::first_cert_der(&resp.ca_pem)
-        .map_err(|e| JoinError::BadResponse(e.to_string()))?;
+    let ca_der = autogit_certs::identity::first_cert_der(&resp.ca_pem).map_err(|e| JoinError::BadResponse(e.to_string()))?;
     if !Fingerprint::of_der(&ca_der).matches(&pin) {
         return Err(JoinError::CaMismatch);
     }
-    let info = CertInfo::from_pem(&resp.certificate_pem)
-        .map_err(|e| JoinError::BadResponse(e.to_string()))?;
+    let info = CertInfo::from_pem(&resp.certificate_pem).map_err(|e| JoinError::BadResponse(e.to_string()))?;
     if info.agent_id().map(|a| a.to_string()) != Some(resp.agent_id.clone()) {
-        return Err(JoinError::BadResponse(
-            "certificate identity does not match the assigned agent id".into(),
-        ));
+        return Err(JoinError::BadResponse("certificate identity does not match the assigned agent id".into()));
     }
     state.save(&Identity {
-        agent: AgentFile {
-            agent_id: resp.agent_id.clone(),
-            coordinator: req.coordinator.to_string(),
-        },
+        agent: AgentFile { agent_id: resp.agent_id.clone(), coordinator: req.coordinator.to_string() },
         ca_pem: resp.ca_pem,
         cert_pem: resp.certificate_pem,
         key_pem: keys.key_pem,

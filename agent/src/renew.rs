@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use autogit_certs::{CertInfo, csr};
+use autogit_certs::{csr, CertInfo};
 use autogit_proto::v1 as pb;
 use rand::Rng;
 use time::OffsetDateTime;
@@ -21,12 +21,7 @@ const MIN_WAIT: Duration = Duration::from_secs(1);
 /// received at `issued` (the certificate file's write time: `not_before` is
 /// back-dated by the coordinator to absorb clock skew, so it would make the
 /// lifetime look longer than it is), measured from `now`.
-pub fn renew_in(
-    issued: OffsetDateTime,
-    not_after: OffsetDateTime,
-    now: OffsetDateTime,
-    jitter: f64,
-) -> Duration {
+pub fn renew_in(issued: OffsetDateTime, not_after: OffsetDateTime, now: OffsetDateTime, jitter: f64) -> Duration {
     let life = (not_after - issued).as_seconds_f64().max(0.0);
     let at = issued + time::Duration::seconds_f64(life * (2.0 / 3.0) * (1.0 + jitter));
     let wait = (at - now).as_seconds_f64();
@@ -50,9 +45,7 @@ pub async fn renew_once(state: &StateDir, connect_timeout: Duration) -> anyhow::
     let tls = autogit_certs::tls::agent_client_config(&id.ca_pem, &id.cert_pem, &id.key_pem)?;
     let channel = transport::connect(&id.agent.coordinator, tls, connect_timeout).await?;
     let resp = pb::fleet_client::FleetClient::new(channel)
-        .renew(pb::RenewRequest {
-            csr_pem: keys.csr_pem,
-        })
+        .renew(pb::RenewRequest { csr_pem: keys.csr_pem })
         .await
         .map_err(|s| anyhow::anyhow!("renewal refused: {}", s.message()))?
         .into_inner();
@@ -68,19 +61,10 @@ pub async fn renew_once(state: &StateDir, connect_timeout: Duration) -> anyhow::
 pub async fn run(state: StateDir, connect_timeout: Duration, shutdown: CancellationToken) {
     let mut retry = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     loop {
-        let wait = match state
-            .load()
-            .map_err(anyhow::Error::from)
-            .and_then(|id| Ok(CertInfo::from_pem(&id.cert_pem)?))
-        {
+        let wait = match state.load().map_err(anyhow::Error::from).and_then(|id| Ok(CertInfo::from_pem(&id.cert_pem)?)) {
             Ok(info) => {
                 let jitter = rand::rng().random_range(-0.1..0.1);
-                let wait = renew_in(
-                    issued_at(&state, &info),
-                    info.not_after,
-                    OffsetDateTime::now_utc(),
-                    jitter,
-                );
+                let wait = renew_in(issued_at(&state, &info), info.not_after, OffsetDateTime::now_utc(), jitter);
                 tracing::debug!(not_after = %info.not_after, renew_in = ?wait, "next certificate renewal");
                 wait
             }
@@ -119,11 +103,7 @@ mod tests {
         let nb = OffsetDateTime::UNIX_EPOCH;
         let na = nb + time::Duration::seconds(300);
         assert_eq!(renew_in(nb, na, nb, 0.0), Duration::from_secs(200));
-        assert_eq!(
-            renew_in(nb, na, nb + time::Duration::seconds(250), 0.0),
-            MIN_WAIT,
-            "overdue: soon, never a hot loop"
-        );
+        assert_eq!(renew_in(nb, na, nb + time::Duration::seconds(250), 0.0), MIN_WAIT, "overdue: soon, never a hot loop");
         let j = renew_in(nb, na, nb, 0.1);
         assert!(j > Duration::from_secs(219) && j < Duration::from_secs(221));
     }

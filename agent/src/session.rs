@@ -19,9 +19,7 @@ use tonic::Code;
 
 use crate::backoff::Backoff;
 use crate::config::Config;
-use crate::docker::{
-    self, DockerEngine, RunnerEvent, RunnerSpec, StopRequest, SupervisorConfig, SupervisorHandle,
-};
+use crate::docker::{self, DockerEngine, RunnerEvent, RunnerSpec, StopRequest, SupervisorConfig, SupervisorHandle};
 use crate::inventory::{Collector, DockerInfo, Inventory, InventoryOptions};
 use crate::policy::HostPolicy;
 use crate::state::StateDir;
@@ -76,22 +74,12 @@ pub fn inventory_options(cfg: &Config) -> InventoryOptions {
 }
 
 /// Collect the inventory, with Docker facts when Docker is reachable.
-pub async fn collect_inventory(
-    collector: Arc<Collector>,
-    engine: Option<&DockerEngine>,
-    docker_error: Option<&str>,
-) -> Inventory {
+pub async fn collect_inventory(collector: Arc<Collector>, engine: Option<&DockerEngine>, docker_error: Option<&str>) -> Inventory {
     let docker = match engine {
         Some(e) => e.inventory_info().await,
-        None => DockerInfo {
-            available: false,
-            error: docker_error.map(str::to_string),
-            ..Default::default()
-        },
+        None => DockerInfo { available: false, error: docker_error.map(str::to_string), ..Default::default() },
     };
-    tokio::task::spawn_blocking(move || collector.collect(docker))
-        .await
-        .unwrap_or_default()
+    tokio::task::spawn_blocking(move || collector.collect(docker)).await.unwrap_or_default()
 }
 
 /// Inventories equal for change detection: free disk is compared in GiB so
@@ -116,11 +104,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
                 scope: Some(identity.agent.agent_id.clone()),
                 failed_retention: cfg.docker.keep_failed_for,
                 issued_tokens_file: Some(state.path().join(docker::issued::ISSUED_FILE)),
-                gc_policy: if cfg.docker.gc_foreign_runner_leftovers {
-                    docker::GcPolicy::AllManaged
-                } else {
-                    docker::GcPolicy::IssuedOnly
-                },
+                gc_policy: if cfg.docker.gc_foreign_runner_leftovers { docker::GcPolicy::AllManaged } else { docker::GcPolicy::IssuedOnly },
                 leftover_gc_interval: cfg.docker.leftover_gc_interval,
                 ..SupervisorConfig::default()
             };
@@ -134,11 +118,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     if let Some(e) = &docker_error {
         tracing::warn!(error = %e, "Docker is unavailable; runners cannot start on this host");
     }
-    let renewals = tokio::spawn(renew::run(
-        state.clone(),
-        cfg.session.connect_timeout,
-        shutdown.clone(),
-    ));
+    let renewals = tokio::spawn(renew::run(state.clone(), cfg.session.connect_timeout, shutdown.clone()));
     let mut agent = Agent {
         collector: Arc::new(Collector::new(inventory_options(&cfg))),
         policy: HostPolicy::new(cfg.policy.clone(), cfg.docker.socket.as_deref()),
@@ -150,10 +130,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
         last_inventory: None,
         unsent: None,
     };
-    let mut backoff = Backoff::new(
-        agent.cfg.session.reconnect_initial,
-        agent.cfg.session.reconnect_max,
-    );
+    let mut backoff = Backoff::new(agent.cfg.session.reconnect_initial, agent.cfg.session.reconnect_max);
     let result = loop {
         let started = Instant::now();
         match agent.session(&mut events_rx, &shutdown).await {
@@ -192,20 +169,15 @@ fn send_now(tx: &mpsc::Sender<pb::AgentMessage>, msg: pb::agent_message::Msg) ->
 }
 
 impl Agent {
-    async fn session(
-        &mut self,
-        events: &mut mpsc::Receiver<RunnerEvent>,
-        shutdown: &CancellationToken,
-    ) -> End {
+    async fn session(&mut self, events: &mut mpsc::Receiver<RunnerEvent>, shutdown: &CancellationToken) -> End {
         let id = match self.state.load() {
             Ok(id) => id,
             Err(e) => return End::Fatal(e.to_string()),
         };
-        let tls =
-            match autogit_certs::tls::agent_client_config(&id.ca_pem, &id.cert_pem, &id.key_pem) {
-                Ok(t) => t,
-                Err(e) => return End::Fatal(format!("load agent certificate: {e}")),
-            };
+        let tls = match autogit_certs::tls::agent_client_config(&id.ca_pem, &id.cert_pem, &id.key_pem) {
+            Ok(t) => t,
+            Err(e) => return End::Fatal(format!("load agent certificate: {e}")),
+        };
         let channel = tokio::select! {
             _ = shutdown.cancelled() => return End::Shutdown,
             r = transport::connect(&id.agent.coordinator, tls, self.cfg.session.connect_timeout) => match r {
@@ -235,22 +207,16 @@ impl Agent {
             Err(s) => return end_from_status(&s),
         };
         let heartbeat_every = match inbound.message().await {
-            Ok(Some(pb::CoordinatorMessage {
-                msg: Some(pb::coordinator_message::Msg::Welcome(w)),
-            })) => Duration::from_millis(u64::from(w.heartbeat_interval_ms.max(100))),
+            Ok(Some(pb::CoordinatorMessage { msg: Some(pb::coordinator_message::Msg::Welcome(w)) })) => {
+                Duration::from_millis(u64::from(w.heartbeat_interval_ms.max(100)))
+            }
             Ok(_) => return End::Retry("coordinator did not send Welcome".into()),
             Err(s) => return end_from_status(&s),
         };
         tracing::info!(coordinator = %id.agent.coordinator, "session established");
         if let Some(ev) = self.unsent.take() {
             let status = pb::RunnerStatus::from(ev.clone());
-            if out
-                .send(pb::AgentMessage {
-                    msg: Some(pb::agent_message::Msg::RunnerStatus(status)),
-                })
-                .await
-                .is_err()
-            {
+            if out.send(pb::AgentMessage { msg: Some(pb::agent_message::Msg::RunnerStatus(status)) }).await.is_err() {
                 self.unsent = Some(ev);
                 return End::Retry("session stream closed".into());
             }
@@ -292,12 +258,7 @@ impl Agent {
     }
 
     async fn inventory(&mut self) -> Inventory {
-        collect_inventory(
-            self.collector.clone(),
-            self.docker.as_ref().map(|(e, _)| e),
-            self.docker_error.as_deref(),
-        )
-        .await
+        collect_inventory(self.collector.clone(), self.docker.as_ref().map(|(e, _)| e), self.docker_error.as_deref()).await
     }
 
     async fn heartbeat(&mut self) -> pb::Heartbeat {
@@ -344,10 +305,7 @@ impl Agent {
                     None => report_failure(
                         out,
                         &runner_id,
-                        format!(
-                            "Docker unavailable on this host: {}",
-                            self.docker_error.as_deref().unwrap_or("unknown")
-                        ),
+                        format!("Docker unavailable on this host: {}", self.docker_error.as_deref().unwrap_or("unknown")),
                     ),
                 }
             }
@@ -360,9 +318,7 @@ impl Agent {
                             tracing::warn!(runner = %runner_id, error = %e, "stop runner");
                         }
                     }
-                    (Err(e), _) => {
-                        tracing::warn!(runner = %runner_id, error = %e, "rejecting StopRunner")
-                    }
+                    (Err(e), _) => tracing::warn!(runner = %runner_id, error = %e, "rejecting StopRunner"),
                     (Ok(_), None) => {}
                 }
             }
@@ -372,10 +328,7 @@ impl Agent {
 }
 
 fn report_failure(out: &mpsc::Sender<pb::AgentMessage>, runner_id: &str, reason: String) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     send_now(
         out,
         pb::agent_message::Msg::RunnerStatus(pb::RunnerStatus {

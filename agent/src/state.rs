@@ -38,27 +38,18 @@ pub struct Identity {
 
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Identity")
-            .field("agent", &self.agent)
-            .field("key_pem", &"<redacted>")
-            .finish_non_exhaustive()
+        f.debug_struct("Identity").field("agent", &self.agent).field("key_pem", &"<redacted>").finish_non_exhaustive()
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error(
-        "agent is not enrolled: {0} has no {AGENT_FILE}; run `autogit-agent join --coordinator HOST:PORT --token TOKEN --state-dir {0}` first"
-    )]
+    #[error("agent is not enrolled: {0} has no {AGENT_FILE}; run `autogit-agent join --coordinator HOST:PORT --token TOKEN --state-dir {0}` first")]
     NotEnrolled(PathBuf),
     #[error("agent is already enrolled in {0}; pass --force to enroll again with a new identity")]
     AlreadyEnrolled(PathBuf),
     #[error("{action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { action: &'static str, path: PathBuf, source: std::io::Error },
     #[error("{path} is corrupt: {detail}")]
     Corrupt { path: PathBuf, detail: String },
 }
@@ -72,12 +63,7 @@ pub struct StateDir {
 fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
+        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(contents)?;
         f.sync_all()?;
@@ -100,11 +86,7 @@ impl StateDir {
 
     fn io(&self, action: &'static str, file: &str) -> impl FnOnce(std::io::Error) -> StateError {
         let path = self.dir.join(file);
-        move |source| StateError::Io {
-            action,
-            path,
-            source,
-        }
+        move |source| StateError::Io { action, path, source }
     }
 
     /// Write a fresh identity (after `join`). Key and cert are 0600; the
@@ -112,20 +94,12 @@ impl StateDir {
     /// state that looks complete.
     pub fn save(&self, id: &Identity) -> Result<(), StateError> {
         fs::create_dir_all(&self.dir).map_err(self.io("create", ""))?;
-        fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
-            .map_err(self.io("set permissions on", ""))?;
-        write_atomic(&self.dir.join(KEY_FILE), id.key_pem.as_bytes(), 0o600)
-            .map_err(self.io("write", KEY_FILE))?;
-        write_atomic(&self.dir.join(CERT_FILE), id.cert_pem.as_bytes(), 0o600)
-            .map_err(self.io("write", CERT_FILE))?;
-        write_atomic(&self.dir.join(CA_FILE), id.ca_pem.as_bytes(), 0o644)
-            .map_err(self.io("write", CA_FILE))?;
-        let json = serde_json::to_vec_pretty(&id.agent).map_err(|e| StateError::Corrupt {
-            path: self.dir.join(AGENT_FILE),
-            detail: e.to_string(),
-        })?;
-        write_atomic(&self.dir.join(AGENT_FILE), &json, 0o644)
-            .map_err(self.io("write", AGENT_FILE))?;
+        fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700)).map_err(self.io("set permissions on", ""))?;
+        write_atomic(&self.dir.join(KEY_FILE), id.key_pem.as_bytes(), 0o600).map_err(self.io("write", KEY_FILE))?;
+        write_atomic(&self.dir.join(CERT_FILE), id.cert_pem.as_bytes(), 0o600).map_err(self.io("write", CERT_FILE))?;
+        write_atomic(&self.dir.join(CA_FILE), id.ca_pem.as_bytes(), 0o644).map_err(self.io("write", CA_FILE))?;
+        let json = serde_json::to_vec_pretty(&id.agent).map_err(|e| StateError::Corrupt { path: self.dir.join(AGENT_FILE), detail: e.to_string() })?;
+        write_atomic(&self.dir.join(AGENT_FILE), &json, 0o644).map_err(self.io("write", AGENT_FILE))?;
         Ok(())
     }
 
@@ -134,14 +108,10 @@ impl StateDir {
     /// detects (mismatch) and reports instead of failing obscurely.
     pub fn save_renewed(&self, cert_pem: &str, key_pem: &str) -> Result<(), StateError> {
         // Write both to temporaries, then rename cert and key back to back.
-        write_atomic(&self.dir.join("key.pem.new"), key_pem.as_bytes(), 0o600)
-            .map_err(self.io("write", "key.pem.new"))?;
-        write_atomic(&self.dir.join("cert.pem.new"), cert_pem.as_bytes(), 0o600)
-            .map_err(self.io("write", "cert.pem.new"))?;
-        fs::rename(self.dir.join("key.pem.new"), self.dir.join(KEY_FILE))
-            .map_err(self.io("replace", KEY_FILE))?;
-        fs::rename(self.dir.join("cert.pem.new"), self.dir.join(CERT_FILE))
-            .map_err(self.io("replace", CERT_FILE))?;
+        write_atomic(&self.dir.join("key.pem.new"), key_pem.as_bytes(), 0o600).map_err(self.io("write", "key.pem.new"))?;
+        write_atomic(&self.dir.join("cert.pem.new"), cert_pem.as_bytes(), 0o600).map_err(self.io("write", "cert.pem.new"))?;
+        fs::rename(self.dir.join("key.pem.new"), self.dir.join(KEY_FILE)).map_err(self.io("replace", KEY_FILE))?;
+        fs::rename(self.dir.join("cert.pem.new"), self.dir.join(CERT_FILE)).map_err(self.io("replace", CERT_FILE))?;
         Ok(())
     }
 
@@ -151,17 +121,9 @@ impl StateDir {
         }
         let read = |f: &str| fs::read_to_string(self.dir.join(f)).map_err(self.io("read", f));
         let agent_json = read(AGENT_FILE)?;
-        let agent: AgentFile =
-            serde_json::from_str(&agent_json).map_err(|e| StateError::Corrupt {
-                path: self.dir.join(AGENT_FILE),
-                detail: e.to_string(),
-            })?;
-        Ok(Identity {
-            agent,
-            ca_pem: read(CA_FILE)?,
-            cert_pem: read(CERT_FILE)?,
-            key_pem: read(KEY_FILE)?,
-        })
+        let agent: AgentFile = serde_json::from_str(&agent_json)
+            .map_err(|e| StateError::Corrupt { path: self.dir.join(AGENT_FILE), detail: e.to_string() })?;
+        Ok(Identity { agent, ca_pem: read(CA_FILE)?, cert_pem: read(CERT_FILE)?, key_pem: read(KEY_FILE)? })
     }
 }
 
@@ -171,10 +133,7 @@ mod tests {
 
     fn ident() -> Identity {
         Identity {
-            agent: AgentFile {
-                agent_id: "a".into(),
-                coordinator: "127.0.0.1:1".into(),
-            },
+            agent: AgentFile { agent_id: "a".into(), coordinator: "127.0.0.1:1".into() },
             ca_pem: "ca".into(),
             cert_pem: "cert".into(),
             key_pem: "SECRETKEY".into(),

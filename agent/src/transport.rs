@@ -15,9 +15,7 @@ use tonic::transport::{Channel, Endpoint};
 /// Why the coordinator could not be reached. `Display` is one line.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error(
-        "coordinator CA does not match the fingerprint in the join token (refusing to send the token)"
-    )]
+    #[error("coordinator CA does not match the fingerprint in the join token (refusing to send the token)")]
     PinMismatch,
     #[error("TLS handshake with coordinator at {addr} failed: {detail}")]
     Tls { addr: String, detail: String },
@@ -27,16 +25,9 @@ pub enum ConnectError {
 
 /// Open a gRPC channel to `addr` (HOST:PORT) over TLS with `tls`. The server
 /// certificate is verified for [`COORDINATOR_NAME`].
-pub async fn connect(
-    addr: &str,
-    tls: Arc<ClientConfig>,
-    timeout: Duration,
-) -> Result<Channel, ConnectError> {
+pub async fn connect(addr: &str, tls: Arc<ClientConfig>, timeout: Duration) -> Result<Channel, ConnectError> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| ConnectError::Unreachable {
-            addr: addr.into(),
-            detail: format!("bad address: {e}"),
-        })?
+        .map_err(|e| ConnectError::Unreachable { addr: addr.into(), detail: format!("bad address: {e}") })?
         .connect_timeout(timeout)
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(10))
@@ -53,10 +44,7 @@ pub async fn connect(
             Ok::<_, std::io::Error>(TokioIo::new(stream))
         }
     });
-    endpoint
-        .connect_with_connector(connector)
-        .await
-        .map_err(|e| classify(addr, &e))
+    endpoint.connect_with_connector(connector).await.map_err(|e| classify(addr, &e))
 }
 
 /// Turn a connect error chain into one line naming the cause.
@@ -69,24 +57,15 @@ fn classify(addr: &str, err: &(dyn std::error::Error + 'static)) -> ConnectError
         if s.contains(autogit_certs::tls::PIN_MISMATCH) {
             return ConnectError::PinMismatch;
         }
-        if e.downcast_ref::<rustls::Error>().is_some()
-            || s.contains("certificate")
-            || s.contains("peer sent")
-        {
+        if e.downcast_ref::<rustls::Error>().is_some() || s.contains("certificate") || s.contains("peer sent") {
             tls = true;
         }
         deepest = s;
         cur = e.source();
     }
     if tls {
-        ConnectError::Tls {
-            addr: addr.into(),
-            detail: deepest,
-        }
+        ConnectError::Tls { addr: addr.into(), detail: deepest }
     } else {
-        ConnectError::Unreachable {
-            addr: addr.into(),
-            detail: deepest,
-        }
+        ConnectError::Unreachable { addr: addr.into(), detail: deepest }
     }
 }
