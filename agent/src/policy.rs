@@ -94,13 +94,13 @@ impl PolicyConfig {
                 format!("{p:?} must be a pattern under /dev/"),
             ));
         }
-        if let Some(c) = self.max_cpu {
-            if !c.is_finite() || c <= 0.0 {
-                return Err((
-                    "policy.max_cpu",
-                    format!("{c} must be a CPU count greater than 0"),
-                ));
-            }
+        if let Some(c) = self.max_cpu
+            && (!c.is_finite() || c <= 0.0)
+        {
+            return Err((
+                "policy.max_cpu",
+                format!("{c} must be a CPU count greater than 0"),
+            ));
         }
         if self.max_memory == Some(0) {
             return Err(("policy.max_memory", "must be greater than 0 bytes".into()));
