@@ -12,10 +12,12 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::policy::PolicyConfig;
+
 /// The system-wide config file read when no `--config` is given.
 pub const DEFAULT_CONFIG: &str = "/etc/autogit/agent.toml";
 
-const KEYS: &[&str] = &["state_dir", "labels", "docker", "inventory", "session"];
+const KEYS: &[&str] = &["state_dir", "labels", "docker", "inventory", "session", "policy"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +33,9 @@ pub struct Config {
     pub inventory: InventoryConfig,
     #[serde(default)]
     pub session: SessionConfig,
+    /// What this host lets the coordinator run (the owner's veto).
+    #[serde(default)]
+    pub policy: PolicyConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -121,6 +126,7 @@ impl Default for Config {
             docker: DockerConfig::default(),
             inventory: InventoryConfig::default(),
             session: SessionConfig::default(),
+            policy: PolicyConfig::default(),
         }
     }
 }
@@ -174,6 +180,7 @@ impl Config {
         if self.inventory.rescan_interval < Duration::from_secs(1) {
             return Err(ConfigError::Invalid { key: "inventory.rescan_interval", problem: "must be at least 1s".into() });
         }
+        self.policy.validate().map_err(|(key, problem)| ConfigError::Invalid { key, problem })?;
         for k in self.labels.keys() {
             if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
                 return Err(ConfigError::Invalid { key: "labels", problem: format!("label key {k:?} must use only [A-Za-z0-9-_./]") });
@@ -237,5 +244,30 @@ mod tests {
         std::fs::write(&f, "[session]\nreconnect_initial = \"10s\"\nreconnect_max = \"1s\"\n").unwrap();
         let e = Config::load(Some(&f), &[], &Overrides::default()).unwrap_err().to_string();
         assert!(e.contains("session.reconnect_max"), "{e}");
+    }
+
+    #[test]
+    fn policy_section_loads_and_names_bad_keys() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("a.toml");
+        std::fs::write(&f, "state_dir = \"/x\"\n").unwrap();
+        let c = Config::load(Some(&f), &[], &Overrides::default()).unwrap();
+        assert_eq!(c.policy, PolicyConfig::default(), "no [policy] means the documented defaults");
+        assert!(!c.policy.allow_host_network && c.policy.allow_docker_socket);
+        assert_eq!(c.policy.allowed_images, ["*"]);
+        std::fs::write(&f, "[policy]\nallowed_images = [\"registry.example/*\"]\nallowed_mount_sources = [\"/srv/cache\"]\nallow_host_network = true\nmax_cpu = 2.5\nmax_memory = 1073741824\n").unwrap();
+        let c = Config::load(Some(&f), &[], &Overrides::default()).unwrap();
+        assert_eq!(c.policy.allowed_images, ["registry.example/*"]);
+        assert_eq!(c.policy.allowed_mount_sources, [PathBuf::from("/srv/cache")]);
+        assert!(c.policy.allow_host_network);
+        assert_eq!((c.policy.max_cpu, c.policy.max_memory), (Some(2.5), Some(1 << 30)));
+        let env = vec![("AUTOGIT_POLICY__ALLOW_HOST_NETWORK".to_string(), "false".to_string())];
+        assert!(!Config::load(Some(&f), &env, &Overrides::default()).unwrap().policy.allow_host_network);
+        std::fs::write(&f, "[policy]\nallowed_mount_sources = [\"srv\"]\n").unwrap();
+        let e = Config::load(Some(&f), &[], &Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("policy.allowed_mount_sources"), "{e}");
+        std::fs::write(&f, "[policy]\nallow_everything = true\n").unwrap();
+        let e = Config::load(Some(&f), &[], &Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("allow_everything"), "{e}");
     }
 }

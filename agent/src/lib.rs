@@ -7,6 +7,7 @@
 //!   inventory changes and runner commands; [`renew`] keeps the certificate
 //!   fresh; [`transport`] is the TLS connection under tonic.
 //! * [`inventory`]: what the host really is (CPU, memory, GPUs, Docker).
+//! * [`policy`]: the host owner's veto on what the coordinator may run.
 //! * [`docker`]: runner containers through bollard.
 #![forbid(unsafe_code)]
 
@@ -16,6 +17,7 @@ pub mod config;
 pub mod docker;
 pub mod enroll;
 pub mod inventory;
+pub mod policy;
 pub mod renew;
 pub mod session;
 pub mod state;

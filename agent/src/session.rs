@@ -21,6 +21,7 @@ use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::docker::{self, DockerEngine, RunnerEvent, RunnerSpec, StopRequest, SupervisorConfig, SupervisorHandle};
 use crate::inventory::{Collector, DockerInfo, Inventory, InventoryOptions};
+use crate::policy::HostPolicy;
 use crate::state::StateDir;
 use crate::{renew, transport};
 
@@ -52,6 +53,7 @@ struct Agent {
     cfg: Config,
     state: StateDir,
     collector: Arc<Collector>,
+    policy: HostPolicy,
     docker: Option<(DockerEngine, SupervisorHandle)>,
     docker_error: Option<String>,
     system: System,
@@ -119,6 +121,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     let renewals = tokio::spawn(renew::run(state.clone(), cfg.session.connect_timeout, shutdown.clone()));
     let mut agent = Agent {
         collector: Arc::new(Collector::new(inventory_options(&cfg))),
+        policy: HostPolicy::new(cfg.policy.clone(), cfg.docker.socket.as_deref()),
         cfg,
         state,
         docker,
@@ -285,6 +288,13 @@ impl Agent {
                         return;
                     }
                 };
+                // The host owner's veto, before anything touches Docker.
+                let inventory = self.last_inventory.clone().unwrap_or_default();
+                if let Err(e) = self.policy.check(&spec, &inventory) {
+                    tracing::warn!(runner = %runner_id, pool = %spec.pool, refusal = %e, "refusing StartRunner");
+                    report_failure(out, &runner_id, e.to_string());
+                    return;
+                }
                 match &self.docker {
                     Some((_, sup)) => {
                         tracing::info!(runner = %runner_id, pool = %spec.pool, image = %spec.image, "starting runner");

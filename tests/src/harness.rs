@@ -327,6 +327,9 @@ fn read_line_timeout(
     Ok(line.trim().to_string())
 }
 
+/// The agent setting that lets test runners use host networking.
+pub const HOST_NETWORK_ENV: &str = "AUTOGIT_POLICY__ALLOW_HOST_NETWORK";
+
 /// Short reconnect timings for tests.
 pub const FAST_AGENT_CONFIG: &str = r#"
 [session]
@@ -378,6 +381,10 @@ impl Agent {
             .arg("--config")
             .arg(&self.config);
         cmd.env_remove("AUTOGIT_LOG").env("NO_COLOR", "1");
+        // Test pools run runners with `network_mode = "host"` (tests reach
+        // only loopback), which the host policy refuses by default; a test of
+        // that refusal sets `AUTOGIT_POLICY__ALLOW_HOST_NETWORK=false` in `env`.
+        cmd.env(HOST_NETWORK_ENV, "true");
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }

@@ -163,7 +163,9 @@ pub fn run(a: &DevArgs) -> anyhow::Result<()> {
     let token = String::from_utf8(token_out.stdout)?.lines().last().unwrap_or_default().to_string();
     let state = base.join("agent");
     let agent_cfg = base.join("agent.toml");
-    std::fs::write(&agent_cfg, format!("state_dir = \"{}\"\n", state.display()))?;
+    // The simulator's demo pool runs runners with host networking (they reach
+    // the simulator on loopback); the agent's host policy must allow it.
+    std::fs::write(&agent_cfg, format!("state_dir = \"{}\"\n[policy]\nallow_host_network = true\n", state.display()))?;
     let join = Command::new(bin("autogit-agent"))
         .arg("--config")
         .arg(&agent_cfg)

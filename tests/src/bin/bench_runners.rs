@@ -765,6 +765,7 @@ max_runners = 16
             .arg(&a.config)
             .arg("run")
             .env("AUTOGIT_LOG", log_level)
+            .env(harness::HOST_NETWORK_ENV, "true")
             .env("NO_COLOR", "1");
         let log = a.config.with_file_name("agent-bench.log");
         let (proc, _) = Killed::spawn(cmd, &log, false).context("start agent")?;

@@ -40,6 +40,7 @@ mod drains;
 mod gitlab_ops;
 mod handle;
 mod planning;
+mod refusals;
 mod reports;
 mod stops;
 mod view;
@@ -168,6 +169,8 @@ pub struct Reconciler {
     job_seen: HashMap<u64, OffsetDateTime>,
     /// `Settle` commands to answer at the end of this pass.
     settles: Vec<oneshot::Sender<()>>,
+    /// Pools an agent's host policy refused (see `refusals.rs`).
+    refusals: refusals::Refusals,
     handle: ReconcilerHandle,
 }
 
@@ -200,6 +203,7 @@ impl Reconciler {
             commands,
             job_seen: HashMap::new(),
             settles: Vec::new(),
+            refusals: refusals::Refusals::default(),
             handle: ReconcilerHandle {
                 status: Default::default(),
                 commands: Some(cmd_tx),
@@ -384,6 +388,26 @@ impl Reconciler {
             a.rec.log_tail = t;
         }
         tracing::info!(runner = %id, state = %phase, ?exit_code, reason = reason.as_deref().unwrap_or(""), "runner finished");
+        if phase == Phase::Failed && a.rec.started_at.is_none() {
+            let agent = a.rec.agent.0;
+            let hostname = self
+                .fleet
+                .scheduler_view()
+                .into_iter()
+                .find(|v| v.id == agent)
+                .map(|v| v.hostname)
+                .unwrap_or_else(|| agent.to_string());
+            let pool = self.cfg.pools.iter().find(|p| p.name == a.rec.pool);
+            if self.refusals.record(
+                pool,
+                agent,
+                &hostname,
+                reason.as_deref().unwrap_or(""),
+                Instant::now(),
+            ) {
+                tracing::warn!(runner = %id, pool = %a.rec.pool, %agent, "host policy refused the pool; not asking this agent again until the pool changes or the refusal expires");
+            }
+        }
         self.persist(&a.rec).await;
         self.event(
             &format!("runner.{phase}"),

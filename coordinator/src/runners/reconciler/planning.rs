@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::refusals;
 use super::view::{effective_pending, to_sched_runner};
 use super::{Reconciler, ReconcilerStatus};
 use crate::runners::Phase;
@@ -41,13 +42,21 @@ impl Reconciler {
             strategy: self.cfg.strategy,
             now,
         };
-        let plan = scheduler::plan(&input);
+        let refused = self.refusals.live(&input.pools, Instant::now());
+        let plan = refusals::plan_around(&input, &refused);
         let mut unmet: BTreeMap<String, String> = plan
             .unmet
             .iter()
-            .map(|u| (u.pool.clone(), u.reason.to_string()))
+            .map(|u| {
+                let reason = refusals::unmet_reason(&u.pool, &refused)
+                    .unwrap_or_else(|| u.reason.to_string());
+                (u.pool.clone(), reason)
+            })
             .collect();
         for start in plan.starts {
+            if refusals::blocked(&start.pool, start.placement.agent_id, &refused) {
+                continue;
+            }
             if let Some(b) = self.create_backoff.get(&start.pool)
                 && Instant::now() < b.until
             {

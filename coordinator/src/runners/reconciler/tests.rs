@@ -647,3 +647,84 @@ async fn reports_from_another_agent_change_nothing_and_unknown_containers_are_st
     quiet(&mut rx);
     assert_eq!(h.record(id).await.phase, Phase::Idle, "ours is adopted");
 }
+
+/// Every `StartRunner` sent so far (other messages dropped).
+fn starts(rx: &mut SessionRx) -> Vec<Uuid> {
+    let mut out = Vec::new();
+    while let Ok(m) = rx.try_recv() {
+        if let AgentCommand::StartRunner(s) = m {
+            out.push(s.runner_id);
+        }
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_host_policy_refusal_is_recorded_and_not_retried_on_that_agent() {
+    let mut h = Harness::start().await;
+    let mut rx = h.connect(vec![]);
+    h.pending(1);
+    let AgentCommand::StartRunner(start) = next_msg(&mut rx).await else {
+        panic!("expected StartRunner");
+    };
+    let id = start.runner_id;
+    let rule = "mount source \"/\" is not in policy.allowed_mount_sources";
+    h.agent_reports(RunnerReport {
+        container_id: None,
+        reason: Some(format!("refused by host policy: {rule}")),
+        ..report(id, ContainerState::Failed, 0)
+    });
+    h.settle().await;
+
+    let rec = h.record(id).await;
+    assert_eq!(rec.phase, Phase::Failed);
+    assert_eq!(
+        rec.reason.as_deref(),
+        Some(format!("refused by host policy: {rule}").as_str())
+    );
+
+    // Many passes with the job still pending: no second StartRunner.
+    h.run_for(Duration::from_secs(120), TICK).await;
+    assert_eq!(
+        starts(&mut rx),
+        Vec::<Uuid>::new(),
+        "a refused pool is not retried on the refusing agent"
+    );
+    assert_eq!(
+        h.handle.status().unmet.get("amd64").map(String::as_str),
+        Some(format!("refused by host policy on build-1: {rule}").as_str()),
+        "why pending names the host and the rule"
+    );
+
+    // Once the refusal expires the agent is asked once more (its policy may
+    // have changed), and only once.
+    h.run_for(super::refusals::RETRY_AFTER, Duration::from_secs(10))
+        .await;
+    let again = starts(&mut rx);
+    assert_eq!(again.len(), 1, "{again:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_ordinary_start_failure_is_not_taken_for_a_policy_refusal() {
+    let mut h = Harness::start().await;
+    let mut rx = h.connect(vec![]);
+    h.pending(1);
+    let AgentCommand::StartRunner(start) = next_msg(&mut rx).await else {
+        panic!("expected StartRunner");
+    };
+    h.agent_reports(RunnerReport {
+        container_id: None,
+        reason: Some("pull image: not found".into()),
+        ..report(start.runner_id, ContainerState::Failed, 0)
+    });
+    h.settle().await;
+    h.run_for(Duration::from_secs(30), TICK).await;
+    assert!(!starts(&mut rx).is_empty(), "a failed pull is tried again");
+    assert!(
+        !h.handle
+            .status()
+            .unmet
+            .get("amd64")
+            .is_some_and(|r| r.contains("host policy"))
+    );
+}
