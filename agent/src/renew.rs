@@ -107,4 +107,24 @@ mod tests {
         let j = renew_in(nb, na, nb, 0.1);
         assert!(j > Duration::from_secs(219) && j < Duration::from_secs(221));
     }
+
+    /// Fault 8: the coordinator's clock sets the validity dates; the agent's
+    /// clock is 24 h ahead (or 8 h behind). The certificate was received
+    /// just now on the agent's clock; it must be renewed at about 2/3 of its
+    /// 24 h life from now, not in a second (ahead) nor after expiry (behind).
+    #[test]
+    fn skewed_clock_renews_at_two_thirds_of_the_life_from_receipt() {
+        let coordinator_now = OffsetDateTime::UNIX_EPOCH + time::Duration::days(1000);
+        let not_before = coordinator_now - time::Duration::seconds(60);
+        let not_after = coordinator_now + time::Duration::hours(24);
+        for skew in [time::Duration::hours(24), time::Duration::hours(-8)] {
+            let received_local = coordinator_now + skew;
+            let issued = received_local.max(not_before); // what `issued_at` computes
+            let wait = renew_in(issued, not_after, received_local, 0.0);
+            assert!(
+                wait > Duration::from_secs(15 * 3600) && wait < Duration::from_secs(17 * 3600),
+                "skew {skew}: renews in {wait:?}"
+            );
+        }
+    }
 }

@@ -156,4 +156,35 @@ mod tests {
         s.save_renewed("cert2", "key2").unwrap();
         assert_eq!(s.load().unwrap().cert_pem, "cert2");
     }
+
+    /// Fault 5: a crash between the two renames of `save_renewed` leaves the
+    /// new key next to the old certificate. Loading must still give a pair
+    /// that works (the complete new pair is still on disk as `cert.pem.new`).
+    #[test]
+    fn crash_between_the_two_renames_still_loads_a_working_pair() {
+        use autogit_certs::{csr, AgentId, ClusterCa};
+        let ca = ClusterCa::generate("t").unwrap();
+        let agent = AgentId::new_random();
+        let pair = || {
+            let k = csr::generate("h").unwrap();
+            let c = ca.sign_agent_csr(&k.csr_pem, agent, std::time::Duration::from_secs(3600)).unwrap();
+            (k.key_pem, c.cert_pem)
+        };
+        let (old_key, old_cert) = pair();
+        let (new_key, new_cert) = pair();
+        let d = tempfile::tempdir().unwrap();
+        let s = StateDir::new(d.path().join("st"));
+        s.save(&Identity {
+            agent: AgentFile { agent_id: agent.to_string(), coordinator: "127.0.0.1:1".into() },
+            ca_pem: ca.cert_pem().into(),
+            cert_pem: old_cert,
+            key_pem: old_key,
+        })
+        .unwrap();
+        // The state after `rename(key.pem.new, key.pem)` and before the cert's rename.
+        fs::write(s.path().join(KEY_FILE), &new_key).unwrap();
+        fs::write(s.path().join("cert.pem.new"), &new_cert).unwrap();
+        let id = s.load().expect("a working identity");
+        autogit_certs::tls::agent_client_config(&id.ca_pem, &id.cert_pem, &id.key_pem).expect("key and certificate belong together");
+    }
 }
