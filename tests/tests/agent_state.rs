@@ -34,7 +34,8 @@ fn key_pem(dir: &Path) -> String {
         Err(_) => {
             let bundle = std::fs::read_to_string(dir.join("identity.pem")).unwrap();
             let start = bundle.find("-----BEGIN PRIVATE KEY-----").unwrap();
-            let end = bundle.find("-----END PRIVATE KEY-----").unwrap() + "-----END PRIVATE KEY-----".len();
+            let end = bundle.find("-----END PRIVATE KEY-----").unwrap()
+                + "-----END PRIVATE KEY-----".len();
             format!("{}\n", &bundle[start..end])
         }
     }
@@ -54,7 +55,10 @@ fn a_key_that_does_not_match_the_certificate_is_not_exit_78_and_says_how_to_rejo
     assert_ne!(status.code(), Some(78), "78 means revoked; log:\n{logs}");
     assert!(!status.success(), "{logs}");
     assert!(logs.contains("autogit-agent join --force"), "{logs}");
-    assert!(logs.contains(&addr), "the message names the coordinator: {logs}");
+    assert!(
+        logs.contains(&addr),
+        "the message names the coordinator: {logs}"
+    );
 }
 
 #[test]
@@ -65,7 +69,8 @@ fn a_state_dir_from_the_previous_release_still_connects() {
     let (cert, key) = (a.cert_pem().unwrap(), key_pem(&a.state_dir));
     to_legacy_layout(&a.state_dir, &cert, &key);
     a.start().unwrap();
-    c.wait_agent_state(&id, "ready", T).unwrap_or_else(|e| panic!("{e}: {}", a.logs()));
+    c.wait_agent_state(&id, "ready", T)
+        .unwrap_or_else(|e| panic!("{e}: {}", a.logs()));
 }
 
 #[test]
@@ -86,12 +91,23 @@ fn an_interrupted_renewal_of_the_previous_release_recovers_the_new_pair() {
         )
         .unwrap();
         let k = autogit_certs::csr::generate("old").unwrap();
-        ca.sign_agent_csr(&k.csr_pem, id.parse().unwrap(), Duration::from_secs(600)).unwrap().cert_pem
+        ca.sign_agent_csr(&k.csr_pem, id.parse().unwrap(), Duration::from_secs(600))
+            .unwrap()
+            .cert_pem
     };
     std::fs::write(a.state_dir.join("cert.pem"), other_cert).unwrap();
     std::fs::write(a.state_dir.join("cert.pem.new"), &cert).unwrap();
     a.start().unwrap();
-    c.wait_agent_state(&id, "ready", T).unwrap_or_else(|e| panic!("{e}: {}", a.logs()));
-    assert!(!a.state_dir.join("cert.pem.new").exists(), "leftover removed: {}", a.logs());
-    assert!(a.logs().contains("interrupted"), "the recovery is logged: {}", a.logs());
+    c.wait_agent_state(&id, "ready", T)
+        .unwrap_or_else(|e| panic!("{e}: {}", a.logs()));
+    assert!(
+        !a.state_dir.join("cert.pem.new").exists(),
+        "leftover removed: {}",
+        a.logs()
+    );
+    assert!(
+        a.logs().contains("interrupted"),
+        "the recovery is logged: {}",
+        a.logs()
+    );
 }

@@ -26,7 +26,11 @@ fn enroll_connect_and_inventory_visible_with_real_arch() {
     let id = a.join_ok(&addr, &token).unwrap();
     // Key material stays private on disk.
     use std::os::unix::fs::PermissionsExt;
-    for f in ["key.pem", "cert.pem"] {
+    assert!(
+        !a.state_dir.join("key.pem").exists(),
+        "key and certificate live together in identity.pem"
+    );
+    for f in ["identity.pem"] {
         let mode = std::fs::metadata(a.state_dir.join(f))
             .unwrap()
             .permissions()

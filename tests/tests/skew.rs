@@ -16,7 +16,10 @@ const TTL: &str = "9s";
 
 /// `faketime` on PATH, or `None` (with a message) where the test may skip.
 fn faketime() -> Option<PathBuf> {
-    let found = Command::new("faketime").arg("--version").output().is_ok_and(|o| o.status.success());
+    let found = Command::new("faketime")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if found {
         return Some(PathBuf::from("faketime"));
     }
@@ -32,8 +35,16 @@ fn faketime() -> Option<PathBuf> {
 fn skewed_agent(offset: &str, scratch: &tempfile::TempDir) -> Option<Agent> {
     faketime()?;
     let wrapper = scratch.path().join("skewed");
-    std::fs::write(&wrapper, format!("#!/bin/sh\nexec faketime -f \"{offset}\" \"$@\"\n")).unwrap();
-    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec faketime -f \"{offset}\" \"$@\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let mut a = Agent::new("").unwrap();
     a.runner = Some((wrapper, bin("autogit-agent")));
     Some(a)
@@ -45,27 +56,46 @@ fn renewals(c: &Coordinator) -> usize {
 
 fn joins_connects_and_renews_once(offset: &str) {
     let scratch = tempfile::tempdir().unwrap();
-    let Some(mut a) = skewed_agent(offset, &scratch) else { return };
+    let Some(mut a) = skewed_agent(offset, &scratch) else {
+        return;
+    };
     // The wrapper really skews the clock.
-    let out = Command::new(a.runner.as_ref().unwrap().0.as_os_str()).args(["date", "+%s"]).output().unwrap();
+    let out = Command::new(a.runner.as_ref().unwrap().0.as_os_str())
+        .args(["date", "+%s"])
+        .output()
+        .unwrap();
     let skewed: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    assert!((skewed - now).abs() > 7 * 3600, "faketime -f {offset} did not skew the clock");
+    assert!(
+        (skewed - now).abs() > 7 * 3600,
+        "faketime -f {offset} did not skew the clock"
+    );
 
     let mut c = Coordinator::init(&format!("[tls]\nagent_cert_ttl = \"{TTL}\"\n")).unwrap();
     c.start().unwrap();
     let id = a.join_ok(&c.grpc_addr(), &c.token(&[]).unwrap()).unwrap();
     let first = autogit_certs::CertInfo::from_pem(&a.cert_pem().unwrap()).unwrap();
     a.start().unwrap();
-    c.wait_agent_state(&id, "ready", T).unwrap_or_else(|e| panic!("{e}\nagent log:\n{}", a.logs()));
-    wait_for(T, "the first certificate renewal", || (renewals(&c) >= 1).then_some(()))
+    c.wait_agent_state(&id, "ready", T)
         .unwrap_or_else(|e| panic!("{e}\nagent log:\n{}", a.logs()));
-    assert!(time::OffsetDateTime::now_utc() < first.not_after, "renewed only after the certificate expired");
+    wait_for(T, "the first certificate renewal", || {
+        (renewals(&c) >= 1).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\nagent log:\n{}", a.logs()));
+    assert!(
+        time::OffsetDateTime::now_utc() < first.not_after,
+        "renewed only after the certificate expired"
+    );
     // The next renewal is due about 6 s later: a quiet 3 s shows there is no loop.
     let after_first = renewals(&c);
     std::thread::sleep(Duration::from_secs(3));
     let n = renewals(&c);
-    assert!(n <= after_first, "{} renewals in 3 s: renewing in a loop\nagent log:\n{}", n - after_first, a.logs());
+    assert!(
+        n <= after_first,
+        "{} renewals in 3 s: renewing in a loop\nagent log:\n{}",
+        n - after_first,
+        a.logs()
+    );
     assert_eq!(c.agents().unwrap()[0]["state"], "ready");
 }
 
