@@ -14,6 +14,8 @@ pub mod db;
 pub mod demand;
 pub mod enroll;
 pub mod fleet;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod gitlab;
 pub mod grpc;
 pub mod http;
