@@ -40,10 +40,10 @@ pub fn runner_report(data: &[u8]) {
             Err(e) => assert_clear_error("runner status", &e.to_string()),
         }
     }
-    if let Ok(msg) = pb::ManagedContainer::decode(data) {
-        if let Err(e) = RunnerReport::try_from(msg) {
-            assert_clear_error("managed container", &e.to_string());
-        }
+    if let Ok(msg) = pb::ManagedContainer::decode(data)
+        && let Err(e) = RunnerReport::try_from(msg)
+    {
+        assert_clear_error("managed container", &e.to_string());
     }
 }
 

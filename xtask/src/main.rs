@@ -3,9 +3,11 @@
 //! * `cargo xtask test`: the test command in README.md ([`test`]).
 //! * `cargo xtask dist`: cross-built, stripped agent binaries ([`dist`]).
 //! * `cargo xtask dev`: a local fleet on this host ([`dev`]).
+//! * `cargo xtask fuzz`: every cargo-fuzz target for a bounded time ([`fuzz`]).
 
 mod dev;
 mod dist;
+mod fuzz;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +36,8 @@ enum Cmd {
     /// Run a local fleet on this host: coordinator, one agent, SQLite, and the
     /// GitLab simulator with demo jobs when no GitLab is configured.
     Dev(dev::DevArgs),
+    /// Run each cargo-fuzz target in fuzz/ for a bounded time (installs cargo-fuzz if missing).
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
         Cmd::Test { args } => test::run(&args),
         Cmd::Dist(a) => dist::run(&a),
         Cmd::Dev(a) => dev::run(&a),
+        Cmd::Fuzz(a) => fuzz::run_fuzz(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
