@@ -13,11 +13,17 @@ use crate::docker::RunnerSpec;
 /// panic; bad input is a one-line error that never shows an env value
 /// (they carry the runner token), and neither does the spec's `Debug`.
 pub fn start_runner(data: &[u8]) {
-    let Ok(msg) = pb::StartRunner::decode(data) else { return };
+    let Ok(msg) = pb::StartRunner::decode(data) else {
+        return;
+    };
     // Strings that appear elsewhere in the message may legitimately show up.
     let mut others = msg.clone();
     let secrets: Vec<String> = match others.spec.as_mut() {
-        Some(spec) => spec.env.iter_mut().map(|v| std::mem::take(&mut v.value)).collect(),
+        Some(spec) => spec
+            .env
+            .iter_mut()
+            .map(|v| std::mem::take(&mut v.value))
+            .collect(),
         None => Vec::new(),
     };
     let others = format!("{others:?}");
@@ -29,7 +35,10 @@ pub fn start_runner(data: &[u8]) {
             m
         }
     };
-    for s in secrets.iter().filter(|s| s.len() >= 6 && !others.contains(s.as_str())) {
+    for s in secrets
+        .iter()
+        .filter(|s| s.len() >= 6 && !others.contains(s.as_str()))
+    {
         assert!(!shown.contains(s.as_str()), "an env value leaked: {shown}");
     }
 }
@@ -37,7 +46,9 @@ pub fn start_runner(data: &[u8]) {
 /// The agent's TOML configuration file → [`Config`]: no panic; bad input
 /// is a one-line error.
 pub fn config(data: &[u8]) {
-    let Some(path) = autogit_certs::fuzz::scratch_file("agent.toml", data) else { return };
+    let Some(path) = autogit_certs::fuzz::scratch_file("agent.toml", data) else {
+        return;
+    };
     if let Err(e) = Config::load(Some(&path), &[], &Overrides::default()) {
         assert_clear_error("agent config", &e.to_string());
     }

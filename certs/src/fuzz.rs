@@ -12,12 +12,17 @@ use crate::JoinToken;
 /// Assert that `msg` (an error's `Display`) is a clear error.
 pub fn assert_clear_error(what: &str, msg: &str) {
     assert!(!msg.trim().is_empty(), "{what}: empty error message");
-    assert!(!msg.contains('\n'), "{what}: multi-line error message: {msg:?}");
+    assert!(
+        !msg.contains('\n'),
+        "{what}: multi-line error message: {msg:?}"
+    );
 }
 
 /// `fuzz/corpus/<target>` in this checkout.
 pub fn corpus_dir(target: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target)
 }
 
 /// Run `body` on every file of `target`'s corpus; panics naming the file
@@ -44,7 +49,8 @@ pub fn replay_corpus(target: &str, body: fn(&[u8])) {
 pub fn scratch_file(name: &str, data: &[u8]) -> Option<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("autogit-fuzz-{}", std::process::id()));
     std::fs::create_dir_all(&dir).ok()?;
-    let path = dir.join(format!("{:?}-{name}", std::thread::current().id()).replace(['(', ')'], ""));
+    let path =
+        dir.join(format!("{:?}-{name}", std::thread::current().id()).replace(['(', ')'], ""));
     std::fs::write(&path, data).ok()?;
     Some(path)
 }
@@ -53,7 +59,9 @@ pub fn scratch_file(name: &str, data: &[u8]) -> Option<std::path::PathBuf> {
 /// never shows its secret in `Debug`; an invalid one is a one-line error
 /// that never echoes the input (which may hold a secret).
 pub fn join_token(data: &[u8]) {
-    let Ok(s) = std::str::from_utf8(data) else { return };
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
     match JoinToken::parse(s) {
         Ok(t) => {
             let exposed = t.expose();
@@ -69,7 +77,10 @@ pub fn join_token(data: &[u8]) {
             assert_clear_error("join token", &msg);
             assert!(msg.starts_with("malformed join token"), "{msg}");
             let input = s.trim();
-            assert!(input.len() < 8 || !msg.contains(input), "the error echoes the input: {msg}");
+            assert!(
+                input.len() < 8 || !msg.contains(input),
+                "the error echoes the input: {msg}"
+            );
         }
     }
 }

@@ -22,7 +22,9 @@ pub fn job_hook(data: &[u8]) {
 /// `Inventory` bytes (in `Hello` and inventory updates) → the domain
 /// [`Inventory`]: no panic; bad input is a one-line error.
 pub fn inventory(data: &[u8]) {
-    let Ok(msg) = pb::Inventory::decode(data) else { return };
+    let Ok(msg) = pb::Inventory::decode(data) else {
+        return;
+    };
     if let Err(e) = Inventory::try_from(msg) {
         assert_clear_error("inventory", &e.to_string());
     }
@@ -50,7 +52,9 @@ pub fn runner_report(data: &[u8]) {
 /// The coordinator's TOML configuration file → [`Config`]: no panic; bad
 /// input is a one-line error.
 pub fn config(data: &[u8]) {
-    let Some(path) = autogit_certs::fuzz::scratch_file("coordinator.toml", data) else { return };
+    let Some(path) = autogit_certs::fuzz::scratch_file("coordinator.toml", data) else {
+        return;
+    };
     if let Err(e) = Config::load(Some(&path), &[], &Overrides::default()) {
         assert_clear_error("coordinator config", &e.to_string());
     }

@@ -46,14 +46,56 @@ fn write_protobuf_seeds() {
         cpu_threads: 32,
         riscv_isa: String::new(),
         mem_total_bytes: 64 << 30,
-        docker: Some(pb::DockerInfo { available: true, version: "20.10".into(), api_version: "1.41".into(), root_dir: "/var/lib/docker".into(), root_free_bytes: 1 << 40, error: String::new() }),
+        docker: Some(pb::DockerInfo {
+            available: true,
+            version: "20.10".into(),
+            api_version: "1.41".into(),
+            root_dir: "/var/lib/docker".into(),
+            root_free_bytes: 1 << 40,
+            error: String::new(),
+        }),
         labels: [("rack".to_string(), "b3".to_string())].into(),
-        gpus: vec![pb::Gpu { vendor: pb::GpuVendor::Nvidia as i32, index: 0, uuid: "GPU-1".into(), name: "H100".into(), memory_bytes: 80 << 30, ..Default::default() }],
+        gpus: vec![pb::Gpu {
+            vendor: pb::GpuVendor::Nvidia as i32,
+            index: 0,
+            uuid: "GPU-1".into(),
+            name: "H100".into(),
+            memory_bytes: 80 << 30,
+            ..Default::default()
+        }],
     };
     write("inventory", "valid", inv.encode_to_vec());
-    write("inventory", "riscv", pb::Inventory { arch: "riscv64".into(), riscv_isa: "rv64imafdc".into(), ..inv.clone() }.encode_to_vec());
-    write("inventory", "no-hostname", pb::Inventory { hostname: String::new(), ..inv.clone() }.encode_to_vec());
-    write("inventory", "bad-gpu-vendor", pb::Inventory { gpus: vec![pb::Gpu { vendor: 9, ..Default::default() }], ..inv.clone() }.encode_to_vec());
+    write(
+        "inventory",
+        "riscv",
+        pb::Inventory {
+            arch: "riscv64".into(),
+            riscv_isa: "rv64imafdc".into(),
+            ..inv.clone()
+        }
+        .encode_to_vec(),
+    );
+    write(
+        "inventory",
+        "no-hostname",
+        pb::Inventory {
+            hostname: String::new(),
+            ..inv.clone()
+        }
+        .encode_to_vec(),
+    );
+    write(
+        "inventory",
+        "bad-gpu-vendor",
+        pb::Inventory {
+            gpus: vec![pb::Gpu {
+                vendor: 9,
+                ..Default::default()
+            }],
+            ..inv.clone()
+        }
+        .encode_to_vec(),
+    );
     write("inventory", "empty", Vec::new());
     let status = pb::RunnerStatus {
         runner_id: "0b8a3f52-8d2f-4c39-9c5e-2f7d1f0f6b11".into(),
@@ -65,9 +107,35 @@ fn write_protobuf_seeds() {
         at_unix_ms: 1_700_000_000_000,
     };
     write("runner_report", "status-valid", status.encode_to_vec());
-    write("runner_report", "status-bad-state", pb::RunnerStatus { state: 42, ..status.clone() }.encode_to_vec());
-    write("runner_report", "status-no-id", pb::RunnerStatus { runner_id: String::new(), ..status.clone() }.encode_to_vec());
-    let container = pb::ManagedContainer { runner_id: "r1".into(), container_id: "c1".into(), pool: "p".into(), state: pb::RunnerState::Running as i32, exit_code: 0 };
-    write("runner_report", "container-valid", container.encode_to_vec());
+    write(
+        "runner_report",
+        "status-bad-state",
+        pb::RunnerStatus {
+            state: 42,
+            ..status.clone()
+        }
+        .encode_to_vec(),
+    );
+    write(
+        "runner_report",
+        "status-no-id",
+        pb::RunnerStatus {
+            runner_id: String::new(),
+            ..status.clone()
+        }
+        .encode_to_vec(),
+    );
+    let container = pb::ManagedContainer {
+        runner_id: "r1".into(),
+        container_id: "c1".into(),
+        pool: "p".into(),
+        state: pb::RunnerState::Running as i32,
+        exit_code: 0,
+    };
+    write(
+        "runner_report",
+        "container-valid",
+        container.encode_to_vec(),
+    );
     write("runner_report", "empty", Vec::new());
 }

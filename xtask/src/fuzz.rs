@@ -40,9 +40,16 @@ struct Outcome {
 pub fn run_fuzz(args: &FuzzArgs) -> anyhow::Result<()> {
     let fuzz_dir = root().join("fuzz");
     ensure_cargo_fuzz()?;
-    let targets = if args.targets.is_empty() { all_targets(&fuzz_dir)? } else { args.targets.clone() };
+    let targets = if args.targets.is_empty() {
+        all_targets(&fuzz_dir)?
+    } else {
+        args.targets.clone()
+    };
     if targets.is_empty() {
-        bail!("no fuzz targets in {}", fuzz_dir.join("fuzz_targets").display());
+        bail!(
+            "no fuzz targets in {}",
+            fuzz_dir.join("fuzz_targets").display()
+        );
     }
     let mut build = cargo_fuzz(&fuzz_dir);
     build.args(["build", "--sanitizer", &args.sanitizer]);
@@ -61,7 +68,9 @@ pub fn run_fuzz(args: &FuzzArgs) -> anyhow::Result<()> {
             .arg("-print_final_stats=1")
             .stderr(Stdio::piped());
         eprintln!("xtask: fuzzing {target} for {} s", args.seconds);
-        let out = cmd.output().with_context(|| format!("run cargo fuzz run {target}"))?;
+        let out = cmd
+            .output()
+            .with_context(|| format!("run cargo fuzz run {target}"))?;
         let log = String::from_utf8_lossy(&out.stderr);
         let stats = log
             .lines()
@@ -69,7 +78,10 @@ pub fn run_fuzz(args: &FuzzArgs) -> anyhow::Result<()> {
             .find(|l| l.contains("DONE") || l.contains("cov:"))
             .unwrap_or("no status line")
             .to_string();
-        let runs = log.lines().find_map(|l| l.strip_prefix("stat::number_of_executed_units:")).map(str::trim);
+        let runs = log
+            .lines()
+            .find_map(|l| l.strip_prefix("stat::number_of_executed_units:"))
+            .map(str::trim);
         let stats = match runs {
             Some(n) => format!("{n} runs; {stats}"),
             None => stats,
@@ -78,22 +90,40 @@ pub fn run_fuzz(args: &FuzzArgs) -> anyhow::Result<()> {
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
             eprintln!("{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
         }
-        outcomes.push(Outcome { target: target.clone(), ok: out.status.success(), stats });
+        outcomes.push(Outcome {
+            target: target.clone(),
+            ok: out.status.success(),
+            stats,
+        });
     }
     println!("{:<20} {:<6} last status", "target", "result");
     for o in &outcomes {
-        println!("{:<20} {:<6} {}", o.target, if o.ok { "ok" } else { "FAILED" }, o.stats);
+        println!(
+            "{:<20} {:<6} {}",
+            o.target,
+            if o.ok { "ok" } else { "FAILED" },
+            o.stats
+        );
     }
-    let failed: Vec<&str> = outcomes.iter().filter(|o| !o.ok).map(|o| o.target.as_str()).collect();
+    let failed: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| !o.ok)
+        .map(|o| o.target.as_str())
+        .collect();
     if !failed.is_empty() {
-        bail!("fuzz targets failed: {} (inputs in fuzz/artifacts/)", failed.join(", "));
+        bail!(
+            "fuzz targets failed: {} (inputs in fuzz/artifacts/)",
+            failed.join(", ")
+        );
     }
     Ok(())
 }
 
 fn cargo_fuzz(fuzz_dir: &Path) -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.current_dir(fuzz_dir).arg("fuzz").env("RUSTC_BOOTSTRAP", "1");
+    c.current_dir(fuzz_dir)
+        .arg("fuzz")
+        .env("RUSTC_BOOTSTRAP", "1");
     c
 }
 
@@ -109,7 +139,9 @@ fn ensure_cargo_fuzz() -> anyhow::Result<()> {
     if present {
         return Ok(());
     }
-    eprintln!("xtask: cargo-fuzz is missing; installing it with `cargo install cargo-fuzz --locked`");
+    eprintln!(
+        "xtask: cargo-fuzz is missing; installing it with `cargo install cargo-fuzz --locked`"
+    );
     let mut install = Command::new(&cargo);
     install.args(["install", "cargo-fuzz", "--locked"]);
     run(install)
@@ -121,7 +153,12 @@ fn all_targets(fuzz_dir: &Path) -> anyhow::Result<Vec<String>> {
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .with_context(|| format!("list {}", dir.display()))?
         .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".rs")).map(str::to_string))
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".rs"))
+                .map(str::to_string)
+        })
         .collect();
     names.sort();
     Ok(names)
