@@ -70,7 +70,11 @@ pub fn join_token(data: &[u8]) {
             assert_eq!(again.ca_fingerprint(), t.ca_fingerprint());
             assert!(again.matches_hash(&t.secret_hash()));
             let secret = exposed.rsplit('.').next().unwrap_or_default();
-            assert!(!format!("{t:?}").contains(secret), "Debug shows the secret");
+            // Unless the secret happens to spell part of the public fields.
+            let public = [t.ca_fingerprint().to_string(), t.id().to_string()];
+            if !public.iter().any(|p| p.contains(secret)) {
+                assert!(!format!("{t:?}").contains(secret), "Debug shows the secret");
+            }
         }
         Err(e) => {
             let msg = e.to_string();
