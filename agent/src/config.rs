@@ -209,7 +209,9 @@ fn format_figment(e: figment::Error) -> String {
         .map(|e| {
             let key = if e.path.is_empty() { String::new() } else { format!("{}: ", e.path.join(".")) };
             let src = e.metadata.as_ref().and_then(|m| m.source.as_ref()).map(|s| format!(" (from {s})")).unwrap_or_default();
-            format!("{key}{}{src}", e.kind)
+            // One line, whatever the parser's message looks like.
+            let kind = e.kind.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+            format!("{key}{kind}{src}")
         })
         .collect::<Vec<_>>()
         .join("; ")

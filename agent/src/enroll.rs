@@ -4,7 +4,8 @@
 //! 2. Connect with TLS that trusts only a CA whose SHA-256 matches the
 //!    fingerprint inside the token: the secret is sent only after that.
 //! 3. Send the token and a CSR; receive a short-lived certificate.
-//! 4. Store key, certificate, CA and coordinator address in the state dir.
+//! 4. Store key, certificate (in one file, with the local time it arrived),
+//!    CA and coordinator address in the state dir.
 
 use std::time::Duration;
 
@@ -74,6 +75,7 @@ pub async fn join(state: &StateDir, req: JoinRequest<'_>) -> Result<String, Join
         ca_pem: resp.ca_pem,
         cert_pem: resp.certificate_pem,
         key_pem: keys.key_pem,
+        received_at: time::OffsetDateTime::now_utc(),
     })?;
     Ok(resp.agent_id)
 }

@@ -16,6 +16,8 @@ pub mod cli;
 pub mod config;
 pub mod docker;
 pub mod enroll;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod inventory;
 pub mod policy;
 pub mod renew;

@@ -33,8 +33,11 @@ const EVENT_BUFFER: usize = 1024;
 /// Why `run` stopped for good.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// The state dir has no usable identity (exit 1: systemd restarts the
+    /// agent, which starts working once it has been re-joined).
     #[error(transparent)]
     State(#[from] crate::state::StateError),
+    /// The coordinator said this agent is revoked or unknown (exit 78).
     #[error("coordinator refuses this agent: {0}")]
     Refused(String),
 }
@@ -46,6 +49,8 @@ enum End {
     Retry(String),
     /// Revoked or unknown: retrying cannot help.
     Fatal(String),
+    /// No usable key and certificate on disk: only re-joining can help.
+    Identity(crate::state::StateError),
 }
 
 /// Long-lived parts shared by every session.
@@ -95,7 +100,8 @@ fn same_inventory(a: &Inventory, b: &Inventory) -> bool {
 /// Run until `shutdown` (Ok) or until the coordinator refuses this agent.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     let state = StateDir::new(&cfg.state_dir);
-    let identity = state.load()?;
+    // Recover from an interrupted renewal, migrate an older layout.
+    let identity = state.repair()?;
     tracing::info!(agent = %identity.agent.agent_id, coordinator = %identity.agent.coordinator, "starting agent");
     let (events_tx, mut events_rx) = mpsc::channel::<RunnerEvent>(EVENT_BUFFER);
     let (docker, docker_error) = match DockerEngine::connect(cfg.docker.socket.as_deref()).await {
@@ -136,6 +142,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
         match agent.session(&mut events_rx, &shutdown).await {
             End::Shutdown => break Ok(()),
             End::Fatal(msg) => break Err(RunError::Refused(msg)),
+            End::Identity(e) => break Err(RunError::State(e)),
             End::Retry(msg) => {
                 if started.elapsed() > STABLE_SESSION {
                     backoff.reset();
@@ -170,13 +177,22 @@ fn send_now(tx: &mpsc::Sender<pb::AgentMessage>, msg: pb::agent_message::Msg) ->
 
 impl Agent {
     async fn session(&mut self, events: &mut mpsc::Receiver<RunnerEvent>, shutdown: &CancellationToken) -> End {
+        // A broken identity is a local problem, never "refused" (exit 78
+        // tells systemd not to restart; that is for revocation only).
         let id = match self.state.load() {
             Ok(id) => id,
-            Err(e) => return End::Fatal(e.to_string()),
+            Err(e) => return End::Identity(e),
         };
         let tls = match autogit_certs::tls::agent_client_config(&id.ca_pem, &id.cert_pem, &id.key_pem) {
             Ok(t) => t,
-            Err(e) => return End::Fatal(format!("load agent certificate: {e}")),
+            Err(e) => {
+                return End::Identity(crate::state::StateError::NoUsableIdentity {
+                    dir: self.state.path().to_path_buf(),
+                    agent_id: id.agent.agent_id.clone(),
+                    coordinator: id.agent.coordinator.clone(),
+                    problems: format!("TLS client configuration: {e}"),
+                });
+            }
         };
         let channel = tokio::select! {
             _ = shutdown.cancelled() => return End::Shutdown,

@@ -16,8 +16,17 @@ use crate::{AgentId, CertInfo, Fingerprint, PkiError};
 
 /// How long the cluster CA itself is valid.
 pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
-/// Certificates are valid from slightly in the past to absorb clock skew.
-const BACKDATE: Duration = Duration::from_secs(60);
+/// How far in the past the CA and the coordinator's server certificate
+/// start to be valid. Agents verify both with their own clock, which may be
+/// wrong: an agent up to this far behind still accepts a coordinator that
+/// was initialised (or restarted) a moment ago. See `docs/security.md`.
+pub const TRUST_BACKDATE: Duration = Duration::from_secs(48 * 3600);
+/// How far in the past client (agent, operator) certificates start to be
+/// valid. Only the coordinator verifies them, with the clock that issued
+/// them, so this only absorbs a small step back of that clock. Agents
+/// subtract it to learn the lifetime they were given
+/// ([`CertInfo::issued_lifetime`](crate::CertInfo::issued_lifetime)).
+pub const CLIENT_BACKDATE: Duration = Duration::from_secs(60);
 
 /// The CA certificate and its signing key. `Debug` shows only the fingerprint.
 pub struct ClusterCa {
@@ -49,9 +58,11 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&b)
 }
 
-fn validity(ttl: Duration) -> (OffsetDateTime, OffsetDateTime) {
+/// (notBefore, notAfter) for a certificate issued now: valid from `backdate`
+/// ago for `ttl` from now.
+fn validity(ttl: Duration, backdate: Duration) -> (OffsetDateTime, OffsetDateTime) {
     let now = OffsetDateTime::now_utc();
-    (now - BACKDATE, now + ttl)
+    (now - backdate, now + ttl)
 }
 
 impl ClusterCa {
@@ -70,7 +81,7 @@ impl ClusterCa {
             KeyUsagePurpose::DigitalSignature,
         ];
         params.serial_number = Some(random_serial());
-        (params.not_before, params.not_after) = validity(CA_VALIDITY);
+        (params.not_before, params.not_after) = validity(CA_VALIDITY, TRUST_BACKDATE);
         let cert = params.self_signed(&key)?;
         let cert_pem = cert.pem();
         Self::load(&cert_pem, &key.serialize_pem())
@@ -169,7 +180,7 @@ impl ClusterCa {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;
         params.serial_number = Some(random_serial());
-        (params.not_before, params.not_after) = validity(ttl);
+        (params.not_before, params.not_after) = validity(ttl, CLIENT_BACKDATE);
         let cert = params.signed_by(&csr.public_key, &self.issuer)?;
         let cert_pem = cert.pem();
         Ok(IssuedCert {
@@ -195,7 +206,7 @@ impl ClusterCa {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
         params.serial_number = Some(random_serial());
-        (params.not_before, params.not_after) = validity(ttl);
+        (params.not_before, params.not_after) = validity(ttl, TRUST_BACKDATE);
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok((
             format!("{}{}", cert.pem(), self.cert_pem),
@@ -250,5 +261,74 @@ mod tests {
             .sign_agent_csr("not a csr", AgentId::new_random(), Duration::from_secs(60))
             .unwrap_err();
         assert!(matches!(err, PkiError::InvalidCsr(_)));
+    }
+
+    /// Verify the coordinator's server certificate the way an agent does,
+    /// with the agent's clock at `skew` from the true time.
+    fn agent_accepts_server_at(ca: &ClusterCa, skew: time::Duration) -> Result<(), rustls::Error> {
+        use rustls::client::danger::ServerCertVerifier;
+        use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+        let (chain, _key) = ca
+            .issue_server_cert(
+                &[crate::tls::COORDINATOR_NAME.to_string()],
+                Duration::from_secs(90 * 86400),
+            )
+            .unwrap();
+        let certs = crate::tls::certs_from_pem(&chain).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(first_cert_der(ca.cert_pem()).unwrap()))
+            .unwrap();
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            crate::tls::provider(),
+        )
+        .build()
+        .unwrap();
+        let at = (OffsetDateTime::now_utc() + skew).unix_timestamp() as u64;
+        verifier
+            .verify_server_cert(
+                &certs[0],
+                &certs[1..],
+                &ServerName::try_from(crate::tls::COORDINATOR_NAME).unwrap(),
+                &[],
+                UnixTime::since_unix_epoch(Duration::from_secs(at)),
+            )
+            .map(|_| ())
+    }
+
+    #[test]
+    fn a_fresh_ca_and_server_certificate_are_accepted_by_a_clock_25h_behind_or_ahead() {
+        let ca = ClusterCa::generate("test").unwrap();
+        for hours in [-25, -8, 0, 8, 25] {
+            agent_accepts_server_at(&ca, time::Duration::hours(hours))
+                .unwrap_or_else(|e| panic!("{hours} h: {e}"));
+        }
+    }
+
+    #[test]
+    fn the_skew_margin_is_bounded() {
+        // Negative: a clock further behind than the documented margin is refused.
+        let ca = ClusterCa::generate("test").unwrap();
+        let beyond = time::Duration::try_from(TRUST_BACKDATE).unwrap() + time::Duration::hours(1);
+        let err = agent_accepts_server_at(&ca, -beyond).unwrap_err();
+        assert!(err.to_string().contains("not valid yet"), "{err}");
+    }
+
+    #[test]
+    fn client_certificates_keep_their_lifetime() {
+        // Agents measure renewal from the lifetime they were given; a large
+        // back-date would make it look longer than it is.
+        let ca = ClusterCa::generate("test").unwrap();
+        let kc = csr::generate("host1").unwrap();
+        let issued = ca
+            .sign_agent_csr(&kc.csr_pem, AgentId::new_random(), Duration::from_secs(9))
+            .unwrap();
+        assert_eq!(issued.info.issued_lifetime(), Duration::from_secs(9));
+        let lead = OffsetDateTime::now_utc() - issued.info.not_before;
+        assert!(
+            lead <= time::Duration::seconds(70),
+            "client certs are back-dated only {CLIENT_BACKDATE:?}: {lead}"
+        );
     }
 }

@@ -100,6 +100,19 @@ impl CertInfo {
         Self::from_der(&der)
     }
 
+    /// The lifetime the CA gave this certificate: notAfter - notBefore, less
+    /// the CA's [`CLIENT_BACKDATE`](crate::ca::CLIENT_BACKDATE). Both dates
+    /// come from the issuer's clock, so this never depends on the local one.
+    pub fn issued_lifetime(&self) -> std::time::Duration {
+        let span = (self.not_after - self.not_before).max(time::Duration::ZERO);
+        let span = std::time::Duration::try_from(span).unwrap_or_default();
+        match span.checked_sub(crate::ca::CLIENT_BACKDATE) {
+            Some(life) if !life.is_zero() => life,
+            // Not one of ours (or back-dated differently): the whole span.
+            _ => span,
+        }
+    }
+
     /// The agent identity, if this is an agent certificate.
     pub fn agent_id(&self) -> Option<AgentId> {
         match self.principal {
@@ -109,6 +122,18 @@ impl CertInfo {
     }
 }
 
+/// Whether the PEM private key `key_pem` belongs to the first certificate
+/// in `cert_pem` (their public keys are the same). Errors name the file
+/// content that cannot be parsed; the key itself is never shown.
+pub fn key_matches_cert(cert_pem: &str, key_pem: &str) -> Result<bool, PkiError> {
+    let der = first_cert_der(cert_pem)?;
+    let (_, cert) = X509Certificate::from_der(&der)
+        .map_err(|e| PkiError::InvalidCert(format!("cannot parse DER: {e}")))?;
+    let key = rcgen::KeyPair::from_pem(key_pem)
+        .map_err(|_| PkiError::InvalidKey("not a PEM PKCS#8 private key".into()))?;
+    Ok(rcgen::PublicKeyData::subject_public_key_info(&key) == cert.tbs_certificate.subject_pki.raw)
+}
+
 /// DER of the first certificate in a PEM bundle.
 pub fn first_cert_der(pem: &str) -> Result<Vec<u8>, PkiError> {
     let mut reader = pem.as_bytes();
@@ -116,5 +141,34 @@ pub fn first_cert_der(pem: &str) -> Result<Vec<u8>, PkiError> {
         Some(Ok(der)) => Ok(der.to_vec()),
         Some(Err(e)) => Err(PkiError::InvalidCert(format!("bad PEM: {e}"))),
         None => Err(PkiError::InvalidCert("no CERTIFICATE block in PEM".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ClusterCa, csr};
+
+    #[test]
+    fn key_matches_only_its_own_certificate() {
+        let ca = ClusterCa::generate("t").unwrap();
+        let mine = csr::generate("h").unwrap();
+        let other = csr::generate("h").unwrap();
+        let cert = ca
+            .sign_agent_csr(
+                &mine.csr_pem,
+                AgentId::new_random(),
+                std::time::Duration::from_secs(60),
+            )
+            .unwrap();
+        assert!(key_matches_cert(&cert.cert_pem, &mine.key_pem).unwrap());
+        assert!(!key_matches_cert(&cert.cert_pem, &other.key_pem).unwrap());
+        let err =
+            key_matches_cert(&cert.cert_pem, "-----BEGIN PRIVATE KEY-----\nAAAA").unwrap_err();
+        assert!(matches!(err, PkiError::InvalidKey(_)), "{err}");
+        assert!(matches!(
+            key_matches_cert("garbage", &mine.key_pem),
+            Err(PkiError::InvalidCert(_))
+        ));
     }
 }

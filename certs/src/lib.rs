@@ -17,6 +17,8 @@
 pub mod ca;
 pub mod csr;
 pub mod fingerprint;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod identity;
 pub mod tls;
 pub mod token;

@@ -16,6 +16,8 @@ pub mod demand;
 pub mod edge;
 pub mod enroll;
 pub mod fleet;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod gitlab;
 pub mod grpc;
 pub mod http;

@@ -414,8 +414,11 @@ impl Agent {
             .ok_or_else(|| anyhow!("agent.json has no agent_id"))
     }
 
+    /// The agent's current certificate, read the way the agent reads it.
     pub fn cert_pem(&self) -> anyhow::Result<String> {
-        Ok(std::fs::read_to_string(self.state_dir.join("cert.pem"))?)
+        Ok(autogit_agent::state::StateDir::new(&self.state_dir)
+            .load()?
+            .cert_pem)
     }
 
     /// Start `run`.

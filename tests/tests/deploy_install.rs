@@ -518,7 +518,7 @@ fn install_with_a_token_enrolls_and_the_installed_agent_becomes_ready() {
     );
     let state = root.join("var/lib/autogit-agent");
     assert_eq!(
-        mode(&state.join("key.pem")) & 0o077,
+        mode(&state.join("identity.pem")) & 0o077,
         0,
         "private key is private"
     );
@@ -567,7 +567,7 @@ for d in proc sys dev; do mount --rbind "/$d" "{t}/merged/$d"; done
 chroot "{t}/merged" /bin/sh -eu -c '
     sh {install} --binary {agent} --coordinator {addr} --token-file {token_file} --no-start
     echo "USER $(id -un autogit) $(id -Gn autogit)"
-    echo "STAT $(stat -c "%U:%G:%a" /usr/local/bin/autogit-agent /etc/autogit/agent.toml /var/lib/autogit-agent /var/lib/autogit-agent/key.pem /var/lib/autogit-agent/agent.json | tr "\n" " ")"
+    echo "STAT $(stat -c "%U:%G:%a" /usr/local/bin/autogit-agent /etc/autogit/agent.toml /var/lib/autogit-agent /var/lib/autogit-agent/identity.pem /var/lib/autogit-agent/agent.json | tr "\n" " ")"
     sh {install} --uninstall --purge
     if id autogit >/dev/null 2>&1; then echo "PURGE user-left"; else echo "PURGE user-gone"; fi
     ls /var/lib/autogit-agent /usr/local/bin/autogit-agent /etc/systemd/system/autogit-agent.service 2>/dev/null || echo "PURGE files-gone"

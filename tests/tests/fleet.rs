@@ -26,14 +26,16 @@ fn enroll_connect_and_inventory_visible_with_real_arch() {
     let id = a.join_ok(&addr, &token).unwrap();
     // Key material stays private on disk.
     use std::os::unix::fs::PermissionsExt;
-    for f in ["key.pem", "cert.pem"] {
-        let mode = std::fs::metadata(a.state_dir.join(f))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!(mode, 0o600, "{f}");
-    }
+    assert!(
+        !a.state_dir.join("key.pem").exists(),
+        "key and certificate live together in identity.pem"
+    );
+    let mode = std::fs::metadata(a.state_dir.join("identity.pem"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "identity.pem holds the private key");
     a.start().unwrap();
     let agent = c.wait_agent_state(&id, "ready", T).unwrap();
     let uname = nix::sys::utsname::uname().unwrap();

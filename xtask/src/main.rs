@@ -4,10 +4,12 @@
 //! * `cargo xtask dist`: cross-built, stripped agent binaries ([`dist`]).
 //! * `cargo xtask dev`: a local fleet on this host ([`dev`]).
 //! * `cargo xtask faults`: the fault suite ([`faults`]).
+//! * `cargo xtask fuzz`: every cargo-fuzz target for a bounded time ([`fuzz`]).
 
 mod dev;
 mod dist;
 mod faults;
+mod fuzz;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -42,6 +44,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run each cargo-fuzz target in fuzz/ for a bounded time (installs cargo-fuzz if missing).
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +55,7 @@ fn main() -> ExitCode {
         Cmd::Dist(a) => dist::run(&a),
         Cmd::Dev(a) => dev::run(&a),
         Cmd::Faults { args } => faults::run(&args),
+        Cmd::Fuzz(a) => fuzz::run_fuzz(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -540,7 +540,9 @@ fn format_figment(e: figment::Error) -> String {
                 .and_then(|m| m.source.as_ref())
                 .map(|s| format!(" (from {s})"))
                 .unwrap_or_default();
-            format!("{key}{}{src}", e.kind)
+            // One line, whatever the parser's message looks like.
+            let kind = e.kind.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+            format!("{key}{kind}{src}")
         })
         .collect::<Vec<_>>()
         .join("; ")
