@@ -27,6 +27,7 @@ const KEYS: &[&str] = &[
     "scheduler",
     "pools",
     "limits",
+    "session_ttl",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,6 +64,14 @@ pub struct Config {
     /// What a peer on the network may hold: connections, timeouts, rates.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Dashboard sessions (`POST /login`) end this long after sign-in
+    /// (at most 7 days).
+    #[serde(default = "default_session_ttl", with = "humantime_serde")]
+    pub session_ttl: Duration,
+}
+
+fn default_session_ttl() -> Duration {
+    crate::admin::sessions::DEFAULT_TTL
 }
 
 /// Bounds on what peers can make the coordinator hold (`[limits]`).
@@ -325,6 +334,7 @@ impl Default for Config {
             scheduler: SchedulerConfig::default(),
             pools: Vec::new(),
             limits: LimitsConfig::default(),
+            session_ttl: default_session_ttl(),
         }
     }
 }
@@ -465,6 +475,14 @@ impl Config {
             );
         }
         self.limits.validate()?;
+        if let Err(e) = crate::bounds::check(
+            "session_ttl",
+            self.session_ttl,
+            crate::bounds::MIN_SESSION_TTL,
+            crate::bounds::MAX_SESSION_TTL,
+        ) {
+            return invalid("session_ttl", e.to_string());
+        }
         Ok(())
     }
 
