@@ -20,6 +20,8 @@ const KEYS: &[&str] = &[
     "data_dir",
     "grpc_listen",
     "http_listen",
+    "http_tls",
+    "metrics",
     "tls",
     "agents",
     "gitlab",
@@ -670,5 +672,25 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, ConfigError::MissingFile(_)));
+    }
+
+    #[test]
+    fn metrics_and_session_ttl_come_from_the_environment_and_are_bounded() {
+        let e = env(&[
+            ("AUTOGIT_METRICS", "authenticated"),
+            ("AUTOGIT_SESSION_TTL", "1h"),
+        ]);
+        let c = Config::load(None, &e, &Overrides::default()).unwrap();
+        assert_eq!(c.metrics, MetricsAccess::Authenticated);
+        assert_eq!(c.session_ttl, Duration::from_secs(3600));
+        let d = Config::load(None, &[], &Overrides::default()).unwrap();
+        assert_eq!(d.session_ttl, Duration::from_secs(12 * 3600));
+        for bad in ["8d", "0s"] {
+            let e = env(&[("AUTOGIT_SESSION_TTL", bad)]);
+            let err = Config::load(None, &e, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("session_ttl"), "{bad}: {err}");
+        }
     }
 }

@@ -159,6 +159,7 @@ pub async fn run(
         reconciler: reconciler_handle.clone(),
         demand: demand_handle.clone(),
         server_cert_expiry,
+        pools: pools.iter().map(|p| p.name.clone()).collect(),
     });
     let router = http::router(http::HttpState {
         db: db.clone(),
