@@ -90,10 +90,6 @@ fn every_quick_row_has_a_test() {
         "half-open HTTP and idle TLS connections",
     ];
     for r in faults::rows::all().iter().filter(|r| r.in_quick) {
-        assert!(
-            names.contains(&r.name),
-            "quick row {:?} has no test here",
-            r.name
-        );
+        assert!(names.contains(&r.name), "quick row {:?} has no test here", r.name);
     }
 }

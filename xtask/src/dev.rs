@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
@@ -49,10 +49,7 @@ struct Child2(Child, &'static str);
 
 impl Drop for Child2 {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.0.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.0.try_wait() {
@@ -96,16 +93,7 @@ fn cli_json(dir: &Path, config: &Path, args: &[&str]) -> Vec<Value> {
 
 pub fn run(a: &DevArgs) -> anyhow::Result<()> {
     let mut build = cargo();
-    build.args([
-        "build",
-        "--bins",
-        "-p",
-        "autogit-coordinator",
-        "-p",
-        "autogit-agent",
-        "-p",
-        "autogit-tests",
-    ]);
+    build.args(["build", "--bins", "-p", "autogit-coordinator", "-p", "autogit-agent", "-p", "autogit-tests"]);
     crate::run(build)?;
     let (socket, _dockerd) = crate::test::ensure_docker()?;
     let docker_host = format!("unix://{}", socket.display());
@@ -124,10 +112,7 @@ pub fn run(a: &DevArgs) -> anyhow::Result<()> {
     let pools;
     match (&a.gitlab_url, &a.gitlab_token) {
         (Some(url), Some(token)) => {
-            println!(
-                "dev: serving the GitLab at {url}; add a project webhook (Job events) to http://<this host>:{}/webhooks/gitlab with secret {WEBHOOK_SECRET}",
-                a.http_port
-            );
+            println!("dev: serving the GitLab at {url}; add a project webhook (Job events) to http://<this host>:{}/webhooks/gitlab with secret {WEBHOOK_SECRET}", a.http_port);
             gitlab_section = format!("[gitlab]\nurl = \"{url}\"\ntoken = \"{token}\"\n");
             pools = String::new(); // the built-in default pools
             sim = None;
@@ -135,13 +120,9 @@ pub fn run(a: &DevArgs) -> anyhow::Result<()> {
         (Some(_), None) => bail!("--gitlab-url needs --gitlab-token (or AUTOGIT_DEV_GITLAB_TOKEN)"),
         _ => {
             let s = Sim::start()?;
-            println!(
-                "dev: no GitLab configured — using the built-in GitLab SIMULATOR at {} with demo jobs",
-                s.url
-            );
-            let image =
-                autogit_tests::runner_image::ensure_test_runner_image(&bin("autogit-test-runner"))
-                    .context("build the local test runner image")?;
+            println!("dev: no GitLab configured — using the built-in GitLab SIMULATOR at {} with demo jobs", s.url);
+            let image = autogit_tests::runner_image::ensure_test_runner_image(&bin("autogit-test-runner"))
+                .context("build the local test runner image")?;
             gitlab_section = s.gitlab_config();
             pools = format!(
                 "[[pools]]\nname = \"{pool}\"\ntags = [\"{pool}\"]\narch = \"{arch}\"\nimage = \"{image}\"\n\
@@ -153,9 +134,7 @@ pub fn run(a: &DevArgs) -> anyhow::Result<()> {
     }
     std::fs::write(
         &config,
-        format!(
-            "{gitlab_section}\n[demand]\npoll_interval = \"5s\"\nwebhook_secret = \"{WEBHOOK_SECRET}\"\n[scheduler]\ngc_interval = \"30s\"\n{pools}"
-        ),
+        format!("{gitlab_section}\n[demand]\npoll_interval = \"5s\"\nwebhook_secret = \"{WEBHOOK_SECRET}\"\n[scheduler]\ngc_interval = \"30s\"\n{pools}"),
     )?;
 
     crate::run({
@@ -177,22 +156,11 @@ pub fn run(a: &DevArgs) -> anyhow::Result<()> {
     let mut first = String::new();
     BufReader::new(stdout).read_line(&mut first)?;
     if !first.contains("listening") {
-        bail!(
-            "coordinator did not start (ports {} / {} busy?); see {}",
-            a.grpc_port,
-            a.http_port,
-            base.join("coordinator.log").display()
-        );
+        bail!("coordinator did not start (ports {} / {} busy?); see {}", a.grpc_port, a.http_port, base.join("coordinator.log").display());
     }
 
-    let token_out = coordinator(&data, &config)
-        .args(["token", "create", "--ttl", "10m"])
-        .output()?;
-    let token = String::from_utf8(token_out.stdout)?
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_string();
+    let token_out = coordinator(&data, &config).args(["token", "create", "--ttl", "10m"]).output()?;
+    let token = String::from_utf8(token_out.stdout)?.lines().last().unwrap_or_default().to_string();
     let state = base.join("agent");
     let agent_cfg = base.join("agent.toml");
     std::fs::write(&agent_cfg, format!("state_dir = \"{}\"\n", state.display()))?;
@@ -202,16 +170,10 @@ pub fn run(a: &DevArgs) -> anyhow::Result<()> {
         .args(["join", "--coordinator", &grpc, "--token", &token])
         .output()?;
     if !join.status.success() {
-        bail!(
-            "agent join failed: {}",
-            String::from_utf8_lossy(&join.stderr)
-        );
+        bail!("agent join failed: {}", String::from_utf8_lossy(&join.stderr));
     }
     let agent_id: Value = serde_json::from_slice(&std::fs::read(state.join("agent.json"))?)?;
-    let agent_id = agent_id["agent_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let agent_id = agent_id["agent_id"].as_str().unwrap_or_default().to_string();
     let agent = Child2(
         Command::new(bin("autogit-agent"))
             .arg("--config")
@@ -226,35 +188,18 @@ pub fn run(a: &DevArgs) -> anyhow::Result<()> {
 
     let d = data.display();
     let c = config.display();
-    println!(
-        "dev: coordinator  gRPC {grpc}  HTTP http://{http}/healthz  (log: {}/coordinator.log)",
-        base.display()
-    );
-    println!(
-        "dev: agent {agent_id} enrolled (log: {}/agent.log)",
-        base.display()
-    );
+    println!("dev: coordinator  gRPC {grpc}  HTTP http://{http}/healthz  (log: {}/coordinator.log)", base.display());
+    println!("dev: agent {agent_id} enrolled (log: {}/agent.log)", base.display());
     // A ready admin token, so the dashboard opens with one click: the
     // fragment (`/#token=…`) never reaches the server; the login form posts
     // it and the browser keeps only an opaque session cookie.
-    let admin_out = coordinator(&data, &config)
-        .args(["admin-token", "create", "--name", "dev", "--ttl", "24h"])
-        .output()?;
+    let admin_out = coordinator(&data, &config).args(["admin-token", "create", "--name", "dev", "--ttl", "24h"]).output()?;
     if !admin_out.status.success() {
-        bail!(
-            "admin-token create failed: {}",
-            String::from_utf8_lossy(&admin_out.stderr)
-        );
+        bail!("admin-token create failed: {}", String::from_utf8_lossy(&admin_out.stderr));
     }
-    let admin = String::from_utf8(admin_out.stdout)?
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_string();
+    let admin = String::from_utf8(admin_out.stdout)?.lines().last().unwrap_or_default().to_string();
     println!("dev: dashboard    http://{http}/#token={admin}");
-    println!(
-        "dev: admin token  {admin}  (valid 24h; for the CLI: --server http://{http} --token …)"
-    );
+    println!("dev: admin token  {admin}  (valid 24h; CLI: --server http://{http} --token <it>)");
     println!("dev: look around with:");
     println!("       target/debug/autogit-coordinator agents list  --data-dir {d} --config {c}");
     println!("       target/debug/autogit-coordinator runners list --data-dir {d} --config {c}");
@@ -266,12 +211,7 @@ pub fn run(a: &DevArgs) -> anyhow::Result<()> {
         ctrlc_handler(move || stop.store(true, Ordering::SeqCst))?;
     }
     if let Some(s) = &sim {
-        s.handle
-            .add_hook(NewHook {
-                url: format!("http://{http}/webhooks/gitlab"),
-                token: Some(WEBHOOK_SECRET.into()),
-                project_id: None,
-            })
+        s.handle.add_hook(NewHook { url: format!("http://{http}/webhooks/gitlab"), token: Some(WEBHOOK_SECRET.into()), project_id: None })
             .map_err(|e| anyhow!("register simulator webhook: {e}"))?;
     }
 
@@ -282,53 +222,30 @@ pub fn run(a: &DevArgs) -> anyhow::Result<()> {
     let mut seen_runners: BTreeMap<String, String> = BTreeMap::new();
     while !stop.load(Ordering::SeqCst) && a.duration.is_none_or(|d| started.elapsed() < d) {
         if let Some(s) = &sim
-            && enqueued < a.demo_jobs
-            && Instant::now() >= next_job
-        {
-            let j = s.handle.create_job(NewJob {
-                project_id: 1 + u64::from(enqueued % 2),
-                tags: vec![pool.to_string()],
-                name: Some(format!("demo-{}", enqueued + 1)),
-                duration_ms: Some(1500 + 500 * u64::from(enqueued % 4)),
-                ..Default::default()
-            });
-            println!(
-                "dev: enqueued demo job {} ({}) tagged [{pool}] in the simulator",
-                j.id, j.name
-            );
-            enqueued += 1;
-            next_job = Instant::now() + Duration::from_secs(4);
-        }
+            && enqueued < a.demo_jobs && Instant::now() >= next_job {
+                let j = s.handle.create_job(NewJob {
+                    project_id: 1 + u64::from(enqueued % 2),
+                    tags: vec![pool.to_string()],
+                    name: Some(format!("demo-{}", enqueued + 1)),
+                    duration_ms: Some(1500 + 500 * u64::from(enqueued % 4)),
+                    ..Default::default()
+                });
+                println!("dev: enqueued demo job {} ({}) tagged [{pool}] in the simulator", j.id, j.name);
+                enqueued += 1;
+                next_job = Instant::now() + Duration::from_secs(4);
+            }
         for ag in cli_json(&data, &config, &["agents", "list"]) {
-            let (id, st) = (
-                ag["id"].as_str().unwrap_or("").to_string(),
-                ag["state"].as_str().unwrap_or("").to_string(),
-            );
+            let (id, st) = (ag["id"].as_str().unwrap_or("").to_string(), ag["state"].as_str().unwrap_or("").to_string());
             if seen_agents.get(&id) != Some(&st) {
-                println!(
-                    "dev: agent {} ({}, {}) is {st}",
-                    &id[..8.min(id.len())],
-                    ag["hostname"].as_str().unwrap_or("?"),
-                    ag["arch"].as_str().unwrap_or("?")
-                );
+                println!("dev: agent {} ({}, {}) is {st}", &id[..8.min(id.len())], ag["hostname"].as_str().unwrap_or("?"), ag["arch"].as_str().unwrap_or("?"));
                 seen_agents.insert(id, st);
             }
         }
         for r in cli_json(&data, &config, &["runners", "list"]) {
-            let (id, st) = (
-                r["id"].as_str().unwrap_or("").to_string(),
-                r["state"].as_str().unwrap_or("").to_string(),
-            );
+            let (id, st) = (r["id"].as_str().unwrap_or("").to_string(), r["state"].as_str().unwrap_or("").to_string());
             if seen_runners.get(&id) != Some(&st) {
-                let extra = r["job_id"]
-                    .as_u64()
-                    .map(|j| format!(" job {j}"))
-                    .unwrap_or_default();
-                println!(
-                    "dev: runner {} (pool {}) is {st}{extra}",
-                    &id[..8.min(id.len())],
-                    r["pool"].as_str().unwrap_or("?")
-                );
+                let extra = r["job_id"].as_u64().map(|j| format!(" job {j}")).unwrap_or_default();
+                println!("dev: runner {} (pool {}) is {st}{extra}", &id[..8.min(id.len())], r["pool"].as_str().unwrap_or("?"));
                 seen_runners.insert(id, st);
             }
         }
@@ -341,49 +258,26 @@ pub fn run(a: &DevArgs) -> anyhow::Result<()> {
     // The agent leaves containers running for the next agent to adopt; a dev
     // fleet is torn down for good, so remove them.
     let ids = Command::new("docker")
-        .args([
-            "ps",
-            "-a",
-            "-q",
-            "--filter",
-            &format!("label=autogit.scope={agent_id}"),
-        ])
+        .args(["ps", "-a", "-q", "--filter", &format!("label=autogit.scope={agent_id}")])
         .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
+        .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_string).collect::<Vec<_>>())
         .unwrap_or_default();
     if !ids.is_empty() {
-        let _ = Command::new("docker")
-            .args(["rm", "-f"])
-            .args(&ids)
-            .stdout(Stdio::null())
-            .status();
+        let _ = Command::new("docker").args(["rm", "-f"]).args(&ids).stdout(Stdio::null()).status();
         println!("dev: removed {} runner container(s)", ids.len());
     }
     drop(sim);
-    println!(
-        "dev: stopped; state kept in {} until the next run",
-        base.display()
-    );
+    println!("dev: stopped; state kept in {} until the next run", base.display());
     Ok(())
 }
 
 /// Call `f` on SIGINT or SIGTERM (from a helper thread).
 fn ctrlc_handler(f: impl Fn() + Send + 'static) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     std::thread::spawn(move || {
         rt.block_on(async {
             use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut i), Ok(mut t)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) else {
+            let (Ok(mut i), Ok(mut t)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
                 return;
             };
             tokio::select! { _ = i.recv() => {}, _ = t.recv() => {} }

@@ -51,10 +51,9 @@ pub fn ensure_docker() -> anyhow::Result<(PathBuf, Option<Dockerd>)> {
     if let Some(h) = std::env::var("DOCKER_HOST")
         .ok()
         .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
-        && docker_answers(&h)
-    {
-        return Ok((h, None));
-    }
+        && docker_answers(&h) {
+            return Ok((h, None));
+        }
     let default = PathBuf::from("/var/run/docker.sock");
     if docker_answers(&default) {
         return Ok((default, None));

@@ -8,10 +8,7 @@ use autogit_tests::machine::Machine;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(
-    name = "autogit-faults",
-    about = "Break a real fleet at chosen moments and count what is left wrong"
-)]
+#[command(name = "autogit-faults", about = "Break a real fleet at chosen moments and count what is left wrong")]
 struct Args {
     /// Only the short subset, with shorter outages (what CI runs).
     #[arg(long)]

@@ -66,13 +66,7 @@ impl PrivateDockerd {
 
     pub fn answers(&self) -> bool {
         Command::new("docker")
-            .args([
-                "-H",
-                &self.host(),
-                "version",
-                "--format",
-                "{{.Server.APIVersion}}",
-            ])
+            .args(["-H", &self.host(), "version", "--format", "{{.Server.APIVersion}}"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -125,15 +119,7 @@ impl PrivateDockerd {
     /// Containers on this engine with `label`.
     pub fn containers(&self, label: &str) -> Vec<String> {
         Command::new("docker")
-            .args([
-                "-H",
-                &self.host(),
-                "ps",
-                "-a",
-                "-q",
-                "--filter",
-                &format!("label={label}"),
-            ])
+            .args(["-H", &self.host(), "ps", "-a", "-q", "--filter", &format!("label={label}")])
             .output()
             .map(|o| {
                 String::from_utf8_lossy(&o.stdout)

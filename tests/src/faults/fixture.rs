@@ -136,8 +136,7 @@ impl Fixture {
             .unwrap_or_else(|| self.c.grpc_addr());
         let id = a.join_ok(&addr, &self.c.token(&[])?)?;
         a.start()?;
-        self.c
-            .wait_agent_state(&id, "ready", Duration::from_secs(30))?;
+        self.c.wait_agent_state(&id, "ready", Duration::from_secs(30))?;
         self.agents.push((a, id));
         Ok(self.agents.len() - 1)
     }
@@ -173,14 +172,7 @@ impl Fixture {
     /// `runners list --output json` with every finished runner.
     pub fn runners(&self) -> Vec<Value> {
         self.c
-            .cli_ok(&[
-                "runners",
-                "list",
-                "--output",
-                "json",
-                "--finished",
-                "100000",
-            ])
+            .cli_ok(&["runners", "list", "--output", "json", "--finished", "100000"])
             .ok()
             .and_then(|s| serde_json::from_str(&s).ok())
             .unwrap_or_default()
@@ -197,7 +189,8 @@ impl Fixture {
     /// Containers and volumes the docker executor made for our runners
     /// (labelled with a short token of one of this simulator's runners).
     pub fn executor_leftovers(&self) -> u32 {
-        let shorts: BTreeSet<String> = self.sim.handle.runner_short_tokens().into_iter().collect();
+        let shorts: BTreeSet<String> =
+            self.sim.handle.runner_short_tokens().into_iter().collect();
         let mut n = 0;
         for kind in [&["ps", "-a", "-q"][..], &["volume", "ls", "-q"][..]] {
             for s in &shorts {
@@ -345,8 +338,7 @@ impl Fixture {
 }
 
 fn is_active(r: &Value) -> bool {
-    ["provisioning", "starting", "idle", "busy", "stopping"]
-        .contains(&r["state"].as_str().unwrap_or(""))
+    ["provisioning", "starting", "idle", "busy", "stopping"].contains(&r["state"].as_str().unwrap_or(""))
 }
 
 /// The short token(s) gitlab-runner labels its containers with: from 18.2

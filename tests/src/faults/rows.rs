@@ -158,13 +158,7 @@ fn kill_before_delete(_: Scale) -> anyhow::Result<Outcome> {
     wait_for(T, "runner container gone", || {
         docker_containers(&scope).is_empty().then_some(())
     })?;
-    let undeleted = fx
-        .sim
-        .handle
-        .runners()
-        .iter()
-        .filter(|r| !r.deleted)
-        .count();
+    let undeleted = fx.sim.handle.runners().iter().filter(|r| !r.deleted).count();
     expect(
         undeleted > 0,
         "the GitLab runner was deleted before the crash point",
@@ -263,11 +257,9 @@ fn cut_off_during_stop(_: Scale) -> anyhow::Result<Outcome> {
     fx.c.wait_agent_state(&agent_id, "ready", T)?;
     let back = Instant::now();
     let label = format!("autogit.runner-id={runner}");
-    let gone = wait_for(
-        Duration::from_secs(30),
-        "stopped runner's container gone",
-        || docker_containers(&label).is_empty().then_some(()),
-    );
+    let gone = wait_for(Duration::from_secs(30), "stopped runner's container gone", || {
+        docker_containers(&label).is_empty().then_some(())
+    });
     let stop_took = back.elapsed();
     // Settle: no new runners, the warm one stopped.
     fx.api(
@@ -308,10 +300,7 @@ fn webhook_flood(s: Scale) -> anyhow::Result<Outcome> {
     let forged = fx.job(19, 300);
     let url = fx.c.http_url("/webhooks/gitlab");
     let started = Instant::now();
-    let calls_before = fx
-        .sim
-        .handle
-        .request_count("GET /api/v4/projects/{id}/jobs/{job_id}");
+    let calls_before = fx.sim.handle.request_count("GET /api/v4/projects/{id}/jobs/{job_id}");
     let hook = |job: u64, project: u64, status: &str, key: &str| {
         let body = json!({
             "object_kind": "build", "build_id": job, "build_status": status,
@@ -349,11 +338,7 @@ fn webhook_flood(s: Scale) -> anyhow::Result<Outcome> {
     let flood_secs = started.elapsed().as_secs_f64();
     fx.wait_job(real.id, "success", T)?;
     fx.wait_job(forged.id, "success", T)?;
-    let calls = fx
-        .sim
-        .handle
-        .request_count("GET /api/v4/projects/{id}/jobs/{job_id}")
-        - calls_before;
+    let calls = fx.sim.handle.request_count("GET /api/v4/projects/{id}/jobs/{job_id}") - calls_before;
     Ok(outcome(
         &fx,
         format!(
@@ -419,10 +404,7 @@ fn half_open_connections(s: Scale) -> anyhow::Result<Outcome> {
         match t.read(&mut b) {
             Ok(0) => true,
             Ok(_) => false,
-            Err(e) => !matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ),
+            Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
         }
     };
     let mut open_http = socks.len();
@@ -437,19 +419,11 @@ fn half_open_connections(s: Scale) -> anyhow::Result<Outcome> {
     let held = opened.elapsed().as_secs_f64();
     drop(socks);
     drop(tls_socks);
-    expect(
-        health == 200,
-        &format!("/healthz answered {health} while {n}+{n} connections were open"),
-    )?;
-    expect(
-        back,
-        "the restarted agent did not get back in while the connections were open",
-    )?;
+    expect(health == 200, &format!("/healthz answered {health} while {n}+{n} connections were open"))?;
+    expect(back, "the restarted agent did not get back in while the connections were open")?;
     expect(
         open_http == 0 && open_tls == 0,
-        &format!(
-            "{open_http} half-open HTTP and {open_tls} idle TLS connections still open after {held:.0} s"
-        ),
+        &format!("{open_http} half-open HTTP and {open_tls} idle TLS connections still open after {held:.0} s"),
     )?;
     Ok(outcome(
         &fx,
@@ -493,12 +467,7 @@ fn idle_tls_config() -> std::sync::Arc<rustls::ClientConfig> {
             c: &CertificateDer<'_>,
             d: &rustls::DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(
-                m,
-                c,
-                d,
-                &self.0.signature_verification_algorithms,
-            )
+            rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
         }
         fn verify_tls13_signature(
             &self,
@@ -506,25 +475,19 @@ fn idle_tls_config() -> std::sync::Arc<rustls::ClientConfig> {
             c: &CertificateDer<'_>,
             d: &rustls::DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(
-                m,
-                c,
-                d,
-                &self.0.signature_verification_algorithms,
-            )
+            rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
         }
         fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
             self.0.signature_verification_algorithms.supported_schemes()
         }
     }
     let provider = rustls::crypto::ring::default_provider();
-    let mut cfg =
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider.clone()))
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .dangerous()
-            .with_custom_certificate_verifier(std::sync::Arc::new(AnyServer(provider)))
-            .with_no_client_auth();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider.clone()))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(AnyServer(provider)))
+        .with_no_client_auth();
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     std::sync::Arc::new(cfg)
 }
@@ -563,34 +526,19 @@ fn drain_long_job(s: Scale) -> anyhow::Result<Outcome> {
     );
     expect(status == 200, &format!("drain answered {status}"))?;
     fx.wait_job(job.id, "success", Duration::from_millis(job_ms) + T)?;
-    let mut o = outcome(
-        &fx,
-        format!("{} s job drained with a 1 h deadline", job_ms / 1000),
-    );
-    let finished = fx
-        .sim
-        .handle
-        .job(job.id)
-        .and_then(|j| j.finished_at)
-        .unwrap_or_default();
+    let mut o = outcome(&fx, format!("{} s job drained with a 1 h deadline", job_ms / 1000));
+    let finished = fx.sim.handle.job(job.id).and_then(|j| j.finished_at).unwrap_or_default();
     let early: Vec<u64> = fx
         .sim
         .handle
         .runners()
         .iter()
-        .filter(|r| {
-            r.deleted_at
-                .as_deref()
-                .is_some_and(|d| d < finished.as_str())
-        })
+        .filter(|r| r.deleted_at.as_deref().is_some_and(|d| d < finished.as_str()))
         .map(|r| r.id)
         .collect();
     if !early.is_empty() {
         o.counters.lost_records += early.len() as u32;
-        o.notes = format!(
-            "GitLab runners {early:?} deleted while their job still ran\n{}",
-            o.notes
-        );
+        o.notes = format!("GitLab runners {early:?} deleted while their job still ran\n{}", o.notes);
     }
     Ok(o)
 }
@@ -608,20 +556,15 @@ fn dockerd_restart(s: Scale) -> anyhow::Result<Outcome> {
     let mut d = super::PrivateDockerd::start()?;
     d.load_image(&crate::harness::test_runner_image())?;
     let mut fx = Fixture::start(Setup::default())?;
-    let agent = fx.add_agent(
-        None,
-        &format!("[docker]\nsocket = \"{}\"\n", d.socket().display()),
-    )?;
+    let agent = fx.add_agent(None, &format!("[docker]\nsocket = \"{}\"\n", d.socket().display()))?;
     let scope = format!("autogit.scope={}", fx.agents[agent].1);
     let job = fx.job(23, 8_000);
     fx.wait_job(job.id, "running", T)?;
     d.restart(down)?;
     let done = fx.wait_job(job.id, "success", T);
-    let _ = wait_for(
-        Duration::from_secs(30),
-        "containers gone from the private engine",
-        || d.containers(&scope).is_empty().then_some(()),
-    );
+    let _ = wait_for(Duration::from_secs(30), "containers gone from the private engine", || {
+        d.containers(&scope).is_empty().then_some(())
+    });
     let left = d.containers(&scope).len() as u32;
     let mut o = outcome(
         &fx,
@@ -634,10 +577,7 @@ fn dockerd_restart(s: Scale) -> anyhow::Result<Outcome> {
         o.notes = format!("{e:#}\n{}", o.notes);
     }
     if left > 0 {
-        o.notes = format!(
-            "{left} containers left on the restarted engine\n{}",
-            o.notes
-        );
+        o.notes = format!("{left} containers left on the restarted engine\n{}", o.notes);
     }
     d.remove(&scope);
     Ok(o)
