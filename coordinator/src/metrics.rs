@@ -220,7 +220,7 @@ impl Collector for StateCollector {
         let cert = Family::<AgentIdLabel, Gauge>::default();
         for arch in crate::scheduler::Arch::ALL {
             for state in AGENT_STATES {
-                by_state.get_or_create(&AgentLabels {
+                let _ = by_state.get_or_create(&AgentLabels {
                     state: state.to_string(),
                     arch: arch.to_string(),
                 });
@@ -275,7 +275,7 @@ impl Collector for StateCollector {
         let runners = Family::<RunnerLabels, Gauge>::default();
         for pool in &src.pools {
             for phase in crate::runners::Phase::ALL {
-                runners.get_or_create(&RunnerLabels {
+                let _ = runners.get_or_create(&RunnerLabels {
                     pool: pool.clone(),
                     state: phase.as_str().into(),
                 });
@@ -300,7 +300,7 @@ impl Collector for StateCollector {
 
         let pending = Family::<PoolLabel, Gauge>::default();
         for pool in &src.pools {
-            pending.get_or_create(&PoolLabel { pool: pool.clone() });
+            let _ = pending.get_or_create(&PoolLabel { pool: pool.clone() });
         }
         if let Some(d) = &src.demand {
             for (pool, n) in d.snapshot().per_pool {

@@ -145,9 +145,15 @@ pub async fn require_admin(State(s): State<HttpState>, mut req: Request, next: N
         (None, Presented::Bearer(t)) => tokens::verify(&s.db, &t).await,
         (None, Presented::Session(id)) => {
             let actor = sessions::verify(&s.db, &id).await;
-            if actor.is_some()
+            if let Some(Actor(who)) = &actor
                 && let Err(r) = csrf_check(req.method(), req.headers())
             {
+                tracing::warn!(
+                    actor = %crate::edge::wire(who),
+                    path = %crate::edge::wire(req.uri().path()),
+                    rule = ?r,
+                    "refused a cookie-authenticated request that may come from another site (CSRF rule)"
+                );
                 return forbidden(r);
             }
             actor
