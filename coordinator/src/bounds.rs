@@ -22,6 +22,9 @@ pub const MAX_ADMIN_TOKEN_TTL: Duration = Duration::from_secs(5 * 365 * DAY);
 pub const MAX_ADMIN_CERT_TTL: Duration = Duration::from_secs(5 * 365 * DAY);
 /// Longest drain deadline (`drain --deadline`, `deadline_seconds`).
 pub const MAX_DRAIN_DEADLINE: Duration = Duration::from_secs(7 * DAY);
+/// Shortest and longest dashboard session (`session_ttl`).
+pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
+pub const MAX_SESSION_TTL: Duration = Duration::from_secs(7 * DAY);
 /// Longest value of any duration key in the configuration file.
 pub const MAX_CONFIG_DURATION: Duration = Duration::from_secs(10 * 365 * DAY);
 

@@ -8,6 +8,10 @@
 //!   scrape by [`StateCollector`]: agents by state and arch, GPUs by vendor
 //!   and assignment, runners by pool and state, pending demand by pool,
 //!   webhook deliveries by outcome, active gRPC sessions, certificate expiry.
+//!   Series with a known label set (every agent state for every supported
+//!   architecture, every runner phase and pending count for every configured
+//!   pool) are exported at zero from the start, so an alert such
+//!   as "no ready agent" fires on an empty fleet too.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -91,7 +95,15 @@ pub struct Sources {
     pub demand: Option<DemandHandle>,
     /// Unix seconds when the coordinator's server certificate expires.
     pub server_cert_expiry: i64,
+    /// Configured pool names: their series start at zero.
+    pub pools: Vec<String>,
 }
+
+/// Agent states exported at zero when no agent is in them.
+const AGENT_STATES: [crate::fleet::AgentState; 5] = {
+    use crate::fleet::AgentState::*;
+    [Enrolled, Ready, Unreachable, Lost, Revoked]
+};
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -206,6 +218,14 @@ impl Collector for StateCollector {
         let by_state = Family::<AgentLabels, Gauge>::default();
         let gpus = Family::<GpuLabels, Gauge>::default();
         let cert = Family::<AgentIdLabel, Gauge>::default();
+        for arch in crate::scheduler::Arch::ALL {
+            for state in AGENT_STATES {
+                let _ = by_state.get_or_create(&AgentLabels {
+                    state: state.to_string(),
+                    arch: arch.to_string(),
+                });
+            }
+        }
         let mut assigned: HashSet<String> = HashSet::new();
         assigned.extend(status.gpus_in_use.iter().cloned());
         for a in &agents {
@@ -253,6 +273,14 @@ impl Collector for StateCollector {
         )?;
 
         let runners = Family::<RunnerLabels, Gauge>::default();
+        for pool in &src.pools {
+            for phase in crate::runners::Phase::ALL {
+                let _ = runners.get_or_create(&RunnerLabels {
+                    pool: pool.clone(),
+                    state: phase.as_str().into(),
+                });
+            }
+        }
         for (pool, phases) in &status.runners {
             for (phase, n) in phases {
                 runners
@@ -271,6 +299,9 @@ impl Collector for StateCollector {
         )?;
 
         let pending = Family::<PoolLabel, Gauge>::default();
+        for pool in &src.pools {
+            let _ = pending.get_or_create(&PoolLabel { pool: pool.clone() });
+        }
         if let Some(d) = &src.demand {
             for (pool, n) in d.snapshot().per_pool {
                 pending.get_or_create(&PoolLabel { pool }).set(i64::from(n));

@@ -13,28 +13,42 @@ pub const CA_KEY_FILE: &str = "ca-key.pem";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiStoreError {
-    #[error("a cluster CA already exists in {0}; pass --force to replace it (every enrolled agent must then re-join)")]
+    #[error(
+        "a cluster CA already exists in {0}; pass --force to replace it (every enrolled agent must then re-join)"
+    )]
     AlreadyExists(PathBuf),
     #[error("no cluster CA in {0}: run `autogit-coordinator init --data-dir {0}` first")]
     Missing(PathBuf),
     #[error("{action} {path}: {source}")]
-    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cluster CA in {path} is unusable: {source}")]
-    Invalid { path: PathBuf, source: autogit_certs::PkiError },
+    Invalid {
+        path: PathBuf,
+        source: autogit_certs::PkiError,
+    },
     #[error("generate cluster CA: {0}")]
     Generate(autogit_certs::PkiError),
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> PkiStoreError {
     let path = path.to_path_buf();
-    move |source| PkiStoreError::Io { action, path, source }
+    move |source| PkiStoreError::Io {
+        action,
+        path,
+        source,
+    }
 }
 
 /// Create the data dir (0700) if needed.
 pub fn ensure_data_dir(dir: &Path) -> Result<(), PkiStoreError> {
     if !dir.exists() {
         fs::create_dir_all(dir).map_err(io("create data dir", dir))?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io("set permissions on", dir))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(io("set permissions on", dir))?;
     }
     Ok(())
 }
@@ -43,7 +57,12 @@ pub fn ensure_data_dir(dir: &Path) -> Result<(), PkiStoreError> {
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
-        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(contents)?;
         f.sync_all()?;
@@ -74,7 +93,10 @@ pub fn load(dir: &Path) -> Result<ClusterCa, PkiStoreError> {
     }
     let cert_pem = fs::read_to_string(&cert).map_err(io("read", &cert))?;
     let key_pem = fs::read_to_string(&key).map_err(io("read", &key))?;
-    ClusterCa::load(&cert_pem, &key_pem).map_err(|source| PkiStoreError::Invalid { path: dir.to_path_buf(), source })
+    ClusterCa::load(&cert_pem, &key_pem).map_err(|source| PkiStoreError::Invalid {
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -85,9 +107,16 @@ mod tests {
     fn init_writes_0600_key_and_refuses_overwrite() {
         let d = tempfile::tempdir().unwrap();
         let ca = init(d.path(), false).unwrap();
-        let mode = fs::metadata(d.path().join(CA_KEY_FILE)).unwrap().permissions().mode() & 0o777;
+        let mode = fs::metadata(d.path().join(CA_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
-        assert!(matches!(init(d.path(), false), Err(PkiStoreError::AlreadyExists(_))));
+        assert!(matches!(
+            init(d.path(), false),
+            Err(PkiStoreError::AlreadyExists(_))
+        ));
         assert_eq!(load(d.path()).unwrap().fingerprint(), ca.fingerprint());
         let replaced = init(d.path(), true).unwrap();
         assert_ne!(replaced.fingerprint(), ca.fingerprint());

@@ -159,6 +159,7 @@ pub async fn run(
         reconciler: reconciler_handle.clone(),
         demand: demand_handle.clone(),
         server_cert_expiry,
+        pools: pools.iter().map(|p| p.name.clone()).collect(),
     });
     let router = http::router(http::HttpState {
         db: db.clone(),
@@ -170,6 +171,10 @@ pub async fn run(
         ca_fingerprint: ca.fingerprint(),
         metrics: Some(metrics),
         metrics_access: cfg.metrics,
+        sessions: http::SessionSettings {
+            ttl: cfg.session_ttl,
+            secure: cfg.http_tls,
+        },
     });
     let grpc_task = tokio::spawn(grpc::serve(
         grpc_listener,
@@ -202,6 +207,12 @@ pub async fn run(
         cfg.agents.persist_interval,
         tasks.clone(),
     ));
+
+    background.push(tokio::spawn(crate::admin::sessions::purge_loop(
+        db.clone(),
+        crate::admin::sessions::PURGE_INTERVAL,
+        tasks.clone(),
+    )));
 
     shutdown.cancelled().await;
     tracing::info!("shutting down");

@@ -649,8 +649,91 @@ fn without_a_session_the_dashboard_shows_only_the_login_form() {
     assert_eq!(code("/dashboard.js", None), 401);
     assert_eq!(code("/api/v1/agents", None), 401);
     assert_eq!(code("/api/v1/agents", Some("AGA1-bogus")), 401);
-    assert_eq!(code("/api/v1/agents", Some(&admin)), 200);
-    assert_eq!(code("/dashboard.js", Some(&admin)), 200);
+    // The admin token itself is not a session: the cookie carries an opaque
+    // session id from `POST /login`.
+    assert_eq!(code("/api/v1/agents", Some(&admin)), 401);
+    assert_eq!(code("/dashboard.js", Some(&admin)), 401);
+}
+
+/// A page on another port of the same host: it signs the browser in to the
+/// coordinator in a frame (as an operator with the dashboard open would
+/// be), then fires body-less no-cors POSTs with the browser's cookies at
+/// every mutating route, as in the issue.
+fn attack_page(coordinator: &str, admin: &str, agent: &str, token_id: &str) -> String {
+    let runner = uuid::Uuid::new_v4();
+    format!(
+        r#"<!doctype html><html><body data-done="0">
+<iframe id="f" src="{coordinator}/#token={admin}"></iframe>
+<script>
+const targets = [
+  "/api/v1/agents/{agent}/cordon",
+  "/api/v1/agents/{agent}/drain",
+  "/api/v1/agents/{agent}/revoke",
+  "/api/v1/runners/{runner}/stop",
+  "/api/v1/tokens/{token_id}/revoke",
+];
+let loads = 0;
+document.getElementById("f").addEventListener("load", async () => {{
+  loads += 1;
+  // The login form submits itself while it is parsed, so the first load
+  // event is the page after the login: the dashboard.
+  if (loads !== 1) return;
+  for (const t of targets) {{
+    try {{
+      await fetch("{coordinator}" + t, {{ method: "POST", mode: "no-cors", credentials: "include" }});
+    }} catch (e) {{}}
+  }}
+  document.body.dataset.done = "1";
+}});
+</script></body></html>"#
+    )
+}
+
+#[test]
+fn a_page_on_another_port_cannot_act_with_the_dashboards_cookie() {
+    let Some(chrome) = chromium() else { return };
+    let mut c = Coordinator::init(POOLS).unwrap();
+    c.start().unwrap();
+    let admin = admin_token(&c);
+    let (_a, id) = agent(&c, "");
+    c.token(&["--ttl", "1h"]).unwrap();
+    let token_id = c
+        .tokens()
+        .unwrap()
+        .iter()
+        .find(|t| t["revoked"] == Value::Bool(false))
+        .and_then(|t| t["id"].as_str())
+        .unwrap()
+        .to_string();
+    let page = attack_page(&c.http_url(""), &admin, &id, &token_id);
+    let stub = Stub::start(Arc::new(move |_path: &str| {
+        (200, "text/html; charset=utf-8", page.clone())
+    }));
+    let dom = load(&chrome, &stub.url("/attack.html"), None, &[]);
+    assert!(
+        dom.contains("data-done=\"1\""),
+        "the attack did not run: {dom}\ncoordinator log:\n{}",
+        c.logs()
+    );
+
+    // Control: the browser did hold a valid session and sent it with every
+    // request; each was refused by the CSRF rule, not for want of a cookie.
+    let logs = c.logs();
+    let refused = logs.lines().filter(|l| l.contains("CSRF rule")).count();
+    assert_eq!(refused, 5, "{logs}");
+
+    // Nothing changed.
+    let agents = c.agents().unwrap();
+    let a = agents.iter().find(|a| a["id"] == id.as_str()).unwrap();
+    assert_eq!(a["state"], "ready", "{a}");
+    assert_eq!(a["cordoned"], Value::Bool(false), "{a}");
+    assert!(a["drain"].is_null(), "{a}");
+    let tokens = c.tokens().unwrap();
+    let t = tokens
+        .iter()
+        .find(|t| t["id"] == token_id.as_str())
+        .unwrap();
+    assert_eq!(t["revoked"], Value::Bool(false), "{t}");
 }
 
 // ------------------------------------------------- error cases (stub API)

@@ -452,7 +452,8 @@ fn metrics_follow_a_real_run() {
             "autogit_runners",
             &[("pool", "amd64"), ("state", "busy")],
         )
-        .is_none()
+        // Known series stay, at zero.
+        .is_none_or(|v| v == 0.0)
         .then_some(m)
     })
     .unwrap();
@@ -611,4 +612,45 @@ fn an_admin_client_certificate_works_over_https_and_a_foreign_or_expired_one_doe
         String::from_utf8_lossy(&expired.stdout)
     );
     assert!(c.logs().contains("HTTPS handshake refused"), "{}", c.logs());
+}
+
+#[test]
+fn a_fresh_coordinator_exports_known_gauges_at_zero() {
+    // No GitLab, no agents: alerts such as "no ready agent" must still have
+    // a series to look at.
+    let mut c = Coordinator::init("").unwrap();
+    c.start().unwrap();
+    let admin = c
+        .cli_ok(&["admin-token", "create", "--name", "scraper"])
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut resp = agent
+        .get(c.http_url("/metrics"))
+        .header("Authorization", &format!("Bearer {admin}"))
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let text = resp.body_mut().read_to_string().unwrap();
+    for state in ["enrolled", "ready", "unreachable", "lost", "revoked"] {
+        let line = format!("autogit_agents{{state=\"{state}\",arch=\"x86_64\"}} 0");
+        assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+    }
+    assert!(
+        text.lines().any(|l| l.starts_with("autogit_runners{")
+            && l.contains("state=\"idle\"")
+            && l.ends_with(" 0")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("autogit_pending_jobs{") && l.ends_with(" 0")),
+        "{text}"
+    );
 }

@@ -192,6 +192,16 @@ pub fn run(a: &DevArgs) -> anyhow::Result<()> {
     let c = config.display();
     println!("dev: coordinator  gRPC {grpc}  HTTP http://{http}/healthz  (log: {}/coordinator.log)", base.display());
     println!("dev: agent {agent_id} enrolled (log: {}/agent.log)", base.display());
+    // A ready admin token, so the dashboard opens with one click: the
+    // fragment (`/#token=…`) never reaches the server; the login form posts
+    // it and the browser keeps only an opaque session cookie.
+    let admin_out = coordinator(&data, &config).args(["admin-token", "create", "--name", "dev", "--ttl", "24h"]).output()?;
+    if !admin_out.status.success() {
+        bail!("admin-token create failed: {}", String::from_utf8_lossy(&admin_out.stderr));
+    }
+    let admin = String::from_utf8(admin_out.stdout)?.lines().last().unwrap_or_default().to_string();
+    println!("dev: dashboard    http://{http}/#token={admin}");
+    println!("dev: admin token  {admin}  (valid 24h; CLI: --server http://{http} --token <it>)");
     println!("dev: look around with:");
     println!("       target/debug/autogit-coordinator agents list  --data-dir {d} --config {c}");
     println!("       target/debug/autogit-coordinator runners list --data-dir {d} --config {c}");

@@ -4,6 +4,7 @@
 //! over this.
 
 pub mod actions;
+pub mod sessions;
 pub mod tokens;
 
 pub use tokens::Actor;

@@ -89,6 +89,11 @@ pub async fn create(
 /// Check a presented bearer token. `None` for anything invalid: malformed,
 /// unknown, wrong secret, expired or revoked.
 pub async fn verify(db: &Db, presented: &str) -> Option<Actor> {
+    verify_with_id(db, presented).await.map(|(_, a)| a)
+}
+
+/// [`verify`], also returning the token's id (what a session is bound to).
+pub async fn verify_with_id(db: &Db, presented: &str) -> Option<(String, Actor)> {
     let rest = presented.trim().strip_prefix(PREFIX)?;
     let (id, secret) = rest.split_once('.')?;
     if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -104,5 +109,10 @@ pub async fn verify(db: &Db, presented: &str) -> Option<Actor> {
         return None;
     }
     let _ = db.touch_admin_token(id, now).await;
-    Some(Actor(format!("token:{}", row.name)))
+    Some((row.id, actor_of(&row.name)))
+}
+
+/// The actor an admin token acts as (also for sessions created from it).
+pub fn actor_of(token_name: &str) -> Actor {
+    Actor(format!("token:{token_name}"))
 }

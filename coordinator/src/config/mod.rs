@@ -25,6 +25,8 @@ const KEYS: &[&str] = &[
     "data_dir",
     "grpc_listen",
     "http_listen",
+    "http_tls",
+    "metrics",
     "tls",
     "agents",
     "gitlab",
@@ -32,6 +34,7 @@ const KEYS: &[&str] = &[
     "scheduler",
     "pools",
     "limits",
+    "session_ttl",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,6 +71,14 @@ pub struct Config {
     /// What a peer on the network may hold: connections, timeouts, rates.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Dashboard sessions (`POST /login`) end this long after sign-in
+    /// (at most 7 days).
+    #[serde(default = "default_session_ttl", with = "humantime_serde")]
+    pub session_ttl: Duration,
+}
+
+fn default_session_ttl() -> Duration {
+    crate::admin::sessions::DEFAULT_TTL
 }
 
 /// Bounds on what peers can make the coordinator hold (`[limits]`).
@@ -330,6 +341,7 @@ impl Default for Config {
             scheduler: SchedulerConfig::default(),
             pools: Vec::new(),
             limits: LimitsConfig::default(),
+            session_ttl: default_session_ttl(),
         }
     }
 }
@@ -470,6 +482,14 @@ impl Config {
             );
         }
         self.limits.validate()?;
+        if let Err(e) = crate::bounds::check(
+            "session_ttl",
+            self.session_ttl,
+            crate::bounds::MIN_SESSION_TTL,
+            crate::bounds::MAX_SESSION_TTL,
+        ) {
+            return invalid("session_ttl", e.to_string());
+        }
         Ok(())
     }
 
@@ -702,5 +722,25 @@ mod tests {
         .unwrap();
         let c = Config::load(Some(&f), &[], &Overrides::default()).expect("env may use it");
         assert_eq!(c.pools[0].env["MY_TOKEN"], "{runner_token}");
+    }
+
+    #[test]
+    fn metrics_and_session_ttl_come_from_the_environment_and_are_bounded() {
+        let e = env(&[
+            ("AUTOGIT_METRICS", "authenticated"),
+            ("AUTOGIT_SESSION_TTL", "1h"),
+        ]);
+        let c = Config::load(None, &e, &Overrides::default()).unwrap();
+        assert_eq!(c.metrics, MetricsAccess::Authenticated);
+        assert_eq!(c.session_ttl, Duration::from_secs(3600));
+        let d = Config::load(None, &[], &Overrides::default()).unwrap();
+        assert_eq!(d.session_ttl, Duration::from_secs(12 * 3600));
+        for bad in ["8d", "0s"] {
+            let e = env(&[("AUTOGIT_SESSION_TTL", bad)]);
+            let err = Config::load(None, &e, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("session_ttl"), "{bad}: {err}");
+        }
     }
 }

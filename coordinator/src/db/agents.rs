@@ -63,7 +63,10 @@ fn row_to_agent(r: SqliteRow) -> Result<AgentRow, sqlx::Error> {
 }
 
 impl Db {
-    pub async fn insert_agent(conn: &mut sqlx::SqliteConnection, a: &AgentRow) -> Result<(), DbError> {
+    pub async fn insert_agent(
+        conn: &mut sqlx::SqliteConnection,
+        a: &AgentRow,
+    ) -> Result<(), DbError> {
         sqlx::query(
             "INSERT INTO agents (id, hostname, arch, state, cordoned, labels, inventory, load, cert_serial,
                                  cert_not_after, token_id, enrolled_at, last_seen, revoked_at)
@@ -89,13 +92,21 @@ impl Db {
     }
 
     pub async fn get_agent(&self, id: &str) -> Result<Option<AgentRow>, DbError> {
-        let r = sqlx::query("SELECT * FROM agents WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        let r = sqlx::query("SELECT * FROM agents WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(r.map(row_to_agent).transpose()?)
     }
 
     pub async fn list_agents(&self) -> Result<Vec<AgentRow>, DbError> {
-        let rows = sqlx::query("SELECT * FROM agents ORDER BY hostname, id").fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(row_to_agent).collect::<Result<_, _>>()?)
+        let rows = sqlx::query("SELECT * FROM agents ORDER BY hostname, id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(row_to_agent)
+            .collect::<Result<_, _>>()?)
     }
 
     /// Replace an agent's inventory and GPU rows in one transaction.
@@ -115,7 +126,10 @@ impl Db {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM gpus WHERE agent_id = ?").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM gpus WHERE agent_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         for g in gpus {
             sqlx::query("INSERT INTO gpus (agent_id, uuid, idx, vendor, name, memory_bytes) VALUES (?, ?, ?, ?, ?, ?)")
                 .bind(id)
@@ -132,7 +146,10 @@ impl Db {
     }
 
     pub async fn list_gpus(&self, agent_id: &str) -> Result<Vec<GpuRow>, DbError> {
-        let rows = sqlx::query("SELECT * FROM gpus WHERE agent_id = ? ORDER BY idx").bind(agent_id).fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM gpus WHERE agent_id = ? ORDER BY idx")
+            .bind(agent_id)
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter()
             .map(|r| {
                 Ok(GpuRow {
@@ -147,7 +164,12 @@ impl Db {
             .map_err(DbError::from)
     }
 
-    pub async fn update_agent_cert(&self, id: &str, serial: &str, not_after: i64) -> Result<(), DbError> {
+    pub async fn update_agent_cert(
+        &self,
+        id: &str,
+        serial: &str,
+        not_after: i64,
+    ) -> Result<(), DbError> {
         sqlx::query("UPDATE agents SET cert_serial = ?, cert_not_after = ? WHERE id = ?")
             .bind(serial)
             .bind(not_after)
@@ -157,7 +179,12 @@ impl Db {
         Ok(())
     }
 
-    pub async fn set_agent_state(&self, id: &str, state: &str, last_seen: Option<i64>) -> Result<(), DbError> {
+    pub async fn set_agent_state(
+        &self,
+        id: &str,
+        state: &str,
+        last_seen: Option<i64>,
+    ) -> Result<(), DbError> {
         sqlx::query("UPDATE agents SET state = ?, last_seen = COALESCE(?, last_seen) WHERE id = ? AND state != 'revoked'")
             .bind(state)
             .bind(last_seen)
@@ -200,7 +227,13 @@ impl Db {
 
     /// Revoke an agent: recorded in `revocations` and on the agent row.
     /// Returns false if the agent is unknown.
-    pub async fn revoke_agent(&self, id: &str, now: i64, actor: &str, reason: &str) -> Result<bool, DbError> {
+    pub async fn revoke_agent(
+        &self,
+        id: &str,
+        now: i64,
+        actor: &str,
+        reason: &str,
+    ) -> Result<bool, DbError> {
         let mut tx = self.pool.begin().await?;
         let r = sqlx::query("UPDATE agents SET state = 'revoked', revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
             .bind(now)
@@ -222,7 +255,12 @@ impl Db {
     }
 
     pub async fn revoked_agent_ids(&self) -> Result<Vec<String>, DbError> {
-        let rows = sqlx::query("SELECT agent_id FROM revocations").fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(|r| r.try_get("agent_id")).collect::<Result<_, _>>()?)
+        let rows = sqlx::query("SELECT agent_id FROM revocations")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| r.try_get("agent_id"))
+            .collect::<Result<_, _>>()?)
     }
 }

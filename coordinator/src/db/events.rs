@@ -69,7 +69,8 @@ impl Db {
                     actor: r.try_get("actor")?,
                     agent_id: r.try_get("agent_id")?,
                     runner_id: r.try_get("runner_id")?,
-                    detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::String(detail)),
+                    detail: serde_json::from_str(&detail)
+                        .unwrap_or(serde_json::Value::String(detail)),
                 })
             })
             .collect::<Result<_, sqlx::Error>>()

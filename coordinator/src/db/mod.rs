@@ -24,14 +24,14 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use time::OffsetDateTime;
 
-pub use admin::AdminTokenRow;
+pub use admin::{AdminSessionRow, AdminTokenRow};
 pub use agents::{AgentRow, GpuRow, Liveness};
 pub use events::{EventFilter, EventRow};
-pub use runners::{RunnerRow, ACTIVE_STATES};
+pub use runners::{ACTIVE_STATES, RunnerRow};
 pub use tokens::{TokenRow, TokenUse};
 
 /// Errors from the state store.
@@ -63,7 +63,10 @@ impl Db {
         let path = data_dir.join(DB_FILE);
         let url = format!("sqlite://{}", path.display());
         let opts = SqliteConnectOptions::from_str(&url)
-            .map_err(|source| DbError::Open { path: path.display().to_string(), source })?
+            .map_err(|source| DbError::Open {
+                path: path.display().to_string(),
+                source,
+            })?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
@@ -73,7 +76,10 @@ impl Db {
             .max_connections(4)
             .connect_with(opts)
             .await
-            .map_err(|source| DbError::Open { path: path.display().to_string(), source })?;
+            .map_err(|source| DbError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Db { pool })
     }
@@ -93,5 +99,6 @@ pub fn to_ms(t: OffsetDateTime) -> i64 {
 }
 
 pub fn from_ms(ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }

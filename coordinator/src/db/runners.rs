@@ -90,7 +90,10 @@ impl Db {
     }
 
     pub async fn get_runner(&self, id: &str) -> Result<Option<RunnerRow>, DbError> {
-        let r = sqlx::query("SELECT * FROM runners WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        let r = sqlx::query("SELECT * FROM runners WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(r.map(row_to_runner).transpose()?)
     }
 
@@ -98,7 +101,10 @@ impl Db {
     pub async fn active_runners(&self) -> Result<Vec<RunnerRow>, DbError> {
         let q = format!("SELECT * FROM runners WHERE state IN {ACTIVE_STATES} ORDER BY created_at");
         let rows = sqlx::query(&q).fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(row_to_runner).collect::<Result<_, _>>()?)
+        Ok(rows
+            .into_iter()
+            .map(row_to_runner)
+            .collect::<Result<_, _>>()?)
     }
 
     /// Finished runners whose GitLab runner still has to be deleted.
@@ -107,7 +113,10 @@ impl Db {
             "SELECT * FROM runners WHERE state NOT IN {ACTIVE_STATES} AND gitlab_runner_id IS NOT NULL AND gitlab_deleted_at IS NULL"
         );
         let rows = sqlx::query(&q).fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(row_to_runner).collect::<Result<_, _>>()?)
+        Ok(rows
+            .into_iter()
+            .map(row_to_runner)
+            .collect::<Result<_, _>>()?)
     }
 
     /// Newest first: every active runner plus the most recent finished ones.
@@ -119,6 +128,9 @@ impl Db {
              ORDER BY created_at DESC"
         );
         let rows = sqlx::query(&q).bind(limit).fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(row_to_runner).collect::<Result<_, _>>()?)
+        Ok(rows
+            .into_iter()
+            .map(row_to_runner)
+            .collect::<Result<_, _>>()?)
     }
 }

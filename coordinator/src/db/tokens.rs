@@ -61,22 +61,31 @@ impl Db {
     }
 
     pub async fn get_token(&self, id: &str) -> Result<Option<TokenRow>, DbError> {
-        let row = sqlx::query("SELECT * FROM join_tokens WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT * FROM join_tokens WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.map(row_to_token).transpose()?)
     }
 
     pub async fn list_tokens(&self) -> Result<Vec<TokenRow>, DbError> {
-        let rows = sqlx::query("SELECT * FROM join_tokens ORDER BY created_at").fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(row_to_token).collect::<Result<_, _>>()?)
+        let rows = sqlx::query("SELECT * FROM join_tokens ORDER BY created_at")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(row_to_token)
+            .collect::<Result<_, _>>()?)
     }
 
     /// Mark a token revoked. Returns false if no such token exists.
     pub async fn revoke_token(&self, id: &str, now: i64) -> Result<bool, DbError> {
-        let r = sqlx::query("UPDATE join_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
-            .bind(now)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let r =
+            sqlx::query("UPDATE join_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
+                .bind(now)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -98,7 +107,10 @@ impl Db {
         if r.rows_affected() == 1 {
             return Ok(TokenUse::Consumed);
         }
-        let row = sqlx::query("SELECT * FROM join_tokens WHERE id = ?").bind(id).fetch_optional(&mut *tx).await?;
+        let row = sqlx::query("SELECT * FROM join_tokens WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
         Ok(match row.map(row_to_token).transpose()? {
             None => TokenUse::Unknown,
             Some(t) if t.revoked_at.is_some() => TokenUse::Revoked,

@@ -115,7 +115,10 @@ impl AgentView {
     /// Build the view from a stored row (the offline view, used by CLI
     /// commands that read the data dir directly).
     pub fn from_row(row: &AgentRow) -> Result<Self, DbError> {
-        let corrupt = |what: &'static str, e: serde_json::Error| DbError::Corrupt { what, detail: e.to_string() };
+        let corrupt = |what: &'static str, e: serde_json::Error| DbError::Corrupt {
+            what,
+            detail: e.to_string(),
+        };
         let inventory: Option<Inventory> = match &row.inventory {
             Some(s) => Some(serde_json::from_str(s).map_err(|e| corrupt("agent inventory", e))?),
             None => None,
@@ -135,14 +138,20 @@ impl AgentView {
             id: row.id.clone(),
             hostname: row.hostname.clone(),
             arch: row.arch.clone(),
-            state: row.state.parse().map_err(|e| DbError::Corrupt { what: "agent state", detail: e })?,
+            state: row.state.parse().map_err(|e| DbError::Corrupt {
+                what: "agent state",
+                detail: e,
+            })?,
             cordoned: row.cordoned,
             connected: false,
             last_seen: row.last_seen.map(rfc3339),
             enrolled_at: rfc3339(row.enrolled_at),
             cert_expires_at: rfc3339(row.cert_not_after),
             labels,
-            gpus: inventory.as_ref().map(|i| i.gpus.clone()).unwrap_or_default(),
+            gpus: inventory
+                .as_ref()
+                .map(|i| i.gpus.clone())
+                .unwrap_or_default(),
             load,
             inventory,
             drain: None,

@@ -13,7 +13,13 @@ use crate::db::Db;
 /// How often the loop wakes; bounds how late a revocation or timeout lands.
 const TICK: Duration = Duration::from_millis(500);
 
-pub async fn run(fleet: Fleet, db: Db, audit: Audit, persist_interval: Duration, shutdown: CancellationToken) {
+pub async fn run(
+    fleet: Fleet,
+    db: Db,
+    audit: Audit,
+    persist_interval: Duration,
+    shutdown: CancellationToken,
+) {
     let mut last_flush = Instant::now();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -26,7 +32,13 @@ pub async fn run(fleet: Fleet, db: Db, audit: Audit, persist_interval: Duration,
         for Transition { agent, from, to } in &transitions {
             tracing::warn!(%agent, %from, %to, "agent state changed");
             audit
-                .record("agent.state", SYSTEM, Some(&agent.to_string()), None, json!({"from": from, "to": to}))
+                .record(
+                    "agent.state",
+                    SYSTEM,
+                    Some(&agent.to_string()),
+                    None,
+                    json!({"from": from, "to": to}),
+                )
                 .await;
         }
         match db.revoked_agent_ids().await {

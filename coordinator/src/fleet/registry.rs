@@ -124,7 +124,11 @@ impl Fleet {
     pub fn new(rows: &[AgentRow], revoked: &[String], timings: Timings) -> Self {
         let agents = rows
             .iter()
-            .filter_map(|r| r.id.parse::<AgentId>().ok().map(|id| (id, live_from_row(r))))
+            .filter_map(|r| {
+                r.id.parse::<AgentId>()
+                    .ok()
+                    .map(|id| (id, live_from_row(r)))
+            })
             .collect();
         let revoked = revoked.iter().filter_map(|s| s.parse().ok()).collect();
         let (changed, _) = watch::channel(0);
@@ -150,13 +154,17 @@ impl Fleet {
     }
 
     fn notify(&self) {
-        self.inner.urgent.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.inner
+            .urgent
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.inner.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
 
     /// Whether a state change happened since the last call.
     pub fn take_urgent(&self) -> bool {
-        self.inner.urgent.swap(false, std::sync::atomic::Ordering::Relaxed)
+        self.inner
+            .urgent
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, Live>> {
@@ -165,7 +173,11 @@ impl Fleet {
     }
 
     pub fn is_revoked(&self, id: &AgentId) -> bool {
-        self.inner.revoked.read().unwrap_or_else(|e| e.into_inner()).contains(id)
+        self.inner
+            .revoked
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
     }
 
     /// Check that `id` may hold a session or renew its certificate.
@@ -188,11 +200,19 @@ impl Fleet {
 
     /// Open a session: the agent becomes ready. An older session of the same
     /// agent is closed (an agent has at most one).
-    pub fn connect(&self, id: AgentId, inventory: Inventory, tx: SessionTx) -> Result<(SessionId, AgentState), Refusal> {
+    pub fn connect(
+        &self,
+        id: AgentId,
+        inventory: Inventory,
+        tx: SessionTx,
+    ) -> Result<(SessionId, AgentState), Refusal> {
         if self.is_revoked(&id) {
             return Err(Refusal::Revoked(id));
         }
-        let sid = self.inner.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sid = self
+            .inner
+            .next_session
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let prev_state;
         {
             let mut agents = self.lock();
@@ -218,12 +238,13 @@ impl Fleet {
     pub fn heartbeat(&self, id: &AgentId, sid: SessionId, load: Load) {
         let mut agents = self.lock();
         if let Some(live) = agents.get_mut(id)
-            && live.session.as_ref().is_some_and(|(s, _)| *s == sid) {
-                live.load = Some(load);
-                live.last_seen = Some(Instant::now());
-                live.last_seen_wall = Some(OffsetDateTime::now_utc());
-                live.dirty = true;
-            }
+            && live.session.as_ref().is_some_and(|(s, _)| *s == sid)
+        {
+            live.load = Some(load);
+            live.last_seen = Some(Instant::now());
+            live.last_seen_wall = Some(OffsetDateTime::now_utc());
+            live.dirty = true;
+        }
     }
 
     /// Replace an agent's inventory; returns true if it changed.
@@ -259,7 +280,11 @@ impl Fleet {
             live.dirty = true;
             if live.state == AgentState::Ready {
                 live.state = AgentState::Unreachable;
-                Some(Transition { agent: *id, from: AgentState::Ready, to: AgentState::Unreachable })
+                Some(Transition {
+                    agent: *id,
+                    from: AgentState::Ready,
+                    to: AgentState::Unreachable,
+                })
             } else {
                 None
             }
@@ -270,7 +295,11 @@ impl Fleet {
 
     /// Revoke: refuse from now on and cut any live session.
     pub fn revoke(&self, id: &AgentId) {
-        self.inner.revoked.write().unwrap_or_else(|e| e.into_inner()).insert(*id);
+        self.inner
+            .revoked
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(*id);
         {
             let mut agents = self.lock();
             if let Some(live) = agents.get_mut(id) {
@@ -331,7 +360,9 @@ impl Fleet {
     pub fn send(&self, id: &AgentId, cmd: AgentCommand) -> Result<(), NotConnected> {
         let tx = {
             let agents = self.lock();
-            agents.get(id).and_then(|l| l.session.as_ref().map(|(_, tx)| tx.clone()))
+            agents
+                .get(id)
+                .and_then(|l| l.session.as_ref().map(|(_, tx)| tx.clone()))
         };
         match tx {
             Some(tx) => tx.try_send(cmd).map_err(|_| NotConnected(*id)),
@@ -370,7 +401,9 @@ impl Fleet {
                         }
                         Some(AgentState::Unreachable)
                     }
-                    (AgentState::Unreachable, Some(d)) if d > t.lost_after => Some(AgentState::Lost),
+                    (AgentState::Unreachable, Some(d)) if d > t.lost_after => {
+                        Some(AgentState::Lost)
+                    }
                     // Unreachable since a restart: never heard from in this process.
                     (AgentState::Unreachable, None) => {
                         live.last_seen = Some(now);
@@ -379,7 +412,11 @@ impl Fleet {
                     _ => None,
                 };
                 if let Some(to) = next {
-                    out.push(Transition { agent: *id, from: live.state, to });
+                    out.push(Transition {
+                        agent: *id,
+                        from: live.state,
+                        to,
+                    });
                     live.state = to;
                     live.dirty = true;
                 }
@@ -491,11 +528,17 @@ impl Fleet {
                     state: l.state,
                     cordoned: l.cordoned,
                     connected: l.session.is_some(),
-                    last_seen: l.last_seen_wall.map(|t| super::agent::rfc3339(db::to_ms(t))),
+                    last_seen: l
+                        .last_seen_wall
+                        .map(|t| super::agent::rfc3339(db::to_ms(t))),
                     enrolled_at: super::agent::rfc3339(l.enrolled_at),
                     cert_expires_at: super::agent::rfc3339(l.cert_not_after),
                     labels,
-                    gpus: l.inventory.as_ref().map(|i| i.gpus.clone()).unwrap_or_default(),
+                    gpus: l
+                        .inventory
+                        .as_ref()
+                        .map(|i| i.gpus.clone())
+                        .unwrap_or_default(),
                     load: l.load,
                     inventory: l.inventory.clone(),
                     drain: l.drain.clone(),
@@ -544,7 +587,11 @@ mod tests {
     }
 
     fn inv() -> Inventory {
-        Inventory { hostname: "h".into(), arch: "x86_64".into(), ..Default::default() }
+        Inventory {
+            hostname: "h".into(),
+            arch: "x86_64".into(),
+            ..Default::default()
+        }
     }
 
     #[tokio::test]
@@ -557,9 +604,19 @@ mod tests {
         let t0 = Instant::now();
         assert!(fleet.tick(t0 + Duration::from_secs(2)).is_empty());
         let t = fleet.tick(t0 + Duration::from_secs(4));
-        assert_eq!(t, vec![Transition { agent: id, from: AgentState::Ready, to: AgentState::Unreachable }]);
+        assert_eq!(
+            t,
+            vec![Transition {
+                agent: id,
+                from: AgentState::Ready,
+                to: AgentState::Unreachable
+            }]
+        );
         // the silent session was closed
-        assert!(matches!(rx.recv().await, Some(AgentCommand::Close(CloseReason::Silent))));
+        assert!(matches!(
+            rx.recv().await,
+            Some(AgentCommand::Close(CloseReason::Silent))
+        ));
         let t = fleet.tick(t0 + Duration::from_secs(15));
         assert_eq!(t[0].to, AgentState::Lost);
         fleet.disconnect(&id, sid);
@@ -577,9 +634,15 @@ mod tests {
         fleet.connect(id, inv(), tx).unwrap();
         fleet.revoke(&id);
         let msg = rx.recv().await.unwrap();
-        assert!(matches!(msg, AgentCommand::Close(CloseReason::Revoked)), "{msg:?}");
+        assert!(
+            matches!(msg, AgentCommand::Close(CloseReason::Revoked)),
+            "{msg:?}"
+        );
         let (tx2, _rx2) = mpsc::channel(4);
-        assert_eq!(fleet.connect(id, inv(), tx2).unwrap_err(), Refusal::Revoked(id));
+        assert_eq!(
+            fleet.connect(id, inv(), tx2).unwrap_err(),
+            Refusal::Revoked(id)
+        );
         assert_eq!(fleet.admit(&id), Err(Refusal::Revoked(id)));
         let stranger = AgentId::new_random();
         assert_eq!(fleet.admit(&stranger), Err(Refusal::Unknown(stranger)));
@@ -594,11 +657,23 @@ mod tests {
         assert_eq!(fleet.take_dirty().len(), 1);
         assert!(fleet.take_dirty().is_empty());
         for _ in 0..100 {
-            fleet.heartbeat(&id, sid, Load { runner_containers: 2, ..Default::default() });
+            fleet.heartbeat(
+                &id,
+                sid,
+                Load {
+                    runner_containers: 2,
+                    ..Default::default()
+                },
+            );
         }
         let d = fleet.take_dirty();
         assert_eq!(d.len(), 1, "100 heartbeats make one pending write");
-        assert!(d[0].load.as_deref().unwrap().contains("\"runner_containers\":2"));
+        assert!(
+            d[0].load
+                .as_deref()
+                .unwrap()
+                .contains("\"runner_containers\":2")
+        );
     }
 
     #[test]
@@ -632,22 +707,44 @@ mod tests {
         let (tx, _rx) = mpsc::channel(4);
         let (sid, _) = fleet.connect(id, inv, tx).unwrap();
         let (tx2, _rx2) = mpsc::channel(4);
-        let ppc = Inventory { hostname: "p".into(), arch: "ppc64le".into(), ..Default::default() };
+        let ppc = Inventory {
+            hostname: "p".into(),
+            arch: "ppc64le".into(),
+            ..Default::default()
+        };
         fleet.connect(odd, ppc, tx2).unwrap();
 
         let view = fleet.scheduler_view();
-        assert_eq!(view.len(), 1, "an arch the scheduler does not know is left out");
+        assert_eq!(
+            view.len(),
+            1,
+            "an arch the scheduler does not know is left out"
+        );
         let v = &view[0];
-        assert_eq!((v.id, v.arch, v.state), (id.0, Arch::X86_64, scheduler::AgentState::Ready));
+        assert_eq!(
+            (v.id, v.arch, v.state),
+            (id.0, Arch::X86_64, scheduler::AgentState::Ready)
+        );
         assert_eq!((v.cpu_threads, v.memory_total), (16, 64 << 30));
         assert!(!v.cordoned);
         assert_eq!(v.gpus.len(), 1);
         assert_eq!(v.gpus[0].vendor, crate::scheduler::GpuVendor::Amd);
-        assert_eq!(v.gpus[0].render_node.as_deref(), Some("/dev/dri/renderD128"));
+        assert_eq!(
+            v.gpus[0].render_node.as_deref(),
+            Some("/dev/dri/renderD128")
+        );
 
-        let drain = Drain { started_at: String::new(), deadline: String::new(), drained_at: None, deadline_ms: 0 };
+        let drain = Drain {
+            started_at: String::new(),
+            deadline: String::new(),
+            drained_at: None,
+            deadline_ms: 0,
+        };
         fleet.set_drain(&id, Some(drain));
-        assert!(fleet.scheduler_view()[0].cordoned, "draining counts as cordoned");
+        assert!(
+            fleet.scheduler_view()[0].cordoned,
+            "draining counts as cordoned"
+        );
         assert_eq!(fleet.unfinished_drains().len(), 1);
         assert!(fleet.drain_done(&id));
         assert!(fleet.unfinished_drains().is_empty());

@@ -69,7 +69,13 @@ impl std::fmt::Debug for RequestObserver {
 pub fn endpoint_template(endpoint: &str) -> String {
     endpoint
         .split('/')
-        .map(|seg| if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) { ":id" } else { seg })
+        .map(|seg| {
+            if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+                ":id"
+            } else {
+                seg
+            }
+        })
         .collect::<Vec<_>>()
         .join("/")
 }

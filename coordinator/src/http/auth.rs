@@ -1,30 +1,56 @@
 //! Admin authentication for everything but `/healthz`, `/readyz`, `/metrics`
-//! and the login form: an admin bearer token (`Authorization: Bearer AGA1…`),
-//! the same token in the dashboard's session cookie (HttpOnly,
-//! SameSite=Strict, set by `POST /login`), or — with `http_tls = true` — an
-//! admin client certificate from the cluster CA.
+//! (unless `metrics = "authenticated"`) and the login form. Three ways in:
+//!
+//! * an admin bearer token (`Authorization: Bearer AGA1…`): CLI, scripts;
+//! * with `http_tls = true`, an admin client certificate from the cluster CA;
+//! * the dashboard's session cookie: an opaque session id from `POST /login`
+//!   ([`crate::admin::sessions`]), never the admin token itself. The cookie
+//!   is `HttpOnly; SameSite=Strict; Path=/`, plus `Secure` under `http_tls`.
+//!
+//! A browser attaches the cookie on its own, also to requests a page on
+//! another port of the same host makes (same-site, so `SameSite` does not
+//! help). Cookie-authenticated requests that change something (any method
+//! but GET/HEAD/OPTIONS) therefore pass [`csrf_check`] too; bearer and
+//! certificate callers are not cookie-based and skip it.
 
 use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::json;
 
 use super::HttpState;
-use crate::admin::{Actor, tokens};
+use crate::admin::{Actor, sessions, tokens};
 
 pub const SESSION_COOKIE: &str = "autogit_session";
+/// The header the dashboard sends with every mutating request; a no-cors
+/// cross-origin request cannot carry it.
+pub const REQUEST_HEADER: &str = "x-autogit-request";
 
-/// The admin token presented with a request, if any.
-pub fn presented_token(headers: &HeaderMap) -> Option<String> {
+/// How a request authenticates, as presented (not yet verified).
+enum Presented {
+    Bearer(String),
+    Session(String),
+    None,
+}
+
+fn presented(headers: &HeaderMap) -> Presented {
     if let Some(v) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         && let Some(t) = v.strip_prefix("Bearer ")
     {
-        return Some(t.trim().to_string());
+        return Presented::Bearer(t.trim().to_string());
     }
+    match session_cookie(headers) {
+        Some(id) => Presented::Session(id),
+        None => Presented::None,
+    }
+}
+
+/// The session id in the request's cookie, if any.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -37,16 +63,102 @@ pub fn presented_token(headers: &HeaderMap) -> Option<String> {
         })
 }
 
-/// Require a valid admin token; the [`Actor`] goes into request extensions.
+/// Why a cookie-authenticated request was refused as possibly cross-site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CsrfRefusal {
+    /// Neither `Content-Type: application/json` nor `X-AutoGit-Request`.
+    NoJsonOrHeader,
+    /// `Origin` names another origin than the coordinator's own.
+    ForeignOrigin,
+}
+
+impl CsrfRefusal {
+    pub fn message(self) -> &'static str {
+        match self {
+            CsrfRefusal::NoJsonOrHeader => {
+                "refused: a cookie-authenticated request that changes state must send \
+                 `Content-Type: application/json` or `X-AutoGit-Request: 1` (CSRF rule)"
+            }
+            CsrfRefusal::ForeignOrigin => {
+                "refused: the Origin header does not match this coordinator's own \
+                 origin (CSRF rule)"
+            }
+        }
+    }
+}
+
+/// `Origin`, when present, must name the host the request was sent to
+/// (`Host`, port included). The scheme must be http or https; a TLS
+/// terminating proxy in front may change it, a different port cannot be
+/// the same server. `Origin: null` (sandboxed frames, some redirects) is
+/// foreign.
+pub fn origin_ok(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let Some(authority) = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    !authority.is_empty() && authority.eq_ignore_ascii_case(host.trim())
+}
+
+/// The CSRF rules for a cookie-authenticated request that changes state.
+pub fn csrf_check(method: &Method, headers: &HeaderMap) -> Result<(), CsrfRefusal> {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json && !headers.contains_key(REQUEST_HEADER) {
+        return Err(CsrfRefusal::NoJsonOrHeader);
+    }
+    if !origin_ok(headers) {
+        return Err(CsrfRefusal::ForeignOrigin);
+    }
+    Ok(())
+}
+
+fn forbidden(r: CsrfRefusal) -> Response {
+    (StatusCode::FORBIDDEN, Json(json!({"error": r.message()}))).into_response()
+}
+
+/// Require an admin; the [`Actor`] goes into request extensions.
 pub async fn require_admin(State(s): State<HttpState>, mut req: Request, next: Next) -> Response {
     let cert_admin = req
         .extensions()
         .get::<axum::extract::ConnectInfo<super::tls::PeerInfo>>()
         .and_then(|c| c.0.admin.clone());
-    let actor = match (cert_admin, presented_token(req.headers())) {
+    let actor = match (cert_admin, presented(req.headers())) {
         (Some(name), _) => Some(Actor(format!("cert:{name}"))),
-        (None, Some(t)) => tokens::verify(&s.db, &t).await,
-        (None, None) => None,
+        (None, Presented::Bearer(t)) => tokens::verify(&s.db, &t).await,
+        (None, Presented::Session(id)) => {
+            let actor = sessions::verify(&s.db, &id).await;
+            if let Some(Actor(who)) = &actor
+                && let Err(r) = csrf_check(req.method(), req.headers())
+            {
+                tracing::warn!(
+                    actor = %crate::edge::wire(who),
+                    path = %crate::edge::wire(req.uri().path()),
+                    rule = ?r,
+                    "refused a cookie-authenticated request that may come from another site (CSRF rule)"
+                );
+                return forbidden(r);
+            }
+            actor
+        }
+        (None, Presented::None) => None,
     };
     match actor {
         Some(a) => {
@@ -75,8 +187,28 @@ fn unauthorized(headers: &HeaderMap) -> Response {
     }
 }
 
-/// `POST /login` with form or JSON `token`: sets the session cookie.
-pub async fn login(State(s): State<HttpState>, body: axum::body::Bytes) -> Response {
+fn cookie(value: &str, max_age: Option<u64>, secure: bool) -> String {
+    let mut c = format!("{SESSION_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/");
+    if let Some(s) = max_age {
+        c.push_str(&format!("; Max-Age={s}"));
+    }
+    if secure {
+        c.push_str("; Secure");
+    }
+    c
+}
+
+/// `POST /login` with form or JSON `token`: opens a session and sets its
+/// cookie. The login form is a plain form post, so only the Origin rule
+/// applies here (a foreign page must not sign a browser in either).
+pub async fn login(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !origin_ok(&headers) {
+        return forbidden(CsrfRefusal::ForeignOrigin);
+    }
     let token = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v["token"].as_str().map(str::to_string))
@@ -88,25 +220,62 @@ pub async fn login(State(s): State<HttpState>, body: axum::body::Bytes) -> Respo
         )
             .into_response();
     };
-    match tokens::verify(&s.db, &token).await {
-        Some(Actor(who)) => {
-            tracing::info!(actor = %crate::edge::wire(&who), "dashboard login");
-            let cookie = format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
-            (
-                StatusCode::SEE_OTHER,
-                [
-                    (header::SET_COOKIE, cookie),
-                    (header::LOCATION, "/".to_string()),
-                ],
-            )
-                .into_response()
-        }
-        None => (
+    let Some((token_id, Actor(who))) = tokens::verify_with_id(&s.db, &token).await else {
+        return (
             StatusCode::UNAUTHORIZED,
             Json(json!({"error": "invalid admin token"})),
         )
-            .into_response(),
+            .into_response();
+    };
+    let session = match sessions::create(&s.db, &token_id, s.sessions.ttl).await {
+        Ok(sess) => sess,
+        Err(e) => {
+            tracing::warn!(error = %e, "open dashboard session");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": "cannot open a session: database unavailable"})),
+            )
+                .into_response();
+        }
+    };
+    tracing::info!(actor = %crate::edge::wire(&who), "dashboard login");
+    let cookie = cookie(
+        &session.id,
+        Some(s.sessions.ttl.as_secs()),
+        s.sessions.secure,
+    );
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::SET_COOKIE, cookie),
+            (header::LOCATION, "/".to_string()),
+        ],
+    )
+        .into_response()
+}
+
+/// `POST /logout`: ends the session server-side and clears the cookie.
+/// Same CSRF rules as any mutating request.
+pub async fn logout(State(s): State<HttpState>, req: Request) -> Response {
+    if let Err(r) = csrf_check(req.method(), req.headers()) {
+        return forbidden(r);
     }
+    if let Some(id) = session_cookie(req.headers())
+        && let Err(e) = sessions::end(&s.db, &id).await
+    {
+        tracing::warn!(error = %e, "end dashboard session");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "cannot end the session: database unavailable"})),
+        )
+            .into_response();
+    }
+    (
+        StatusCode::OK,
+        [(header::SET_COOKIE, cookie("", Some(0), s.sessions.secure))],
+        Json(json!({"signed_out": true})),
+    )
+        .into_response()
 }
 
 fn url_form_value(body: &[u8], key: &str) -> Option<String> {
@@ -135,3 +304,113 @@ if (m) {
   document.getElementById("login").submit();
 }
 </script></body></html>"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn reads_are_never_refused() {
+        let h = headers(&[("host", "a:8080"), ("origin", "http://a:9999")]);
+        assert_eq!(csrf_check(&Method::GET, &h), Ok(()));
+    }
+
+    #[test]
+    fn a_no_cors_post_is_refused() {
+        // What `fetch(url, {method: "POST", mode: "no-cors", credentials:
+        // "include"})` can send: a simple content type, no custom header.
+        for ct in [
+            "text/plain;charset=UTF-8",
+            "application/x-www-form-urlencoded",
+        ] {
+            let mut h = headers(&[("host", "127.0.0.1:8080")]);
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+            assert_eq!(
+                csrf_check(&Method::POST, &h),
+                Err(CsrfRefusal::NoJsonOrHeader)
+            );
+        }
+        let h = headers(&[("host", "127.0.0.1:8080")]);
+        assert_eq!(
+            csrf_check(&Method::POST, &h),
+            Err(CsrfRefusal::NoJsonOrHeader)
+        );
+    }
+
+    #[test]
+    fn json_or_the_header_from_the_own_origin_passes() {
+        let h = headers(&[
+            ("host", "127.0.0.1:8080"),
+            ("origin", "http://127.0.0.1:8080"),
+            ("content-type", "application/json; charset=utf-8"),
+        ]);
+        assert_eq!(csrf_check(&Method::POST, &h), Ok(()));
+        let h = headers(&[
+            ("host", "Coord.Example:443"),
+            ("x-autogit-request", "1"),
+            ("origin", "https://coord.example:443"),
+        ]);
+        assert_eq!(csrf_check(&Method::POST, &h), Ok(()));
+        // No Origin (older clients): the header rule alone decides.
+        let h = headers(&[("host", "127.0.0.1:8080"), ("x-autogit-request", "1")]);
+        assert_eq!(csrf_check(&Method::POST, &h), Ok(()));
+    }
+
+    #[test]
+    fn another_port_of_the_same_host_is_a_foreign_origin() {
+        for origin in [
+            "http://127.0.0.1:9999",
+            "http://127.0.0.1",
+            "null",
+            "http://127.0.0.1:8080.evil.example",
+            "file://",
+        ] {
+            let mut h = headers(&[
+                ("host", "127.0.0.1:8080"),
+                ("content-type", "application/json"),
+            ]);
+            h.insert(
+                header::ORIGIN,
+                HeaderValue::from_str(origin).expect("header"),
+            );
+            assert_eq!(
+                csrf_check(&Method::POST, &h),
+                Err(CsrfRefusal::ForeignOrigin),
+                "{origin}"
+            );
+        }
+        let h = headers(&[
+            ("origin", "http://127.0.0.1:8080"),
+            ("x-autogit-request", "1"),
+        ]);
+        assert_eq!(
+            csrf_check(&Method::POST, &h),
+            Err(CsrfRefusal::ForeignOrigin),
+            "Origin without Host"
+        );
+    }
+
+    #[test]
+    fn cookie_flags() {
+        let c = cookie("abc", Some(60), true);
+        for flag in [
+            "HttpOnly",
+            "SameSite=Strict",
+            "Path=/",
+            "Secure",
+            "Max-Age=60",
+        ] {
+            assert!(c.contains(flag), "{c} lacks {flag}");
+        }
+        assert!(!cookie("abc", None, false).contains("Secure"));
+    }
+}

@@ -1,9 +1,11 @@
 //! The HTTP edge (axum): health, metrics, GitLab webhooks, the admin API and
 //! the dashboard.
 //!
-//! Anonymous: `/healthz`, `/readyz`, `/metrics` (when enabled), the login
-//! form and `POST /login`. Everything else needs an admin token
-//! ([`auth`]). GitLab webhooks authenticate with their own secret.
+//! Anonymous: `/healthz`, `/readyz`, `/metrics` (when `anonymous`), the
+//! login form and `POST /login`. `POST /logout` ends a dashboard session.
+//! Everything else needs an admin ([`auth`]: bearer token, client
+//! certificate, or a session cookie under the CSRF rules). GitLab webhooks
+//! authenticate with their own secret.
 
 pub mod api;
 pub mod auth;
@@ -41,6 +43,16 @@ pub struct HttpState {
     pub ca_fingerprint: autogit_certs::Fingerprint,
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
     pub metrics_access: crate::config::MetricsAccess,
+    pub sessions: SessionSettings,
+}
+
+/// Dashboard session cookie settings.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionSettings {
+    /// Session lifetime (`session_ttl`).
+    pub ttl: std::time::Duration,
+    /// Mark the cookie `Secure` (served over HTTPS: `http_tls`).
+    pub secure: bool,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -51,7 +63,8 @@ pub fn router(state: HttpState) -> Router {
     let mut public = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/login", post(auth::login));
+        .route("/login", post(auth::login))
+        .route("/logout", post(auth::logout));
     match (state.metrics.is_some(), state.metrics_access) {
         (true, MetricsAccess::Anonymous) => public = public.route("/metrics", get(metrics::scrape)),
         (true, MetricsAccess::Authenticated) => {

@@ -27,7 +27,9 @@ async function api(path, init) {
   try {
     res = await fetch(path, {
       credentials: "same-origin",
-      headers: { Accept: "application/json", ...(init && init.body ? { "Content-Type": "application/json" } : {}) },
+      // X-AutoGit-Request: the coordinator refuses cookie-authenticated
+      // changes without it (or JSON); a cross-site no-cors request cannot send it.
+      headers: { Accept: "application/json", "X-AutoGit-Request": "1", ...(init && init.body ? { "Content-Type": "application/json" } : {}) },
       signal: ctl.signal,
       ...init,
     });
@@ -363,6 +365,20 @@ async function act(id, action, name) {
   await refresh();
 }
 
+$("signout").addEventListener("click", async () => {
+  stopped = true;
+  clearTimeout(timer);
+  try {
+    await api("/logout", { method: "POST" });
+  } catch (e) {
+    if (e.status !== 401) {
+      stopped = false;
+      notice("bad", "Sign out failed: " + e.message);
+      return;
+    }
+  }
+  location.replace("/");
+});
 $("refresh").addEventListener("click", () => {
   stopped = false;
   refresh();

@@ -1,0 +1,205 @@
+//! Dashboard sessions: what the `autogit_session` cookie carries instead of
+//! the admin token.
+//!
+//! `POST /login` trades a valid admin token for a session id: 256 random
+//! bits, base64url, shown to the browser once. Only SHA-256 of the id is
+//! stored, with an expiry (`session_ttl`) and the id of the admin token it
+//! came from. A session is refused once it expires or its admin token is
+//! revoked or expires; revoking the token deletes its sessions too, and a
+//! background task deletes expired ones ([`purge_loop`]).
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use super::tokens::{Actor, actor_of};
+use crate::bounds;
+use crate::db::{self, AdminSessionRow, Db, DbError};
+
+/// Default session lifetime (`session_ttl`).
+pub const DEFAULT_TTL: Duration = Duration::from_secs(12 * 3600);
+/// How often expired sessions are deleted.
+pub const PURGE_INTERVAL: Duration = Duration::from_secs(300);
+
+/// A freshly created session: the only copy of its id.
+pub struct NewSession {
+    pub id: String,
+    pub expires_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for NewSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewSession")
+            .field("id", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+fn hash(id: &str) -> Vec<u8> {
+    Sha256::digest(id.as_bytes()).to_vec()
+}
+
+/// Ids are 43 base64url characters; anything else is not looked up.
+fn well_formed(id: &str) -> bool {
+    id.len() == 43
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Open a session for admin token `token_id`, valid for `ttl` (clamped to
+/// [`bounds::MAX_SESSION_TTL`]).
+pub async fn create(db: &Db, token_id: &str, ttl: Duration) -> Result<NewSession, DbError> {
+    let now = OffsetDateTime::now_utc();
+    let ttl = ttl.min(bounds::MAX_SESSION_TTL);
+    let expires_at = bounds::after(now, ttl).unwrap_or(now);
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let id = URL_SAFE_NO_PAD.encode(secret);
+    db.insert_admin_session(&AdminSessionRow {
+        id_hash: hash(&id),
+        token_id: token_id.to_string(),
+        created_at: db::to_ms(now),
+        expires_at: db::to_ms(expires_at),
+    })
+    .await?;
+    Ok(NewSession { id, expires_at })
+}
+
+/// The actor behind a presented session id; `None` when malformed, unknown,
+/// expired, or its admin token is revoked or expired. The lookup is by
+/// hash, so timing says nothing about the id.
+pub async fn verify(db: &Db, presented: &str) -> Option<Actor> {
+    if !well_formed(presented) {
+        return None;
+    }
+    let now = db::to_ms(OffsetDateTime::now_utc());
+    let (_, token) = db.live_admin_session(&hash(presented), now).await.ok()??;
+    Some(actor_of(&token.name))
+}
+
+/// End a session (logout); true if it existed.
+pub async fn end(db: &Db, presented: &str) -> Result<bool, DbError> {
+    if !well_formed(presented) {
+        return Ok(false);
+    }
+    db.delete_admin_session(&hash(presented)).await
+}
+
+/// Delete expired sessions and those of revoked or expired tokens.
+pub async fn purge(db: &Db) -> Result<u64, DbError> {
+    db.purge_admin_sessions(db::to_ms(OffsetDateTime::now_utc()))
+        .await
+}
+
+/// Run [`purge`] every `every` until `shutdown`.
+pub async fn purge_loop(db: Db, every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match purge(&db).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(deleted = n, "expired dashboard sessions deleted"),
+            Err(e) => tracing::warn!(error = %e, "delete expired dashboard sessions"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::tokens;
+
+    async fn fixture() -> (tempfile::TempDir, Db, String, String) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(dir.path()).await.expect("open db");
+        let t = tokens::create(&db, "alice", None).await.expect("token");
+        (dir, db, t.id.clone(), t.token.clone())
+    }
+
+    #[tokio::test]
+    async fn session_id_is_random_not_the_token_and_stored_hashed() {
+        let (_d, db, token_id, token) = fixture().await;
+        let a = create(&db, &token_id, DEFAULT_TTL).await.expect("session");
+        let b = create(&db, &token_id, DEFAULT_TTL).await.expect("session");
+        assert_ne!(a.id, b.id);
+        assert_ne!(a.id, token);
+        assert!(!a.id.contains(&token_id), "id must not reveal the token id");
+        assert_eq!(verify(&db, &a.id).await, Some(Actor("token:alice".into())));
+        let raw: Vec<Vec<u8>> = sqlx::query_scalar("SELECT id_hash FROM admin_sessions")
+            .fetch_all(db.pool())
+            .await
+            .expect("select");
+        assert_eq!(raw.len(), 2);
+        assert!(raw.iter().all(|h| h.as_slice() != a.id.as_bytes()));
+        assert!(raw.contains(&hash(&a.id)));
+        assert!(!format!("{a:?}").contains(&a.id), "Debug must hide the id");
+    }
+
+    #[tokio::test]
+    async fn the_admin_token_itself_is_not_a_session() {
+        let (_d, db, _id, token) = fixture().await;
+        assert_eq!(verify(&db, &token).await, None);
+        assert_eq!(verify(&db, "").await, None);
+        assert_eq!(verify(&db, &"A".repeat(43)).await, None);
+    }
+
+    #[tokio::test]
+    async fn expired_sessions_are_refused_and_purged() {
+        let (_d, db, token_id, _) = fixture().await;
+        let s = create(&db, &token_id, Duration::ZERO)
+            .await
+            .expect("session");
+        let live = create(&db, &token_id, DEFAULT_TTL).await.expect("session");
+        assert_eq!(verify(&db, &s.id).await, None);
+        assert_eq!(purge(&db).await.expect("purge"), 1);
+        assert_eq!(db.count_admin_sessions().await.expect("count"), 1);
+        assert!(verify(&db, &live.id).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn revoking_the_admin_token_ends_its_sessions_only() {
+        let (_d, db, token_id, _) = fixture().await;
+        let other = tokens::create(&db, "bob", None).await.expect("token");
+        let s = create(&db, &token_id, DEFAULT_TTL).await.expect("session");
+        let kept = create(&db, &other.id, DEFAULT_TTL).await.expect("session");
+        assert!(db.revoke_admin_token(&token_id, 1).await.expect("revoke"));
+        assert_eq!(verify(&db, &s.id).await, None);
+        assert_eq!(db.count_admin_sessions().await.expect("count"), 1);
+        assert_eq!(verify(&db, &kept.id).await, Some(Actor("token:bob".into())));
+    }
+
+    #[tokio::test]
+    async fn a_session_of_a_token_revoked_behind_its_back_is_refused() {
+        // A revocation that did not delete sessions (an older binary, a
+        // manual UPDATE) still ends them: the lookup checks the token.
+        let (_d, db, token_id, _) = fixture().await;
+        let s = create(&db, &token_id, DEFAULT_TTL).await.expect("session");
+        sqlx::query("UPDATE admin_tokens SET revoked_at = 1 WHERE id = ?")
+            .bind(&token_id)
+            .execute(db.pool())
+            .await
+            .expect("update");
+        assert_eq!(verify(&db, &s.id).await, None);
+        assert_eq!(purge(&db).await.expect("purge"), 1);
+    }
+
+    #[tokio::test]
+    async fn logout_ends_the_session() {
+        let (_d, db, token_id, _) = fixture().await;
+        let s = create(&db, &token_id, DEFAULT_TTL).await.expect("session");
+        assert!(end(&db, &s.id).await.expect("end"));
+        assert_eq!(verify(&db, &s.id).await, None);
+        assert!(!end(&db, &s.id).await.expect("end twice"));
+    }
+}
