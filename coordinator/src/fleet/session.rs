@@ -6,6 +6,7 @@
 //! Identity comes from the verified client certificate (the caller passes
 //! the [`AgentId`]); nothing in a message body can change it.
 
+use crate::edge::wire;
 use std::time::Duration;
 
 use autogit_certs::AgentId;
@@ -115,7 +116,7 @@ impl Sessions {
         let arch = inventory.arch.clone();
         let (tx, rx) = mpsc::channel(OUTBOUND);
         let (sid, prev) = self.fleet.connect(agent, inventory, tx)?;
-        tracing::info!(%agent, %hostname, %arch, version = %agent_version, "agent session opened");
+        tracing::info!(%agent, hostname = %wire(&hostname), arch = %wire(&arch), version = %wire(&agent_version), "agent session opened");
         self.audit
             .record(
                 "agent.connected",
@@ -150,7 +151,7 @@ impl Sessions {
     /// Session `sid` ended for `reason`.
     pub async fn closed(&self, agent: AgentId, sid: SessionId, reason: &str) {
         if let Some(t) = self.fleet.disconnect(&agent, sid) {
-            tracing::warn!(%agent, %reason, "agent session closed");
+            tracing::warn!(%agent, reason = %wire(reason), "agent session closed");
             self.audit
                 .record(
                     "agent.state",

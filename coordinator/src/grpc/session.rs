@@ -3,6 +3,7 @@
 //! (`fleet/session.rs::Sessions`), and streams the domain's commands back as
 //! wire messages; a `Close` command ends the stream with its status.
 
+use crate::edge::wire;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -74,7 +75,7 @@ async fn read_loop(
             Some(Ok(m)) => match agent_report(m) {
                 Ok(report) => sessions.report(agent, sid, report).await,
                 Err(e) => {
-                    tracing::warn!(%agent, error = %e, "bad message from agent; closing session");
+                    tracing::warn!(%agent, error = %wire(&e.to_string()), "bad message from agent; closing session");
                     let _ = sessions
                         .fleet
                         .close(&agent, CloseReason::Protocol(e.to_string()));

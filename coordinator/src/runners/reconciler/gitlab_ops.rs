@@ -3,6 +3,7 @@
 //! that deletes AutoGit-marked runners without a live record. The calls run
 //! in spawned tasks and come back as [`Op`]s.
 
+use crate::edge::wire;
 use std::time::Duration;
 
 use autogit_certs::AgentId;
@@ -82,7 +83,7 @@ impl Reconciler {
             json!({"pool": pool.name, "agent": hostname, "gpus": placement.gpus}),
         )
         .await;
-        tracing::info!(runner = %id, pool = %pool.name, agent = %hostname, "provisioning runner");
+        tracing::info!(runner = %id, pool = %pool.name, agent = %wire(hostname), "provisioning runner");
         self.active.insert(
             id,
             Active {

@@ -50,6 +50,7 @@ mod fake_gitlab;
 #[cfg(test)]
 mod tests;
 
+use crate::edge::wire;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
@@ -387,7 +388,7 @@ impl Reconciler {
         if let Some(t) = log_tail.filter(|t| !t.is_empty()) {
             a.rec.log_tail = t;
         }
-        tracing::info!(runner = %id, state = %phase, ?exit_code, reason = reason.as_deref().unwrap_or(""), "runner finished");
+        tracing::info!(runner = %id, state = %phase, ?exit_code, reason = %wire(reason.as_deref().unwrap_or("")), "runner finished");
         if phase == Phase::Failed && a.rec.started_at.is_none() {
             let agent = a.rec.agent.0;
             let hostname = self
