@@ -133,7 +133,21 @@ impl Fixture {
     /// Enroll and start an agent against `coordinator` (default: the
     /// coordinator's own gRPC address); waits until it is ready.
     pub fn add_agent(&mut self, coordinator: Option<&str>, extra: &str) -> anyhow::Result<usize> {
+        self.add_agent_wrapped(coordinator, extra, None)
+    }
+
+    /// [`Fixture::add_agent`], with every agent command run through `wrapper`
+    /// (e.g. a script that execs `faketime -f +25h "$@"`).
+    pub fn add_agent_wrapped(
+        &mut self,
+        coordinator: Option<&str>,
+        extra: &str,
+        wrapper: Option<std::path::PathBuf>,
+    ) -> anyhow::Result<usize> {
         let mut a = Agent::new(extra)?;
+        if let Some(w) = wrapper {
+            a.runner = Some((w, crate::harness::bin("autogit-agent")));
+        }
         a.env.push(("AUTOGIT_LOG".into(), "debug".into()));
         let addr = coordinator
             .map(str::to_string)

@@ -81,6 +81,21 @@ pub fn all() -> Vec<Row> {
             run: dockerd_restart,
         },
         Row {
+            name: "certificate renewal killed between its writes",
+            in_quick: false,
+            run: renewal_killed,
+        },
+        Row {
+            name: "agent clock 25 h ahead (faketime)",
+            in_quick: false,
+            run: clock_ahead,
+        },
+        Row {
+            name: "agent clock 25 h behind (faketime)",
+            in_quick: false,
+            run: clock_behind,
+        },
+        Row {
             name: "half-open HTTP and idle TLS connections",
             in_quick: true,
             run: half_open_connections,
@@ -581,4 +596,84 @@ fn dockerd_restart(s: Scale) -> anyhow::Result<Outcome> {
     }
     d.remove(&scope);
     Ok(o)
+}
+
+/// Certificates live 9 s, so the agent renews about every 6 s; it is
+/// SIGKILLed at varying moments around its renewals and restarted, once with
+/// a half-written `identity.pem.new` left behind as a killed write would. It
+/// must come back every time and still serve a job.
+fn renewal_killed(s: Scale) -> anyhow::Result<Outcome> {
+    let kills = if s.quick { 4 } else { 12 };
+    let mut fx = Fixture::start(Setup {
+        extra: "[tls]\nagent_cert_ttl = \"9s\"\n",
+        ..Default::default()
+    })?;
+    let agent = fx.add_agent(None, "")?;
+    let id = fx.agents[agent].1.clone();
+    let mut worst = Duration::ZERO;
+    for i in 0..kills {
+        // 1.0 s, 1.7 s, ... spread over the ~6 s renewal period.
+        std::thread::sleep(Duration::from_millis(1_000 + (i as u64 * 700) % 6_000));
+        fx.agents[agent].0.kill();
+        if i == kills / 2 {
+            let dir = fx.agents[agent].0.state_dir.clone();
+            let whole = std::fs::read_to_string(dir.join("identity.pem")).unwrap_or_default();
+            std::fs::write(dir.join("identity.pem.new"), &whole[..whole.len() / 2])?;
+        }
+        fx.agents[agent].0.start()?;
+        let t = Instant::now();
+        fx.c.wait_agent_state(&id, "ready", T)
+            .with_context(|| format!("after kill {}: agent log:\n{}", i + 1, fx.agents[agent].0.logs()))?;
+        worst = worst.max(t.elapsed());
+    }
+    let renewals = fx.c.logs().matches("agent certificate renewed").count();
+    let job = fx.job(24, 300);
+    fx.wait_job(job.id, "success", T)?;
+    expect(renewals > 0, "no renewal happened: the kills never met one")?;
+    Ok(outcome(
+        &fx,
+        format!(
+            "{kills} kills around {renewals} renewals; back in at most {:.1}s each time",
+            worst.as_secs_f64()
+        ),
+    ))
+}
+
+fn clock_ahead(_: Scale) -> anyhow::Result<Outcome> {
+    skewed("+25h")
+}
+
+fn clock_behind(_: Scale) -> anyhow::Result<Outcome> {
+    skewed("-25h")
+}
+
+/// The agent runs under `faketime` (the dynamically linked debug build)
+/// against a fresh coordinator on the true clock, with 30 s certificates:
+/// it must join, serve a job, renew in time and not in a loop.
+fn skewed(offset: &str) -> anyhow::Result<Outcome> {
+    let scratch = tempfile::tempdir()?;
+    let wrapper = scratch.path().join("skewed");
+    std::fs::write(&wrapper, format!("#!/bin/sh\nexec faketime -f \"{offset}\" \"$@\"\n"))?;
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let mut fx = Fixture::start(Setup {
+        extra: "[tls]\nagent_cert_ttl = \"30s\"\n",
+        ..Default::default()
+    })?;
+    fx.add_agent_wrapped(None, "", Some(wrapper))?;
+    let job = fx.job(25, 300);
+    fx.wait_job(job.id, "success", T)?;
+    // 30 s certificates renew at about 20 s: over 35 s, one or two renewals
+    // are right, more is a loop, none means it would have expired.
+    std::thread::sleep(Duration::from_secs(35));
+    let renewals = fx.c.logs().matches("agent certificate renewed").count();
+    let ready = fx.c.agents()?.first().is_some_and(|a| a["state"] == "ready");
+    expect(ready, "the skewed agent is not ready after 35 s")?;
+    expect(
+        (1..=3).contains(&renewals),
+        &format!("{renewals} renewals in about 40 s with 30 s certificates"),
+    )?;
+    Ok(outcome(
+        &fx,
+        format!("agent clock {offset}; {renewals} renewals in about 40 s with 30 s certificates"),
+    ))
 }
