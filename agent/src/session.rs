@@ -127,7 +127,17 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     let renewals = tokio::spawn(renew::run(state.clone(), cfg.session.connect_timeout, shutdown.clone()));
     let mut agent = Agent {
         collector: Arc::new(Collector::new(inventory_options(&cfg))),
-        policy: HostPolicy::new(cfg.policy.clone(), cfg.docker.socket.as_deref()),
+        // The socket this agent really talks to (config, else DOCKER_HOST)
+        // is "the Docker socket" for policy.allow_docker_socket.
+        policy: HostPolicy::new(
+            cfg.policy.clone(),
+            docker::DockerEngine::resolve_socket(
+                cfg.docker.socket.as_deref(),
+                std::env::var("DOCKER_HOST").ok().as_deref(),
+            )
+            .ok()
+            .as_deref(),
+        ),
         cfg,
         state,
         docker,
