@@ -295,7 +295,11 @@ impl StateDir {
         let mut changed = Vec::new();
         let files = [IDENTITY_FILE, IDENTITY_NEW].into_iter().chain(LEGACY_KEYS);
         for (name, mode) in std::iter::once(("", 0o700)).chain(files.map(|f| (f, 0o600))) {
-            let path = if name.is_empty() { self.dir.clone() } else { self.dir.join(name) };
+            let path = if name.is_empty() {
+                self.dir.clone()
+            } else {
+                self.dir.join(name)
+            };
             let old = match fs::metadata(&path) {
                 Ok(m) => m.permissions().mode() & 0o7777,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,

@@ -53,7 +53,9 @@ pub fn certs(pem_text: &str) -> Result<Vec<CertificateDer<'static>>, PkiError> {
 pub fn private_key(pem_text: &str) -> Result<PrivateKeyDer<'static>, PkiError> {
     match PrivateKeyDer::from_pem_slice(pem_text.as_bytes()) {
         Ok(key) => Ok(key),
-        Err(pem::Error::NoItemsFound) => Err(PkiError::InvalidKey("no PRIVATE KEY block in PEM".into())),
+        Err(pem::Error::NoItemsFound) => {
+            Err(PkiError::InvalidKey("no PRIVATE KEY block in PEM".into()))
+        }
         Err(e) => Err(PkiError::InvalidKey(format!("bad PEM: {}", problem(&e)))),
     }
 }
@@ -67,7 +69,11 @@ mod tests {
         let ca = ClusterCa::generate("t").unwrap();
         let keys = csr::generate("h").unwrap();
         let cert = ca
-            .sign_agent_csr(&keys.csr_pem, AgentId::new_random(), std::time::Duration::from_secs(60))
+            .sign_agent_csr(
+                &keys.csr_pem,
+                AgentId::new_random(),
+                std::time::Duration::from_secs(60),
+            )
             .unwrap();
         (format!("{}{}", cert.cert_pem, ca.cert_pem()), keys.key_pem)
     }
@@ -76,7 +82,10 @@ mod tests {
     fn reads_a_bundle_and_a_key() {
         let (bundle, key) = issued();
         assert_eq!(certs(&bundle).unwrap().len(), 2);
-        assert!(matches!(private_key(&key).unwrap(), PrivateKeyDer::Pkcs8(_)));
+        assert!(matches!(
+            private_key(&key).unwrap(),
+            PrivateKeyDer::Pkcs8(_)
+        ));
         // A key and its certificate in one file (the agent's identity.pem).
         let both = format!("{key}{bundle}");
         assert_eq!(certs(&both).unwrap().len(), 2);
@@ -93,7 +102,10 @@ mod tests {
 
         let cut = &bundle[..bundle.find("-----END").unwrap()];
         let e = certs(cut).unwrap_err().to_string();
-        assert!(e.contains("missing the line -----END CERTIFICATE-----"), "{e}");
+        assert!(
+            e.contains("missing the line -----END CERTIFICATE-----"),
+            "{e}"
+        );
 
         let body = bundle.lines().nth(3).unwrap();
         let broken = bundle.replacen(body, &"*".repeat(body.len()), 1);
@@ -107,6 +119,9 @@ mod tests {
         assert!(e.contains("invalid base64"), "{e}");
         assert!(!e.contains(&secret_line[..20]), "key content leaked: {e}");
         let e = private_key(&key[..key.len() / 2]).unwrap_err().to_string();
-        assert!(e.contains("missing the line -----END PRIVATE KEY-----"), "{e}");
+        assert!(
+            e.contains("missing the line -----END PRIVATE KEY-----"),
+            "{e}"
+        );
     }
 }

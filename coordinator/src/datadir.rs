@@ -123,8 +123,15 @@ mod tests {
         for f in [DB_FILE, "autogit.db-wal", CA_KEY_FILE] {
             assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
         }
-        assert_eq!(mode(&dir.join("ca.pem")), 0o644, "the CA certificate is public");
-        assert!(!dir.join("autogit.db-shm").exists(), "absent files are not created");
+        assert_eq!(
+            mode(&dir.join("ca.pem")),
+            0o644,
+            "the CA certificate is public"
+        );
+        assert!(
+            !dir.join("autogit.db-shm").exists(),
+            "absent files are not created"
+        );
         assert_eq!(changed.len(), 4, "{changed:?}");
         assert_eq!(changed[0].from, 0o755);
         // Nothing left to do the second time.

@@ -181,7 +181,12 @@ impl Enroller {
             .ok_or(EnrollError::Refused(Refusal::Unknown(agent)))
     }
 
-    async fn refuse_replaced(&self, agent: AgentId, certs: &AgentCerts, serial: &str) -> EnrollError {
+    async fn refuse_replaced(
+        &self,
+        agent: AgentId,
+        certs: &AgentCerts,
+        serial: &str,
+    ) -> EnrollError {
         self.audit
             .record(
                 "agent.cert_refused",
@@ -418,8 +423,14 @@ mod tests {
         let (agent, a) = fx.agent().await;
         let b = fx.renew(agent, &a).await.unwrap();
         fx.enroller.check_cert(agent, &b).await.unwrap();
-        assert!(replaced(fx.renew(agent, &a).await), "renewal with the replaced one");
-        assert!(replaced(fx.enroller.check_cert(agent, &a).await), "session with the replaced one");
+        assert!(
+            replaced(fx.renew(agent, &a).await),
+            "renewal with the replaced one"
+        );
+        assert!(
+            replaced(fx.enroller.check_cert(agent, &a).await),
+            "session with the replaced one"
+        );
         assert!(fx.kinds().await.contains(&"agent.cert_refused".to_string()));
         // The current one renews; renewing with the pending one confirms it.
         let c = fx.renew(agent, &b).await.unwrap();
@@ -427,7 +438,10 @@ mod tests {
         assert!(replaced(fx.renew(agent, &b).await));
         fx.enroller.check_cert(agent, &d).await.unwrap();
         // Case does not matter (serials are hex).
-        fx.enroller.check_cert(agent, &d.to_uppercase()).await.unwrap();
+        fx.enroller
+            .check_cert(agent, &d.to_uppercase())
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -438,7 +452,10 @@ mod tests {
         // The answer never arrived: the agent renews again with what it has.
         let got = fx.renew(agent, &a).await.unwrap();
         fx.enroller.check_cert(agent, &a).await.unwrap();
-        assert!(replaced(fx.enroller.check_cert(agent, &lost).await), "only the last one issued is pending");
+        assert!(
+            replaced(fx.enroller.check_cert(agent, &lost).await),
+            "only the last one issued is pending"
+        );
         fx.enroller.check_cert(agent, &got).await.unwrap();
         assert!(replaced(fx.enroller.check_cert(agent, &a).await));
     }

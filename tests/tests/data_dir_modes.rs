@@ -30,7 +30,11 @@ fn an_open_data_dir_and_database_are_private_after_start() {
     assert_eq!(mode(&c.dir), 0o700, "data dir");
     assert_eq!(mode(&c.dir.join("autogit.db")), 0o600, "database");
     assert_eq!(mode(&c.dir.join("ca-key.pem")), 0o600, "CA key");
-    assert_eq!(mode(&c.dir.join("ca.pem")), 0o644, "the CA certificate stays public");
+    assert_eq!(
+        mode(&c.dir.join("ca.pem")),
+        0o644,
+        "the CA certificate stays public"
+    );
     // The running coordinator writes through WAL; SQLite gives the new
     // -wal and -shm files the database's mode.
     c.token(&[]).unwrap();
@@ -41,8 +45,14 @@ fn an_open_data_dir_and_database_are_private_after_start() {
         }
     }
     let logs = c.logs();
-    assert!(logs.contains("tightened permissions in the data dir"), "{logs}");
-    assert!(logs.contains("autogit.db"), "the log names the file: {logs}");
+    assert!(
+        logs.contains("tightened permissions in the data dir"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("autogit.db"),
+        "the log names the file: {logs}"
+    );
 }
 
 #[test]
@@ -56,6 +66,14 @@ fn an_open_agent_state_dir_and_identity_are_private_after_start() {
     a.start().unwrap();
     c.wait_agent_state(&id, "ready", T).unwrap();
     assert_eq!(mode(&a.state_dir), 0o700, "state dir");
-    assert_eq!(mode(&a.state_dir.join("identity.pem")), 0o600, "key and certificate");
-    assert!(a.logs().contains("tightened permissions in the state dir"), "{}", a.logs());
+    assert_eq!(
+        mode(&a.state_dir.join("identity.pem")),
+        0o600,
+        "key and certificate"
+    );
+    assert!(
+        a.logs().contains("tightened permissions in the state dir"),
+        "{}",
+        a.logs()
+    );
 }

@@ -184,7 +184,9 @@ fn repair_makes_an_open_state_dir_and_key_files_private() {
     let fx = Fixture::new();
     let p = fx.pair(60);
     fx.enroll(&p);
-    let set = |path: &Path, mode: u32| fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    let set = |path: &Path, mode: u32| {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap()
+    };
     let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o7777;
     // What an older release, a copy or a umask may leave.
     set(fx.state.path(), 0o755);
@@ -194,8 +196,15 @@ fn repair_makes_an_open_state_dir_and_key_files_private() {
     assert_works(&id, &p);
     assert_eq!(mode(fx.state.path()), 0o700);
     assert_eq!(mode(&fx.file(IDENTITY_FILE)), 0o600);
-    assert_eq!(mode(&fx.file(CA_FILE)), 0o644, "the CA certificate is public");
-    assert!(fx.state.make_private().unwrap().is_empty(), "nothing left to tighten");
+    assert_eq!(
+        mode(&fx.file(CA_FILE)),
+        0o644,
+        "the CA certificate is public"
+    );
+    assert!(
+        fx.state.make_private().unwrap().is_empty(),
+        "nothing left to tighten"
+    );
 }
 
 #[test]

@@ -170,24 +170,38 @@ mod tests {
     async fn an_issued_certificate_works_until_revoked_by_serial() {
         let (db, _d) = db().await;
         let ca = ClusterCa::generate("t").unwrap();
-        let alice = issue(&db, &ca, "alice", Duration::from_secs(600)).await.unwrap();
+        let alice = issue(&db, &ca, "alice", Duration::from_secs(600))
+            .await
+            .unwrap();
         let p = presented(&alice);
         assert_eq!(verify(&db, &p).await, Ok(Actor("cert:alice".into())));
         let typed = p.serial.to_ascii_uppercase();
         let revoked = revoke(&db, &typed).await.unwrap();
         assert_eq!(revoked.len(), 1);
         assert!(revoked[0].revoked_at.is_some());
-        assert!(matches!(verify(&db, &p).await, Err(CertRefusal::Revoked { .. })));
-        assert!(!format!("{alice:?}").contains("PRIVATE KEY"), "Debug hides the key");
+        assert!(matches!(
+            verify(&db, &p).await,
+            Err(CertRefusal::Revoked { .. })
+        ));
+        assert!(
+            !format!("{alice:?}").contains("PRIVATE KEY"),
+            "Debug hides the key"
+        );
     }
 
     #[tokio::test]
     async fn revoking_a_name_revokes_all_of_its_certificates_and_no_other() {
         let (db, _d) = db().await;
         let ca = ClusterCa::generate("t").unwrap();
-        let a1 = issue(&db, &ca, "alice", Duration::from_secs(600)).await.unwrap();
-        let a2 = issue(&db, &ca, "alice", Duration::from_secs(600)).await.unwrap();
-        let bob = issue(&db, &ca, "bob", Duration::from_secs(600)).await.unwrap();
+        let a1 = issue(&db, &ca, "alice", Duration::from_secs(600))
+            .await
+            .unwrap();
+        let a2 = issue(&db, &ca, "alice", Duration::from_secs(600))
+            .await
+            .unwrap();
+        let bob = issue(&db, &ca, "bob", Duration::from_secs(600))
+            .await
+            .unwrap();
         assert_eq!(revoke(&db, "alice").await.unwrap().len(), 2);
         for c in [&a1, &a2] {
             assert!(verify(&db, &presented(c)).await.is_err());
@@ -212,10 +226,15 @@ mod tests {
         let e = verify(&db, &p).await.unwrap_err();
         assert!(matches!(e, CertRefusal::Unknown { .. }), "{e}");
         assert!(e.to_string().contains("admin-cert create"), "{e}");
-        let alice = issue(&db, &ca, "alice", Duration::from_secs(600)).await.unwrap();
+        let alice = issue(&db, &ca, "alice", Duration::from_secs(600))
+            .await
+            .unwrap();
         let mut p = presented(&alice);
         p.name = "root".into();
-        assert!(matches!(verify(&db, &p).await, Err(CertRefusal::NameMismatch { .. })));
+        assert!(matches!(
+            verify(&db, &p).await,
+            Err(CertRefusal::NameMismatch { .. })
+        ));
     }
 
     #[tokio::test]
@@ -223,7 +242,9 @@ mod tests {
         let (db, _d) = db().await;
         let ca = ClusterCa::generate("t").unwrap();
         for name in ["", "a b", "../x", &"x".repeat(65)] {
-            let e = issue(&db, &ca, name, Duration::from_secs(60)).await.unwrap_err();
+            let e = issue(&db, &ca, name, Duration::from_secs(60))
+                .await
+                .unwrap_err();
             assert!(matches!(e, IssueError::BadName(_)), "{name}: {e}");
         }
         assert!(db.list_admin_certs().await.unwrap().is_empty());

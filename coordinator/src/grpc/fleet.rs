@@ -44,7 +44,11 @@ impl pb::fleet_server::Fleet for FleetService {
         req: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let (agent, serial) = peer_agent_cert(&req)?;
-        let checked = self.enroller.check_cert(agent, &serial).await.map_err(Status::from);
+        let checked = self
+            .enroller
+            .check_cert(agent, &serial)
+            .await
+            .map_err(Status::from);
         let opened = match checked {
             Ok(()) => session::open(&self.sessions, agent, req.into_inner()).await,
             Err(s) => Err(s),
