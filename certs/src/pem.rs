@@ -27,7 +27,7 @@ fn quote(bytes: &[u8]) -> String {
 fn problem(e: &pem::Error) -> String {
     match e {
         pem::Error::MissingSectionEnd { end_marker } => {
-            format!("missing the line {}", quote(end_marker))
+            format!("missing the line -----END {}-----", quote(end_marker))
         }
         pem::Error::IllegalSectionStart { line } => {
             format!("malformed BEGIN line {:?}", quote(line))

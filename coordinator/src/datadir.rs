@@ -35,7 +35,7 @@ pub struct Tightened {
 #[derive(Debug, thiserror::Error)]
 #[error(
     "make {} private (mode {mode:04o}): {source}; the coordinator's user must own the data dir and its files",
-    path.display()
+    .path.display()
 )]
 pub struct TightenError {
     pub path: PathBuf,
