@@ -561,7 +561,12 @@ fn format_figment(e: figment::Error) -> String {
                 .map(|s| format!(" (from {s})"))
                 .unwrap_or_default();
             // One line, whatever the parser's message looks like.
-            let kind = e.kind.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+            let kind = e
+                .kind
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
             format!("{key}{kind}{src}")
         })
         .collect::<Vec<_>>()
