@@ -963,3 +963,49 @@ fn webhook_header_names_match_gitlab() {
     assert_eq!(HEADER_IDEMPOTENCY_KEY, "Idempotency-Key");
     assert_eq!(JOB_HOOK_EVENT, "Job Hook");
 }
+
+/// Runner creation and deletion draw from their own budget: with the
+/// reads budget spent (2 a minute: the next read waits about 60 s), a new
+/// runner is still created at once.
+#[tokio::test]
+async fn runner_calls_do_not_queue_behind_an_exhausted_reads_budget() {
+    let server = Server::start(|_, req| match req.path.as_str() {
+        "/api/v4/user/runners" => respond(
+            201,
+            &[],
+            r#"{"id": 7, "token": "glrt-0000000000000000000000", "token_expires_at": null}"#,
+        ),
+        "/api/v4/runners/7" => respond(204, &[], ""),
+        _ => respond(200, &[], r#"{"version": "17.11.2-ee", "revision": "abc"}"#),
+    })
+    .await;
+    let mut cfg = config(server.base());
+    cfg.requests_per_minute = Some(2);
+    let c = Arc::new(GitLabClient::new(cfg).expect("client"));
+    c.version()
+        .await
+        .expect("the reads budget's one burst token");
+    let queued = tokio::spawn({
+        let c = c.clone();
+        async move { c.version().await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !queued.is_finished(),
+        "the second read must wait for the reads budget (the test's premise)"
+    );
+    let created = tokio::time::timeout(
+        Duration::from_secs(20),
+        c.create_runner(&CreateRunner::new(RunnerType::InstanceType)),
+    )
+    .await
+    .expect("runner creation must not wait about 60 s behind the reads")
+    .expect("created");
+    assert_eq!(created.id, 7);
+    tokio::time::timeout(Duration::from_secs(20), c.delete_runner(7))
+        .await
+        .expect("runner deletion must not wait behind the reads")
+        .expect("deleted");
+    assert!(!queued.is_finished(), "the read is still waiting");
+    queued.abort();
+}

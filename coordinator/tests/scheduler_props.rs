@@ -18,6 +18,7 @@ use autogit_coordinator::scheduler::bytesize::{GIB, MIB};
 use autogit_coordinator::scheduler::{
     AgentState, AgentView, Arch, ByteSize, GpuRequirement, GpuVendor, GpuView, Plan, PlanInput,
     Pool, RunnerState, RunnerView, StopReason, Strategy as PlaceStrategy, Unplaceable, place, plan,
+    plan_by_scan,
 };
 use proptest::prelude::*;
 use time::OffsetDateTime;
@@ -522,6 +523,14 @@ proptest! {
     fn plans_keep_the_invariants(input in fleet()) {
         let p = plan(&input);
         check_plan(&input, &p)?;
+    }
+
+    /// The indexed placer that `plan` uses gives exactly the plan of the
+    /// specification, `place` scanning every agent for every start: the same
+    /// starts on the same agents with the same GPUs, and the same reasons.
+    #[test]
+    fn indexed_placement_plans_exactly_like_scanning(input in fleet()) {
+        prop_assert_eq!(plan(&input), plan_by_scan(&input));
     }
 
     /// (e) same input, same plan, whatever the order of agents and runners.

@@ -216,3 +216,67 @@ async fn a_flood_of_replayed_hints_costs_a_bounded_number_of_fetches() {
     );
     env.stop().await;
 }
+
+/// A pipeline's burst of `pending` hooks (64 jobs of one project) is
+/// confirmed by listing the project's pending jobs, not by 64 job fetches,
+/// and every job is found. A hinted job the listing does not show (here
+/// already canceled) is fetched by itself and stays out of demand.
+#[tokio::test]
+async fn a_burst_of_pending_hints_is_confirmed_by_a_few_listings_and_finds_every_job() {
+    let env = start(DemandConfig {
+        // Hooks only: no poll lists the project.
+        poll_interval: Duration::from_secs(3600),
+        projects: Some(Vec::new()),
+        ..config()
+    })
+    .await;
+    let sim = env.sim.handle();
+    let jobs: Vec<u64> = (0..64)
+        .map(|_| {
+            sim.create_job(NewJob {
+                project_id: PROJECT,
+                tags: vec!["linux".into()],
+                ..Default::default()
+            })
+            .id
+        })
+        .collect();
+    let canceled = sim
+        .create_job(NewJob {
+            project_id: PROJECT,
+            tags: vec!["linux".into()],
+            ..Default::default()
+        })
+        .id;
+    sim.cancel_job(canceled).expect("cancel");
+    let listings_before = sim.request_count("GET /api/v4/projects/{id}/jobs");
+
+    for (i, id) in jobs.iter().chain([&canceled]).enumerate() {
+        let outcome = env.hook(&format!("burst-{i}"), *id, "pending", None);
+        assert_eq!(outcome, demand::WebhookOutcome::Accepted, "delivery {i}");
+    }
+    let snap = env
+        .wait_for("all 64 hinted jobs pending", |s| {
+            jobs.iter().all(|id| s.job(*id).is_some())
+        })
+        .await;
+    assert_eq!(snap.per_pool.get("cpu"), Some(&64), "{snap:#?}");
+    // The canceled job's own fetch comes back and changes nothing.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while env.job_fetches() < 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let listings = sim.request_count("GET /api/v4/projects/{id}/jobs") - listings_before;
+    assert_eq!(
+        env.job_fetches(),
+        1,
+        "only the job the listing did not show is fetched by itself"
+    );
+    assert!(
+        (1..=8).contains(&listings),
+        "65 hints cost {listings} listings"
+    );
+    assert!(env.demand.snapshot().job(canceled).is_none());
+    assert_eq!(env.demand.stats().listings, listings);
+    env.stop().await;
+}

@@ -4,7 +4,8 @@
 //! no system `protoc` is needed. Client and server stubs sit behind the
 //! `client` and `server` features: the agent never compiles server code.
 //! Messages that carry secrets have hand-written `Debug` impls
-//! ([`redact`]) that never print them.
+//! ([`redact`]) that never print them. Every RPC uses [`codec::Codec1K`]
+//! (prost with 1 KiB initial stream buffers instead of tonic's 8 KiB).
 #![forbid(unsafe_code)]
 
 pub mod v1 {
@@ -12,6 +13,7 @@ pub mod v1 {
     tonic::include_proto!("autogit.v1");
 }
 
+pub mod codec;
 mod redact;
 
 pub use v1::*;

@@ -240,10 +240,18 @@ pub struct GitLabConfig {
     /// for listing jobs is 600 per user).
     #[serde(default = "default_rpm")]
     pub requests_per_minute: u32,
+    /// Client-side cap on runner creations and deletions per minute, a
+    /// budget separate from `requests_per_minute`.
+    #[serde(default = "default_runner_rpm")]
+    pub runner_requests_per_minute: u32,
 }
 
 fn default_rpm() -> u32 {
     600
+}
+
+fn default_runner_rpm() -> u32 {
+    crate::gitlab::DEFAULT_RUNNER_REQUESTS_PER_MINUTE
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -437,6 +445,12 @@ impl Config {
                     "must be greater than 0".into(),
                 );
             }
+            if g.runner_requests_per_minute == 0 {
+                return invalid(
+                    "gitlab.runner_requests_per_minute",
+                    "must be greater than 0".into(),
+                );
+            }
         }
         self.demand.validate().map_err(|e| ConfigError::Invalid {
             key: "demand",
@@ -561,7 +575,12 @@ fn format_figment(e: figment::Error) -> String {
                 .map(|s| format!(" (from {s})"))
                 .unwrap_or_default();
             // One line, whatever the parser's message looks like.
-            let kind = e.kind.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+            let kind = e
+                .kind
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
             format!("{key}{kind}{src}")
         })
         .collect::<Vec<_>>()

@@ -131,7 +131,7 @@ pub struct Effects {
 }
 
 impl Effects {
-    fn merge(&mut self, other: Effects) {
+    pub(crate) fn merge(&mut self, other: Effects) {
         self.activity.extend(other.activity);
         self.fetch.extend(other.fetch);
         self.changed |= other.changed;

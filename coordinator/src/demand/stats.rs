@@ -44,7 +44,10 @@ pub struct DemandStats {
     pub poll_errors: u64,
     /// Jobs fetched (`GET /projects/:id/jobs/:job_id`), successful or not.
     pub fetches: u64,
-    /// Failed job fetches.
+    /// Listings of one project's pending jobs that confirmed `pending`
+    /// hints (`GET /projects/:id/jobs?scope[]=pending`).
+    pub listings: u64,
+    /// Failed job fetches and hint listings.
     pub fetch_errors: u64,
     /// Fetches not made because the fetch queue was full.
     pub fetches_dropped: u64,
@@ -62,6 +65,7 @@ pub(crate) struct Counters {
     pub polls: AtomicU64,
     pub poll_errors: AtomicU64,
     pub fetches: AtomicU64,
+    pub listings: AtomicU64,
     pub fetch_errors: AtomicU64,
     pub fetches_dropped: AtomicU64,
 }
@@ -97,6 +101,7 @@ impl Counters {
             polls: r(&self.polls),
             poll_errors: r(&self.poll_errors),
             fetches: r(&self.fetches),
+            listings: r(&self.listings),
             fetch_errors: r(&self.fetch_errors),
             fetches_dropped: r(&self.fetches_dropped),
         }

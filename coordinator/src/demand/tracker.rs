@@ -8,6 +8,15 @@
 //! (semaphore) and at most `max_queued_fetches` queued, one per job: the
 //! actor never awaits GitLab, so one slow call delays no other event.
 //!
+//! A pipeline starts many jobs at once, and each sends a `pending` hook.
+//! Rather than fetching those jobs one by one, the tracker lists the
+//! project's pending jobs once (`GET /projects/:id/jobs?scope[]=pending`)
+//! for every `pending` hint that arrives while no listing of that project
+//! is out; hints arriving while one is out wait for the next listing, since
+//! the one out may predate them. A hinted job the listing does not show
+//! (already running, or beyond the pages followed) and every hint of a
+//! failed listing fall back to fetching that job.
+//!
 //! After every change of pending demand it publishes a new
 //! [`DemandSnapshot`] and then ticks the generation counter, so a
 //! subscriber woken by the tick always reads a snapshot at least that new.
@@ -28,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use super::model::{DemandSnapshot, RunnerActivity, Source};
 use super::state::{DemandState, Effects, JobEvent, PollResult};
 use super::stats::Counters;
-use crate::gitlab::{GitLabError, Job, SharedGitLab};
+use crate::gitlab::{GitLabError, Job, JobScope, JobStatus, SharedGitLab};
 
 /// How often stale jobs are swept even when no poll completes.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -50,6 +59,28 @@ struct FetchDone {
     observed: Instant,
     via: Source,
     result: Result<Job, GitLabError>,
+}
+
+/// One finished listing of a project's pending jobs.
+struct ListingDone {
+    project_id: u64,
+    /// The hinted jobs this listing answers for.
+    hinted: HashSet<u64>,
+    observed: Instant,
+    result: Result<Vec<Job>, GitLabError>,
+}
+
+/// What a task of the tracker's [`JoinSet`] returns.
+enum Done {
+    Job(Box<FetchDone>),
+    Listing(ListingDone),
+}
+
+/// What a task is about, to free its slot should it panic.
+#[derive(Debug, Clone, Copy)]
+enum TaskKey {
+    Job(u64),
+    Project(u64),
 }
 
 /// Where the tracker publishes.
@@ -81,13 +112,18 @@ pub(crate) struct Tracker {
     publisher: Publisher,
     generation: u64,
     counters: Arc<Counters>,
-    fetches: JoinSet<FetchDone>,
+    fetches: JoinSet<Done>,
     in_flight: HashSet<u64>,
+    /// Projects with a pending-jobs listing out -> the jobs hinted since it
+    /// went out (listed again when it returns).
+    listings: HashMap<u64, HashSet<u64>>,
+    /// Hinted jobs waiting for or answered by a listing (for the queue bound).
+    listed_jobs: usize,
     /// Jobs to fetch once more when their fetch in flight returns: a hint
     /// arrived after that fetch went out, so its answer may predate it.
     refetch: HashSet<u64>,
-    /// Fetch task -> job id, to free the slot should a task panic.
-    tasks: HashMap<task::Id, u64>,
+    /// Task -> what it is about, to free its slot should a task panic.
+    tasks: HashMap<task::Id, TaskKey>,
     permits: Arc<Semaphore>,
     max_queued_fetches: usize,
     shutdown: CancellationToken,
@@ -107,6 +143,8 @@ impl Tracker {
             counters: parts.counters,
             fetches: JoinSet::new(),
             in_flight: HashSet::new(),
+            listings: HashMap::new(),
+            listed_jobs: 0,
             refetch: HashSet::new(),
             tasks: HashMap::new(),
             permits: Arc::new(Semaphore::new(parts.fetch_concurrency.max(1))),
@@ -128,16 +166,26 @@ impl Tracker {
                 Some(done) = self.fetches.join_next_with_id(), if !self.fetches.is_empty() => match done {
                     Ok((id, done)) => {
                         self.tasks.remove(&id);
-                        self.on_fetch_done(done)
+                        match done {
+                            Done::Job(done) => self.on_fetch_done(*done),
+                            Done::Listing(done) => self.on_listing_done(done),
+                        }
                     }
                     Err(e) => {
                         // Only a panic gets here (the set is not aborted while
-                        // the actor runs): free the job's slot.
-                        if let Some(job_id) = self.tasks.remove(&e.id()) {
-                            self.in_flight.remove(&job_id);
-                            self.refetch.remove(&job_id);
+                        // the actor runs): free the task's slot.
+                        match self.tasks.remove(&e.id()) {
+                            Some(TaskKey::Job(job_id)) => {
+                                self.in_flight.remove(&job_id);
+                                self.refetch.remove(&job_id);
+                            }
+                            Some(TaskKey::Project(project_id)) => {
+                                let waiting = self.listings.remove(&project_id).unwrap_or_default();
+                                self.listed_jobs = self.listed_jobs.saturating_sub(waiting.len());
+                            }
+                            None => {}
                         }
-                        tracing::error!(error = %e, "job fetch task failed");
+                        tracing::error!(error = %e, "GitLab fetch task failed");
                         Effects::default()
                     }
                 },
@@ -164,7 +212,9 @@ impl Tracker {
         );
         let mut fx = self.state.on_hook(ev);
         for (project_id, job_id) in std::mem::take(&mut fx.fetch) {
-            if self.in_flight.contains(&job_id) {
+            if ev.status == JobStatus::Pending && !self.in_flight.contains(&job_id) {
+                self.list_pending(project_id, job_id);
+            } else if self.in_flight.contains(&job_id) {
                 self.refetch.insert(job_id);
             } else {
                 self.fetch(project_id, job_id, Source::Webhook);
@@ -234,6 +284,106 @@ impl Tracker {
         fx
     }
 
+    /// Confirms a `pending` hint through a listing of the project's pending
+    /// jobs: a new listing when none is out, else the next one.
+    fn list_pending(&mut self, project_id: u64, job_id: u64) {
+        if self.in_flight.len() + self.listed_jobs >= self.max_queued_fetches {
+            Counters::bump(&self.counters.fetches_dropped);
+            tracing::warn!(
+                project_id,
+                job_id,
+                "job fetch queue full; leaving this job to polling"
+            );
+            return;
+        }
+        match self.listings.get_mut(&project_id) {
+            Some(waiting) => {
+                if waiting.insert(job_id) {
+                    self.listed_jobs += 1;
+                }
+            }
+            None => {
+                self.listings.insert(project_id, HashSet::new());
+                self.listed_jobs += 1;
+                self.spawn_listing(project_id, HashSet::from([job_id]));
+            }
+        }
+    }
+
+    fn spawn_listing(&mut self, project_id: u64, hinted: HashSet<u64>) {
+        let gitlab = self.gitlab.clone();
+        let permits = self.permits.clone();
+        let task = self.fetches.spawn(async move {
+            // The semaphore is never closed; without a permit, go anyway.
+            let _permit = permits.acquire_owned().await.ok();
+            let observed = Instant::now();
+            let result = gitlab.jobs(project_id, &[JobScope::Pending]).await;
+            Done::Listing(ListingDone {
+                project_id,
+                hinted,
+                observed,
+                result,
+            })
+        });
+        self.tasks.insert(task.id(), TaskKey::Project(project_id));
+    }
+
+    fn on_listing_done(&mut self, done: ListingDone) -> Effects {
+        self.listed_jobs = self.listed_jobs.saturating_sub(done.hinted.len());
+        Counters::bump(&self.counters.listings);
+        let mut fx = Effects::default();
+        let mut unconfirmed = done.hinted;
+        match done.result {
+            Ok(jobs) => {
+                let wall = OffsetDateTime::now_utc();
+                for job in &jobs {
+                    let via = if unconfirmed.remove(&job.id) {
+                        Source::Webhook
+                    } else {
+                        Source::Poll
+                    };
+                    fx.merge(self.state.on_fetched(job, done.observed, wall, via));
+                }
+                // A job hinted since this listing went out and listed as
+                // pending by it is confirmed too: the hint said no more.
+                if let Some(waiting) = self.listings.get_mut(&done.project_id) {
+                    let before = waiting.len();
+                    for job in &jobs {
+                        if job.status == JobStatus::Pending {
+                            waiting.remove(&job.id);
+                        }
+                    }
+                    self.listed_jobs = self.listed_jobs.saturating_sub(before - waiting.len());
+                }
+            }
+            Err(e) => {
+                Counters::bump(&self.counters.fetch_errors);
+                tracing::warn!(
+                    project_id = done.project_id,
+                    error = %crate::edge::wire(&e.to_string()),
+                    status = e.http_status(),
+                    "listing a project's pending jobs failed; fetching the hinted jobs one by one"
+                );
+            }
+        }
+        // Not listed as pending (running already, or beyond the pages
+        // followed), or the listing failed: ask for each job itself.
+        for job_id in unconfirmed {
+            self.fetch(done.project_id, job_id, Source::Webhook);
+        }
+        match self.listings.remove(&done.project_id) {
+            Some(waiting) if !waiting.is_empty() => {
+                self.listings.insert(done.project_id, HashSet::new());
+                self.spawn_listing(done.project_id, waiting);
+            }
+            _ => {}
+        }
+        for (project_id, job_id) in std::mem::take(&mut fx.fetch) {
+            self.fetch(project_id, job_id, Source::Webhook);
+        }
+        fx
+    }
+
     /// Starts fetching a job unless it is already being fetched or the
     /// queue is full.
     fn fetch(&mut self, project_id: u64, job_id: u64, via: Source) {
@@ -258,15 +408,15 @@ impl Tracker {
             let _permit = permits.acquire_owned().await.ok();
             let observed = Instant::now();
             let result = gitlab.job(project_id, job_id).await;
-            FetchDone {
+            Done::Job(Box::new(FetchDone {
                 project_id,
                 job_id,
                 observed,
                 via,
                 result,
-            }
+            }))
         });
-        self.tasks.insert(task.id(), job_id);
+        self.tasks.insert(task.id(), TaskKey::Job(job_id));
     }
 
     fn apply(&mut self, fx: Effects) {

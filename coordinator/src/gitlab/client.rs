@@ -42,6 +42,15 @@ enum Idempotency {
     NotIdempotent,
 }
 
+/// Which client-side rate budget a call draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Budget {
+    /// Everything but runner creation and deletion.
+    Reads,
+    /// `POST /user/runners`, `DELETE /runners/:id`.
+    Runners,
+}
+
 /// GitLab API client over HTTPS (or HTTP for loopback tests).
 #[derive(Clone)]
 pub struct GitLabClient {
@@ -51,7 +60,12 @@ pub struct GitLabClient {
     api: Url,
     graphql: Url,
     retry: RetryPolicy,
+    /// Job listings and reads, GraphQL, runner listings: GitLab's
+    /// documented 600/min for listing a project's jobs.
     limiter: Option<Arc<RateLimiter>>,
+    /// Runner creation and deletion: a budget of their own, so a burst of
+    /// new runners does not queue behind the poller (and the other way round).
+    runner_limiter: Option<Arc<RateLimiter>>,
     max_pages: u32,
     per_page: u32,
     max_body_bytes: usize,
@@ -65,6 +79,7 @@ impl fmt::Debug for GitLabClient {
             .field("token", &"[REDACTED]")
             .field("retry", &self.retry)
             .field("rate_limited", &self.limiter.is_some())
+            .field("runner_rate_limited", &self.runner_limiter.is_some())
             .field("max_pages", &self.max_pages)
             .finish()
     }
@@ -114,6 +129,9 @@ impl GitLabClient {
             limiter: config
                 .requests_per_minute
                 .map(|rpm| Arc::new(RateLimiter::per_minute(rpm))),
+            runner_limiter: config
+                .runner_requests_per_minute
+                .map(|rpm| Arc::new(RateLimiter::per_minute(rpm))),
             max_pages: config.max_pages.max(1),
             per_page: config.per_page.clamp(1, 100),
             max_body_bytes: config.max_body_bytes,
@@ -156,13 +174,18 @@ impl GitLabClient {
         endpoint: &str,
         body: Option<&[u8]>,
         idempotency: Idempotency,
+        budget: Budget,
     ) -> GitLabResult<reqwest::Response> {
+        let limiter = match budget {
+            Budget::Reads => &self.limiter,
+            Budget::Runners => &self.runner_limiter,
+        };
         let max = self.retry.max_attempts;
         let mut attempt = 0u32;
         loop {
             attempt += 1;
             let last = attempt >= max;
-            if let Some(limiter) = &self.limiter {
+            if let Some(limiter) = limiter {
                 limiter.acquire().await;
             }
             let mut req = self.http.request(method.clone(), url.clone());
@@ -317,7 +340,14 @@ impl GitLabClient {
         let endpoint = format!("GET {path}");
         let url = self.url(path, &[])?;
         let resp = self
-            .execute(Method::GET, &url, &endpoint, None, Idempotency::Idempotent)
+            .execute(
+                Method::GET,
+                &url,
+                &endpoint,
+                None,
+                Idempotency::Idempotent,
+                Budget::Reads,
+            )
             .await?;
         self.decode(resp, &endpoint, what).await
     }
@@ -336,7 +366,14 @@ impl GitLabClient {
         let mut out = Vec::new();
         for page in 1..=self.max_pages {
             let resp = self
-                .execute(Method::GET, &url, &endpoint, None, Idempotency::Idempotent)
+                .execute(
+                    Method::GET,
+                    &url,
+                    &endpoint,
+                    None,
+                    Idempotency::Idempotent,
+                    Budget::Reads,
+                )
                 .await?;
             let next = next_page_url(&url, resp.headers());
             let items: Vec<T> = self.decode(resp, &endpoint, what).await?;
@@ -436,6 +473,7 @@ impl GitLabClient {
                     &endpoint,
                     Some(&body),
                     Idempotency::Idempotent,
+                    Budget::Reads,
                 )
                 .await?;
             let page: graphql::Response = self.decode(resp, &endpoint, "GraphQL jobs").await?;
@@ -502,6 +540,7 @@ impl GitLabClient {
                 &endpoint,
                 Some(&body),
                 Idempotency::NotIdempotent,
+                Budget::Runners,
             )
             .await?;
         let created: CreatedRunner = self.decode(resp, &endpoint, "created runner").await?;
@@ -523,6 +562,7 @@ impl GitLabClient {
             &endpoint,
             None,
             Idempotency::Idempotent,
+            Budget::Runners,
         )
         .await?;
         Ok(())

@@ -17,6 +17,12 @@ use super::retry::RetryPolicy;
 /// GitLab's default limit for listing a project's jobs, per user and minute.
 pub const GITLAB_DEFAULT_JOBS_RATE_LIMIT: u32 = 600;
 
+/// Default client-side budget for creating and deleting runners: 1200 a
+/// minute (a burst of 120, then 18 a second). Self-managed GitLab has no
+/// specific limit on these endpoints (its general authenticated-API limit
+/// is off by default); lower it when an instance-wide limit is enabled.
+pub const DEFAULT_RUNNER_REQUESTS_PER_MINUTE: u32 = 1200;
+
 /// Largest response body the client reads (a page of 100 jobs is well
 /// under 1 MiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -39,6 +45,11 @@ pub struct GitLabClientConfig {
     /// together); `None` disables the limiter. Defaults to GitLab's default
     /// jobs-listing limit, 600.
     pub requests_per_minute: Option<u32>,
+    /// Client-side cap on runner creations and deletions per minute, a
+    /// budget of its own (GitLab's jobs-listing limit does not apply to
+    /// them); `None` disables it. Defaults to
+    /// [`DEFAULT_RUNNER_REQUESTS_PER_MINUTE`].
+    pub runner_requests_per_minute: Option<u32>,
     /// Most pages one listing follows before giving up with
     /// [`GitLabError::TooManyPages`].
     pub max_pages: u32,
@@ -91,6 +102,7 @@ impl GitLabClientConfig {
             request_timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
             requests_per_minute: Some(GITLAB_DEFAULT_JOBS_RATE_LIMIT),
+            runner_requests_per_minute: Some(DEFAULT_RUNNER_REQUESTS_PER_MINUTE),
             max_pages: DEFAULT_MAX_PAGES,
             per_page: DEFAULT_PER_PAGE,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,

@@ -36,7 +36,10 @@
 //! the fewest runners then the most free resources, `BinPack` the fullest
 //! agent that fits; ties go to the lowest agent id. When nothing fits, the
 //! error names the most relevant blocker ("all NVIDIA GPUs busy (4 of 4
-//! assigned)").
+//! assigned)"). [`place`] is the specification; a plan places its starts
+//! through an index that keeps each pool's candidates ordered (`index.rs`),
+//! so a plan grows with agents + jobs, not agents × jobs, and a property
+//! test holds it to the same plan as [`plan_by_scan`].
 //!
 //! # The plan ([`plan`](mod@plan))
 //! Per pool: *available* = provisioning + idle runners, *wanted* = pending +
@@ -50,6 +53,7 @@
 
 pub mod bytesize;
 pub mod hardware;
+mod index;
 pub mod matching;
 pub mod placement;
 pub mod plan;
@@ -61,5 +65,6 @@ pub use matching::{Demand, count_demand, pool_accepts, pool_for_job, pools_for_j
 pub use placement::{AgentState, AgentView, GpuView, Placement, Strategy, Unplaceable, place};
 pub use plan::{
     Plan, PlanInput, RunnerState, RunnerView, Start, Stop, StopReason, Unmet, UnmetReason, plan,
+    plan_by_scan,
 };
 pub use pool::{GpuRequirement, Mount, Pool, RunnerType};

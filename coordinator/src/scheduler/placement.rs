@@ -382,6 +382,27 @@ impl fmt::Display for Unplaceable {
 
 impl std::error::Error for Unplaceable {}
 
+/// The agent states and flags that let `a` take a new runner of `pool` at
+/// all, before GPUs and free resources are looked at.
+pub(crate) fn is_open_for(pool: &Pool, a: &AgentView) -> bool {
+    a.arch == pool.arch && a.state == AgentState::Ready && !a.cordoned
+}
+
+/// The order among agents that fit: the smallest key is chosen. Ends in the
+/// agent id, so it is total.
+pub(crate) fn strategy_key(
+    a: &AgentView,
+    strategy: Strategy,
+    need_cpu: u64,
+    need_mem: u64,
+) -> (u64, u64, Uuid) {
+    let free = a.free_ppm_after(need_cpu, need_mem);
+    match strategy {
+        Strategy::Spread => (u64::from(a.runner_count), u64::MAX - free, a.id),
+        Strategy::BinPack => (free, u64::from(u32::MAX - a.runner_count), a.id),
+    }
+}
+
 /// Chooses the agent (and GPUs) for one new runner of `pool`. Pure.
 pub fn place(
     pool: &Pool,
@@ -499,13 +520,7 @@ pub fn place(
     let chosen = candidates
         .iter()
         .filter(|(a, _)| a.free_cpu_milli() >= need_cpu && a.free_memory() >= need_mem)
-        .min_by_key(|(a, _)| {
-            let free = a.free_ppm_after(need_cpu, need_mem);
-            match strategy {
-                Strategy::Spread => (u64::from(a.runner_count), u64::MAX - free, a.id),
-                Strategy::BinPack => (free, u64::from(u32::MAX - a.runner_count), a.id),
-            }
-        });
+        .min_by_key(|(a, _)| strategy_key(a, strategy, need_cpu, need_mem));
     let Some((agent, gpus)) = chosen else {
         return Err(Unplaceable::NoResources {
             gpu: pool.gpu.as_ref().map(|g| (g.vendor, g.count)),

@@ -44,7 +44,8 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::placement::{self, AgentView, Placement, Strategy, Unplaceable, milli_cpu};
+use super::index::{Place, Placer, Scan};
+use super::placement::{AgentView, Placement, Strategy, Unplaceable, milli_cpu};
 use super::pool::Pool;
 
 /// A runner's state as the coordinator knows it.
@@ -160,6 +161,23 @@ fn idle_for(since: OffsetDateTime, now: OffsetDateTime) -> Duration {
 
 /// Decides this tick's starts and stops. Pure and deterministic.
 pub fn plan(input: &PlanInput) -> Plan {
+    plan_with(input, |agents| {
+        Placer::new(agents, input.strategy, input.pools.len())
+    })
+}
+
+/// [`plan`] placing every start by scanning all agents with
+/// [`placement::place`], the specification the indexed placer must match.
+/// For tests and benchmarks.
+#[doc(hidden)]
+pub fn plan_by_scan(input: &PlanInput) -> Plan {
+    plan_with(input, |agents| Scan {
+        agents,
+        strategy: input.strategy,
+    })
+}
+
+fn plan_with<P: Place>(input: &PlanInput, placer: impl FnOnce(Vec<AgentView>) -> P) -> Plan {
     let mut out = Plan::default();
 
     // Runners in a stable order, independent of the input's.
@@ -262,7 +280,7 @@ pub fn plan(input: &PlanInput) -> Plan {
     }
 
     // Place round-robin on the plan's own copy of the agents.
-    let mut agents = merged_agents(&input.agents, &runners);
+    let mut placer = placer(merged_agents(&input.agents, &runners));
     let mut remaining = to_start;
     loop {
         let mut progressed = false;
@@ -270,11 +288,8 @@ pub fn plan(input: &PlanInput) -> Plan {
             if remaining[i] == 0 {
                 continue;
             }
-            match placement::place(pool, &agents, input.strategy) {
+            match placer.place(&input.pools, i) {
                 Ok(placement) => {
-                    if let Some(agent) = agents.iter_mut().find(|a| a.id == placement.agent_id) {
-                        agent.reserve(pool, &placement);
-                    }
                     out.starts.push(Start {
                         pool: pool.name.clone(),
                         placement,
@@ -319,8 +334,12 @@ fn clamp_u32(n: u64) -> u32 {
 fn merged_agents(agents: &[AgentView], runners: &[&RunnerView]) -> Vec<AgentView> {
     let mut merged: Vec<AgentView> = agents.to_vec();
     merged.sort_by_key(|a| a.id);
+    let mut by_agent: BTreeMap<Uuid, Vec<&RunnerView>> = BTreeMap::new();
+    for r in runners {
+        by_agent.entry(r.agent_id).or_default().push(r);
+    }
     for agent in &mut merged {
-        let on_it: Vec<&&RunnerView> = runners.iter().filter(|r| r.agent_id == agent.id).collect();
+        let on_it: &[&RunnerView] = by_agent.get(&agent.id).map_or(&[], Vec::as_slice);
         let cpu: u64 = on_it.iter().map(|r| milli_cpu(r.cpu)).sum();
         let memory: u64 = on_it
             .iter()
