@@ -202,6 +202,10 @@ mod tests {
         let bob = issue(&db, &ca, "bob", Duration::from_secs(600))
             .await
             .unwrap();
+        assert!(
+            revoke(&db, "ALICE").await.unwrap().is_empty(),
+            "names are case-sensitive"
+        );
         assert_eq!(revoke(&db, "alice").await.unwrap().len(), 2);
         for c in [&a1, &a2] {
             assert!(verify(&db, &presented(c)).await.is_err());
