@@ -10,6 +10,12 @@
 //! time since). [`renew_in`] is that rule as a pure function. Whatever the
 //! clocks say, attempts are at least [`min_interval`] apart, and failures
 //! back off.
+//!
+//! Once the new pair is stored, the agent confirms it with
+//! `Fleet.ConfirmCertificate`, made with the new certificate: from then on
+//! the coordinator refuses the replaced one, so a stolen old key is useless.
+//! A failed confirmation is only logged; the next session or renewal with
+//! the new certificate confirms it too.
 
 use std::time::{Duration, Instant};
 
@@ -78,7 +84,23 @@ pub async fn renew_once(state: &StateDir, connect_timeout: Duration) -> anyhow::
         anyhow::bail!("renewed certificate is not for the key this agent sent");
     }
     state.save_renewed(&resp.certificate_pem, &keys.key_pem)?;
+    if let Err(e) = confirm(state, connect_timeout).await {
+        tracing::warn!(error = %format!("{e:#}"), "could not confirm the renewed certificate yet; the next session or renewal confirms it");
+    }
     Ok(info)
+}
+
+/// Tell the coordinator that the certificate on disk is in use, with a call
+/// made with it; the certificate it replaced is refused from then on.
+pub async fn confirm(state: &StateDir, connect_timeout: Duration) -> anyhow::Result<()> {
+    let id = state.load()?;
+    let tls = autogit_certs::tls::agent_client_config(&id.ca_pem, &id.cert_pem, &id.key_pem)?;
+    let channel = transport::connect(&id.agent.coordinator, tls, connect_timeout).await?;
+    pb::fleet_client::FleetClient::new(channel)
+        .confirm_certificate(pb::ConfirmCertificateRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("confirmation refused: {}", s.message()))?;
+    Ok(())
 }
 
 /// How long until the next attempt, for the identity now on disk.

@@ -288,9 +288,39 @@ impl StateDir {
         self.find().map(|f| f.identity)
     }
 
-    /// Load the identity and make the state dir clean: the winning pair as
-    /// `identity.pem`, nothing else. Logs what it recovered or migrated.
+    /// Make the state dir 0700 and every file that may hold a private key
+    /// 0600, whatever an older release, a copy or a umask left; returns
+    /// each change as (path, old mode). Missing files are skipped.
+    pub fn make_private(&self) -> Result<Vec<(PathBuf, u32)>, StateError> {
+        let mut changed = Vec::new();
+        let files = [IDENTITY_FILE, IDENTITY_NEW].into_iter().chain(LEGACY_KEYS);
+        for (name, mode) in std::iter::once(("", 0o700)).chain(files.map(|f| (f, 0o600))) {
+            let path = if name.is_empty() {
+                self.dir.clone()
+            } else {
+                self.dir.join(name)
+            };
+            let old = match fs::metadata(&path) {
+                Ok(m) => m.permissions().mode() & 0o7777,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.io("read permissions of", name)(e)),
+            };
+            if old != mode {
+                fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                    .map_err(self.io("set permissions on", name))?;
+                changed.push((path, old));
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Load the identity and make the state dir clean: private modes
+    /// ([`Self::make_private`]), the winning pair as `identity.pem`, nothing
+    /// else. Logs what it tightened, recovered or migrated.
     pub fn repair(&self) -> Result<Identity, StateError> {
+        for (path, old) in self.make_private()? {
+            tracing::warn!(path = %path.display(), from = %format!("{old:04o}"), "tightened permissions in the state dir (0700 for the dir, 0600 for key files)");
+        }
         let found = self.find()?;
         if found.source == IDENTITY_FILE && found.leftovers.is_empty() {
             return Ok(found.identity);

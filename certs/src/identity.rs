@@ -136,12 +136,7 @@ pub fn key_matches_cert(cert_pem: &str, key_pem: &str) -> Result<bool, PkiError>
 
 /// DER of the first certificate in a PEM bundle.
 pub fn first_cert_der(pem: &str) -> Result<Vec<u8>, PkiError> {
-    let mut reader = pem.as_bytes();
-    match rustls_pemfile::certs(&mut reader).next() {
-        Some(Ok(der)) => Ok(der.to_vec()),
-        Some(Err(e)) => Err(PkiError::InvalidCert(format!("bad PEM: {e}"))),
-        None => Err(PkiError::InvalidCert("no CERTIFICATE block in PEM".into())),
-    }
+    crate::pem::certs(pem).map(|mut certs| certs.swap_remove(0).to_vec())
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub mod fingerprint;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod identity;
+mod pem;
 pub mod tls;
 pub mod token;
 

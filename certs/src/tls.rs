@@ -36,22 +36,12 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 /// Parse every certificate in a PEM bundle.
 pub fn certs_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, PkiError> {
-    let mut r = pem.as_bytes();
-    let certs = rustls_pemfile::certs(&mut r)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| PkiError::InvalidCert(format!("bad PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(PkiError::InvalidCert("no CERTIFICATE block in PEM".into()));
-    }
-    Ok(certs)
+    crate::pem::certs(pem)
 }
 
 /// Parse a PEM private key.
 pub fn key_from_pem(pem: &str) -> Result<PrivateKeyDer<'static>, PkiError> {
-    let mut r = pem.as_bytes();
-    rustls_pemfile::private_key(&mut r)
-        .map_err(|e| PkiError::InvalidKey(format!("bad PEM: {e}")))?
-        .ok_or_else(|| PkiError::InvalidKey("no PRIVATE KEY block in PEM".into()))
+    crate::pem::private_key(pem)
 }
 
 fn roots(ca_pem: &str) -> Result<Arc<RootCertStore>, PkiError> {

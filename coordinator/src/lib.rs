@@ -11,6 +11,7 @@ pub mod audit;
 pub mod bounds;
 pub mod cli;
 pub mod config;
+pub mod datadir;
 pub mod db;
 pub mod demand;
 pub mod edge;

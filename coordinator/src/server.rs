@@ -37,6 +37,11 @@ pub async fn run(
     on_bound: impl FnOnce(Bound),
 ) -> anyhow::Result<()> {
     raise_open_file_limit();
+    // Before anything is opened: the data dir and its secrets are private,
+    // whatever an older release or the image left.
+    if cfg.data_dir.exists() {
+        crate::datadir::make_private_logged(&cfg.data_dir)?;
+    }
     let ca = Arc::new(pki::load(&cfg.data_dir)?);
     let db = Db::open(&cfg.data_dir)
         .await

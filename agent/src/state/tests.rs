@@ -180,6 +180,34 @@ fn saves_with_private_modes_and_loads() {
 }
 
 #[test]
+fn repair_makes_an_open_state_dir_and_key_files_private() {
+    let fx = Fixture::new();
+    let p = fx.pair(60);
+    fx.enroll(&p);
+    let set = |path: &Path, mode: u32| {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+    // What an older release, a copy or a umask may leave.
+    set(fx.state.path(), 0o755);
+    set(&fx.file(IDENTITY_FILE), 0o644);
+    set(&fx.file(CA_FILE), 0o644);
+    let id = fx.state.repair().unwrap();
+    assert_works(&id, &p);
+    assert_eq!(mode(fx.state.path()), 0o700);
+    assert_eq!(mode(&fx.file(IDENTITY_FILE)), 0o600);
+    assert_eq!(
+        mode(&fx.file(CA_FILE)),
+        0o644,
+        "the CA certificate is public"
+    );
+    assert!(
+        fx.state.make_private().unwrap().is_empty(),
+        "nothing left to tighten"
+    );
+}
+
+#[test]
 fn records_the_local_receipt_time() {
     let fx = Fixture::new();
     fx.enroll(&fx.pair(60));

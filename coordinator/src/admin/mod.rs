@@ -1,9 +1,11 @@
-//! Operator-facing domain: admin tokens, and the actions behind the admin
+//! Operator-facing domain: admin tokens, admin client certificates
+//! ([`certs`]), and the actions behind the admin
 //! API and the CLI ([`actions`]: cordon, drain, revoke, join tokens). HTTP
 //! handlers in `http/api.rs` and the CLI's offline backend are thin adapters
 //! over this.
 
 pub mod actions;
+pub mod certs;
 pub mod sessions;
 pub mod tokens;
 

@@ -180,6 +180,16 @@ pub enum AdminCertCmd {
         #[arg(long, default_value = "30d", value_parser = crate::bounds::parser("--ttl", crate::bounds::MAX_ADMIN_CERT_TTL))]
         ttl: Duration,
     },
+    /// List issued admin certificates: serial, name, expiry, revocation.
+    List {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Revoke a certificate by serial, or every certificate of a name; a running coordinator refuses it at the next request.
+    Revoke {
+        #[arg(value_name = "SERIAL|NAME")]
+        serial_or_name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -408,44 +418,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             db.close().await;
             return r;
         }
-        Command::AdminCert(AdminCertCmd::Create { name, out, ttl }) => {
+        Command::AdminCert(cmd) => {
             let cfg = load_config(&cli, Overrides::default())?;
-            let ca = pki::load(&cfg.data_dir)?;
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            {
-                return Err(CliError::Usage(format!(
-                    "--name {name:?} must use only [A-Za-z0-9-_.]"
-                ))
-                .into());
-            }
-            let keys = autogit_certs::csr::generate(name)?;
-            let cert = ca.sign_admin_csr(&keys.csr_pem, name, *ttl)?;
-            pki::ensure_data_dir(out)?;
-            pki::write_atomic(
-                &out.join(format!("{name}-key.pem")),
-                keys.key_pem.as_bytes(),
-                0o600,
-            )?;
-            pki::write_atomic(
-                &out.join(format!("{name}.pem")),
-                cert.cert_pem.as_bytes(),
-                0o644,
-            )?;
-            pki::write_atomic(&out.join("ca.pem"), ca.cert_pem().as_bytes(), 0o644)?;
-            let db = open_db(&cfg.data_dir).await?;
-            crate::audit::Audit::new(db.clone())
-                .record("admin_cert.issued", "cli", None, None, json!({"name": name, "serial": cert.info.serial_hex, "not_after": cert.info.not_after.to_string()}))
-                .await;
-            db.close().await;
-            println!(
-                "admin certificate for {name:?} in {} (valid until {})",
-                out.display(),
-                cert.info.not_after
-            );
-            return Ok(());
+            return admin_cert_cmd(&cfg.data_dir, cmd).await;
         }
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -620,6 +595,71 @@ async fn admin_token_cmd(db: &Db, cmd: &AdminTokenCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn admin_cert_cmd(data_dir: &Path, cmd: &AdminCertCmd) -> anyhow::Result<()> {
+    use crate::admin::certs;
+    let db = open_db(data_dir).await?;
+    let audit = crate::audit::Audit::new(db.clone());
+    let r = async {
+        match cmd {
+            AdminCertCmd::Create { name, out, ttl } => {
+                let ca = pki::load(data_dir)?;
+                let cert = certs::issue(&db, &ca, name, *ttl).await.map_err(|e| match e {
+                    certs::IssueError::BadName(_) => CliError::Usage(e.to_string()).into(),
+                    e => anyhow::Error::from(e),
+                })?;
+                pki::ensure_data_dir(out)?;
+                pki::write_atomic(&out.join(format!("{name}-key.pem")), cert.key_pem.as_bytes(), 0o600)
+                    .with_context(|| format!("write {}", out.join(format!("{name}-key.pem")).display()))?;
+                pki::write_atomic(&out.join(format!("{name}.pem")), cert.cert_pem.as_bytes(), 0o644)
+                    .with_context(|| format!("write {}", out.join(format!("{name}.pem")).display()))?;
+                pki::write_atomic(&out.join("ca.pem"), ca.cert_pem().as_bytes(), 0o644)
+                    .with_context(|| format!("write {}", out.join("ca.pem").display()))?;
+                let not_after = crate::fleet::rfc3339(cert.row.not_after);
+                audit
+                    .record("admin_cert.issued", "cli", None, None, json!({"name": name, "serial": cert.row.serial, "not_after": not_after}))
+                    .await;
+                println!(
+                    "admin certificate {} for {name:?} in {} (valid until {not_after})",
+                    cert.row.serial,
+                    out.display(),
+                );
+            }
+            AdminCertCmd::List { output } => {
+                let rows: Vec<Value> = db
+                    .list_admin_certs()
+                    .await?
+                    .into_iter()
+                    .map(|r| {
+                        json!({"serial": r.serial, "name": r.name, "created_at": crate::fleet::rfc3339(r.created_at),
+                               "not_after": crate::fleet::rfc3339(r.not_after), "revoked": r.revoked_at.is_some(),
+                               "revoked_at": r.revoked_at.map(crate::fleet::rfc3339)})
+                    })
+                    .collect();
+                render::admin_certs(*output, &rows)?;
+            }
+            AdminCertCmd::Revoke { serial_or_name } => {
+                let rows = certs::revoke(&db, serial_or_name).await?;
+                if rows.is_empty() {
+                    return Err(CliError::NotFound(format!(
+                        "no admin certificate with serial or name {serial_or_name:?} (see `admin-cert list`)"
+                    ))
+                    .into());
+                }
+                for r in &rows {
+                    audit
+                        .record("admin_cert.revoked", "cli", None, None, json!({"name": r.name, "serial": r.serial}))
+                        .await;
+                    println!("admin certificate {} ({}) revoked", r.serial, r.name);
+                }
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    db.close().await;
+    r
 }
 
 async fn signal_watch(shutdown: CancellationToken) {

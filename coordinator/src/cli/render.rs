@@ -176,6 +176,23 @@ pub fn admin_tokens(out: Output, rows: &[Value]) -> anyhow::Result<()> {
     )
 }
 
+pub fn admin_certs(out: Output, rows: &[Value]) -> anyhow::Result<()> {
+    print(
+        out,
+        rows,
+        &["SERIAL", "NAME", "CREATED", "NOT AFTER", "REVOKED"],
+        |c| {
+            vec![
+                s(&c["serial"]),
+                s(&c["name"]),
+                s(&c["created_at"]),
+                s(&c["not_after"]),
+                s(&c["revoked_at"]),
+            ]
+        },
+    )
+}
+
 pub fn pools(out: Output, rows: &[Value]) -> anyhow::Result<()> {
     print(
         out,

@@ -10,11 +10,15 @@
 //!   write here; a running coordinator polls it and cuts live sessions.
 //! * `runners`: every runner's lifecycle with timestamps (see `runners.rs`).
 //! * `events`: the audit log.
+//! * `admin_certs`: serial, name, expiry and revocation of every admin
+//!   client certificate; one without a row, or revoked, is refused.
 //!
 //! SQLite in WAL mode, so CLI commands can read and write while `serve` runs.
 //! Row structs stay in this module; callers get domain types.
 
 mod admin;
+mod admin_certs;
+mod agent_certs;
 mod agents;
 mod events;
 mod runners;
@@ -29,6 +33,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use time::OffsetDateTime;
 
 pub use admin::{AdminSessionRow, AdminTokenRow};
+pub use admin_certs::{AdminCertKey, AdminCertRow};
+pub use agent_certs::AgentCerts;
 pub use agents::{AgentRow, GpuRow, Liveness};
 pub use events::{EventFilter, EventRow};
 pub use runners::{ACTIVE_STATES, RunnerRow};

@@ -6,6 +6,11 @@ use tonic::{Request, Status};
 /// The agent behind a request, from its TLS client certificate (already
 /// verified against the cluster CA by the listener). Never from the body.
 pub fn peer_agent<T>(req: &Request<T>) -> Result<AgentId, Status> {
+    peer_agent_cert(req).map(|(agent, _)| agent)
+}
+
+/// [`peer_agent`] and the serial of the certificate it presented.
+pub fn peer_agent_cert<T>(req: &Request<T>) -> Result<(AgentId, String), Status> {
     let certs = req.peer_certs().ok_or_else(|| {
         Status::unauthenticated("a client certificate from the cluster CA is required")
     })?;
@@ -13,6 +18,8 @@ pub fn peer_agent<T>(req: &Request<T>) -> Result<AgentId, Status> {
         Status::unauthenticated("a client certificate from the cluster CA is required")
     })?;
     let info = CertInfo::from_der(leaf).map_err(|e| Status::unauthenticated(e.to_string()))?;
-    info.agent_id()
-        .ok_or_else(|| Status::permission_denied("client certificate is not an agent certificate"))
+    let agent = info.agent_id().ok_or_else(|| {
+        Status::permission_denied("client certificate is not an agent certificate")
+    })?;
+    Ok((agent, info.serial_hex))
 }

@@ -54,7 +54,9 @@ impl From<EnrollError> for Status {
             EnrollError::Expired
             | EnrollError::UsedUp
             | EnrollError::Revoked
-            | EnrollError::Refused(_) => Status::permission_denied(msg),
+            | EnrollError::Refused(_)
+            | EnrollError::CertReplaced { .. } => Status::permission_denied(msg),
+            EnrollError::Contended => Status::aborted(msg),
             EnrollError::Internal(_) => Status::internal("internal error"),
         }
     }

@@ -1,4 +1,7 @@
-//! `Fleet.Session` and `Fleet.Renew`: thin adapters over the fleet domain.
+//! `Fleet.Session`, `Fleet.Renew` and `Fleet.ConfirmCertificate`: thin
+//! adapters over the fleet and enrollment domains. Every call names the
+//! certificate it came with, and only the agent's current (or just renewed)
+//! one is accepted ([`Enroller::check_cert`]).
 //! Refusals are logged once per agent per `limits.refusal_log_interval`,
 //! their messages (which may quote what the agent sent) escaped and capped.
 
@@ -6,7 +9,7 @@ use autogit_proto::v1 as pb;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::auth::peer_agent;
+use super::auth::peer_agent_cert;
 use super::session::{self, CommandStream};
 use crate::config::LimitsConfig;
 use crate::edge::{RefusalLog, wire};
@@ -40,8 +43,17 @@ impl pb::fleet_server::Fleet for FleetService {
         &self,
         req: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        let agent = peer_agent(&req)?;
-        let stream = session::open(&self.sessions, agent, req.into_inner()).await.inspect_err(|s| {
+        let (agent, serial) = peer_agent_cert(&req)?;
+        let checked = self
+            .enroller
+            .check_cert(agent, &serial)
+            .await
+            .map_err(Status::from);
+        let opened = match checked {
+            Ok(()) => session::open(&self.sessions, agent, req.into_inner()).await,
+            Err(s) => Err(s),
+        };
+        let stream = opened.inspect_err(|s| {
             if let Some(suppressed) = self.refusals.admit(&agent.to_string(), Instant::now()) {
                 tracing::warn!(%agent, code = ?s.code(), message = %wire(s.message()), suppressed, "session refused");
             }
@@ -53,8 +65,8 @@ impl pb::fleet_server::Fleet for FleetService {
         &self,
         req: Request<pb::RenewRequest>,
     ) -> Result<Response<pb::RenewResponse>, Status> {
-        let agent = peer_agent(&req)?;
-        let cert = self.enroller.renew(agent, &req.get_ref().csr_pem).await.inspect_err(|e| {
+        let (agent, serial) = peer_agent_cert(&req)?;
+        let cert = self.enroller.renew(agent, &serial, &req.get_ref().csr_pem).await.inspect_err(|e| {
             if let Some(suppressed) = self.refusals.admit(&agent.to_string(), Instant::now()) {
                 tracing::warn!(%agent, reason = %wire(&e.to_string()), suppressed, "renewal refused");
             }
@@ -62,5 +74,18 @@ impl pb::fleet_server::Fleet for FleetService {
         Ok(Response::new(pb::RenewResponse {
             certificate_pem: cert,
         }))
+    }
+
+    async fn confirm_certificate(
+        &self,
+        req: Request<pb::ConfirmCertificateRequest>,
+    ) -> Result<Response<pb::ConfirmCertificateResponse>, Status> {
+        let (agent, serial) = peer_agent_cert(&req)?;
+        self.enroller.check_cert(agent, &serial).await.inspect_err(|e| {
+            if let Some(suppressed) = self.refusals.admit(&agent.to_string(), Instant::now()) {
+                tracing::warn!(%agent, reason = %wire(&e.to_string()), suppressed, "certificate confirmation refused");
+            }
+        })?;
+        Ok(Response::new(pb::ConfirmCertificateResponse {}))
     }
 }

@@ -2,7 +2,9 @@
 //! (unless `metrics = "authenticated"`) and the login form. Three ways in:
 //!
 //! * an admin bearer token (`Authorization: Bearer AGA1…`): CLI, scripts;
-//! * with `http_tls = true`, an admin client certificate from the cluster CA;
+//! * with `http_tls = true`, an admin client certificate from the cluster CA,
+//!   recorded by `admin-cert create` and not revoked ([`certs::verify`],
+//!   checked on every request; a refused one is a 401 naming why);
 //! * the dashboard's session cookie: an opaque session id from `POST /login`
 //!   ([`crate::admin::sessions`]), never the admin token itself. The cookie
 //!   is `HttpOnly; SameSite=Strict; Path=/`, plus `Secure` under `http_tls`.
@@ -21,7 +23,7 @@ use axum::response::{Html, IntoResponse, Response};
 use serde_json::json;
 
 use super::HttpState;
-use crate::admin::{Actor, sessions, tokens};
+use crate::admin::{Actor, certs, sessions, tokens};
 
 pub const SESSION_COOKIE: &str = "autogit_session";
 /// The header the dashboard sends with every mutating request; a no-cors
@@ -141,7 +143,21 @@ pub async fn require_admin(State(s): State<HttpState>, mut req: Request, next: N
         .get::<axum::extract::ConnectInfo<super::tls::PeerInfo>>()
         .and_then(|c| c.0.admin.clone());
     let actor = match (cert_admin, presented(req.headers())) {
-        (Some(name), _) => Some(Actor(format!("cert:{name}"))),
+        // A presented admin certificate decides alone: one that is revoked
+        // or unrecorded is a 401 naming why, whatever else the request carries.
+        (Some(cert), _) => match certs::verify(&s.db, &cert).await {
+            Ok(actor) => Some(actor),
+            Err(refusal) => {
+                tracing::warn!(
+                    name = %crate::edge::wire(&cert.name),
+                    serial = %crate::edge::wire(&cert.serial),
+                    path = %crate::edge::wire(req.uri().path()),
+                    reason = %refusal,
+                    "refused an admin client certificate"
+                );
+                return cert_refused(&refusal);
+            }
+        },
         (None, Presented::Bearer(t)) => tokens::verify(&s.db, &t).await,
         (None, Presented::Session(id)) => {
             let actor = sessions::verify(&s.db, &id).await;
@@ -167,6 +183,15 @@ pub async fn require_admin(State(s): State<HttpState>, mut req: Request, next: N
         }
         None => unauthorized(req.headers()),
     }
+}
+
+/// 401 for an admin certificate that is verified but no longer good.
+fn cert_refused(r: &certs::CertRefusal) -> Response {
+    let status = match r {
+        certs::CertRefusal::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::UNAUTHORIZED,
+    };
+    (status, Json(json!({"error": r.to_string()}))).into_response()
 }
 
 /// 401: JSON for API clients, the login form for browsers.
