@@ -1167,7 +1167,10 @@ fn agent_selector_parses_validates_and_round_trips() {
     );
     p.validate().expect("valid");
     let json = serde_json::to_string(&p).expect("serialise");
-    assert!(json.contains(r#""agent_selector":{"trust":"deploy","zone":"eu-1"}"#), "{json}");
+    assert!(
+        json.contains(r#""agent_selector":{"trust":"deploy","zone":"eu-1"}"#),
+        "{json}"
+    );
     assert_eq!(serde_json::from_str::<Pool>(&json).expect("parse"), p);
 
     let plain = parse_one("[[pools]]\nname = \"a\"\ntags = [\"a\"]\narch = \"x86_64\"\n");

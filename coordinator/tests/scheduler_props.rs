@@ -20,8 +20,8 @@ use autogit_coordinator::scheduler::bytesize::{GIB, MIB};
 use autogit_coordinator::scheduler::labels::satisfies;
 use autogit_coordinator::scheduler::{
     AgentState, AgentView, Arch, ByteSize, GpuRequirement, GpuVendor, GpuView, Labels, Plan,
-    PlanInput, Pool, RunnerState, RunnerView, StopReason, Strategy as PlaceStrategy, Unplaceable,
-    UnmetReason, place, plan,
+    PlanInput, Pool, RunnerState, RunnerView, StopReason, Strategy as PlaceStrategy, UnmetReason,
+    Unplaceable, place, plan,
 };
 use proptest::prelude::*;
 use time::OffsetDateTime;

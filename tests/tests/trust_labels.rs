@@ -193,7 +193,7 @@ impl Env {
     /// A CLI command through the admin API.
     fn remote(&self, args: &[&str]) -> std::process::Output {
         let url = self.c.http_url("");
-        let mut full = vec!["--server", &url, "--token", &self.admin];
+        let mut full = vec!["--server", url.as_str(), "--token", self.admin.as_str()];
         full.extend_from_slice(args);
         self.c.cli(&full).unwrap()
     }
@@ -247,9 +247,7 @@ fn a_rogue_agent_claiming_every_resource_gets_no_runner_of_a_trusted_pool_until_
     // The pending job and its pool name the missing trust label.
     let reason = wait_for(T, "the deploy job's reason", || {
         let jobs = e.remote_json(&["jobs", "--output", "json"]);
-        jobs.as_array()?
-            .iter()
-            .find(|j| j["job_id"] == job.id)?["reason"]
+        jobs.as_array()?.iter().find(|j| j["job_id"] == job.id)?["reason"]
             .as_str()
             .map(str::to_owned)
     })

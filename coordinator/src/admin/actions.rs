@@ -487,7 +487,11 @@ mod tests {
     }
 
     async fn stored_labels(db: &Db, id: &AgentId) -> Labels {
-        let row = db.get_agent(&id.to_string()).await.expect("get").expect("row");
+        let row = db
+            .get_agent(&id.to_string())
+            .await
+            .expect("get")
+            .expect("row");
         serde_json::from_str(&row.labels).expect("json")
     }
 
@@ -495,7 +499,12 @@ mod tests {
     async fn label_changes_reach_the_database_the_fleet_and_the_audit_log() {
         let (_dir, actions, db, fleet, id) = live_with_agent().await;
         let change = actions
-            .change_labels("token:ops", &id.to_string(), &labels(&[("trust", "deploy")]), &[])
+            .change_labels(
+                "token:ops",
+                &id.to_string(),
+                &labels(&[("trust", "deploy")]),
+                &[],
+            )
             .await
             .expect("set");
         let both = labels(&[("rack", "b3"), ("trust", "deploy")]);
@@ -505,7 +514,12 @@ mod tests {
         assert_eq!(fleet.trust_labels(&id), Some(both.clone()));
 
         let change = actions
-            .change_labels("cli", &id.to_string(), &Labels::new(), &["rack".into(), "absent".into()])
+            .change_labels(
+                "cli",
+                &id.to_string(),
+                &Labels::new(),
+                &["rack".into(), "absent".into()],
+            )
             .await
             .expect("remove");
         assert_eq!(change.new, labels(&[("trust", "deploy")]));
@@ -518,14 +532,23 @@ mod tests {
             .await
             .expect("no-op");
 
-        let page = crate::audit::page(&db, &db::EventFilter { limit: 10, ..Default::default() })
-            .await
-            .expect("events");
+        let page = crate::audit::page(
+            &db,
+            &db::EventFilter {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("events");
         let events = page["events"].as_array().expect("events");
         assert_eq!(events.len(), 2, "{page:#}");
         assert_eq!(events[0]["kind"], "agent.labels_changed");
         assert_eq!(events[0]["actor"], "cli");
-        assert_eq!(events[0]["detail"]["old"], json!({"rack": "b3", "trust": "deploy"}));
+        assert_eq!(
+            events[0]["detail"]["old"],
+            json!({"rack": "b3", "trust": "deploy"})
+        );
         assert_eq!(events[0]["detail"]["new"], json!({"trust": "deploy"}));
         assert_eq!(events[1]["actor"], "token:ops");
         assert_eq!(events[1]["detail"]["old"], json!({"rack": "b3"}));
@@ -542,7 +565,11 @@ mod tests {
             (labels(&[("trust", "")]), vec![], "value \"\""),
             (Labels::new(), vec!["-x".into()], "label key \"-x\""),
             (Labels::new(), vec![], "at least one label"),
-            (labels(&[("trust", "a")]), vec!["trust".into()], "both set and removed"),
+            (
+                labels(&[("trust", "a")]),
+                vec!["trust".into()],
+                "both set and removed",
+            ),
             (
                 (0..40).map(|i| (format!("k{i}"), "v".to_owned())).collect(),
                 vec![],
@@ -561,7 +588,9 @@ mod tests {
         }
         let unknown = AgentId::new_random().to_string();
         assert!(matches!(
-            actions.change_labels("cli", &unknown, &labels(&[("a", "b")]), &[]).await,
+            actions
+                .change_labels("cli", &unknown, &labels(&[("a", "b")]), &[])
+                .await,
             Err(ActionError::NotFound(_))
         ));
         assert!(matches!(
@@ -572,7 +601,10 @@ mod tests {
         ));
         assert_eq!(stored_labels(&db, &id).await, labels(&[("rack", "b3")]));
         assert_eq!(fleet.trust_labels(&id), Some(labels(&[("rack", "b3")])));
-        assert!(kinds(&db).await.is_empty(), "nothing changed, nothing audited");
+        assert!(
+            kinds(&db).await.is_empty(),
+            "nothing changed, nothing audited"
+        );
     }
 
     #[tokio::test]

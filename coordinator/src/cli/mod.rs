@@ -555,9 +555,7 @@ async fn label(b: &Backend, cmd: &LabelCmd) -> anyhow::Result<()> {
         }
         LabelCmd::Rm { id, keys } => (id, json!({"remove": keys})),
     };
-    let r = b
-        .post(&format!("/api/v1/agents/{id}/labels"), body)
-        .await?;
+    let r = b.post(&format!("/api/v1/agents/{id}/labels"), body).await?;
     let shown = |v: &Value| {
         let pairs: Vec<String> = v
             .as_object()

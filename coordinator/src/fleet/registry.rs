@@ -7,7 +7,7 @@
 //! not cost a write per heartbeat. Revocation is checked here on every session
 //! open and renewal; revoking cuts the live session at once.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -547,34 +547,32 @@ impl Fleet {
         let agents = self.lock();
         let mut v: Vec<AgentView> = agents
             .iter()
-            .map(|(id, l)| {
-                AgentView {
-                    id: id.to_string(),
-                    hostname: l.hostname.clone(),
-                    arch: l.arch.clone(),
-                    state: l.state,
-                    cordoned: l.cordoned,
-                    connected: l.session.is_some(),
-                    last_seen: l
-                        .last_seen_wall
-                        .map(|t| super::agent::rfc3339(db::to_ms(t))),
-                    enrolled_at: super::agent::rfc3339(l.enrolled_at),
-                    cert_expires_at: super::agent::rfc3339(l.cert_not_after),
-                    trust_labels: l.trust_labels.clone(),
-                    reported_labels: l
-                        .inventory
-                        .as_ref()
-                        .map(|i| i.labels.clone())
-                        .unwrap_or_default(),
-                    gpus: l
-                        .inventory
-                        .as_ref()
-                        .map(|i| i.gpus.clone())
-                        .unwrap_or_default(),
-                    load: l.load,
-                    inventory: l.inventory.clone(),
-                    drain: l.drain.clone(),
-                }
+            .map(|(id, l)| AgentView {
+                id: id.to_string(),
+                hostname: l.hostname.clone(),
+                arch: l.arch.clone(),
+                state: l.state,
+                cordoned: l.cordoned,
+                connected: l.session.is_some(),
+                last_seen: l
+                    .last_seen_wall
+                    .map(|t| super::agent::rfc3339(db::to_ms(t))),
+                enrolled_at: super::agent::rfc3339(l.enrolled_at),
+                cert_expires_at: super::agent::rfc3339(l.cert_not_after),
+                trust_labels: l.trust_labels.clone(),
+                reported_labels: l
+                    .inventory
+                    .as_ref()
+                    .map(|i| i.labels.clone())
+                    .unwrap_or_default(),
+                gpus: l
+                    .inventory
+                    .as_ref()
+                    .map(|i| i.gpus.clone())
+                    .unwrap_or_default(),
+                load: l.load,
+                inventory: l.inventory.clone(),
+                drain: l.drain.clone(),
             })
             .collect();
         v.sort_by(|a, b| (&a.hostname, &a.id).cmp(&(&b.hostname, &b.id)));
@@ -722,7 +720,10 @@ mod tests {
 
         let view = fleet.scheduler_view();
         let want: Labels = [("rack".to_owned(), "b3".to_owned())].into();
-        assert_eq!(view[0].trust_labels, want, "the agent's trust=deploy is a claim");
+        assert_eq!(
+            view[0].trust_labels, want,
+            "the agent's trust=deploy is a claim"
+        );
         let listed = &fleet.snapshot()[0];
         assert_eq!(listed.trust_labels, want);
         assert_eq!(listed.reported_labels["trust"], "deploy", "shown apart");

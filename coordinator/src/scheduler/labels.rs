@@ -96,9 +96,9 @@ pub fn check_labels(labels: &Labels) -> Result<(), LabelError> {
 
 /// Parses and checks `key=value`.
 pub fn parse_label(s: &str) -> Result<(String, String), LabelError> {
-    let (k, v) = s.split_once('=').ok_or_else(|| {
-        LabelError(format!("label {} must look like key=value", shown(s)))
-    })?;
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| LabelError(format!("label {} must look like key=value", shown(s))))?;
     check_key(k)?;
     check_value(k, v)?;
     Ok((k.to_owned(), v.to_owned()))
@@ -156,12 +156,20 @@ mod tests {
         let err = parse_label("trust=a b").unwrap_err().to_string();
         assert!(err.contains("[A-Za-z0-9._-]"), "{err}");
         assert!(parse_label("trust=a/b").is_err(), "no slash in values");
-        assert!(parse_label("-trust=x").is_err(), "starts with a letter or digit");
-        assert!(parse_label("trust=x.").is_err(), "ends with a letter or digit");
+        assert!(
+            parse_label("-trust=x").is_err(),
+            "starts with a letter or digit"
+        );
+        assert!(
+            parse_label("trust=x.").is_err(),
+            "ends with a letter or digit"
+        );
         assert!(check_key(&"k".repeat(64)).is_err());
         let err = parse_label("t\n=x").unwrap_err().to_string();
         assert!(!err.contains('\n'), "control characters are escaped: {err}");
-        let many: Labels = (0..=MAX_LABELS).map(|i| (format!("k{i}"), "v".into())).collect();
+        let many: Labels = (0..=MAX_LABELS)
+            .map(|i| (format!("k{i}"), "v".into()))
+            .collect();
         let err = check_labels(&many).unwrap_err().to_string();
         assert!(err.contains("at most 32 labels"), "{err}");
     }

@@ -278,7 +278,11 @@ impl fmt::Display for Unplaceable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Unplaceable::MissingLabels { missing } => {
-                let label = if missing.len() == 1 { "label" } else { "labels" };
+                let label = if missing.len() == 1 {
+                    "label"
+                } else {
+                    "labels"
+                };
                 write!(f, "no agent with {label} {}", labels::pairs(missing))
             }
             Unplaceable::NoLabelledAgentOfArch {
@@ -286,7 +290,11 @@ impl fmt::Display for Unplaceable {
                 selector,
                 unlabelled,
             } => {
-                let label = if selector.len() == 1 { "label" } else { "labels" };
+                let label = if selector.len() == 1 {
+                    "label"
+                } else {
+                    "labels"
+                };
                 write!(
                     f,
                     "no {arch} agent with {label} {}",
@@ -296,7 +304,11 @@ impl fmt::Display for Unplaceable {
                     write!(
                         f,
                         " ({} without)",
-                        plural(*unlabelled, &format!("{arch} agent"), &format!("{arch} agents"))
+                        plural(
+                            *unlabelled,
+                            &format!("{arch} agent"),
+                            &format!("{arch} agents")
+                        )
                     )?;
                 }
                 Ok(())
