@@ -1130,3 +1130,161 @@ fn clock_skew_counts_as_not_idle() {
     ));
     assert!(p.stops.is_empty());
 }
+
+// ---------------------------------------------------------- trust labels
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// The hardware a compromised host would claim: arm64, 8 NVIDIA GPUs and
+/// 2 TiB of memory.
+fn rogue(n: u128) -> AgentView {
+    let mut a = agent(n, Arch::Aarch64, 256, 2048);
+    a.gpus = (0..8)
+        .map(|i| gpu(GpuVendor::Nvidia, &format!("GPU-fake-{i}"), 80, None))
+        .collect();
+    a
+}
+
+fn deploy_pool() -> Pool {
+    let mut p = Pool::new("deploy", &["deploy"], Arch::Aarch64).with_gpu(GpuVendor::Nvidia, 2);
+    p.agent_selector = labels(&[("trust", "deploy")]);
+    p
+}
+
+#[test]
+fn agent_selector_parses_validates_and_round_trips() {
+    let p = parse_one(
+        "[[pools]]\nname = \"deploy\"\ntags = [\"deploy\"]\narch = \"x86_64\"\nagent_selector = { trust = \"deploy\", zone = \"eu-1\" }\n",
+    );
+    assert_eq!(
+        p.agent_selector,
+        labels(&[("trust", "deploy"), ("zone", "eu-1")])
+    );
+    p.validate().expect("valid");
+    let json = serde_json::to_string(&p).expect("serialise");
+    assert!(
+        json.contains(r#""agent_selector":{"trust":"deploy","zone":"eu-1"}"#),
+        "{json}"
+    );
+    assert_eq!(serde_json::from_str::<Pool>(&json).expect("parse"), p);
+
+    let plain = parse_one("[[pools]]\nname = \"a\"\ntags = [\"a\"]\narch = \"x86_64\"\n");
+    assert!(plain.agent_selector.is_empty(), "no selector by default");
+
+    let mut bad = Pool::new("deploy", &["deploy"], Arch::X86_64);
+    bad.agent_selector = labels(&[("trust", "de ploy")]);
+    let err = validate_err(&bad);
+    assert!(
+        err.starts_with("pool 'deploy': agent_selector.trust label \"trust\": value \"de ploy\""),
+        "{err}"
+    );
+    bad.agent_selector = labels(&[("-x", "y")]);
+    assert!(validate_err(&bad).contains("agent_selector.-x label key \"-x\""));
+    let err = parse(
+        "[[pools]]\nname = \"a\"\ntags = [\"a\"]\narch = \"x86_64\"\nagent_selector = { trust = 1 }\n",
+    )
+    .expect_err("a number is not a label value");
+    assert!(err.contains("agent_selector"), "{err}");
+}
+
+#[test]
+fn a_selector_pool_never_goes_to_an_agent_without_the_trust_labels_whatever_it_claims() {
+    let pool = deploy_pool();
+    let err = place(&pool, &[rogue(1)], Strategy::Spread).unwrap_err();
+    assert_eq!(
+        err,
+        Unplaceable::MissingLabels {
+            missing: labels(&[("trust", "deploy")])
+        }
+    );
+    assert_eq!(err.to_string(), "no agent with label trust=deploy");
+
+    // A label with another value, or only in some other key, is not it.
+    let mut wrong = rogue(1);
+    wrong.trust_labels = labels(&[("trust", "build"), ("deploy", "trust")]);
+    assert_eq!(
+        place(&pool, &[wrong], Strategy::Spread)
+            .unwrap_err()
+            .to_string(),
+        "no agent with label trust=deploy"
+    );
+
+    // The operator labels it: now it is eligible, on its claimed hardware.
+    let mut labelled = rogue(1);
+    labelled.trust_labels = labels(&[("trust", "deploy")]);
+    let placed = place(&pool, &[rogue(2), labelled], Strategy::Spread).expect("placed");
+    assert_eq!(placed.agent_id, id(1));
+    assert_eq!(placed.gpus.len(), 2);
+
+    // A pool without a selector behaves as before: the rogue gets it.
+    let mut open = deploy_pool();
+    open.agent_selector.clear();
+    assert_eq!(
+        place(&open, &[rogue(2)], Strategy::Spread).map(|p| p.agent_id),
+        Ok(id(2))
+    );
+}
+
+#[test]
+fn selector_reasons_name_the_missing_pairs_and_then_the_hardware() {
+    let mut pool = deploy_pool();
+    pool.agent_selector = labels(&[("trust", "deploy"), ("zone", "eu")]);
+    // One pair nobody has: only that one is named.
+    let mut a = rogue(1);
+    a.trust_labels = labels(&[("trust", "deploy")]);
+    assert_eq!(
+        place(&pool, &[a.clone()], Strategy::Spread)
+            .unwrap_err()
+            .to_string(),
+        "no agent with label zone=eu"
+    );
+    // Each pair on some agent, none with both: the whole selector.
+    let mut b = rogue(2);
+    b.trust_labels = labels(&[("zone", "eu")]);
+    assert_eq!(
+        place(&pool, &[a, b], Strategy::Spread)
+            .unwrap_err()
+            .to_string(),
+        "no agent with labels trust=deploy, zone=eu"
+    );
+
+    // Labelled agents exist, but not of the pool's arch.
+    let pool = deploy_pool();
+    let mut x86 = agent(3, Arch::X86_64, 8, 16);
+    x86.trust_labels = labels(&[("trust", "deploy")]);
+    let err = place(&pool, &[x86.clone(), rogue(4)], Strategy::Spread).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no aarch64 agent with label trust=deploy (1 aarch64 agent without)"
+    );
+    // Labelled and of the arch, but without the GPUs: the GPU is the blocker.
+    let mut arm = agent(5, Arch::Aarch64, 8, 16);
+    arm.trust_labels = labels(&[("trust", "deploy")]);
+    let err = place(&pool, &[arm, rogue(4)], Strategy::Spread).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no ready, uncordoned aarch64 agent has 2 NVIDIA GPUs"
+    );
+}
+
+#[test]
+fn the_plan_reports_the_missing_label_as_unmet() {
+    let plan = plan(&input(
+        vec![deploy_pool()],
+        &[("deploy", 2)],
+        vec![],
+        vec![rogue(1)],
+    ));
+    assert!(plan.starts.is_empty(), "{plan:?}");
+    assert_eq!(plan.unmet.len(), 1);
+    assert_eq!(plan.unmet[0].needed, 2);
+    assert_eq!(
+        plan.unmet[0].reason.to_string(),
+        "no agent with label trust=deploy"
+    );
+}

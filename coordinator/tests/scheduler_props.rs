@@ -9,16 +9,19 @@
 //!     runners, and never stops below what is wanted;
 //! (d) CPU and memory allocations never exceed an agent's capacity;
 //! (e) the plan depends only on the input, not on its order;
+//! (f) a runner of a pool with an `agent_selector` is never placed on an
+//!     agent whose trust labels lack a pair of it, whatever it claims;
 //! and `place` fails only when no agent fits (checked by brute force).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use autogit_coordinator::scheduler::bytesize::{GIB, MIB};
+use autogit_coordinator::scheduler::labels::satisfies;
 use autogit_coordinator::scheduler::{
-    AgentState, AgentView, Arch, ByteSize, GpuRequirement, GpuVendor, GpuView, Plan, PlanInput,
-    Pool, RunnerState, RunnerView, StopReason, Strategy as PlaceStrategy, Unplaceable, place, plan,
-    plan_by_scan,
+    AgentState, AgentView, Arch, ByteSize, GpuRequirement, GpuVendor, GpuView, Labels, Plan,
+    PlanInput, Pool, RunnerState, RunnerView, StopReason, Strategy as PlaceStrategy, UnmetReason,
+    Unplaceable, place, plan, plan_by_scan,
 };
 use proptest::prelude::*;
 use time::OffsetDateTime;
@@ -34,6 +37,20 @@ const STATES: [AgentState; 4] = [
     AgentState::Revoked,
 ];
 const GPU_MEM_GIB: [u64; 4] = [0, 8, 16, 48];
+/// Trust label sets agents hold and pools select (index 0: none).
+const LABEL_SETS: [&[(&str, &str)]; 4] = [
+    &[],
+    &[("trust", "deploy")],
+    &[("trust", "build")],
+    &[("trust", "deploy"), ("zone", "eu")],
+];
+
+fn label_set(i: usize) -> Labels {
+    LABEL_SETS[i]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
 
 // ------------------------------------------------------------ generators
 
@@ -55,6 +72,8 @@ struct AgentSpec {
     gpus: Vec<GpuSpec>,
     /// The agent's own view lags behind (misses some runners).
     stale: bool,
+    /// Index into [`LABEL_SETS`].
+    trust: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -67,6 +86,8 @@ struct PoolSpec {
     idle_min: u32,
     idle_timeout_s: u64,
     pending: u32,
+    /// Index into [`LABEL_SETS`] for the pool's `agent_selector`.
+    selector: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -98,9 +119,10 @@ fn agent_spec() -> impl Strategy<Value = AgentSpec> {
         prop_oneof![Just(16u64), 1..=32u64],
         prop::collection::vec(gpu_spec(), 0..4),
         prop::bool::weighted(0.2),
+        0..LABEL_SETS.len(),
     )
         .prop_map(
-            |(id_hi, arch, state, cordoned, cpus, mem_gib, gpus, stale)| AgentSpec {
+            |(id_hi, arch, state, cordoned, cpus, mem_gib, gpus, stale, trust)| AgentSpec {
                 id_hi,
                 arch,
                 state,
@@ -109,6 +131,7 @@ fn agent_spec() -> impl Strategy<Value = AgentSpec> {
                 mem_gib,
                 gpus,
                 stale,
+                trust,
             },
         )
 }
@@ -123,9 +146,20 @@ fn pool_spec() -> impl Strategy<Value = PoolSpec> {
         0..=6u32,
         1..=900u64,
         0..=12u32,
+        prop_oneof![2 => Just(0usize), 1 => 1..LABEL_SETS.len()],
     )
         .prop_map(
-            |(arch, gpu, cpu_milli, mem_mib, max_runners, idle_min, idle_timeout_s, pending)| {
+            |(
+                arch,
+                gpu,
+                cpu_milli,
+                mem_mib,
+                max_runners,
+                idle_min,
+                idle_timeout_s,
+                pending,
+                selector,
+            )| {
                 PoolSpec {
                     arch,
                     gpu,
@@ -135,6 +169,7 @@ fn pool_spec() -> impl Strategy<Value = PoolSpec> {
                     idle_min: idle_min.min(max_runners),
                     idle_timeout_s,
                     pending,
+                    selector,
                 }
             },
         )
@@ -180,6 +215,7 @@ fn build_pool(i: usize, s: &PoolSpec) -> Pool {
     pool.max_runners = s.max_runners;
     pool.idle_min = s.idle_min;
     pool.idle_timeout = Duration::from_secs(s.idle_timeout_s);
+    pool.agent_selector = label_set(s.selector);
     pool
 }
 
@@ -194,6 +230,7 @@ fn build_agent(i: usize, s: &AgentSpec) -> AgentView {
     );
     a.state = STATES[s.state];
     a.cordoned = s.cordoned;
+    a.trust_labels = label_set(s.trust);
     // The same GPU ids on every host, as PCI-derived ids can be.
     a.gpus = s
         .gpus
@@ -350,7 +387,12 @@ fn brute_fits(pool: &Pool, a: &AgentView) -> bool {
             free.len() >= req.count as usize
         }
     };
-    a.arch == pool.arch
+    a.trust_labels
+        .iter()
+        .filter(|(k, v)| pool.agent_selector.get(*k) == Some(*v))
+        .count()
+        == pool.agent_selector.len()
+        && a.arch == pool.arch
         && a.state == AgentState::Ready
         && !a.cordoned
         && gpus_ok
@@ -404,6 +446,18 @@ fn check_plan(input: &PlanInput, plan: &Plan) -> Result<(), TestCaseError> {
                     prop_assert!(s.placement.render_nodes.is_empty());
                 }
             }
+        }
+        // (f) every selector pair among the agent's trust labels.
+        for (k, v) in &pool.agent_selector {
+            prop_assert_eq!(
+                agent.trust_labels.get(k),
+                Some(v),
+                "pool {} placed on {} without {}={}",
+                &pool.name,
+                &agent.hostname,
+                k,
+                v
+            );
         }
         // (b) right arch, ready, not cordoned.
         prop_assert_eq!(agent.arch, pool.arch);
@@ -575,6 +629,61 @@ proptest! {
         prop_assert!(second.stops.is_empty(), "second plan stopped {:?}", second.stops);
     }
 
+    /// (f) on its own: however much hardware agents without the selector's
+    /// labels claim, a selector pool gets nothing from them, and its unmet
+    /// reason names a missing label.
+    #[test]
+    fn claimed_hardware_never_substitutes_for_trust_labels(
+        agent_specs in prop::collection::vec(agent_spec(), 1..8),
+        pool_specs in prop::collection::vec(pool_spec(), 1..5),
+    ) {
+        let pools: Vec<Pool> = pool_specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut p = build_pool(i, s);
+                // `trust=deploy`, or `trust=deploy` and `zone=eu`.
+                p.agent_selector = label_set([1, 3][s.selector % 2]);
+                p
+            })
+            .collect();
+        // Every agent ready, open, huge and GPU-laden, and labelled with a
+        // set that misses something of every selector: `trust=build`.
+        let agents: Vec<AgentView> = agent_specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut a = build_agent(i, s);
+                a.state = AgentState::Ready;
+                a.cordoned = false;
+                a.cpu_threads = 1024;
+                a.memory_total = 2048 * GIB;
+                a.trust_labels = label_set(2);
+                a
+            })
+            .collect();
+        let input = PlanInput {
+            pending: pools.iter().map(|p| (p.name.clone(), 3)).collect(),
+            pools,
+            runners: vec![],
+            agents,
+            strategy: PlaceStrategy::Spread,
+            now: NOW,
+        };
+        let p = plan(&input);
+        prop_assert!(p.starts.is_empty(), "started {:?}", p.starts);
+        for pool in &input.pools {
+            let reasons: Vec<String> = p
+                .unmet
+                .iter()
+                .filter(|u| u.pool == pool.name && !matches!(u.reason, UnmetReason::MaxRunners { .. }))
+                .map(|u| u.reason.to_string())
+                .collect();
+            prop_assert_eq!(reasons.len(), 1, "{:?}", &p.unmet);
+            prop_assert!(reasons[0].starts_with("no agent with label"), "{}", reasons[0]);
+        }
+    }
+
     /// `place` finds an agent exactly when one fits, what it picks fits, and
     /// the order of the agents does not matter.
     #[test]
@@ -615,10 +724,25 @@ proptest! {
             }
             Err(reason) => {
                 prop_assert!(!any_fits, "unplaceable ({reason}) although an agent fits");
-                let of_arch = || agents.iter().filter(|a| a.arch == pool.arch);
+                let trusted = || agents.iter().filter(|a| satisfies(&a.trust_labels, &pool.agent_selector));
+                let of_arch = || trusted().filter(|a| a.arch == pool.arch);
                 let ready = || of_arch().filter(|a| a.state == AgentState::Ready);
                 match reason {
-                    Unplaceable::NoAgentOfArch { .. } => prop_assert_eq!(of_arch().count(), 0),
+                    Unplaceable::MissingLabels { missing } => {
+                        prop_assert!(!pool.agent_selector.is_empty());
+                        prop_assert_eq!(trusted().count(), 0);
+                        prop_assert!(!missing.is_empty());
+                        prop_assert!(missing.iter().all(|(k, v)| pool.agent_selector.get(k) == Some(v)));
+                    }
+                    Unplaceable::NoLabelledAgentOfArch { unlabelled, .. } => {
+                        prop_assert!(trusted().count() > 0);
+                        prop_assert_eq!(of_arch().count(), 0);
+                        prop_assert_eq!(unlabelled, agents.iter().filter(|a| a.arch == pool.arch).count());
+                    }
+                    Unplaceable::NoAgentOfArch { .. } => {
+                        prop_assert!(pool.agent_selector.is_empty());
+                        prop_assert_eq!(of_arch().count(), 0);
+                    }
                     Unplaceable::NoneReady { unreachable, lost, revoked, .. } => {
                         prop_assert_eq!(ready().count(), 0);
                         prop_assert_eq!(unreachable + lost + revoked, of_arch().count());

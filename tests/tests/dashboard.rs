@@ -914,7 +914,8 @@ fn page_is_self_contained_and_shows_api_failures() {
     let agents = json!([{
         "id": "0b6f2a52-6a8e-4f7e-9a55-2f1d6f3c9e01", "hostname": hostile, "arch": "aarch64",
         "state": "unreachable", "cordoned": false, "connected": false, "last_seen": "2024-01-01T00:00:00Z",
-        "enrolled_at": "2024-01-01T00:00:00Z", "cert_expires_at": "2025-01-01T00:00:00Z", "labels": {},
+        "enrolled_at": "2024-01-01T00:00:00Z", "cert_expires_at": "2025-01-01T00:00:00Z",
+        "trust_labels": {"trust": hostile}, "reported_labels": {"zone": hostile},
         "gpus": [], "load": null, "inventory": null, "runners": 0
     }])
     .to_string();
@@ -956,6 +957,12 @@ fn page_is_self_contained_and_shows_api_failures() {
         rows[0].text().contains(hostile),
         "markup in data is shown as text"
     );
+    let trust = elems(&rows[0].inner, "span", "data-trust-label");
+    assert_eq!(trust.len(), 1, "{}", rows[0].inner);
+    assert!(trust[0].text().contains(&format!("trust={hostile}")));
+    let reported = elems(&rows[0].inner, "span", "data-reported-labels");
+    assert_eq!(reported.len(), 1, "reported labels are shown apart");
+    assert!(reported[0].text().contains(&format!("zone={hostile}")));
     assert!(!dom.contains("<img"), "markup in data became an element");
     assert!(dom.contains("<title>AutoGit fleet</title>"));
     drop(stub);

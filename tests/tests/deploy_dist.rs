@@ -305,6 +305,6 @@ fn emulated_agents_enroll_and_report_their_arch_to_a_real_coordinator() {
             .wait_agent_state(id, "ready", Duration::from_secs(60))
             .unwrap_or_else(|e| panic!("{arch}: {e:#}\nagent log:\n{}", a.logs()));
         assert_eq!(agent["arch"], *arch);
-        assert_eq!(agent["labels"]["emulated"], *arch);
+        assert_eq!(agent["reported_labels"]["emulated"], *arch);
     }
 }

@@ -44,8 +44,12 @@ fn enroll_connect_and_inventory_visible_with_real_arch() {
         agent["hostname"],
         nix::unistd::gethostname().unwrap().to_str().unwrap()
     );
-    assert_eq!(agent["labels"]["rack"], "b3", "token label");
-    assert_eq!(agent["labels"]["zone"], "lab", "config label");
+    assert_eq!(agent["trust_labels"]["rack"], "b3", "token label");
+    assert_eq!(agent["reported_labels"]["zone"], "lab", "config label");
+    assert!(
+        agent["trust_labels"].get("zone").is_none(),
+        "what the agent reports is never a trust label: {agent:#}"
+    );
     assert!(agent["gpus"].as_array().unwrap().is_empty());
     assert!(agent["inventory"]["cpu_threads"].as_u64().unwrap() > 0);
     assert!(agent["inventory"]["mem_total_bytes"].as_u64().unwrap() > 0);

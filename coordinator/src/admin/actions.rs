@@ -1,6 +1,6 @@
 //! Operator actions, written once: cordon, uncordon, drain, agent revoke,
-//! runner stop, and join token create and revoke, each with its audit
-//! record.
+//! trust label changes, runner stop, and join token create and revoke, each
+//! with its audit record.
 //!
 //! The admin API (`http/api.rs`) and the CLI's offline backend
 //! (`cli/backend.rs`, reading the data dir) are thin adapters over
@@ -10,8 +10,15 @@
 //!
 //! Offline ([`Actions::offline`]) there is no fleet in memory: changes go to
 //! SQLite only, and a running coordinator picks up revocations from the
-//! `revocations` table within a second (`fleet/monitor.rs`). Drain needs the
-//! reconciler and is refused offline.
+//! `revocations` table within a second (`fleet/monitor.rs`). Drain and trust
+//! label changes need the running coordinator (the reconciler; the fleet
+//! that placement reads) and are refused offline.
+//!
+//! Trust labels ([`Actions::change_labels`]) are what pools'
+//! `agent_selector`s place by (`scheduler/labels.rs`): they are checked
+//! here, written to SQLite and the live fleet under one lock, take effect
+//! for the next placement pass at once, and audited with old and new
+//! values (`agent.labels_changed`).
 
 use std::time::Duration;
 
@@ -24,6 +31,8 @@ use crate::bounds;
 use crate::db::{self, Db, DbError};
 use crate::fleet::Fleet;
 use crate::runners::ReconcilerHandle;
+use crate::scheduler::Labels;
+use crate::scheduler::labels;
 use crate::tokens::{self, NewToken};
 
 /// Why an action was refused. Each surface maps it in one place (HTTP
@@ -49,6 +58,14 @@ pub struct DrainStarted {
     /// Runners asked to finish their job.
     pub runners: u32,
     pub deadline: OffsetDateTime,
+}
+
+/// A trust label change: an agent's labels before and after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelChange {
+    pub agent: AgentId,
+    pub old: Labels,
+    pub new: Labels,
 }
 
 /// The running coordinator's in-memory parts.
@@ -162,6 +179,75 @@ impl Actions {
         })
     }
 
+    /// Change an agent's trust labels: add or replace the pairs of `set`,
+    /// then drop the keys in `remove` (absent keys are no error). Every key
+    /// and value is checked ([`labels`]) and the result may hold at most
+    /// [`labels::MAX_LABELS`]. A change is audited as `agent.labels_changed`
+    /// with the old and new labels; no change, no record.
+    pub async fn change_labels(
+        &self,
+        actor: &str,
+        id: &str,
+        set: &Labels,
+        remove: &[String],
+    ) -> Result<LabelChange, ActionError> {
+        let agent = parse_agent(id)?;
+        let id = agent.to_string();
+        if set.is_empty() && remove.is_empty() {
+            return Err(ActionError::Invalid(
+                "name at least one label to set (key=value) or remove (key)".into(),
+            ));
+        }
+        let invalid = |e: labels::LabelError| ActionError::Invalid(e.to_string());
+        for (k, v) in set {
+            labels::check_key(k).map_err(invalid)?;
+            labels::check_value(k, v).map_err(invalid)?;
+        }
+        for k in remove {
+            labels::check_key(k).map_err(invalid)?;
+            if set.contains_key(k) {
+                return Err(ActionError::Invalid(format!(
+                    "label {k:?} is both set and removed"
+                )));
+            }
+        }
+        let Some(live) = &self.live else {
+            return Err(ActionError::Unavailable(
+                "changing trust labels needs a running coordinator (--server), which places by them"
+                    .into(),
+            ));
+        };
+        let _one_at_a_time = live.fleet.label_writes().await;
+        let row = self.db.get_agent(&id).await?.ok_or_else(|| no_agent(&id))?;
+        let old: Labels = serde_json::from_str(&row.labels).map_err(|e| DbError::Corrupt {
+            what: "agent labels",
+            detail: e.to_string(),
+        })?;
+        let mut new = old.clone();
+        new.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+        for k in remove {
+            new.remove(k);
+        }
+        labels::check_labels(&new).map_err(invalid)?;
+        if new != old {
+            let json = serde_json::to_string(&new).unwrap_or_else(|_| "{}".into());
+            if !self.db.set_agent_labels(&id, &json).await? {
+                return Err(no_agent(&id));
+            }
+            live.fleet.set_trust_labels(&agent, new.clone());
+            self.audit
+                .record(
+                    "agent.labels_changed",
+                    actor,
+                    Some(&id),
+                    None,
+                    json!({"old": old, "new": new}),
+                )
+                .await;
+        }
+        Ok(LabelChange { agent, old, new })
+    }
+
     /// Revoke an agent: its session is cut, reconnects and renewals refused.
     pub async fn revoke_agent(
         &self,
@@ -228,6 +314,8 @@ impl Actions {
         ca: Fingerprint,
         req: &NewToken,
     ) -> Result<JoinToken, ActionError> {
+        // They become the trust labels of every agent enrolled with it.
+        labels::check_labels(&req.labels).map_err(|e| ActionError::Invalid(e.to_string()))?;
         let token = tokens::create(&self.db, ca, req)
             .await
             .map_err(|e| match e {
@@ -240,7 +328,7 @@ impl Actions {
                 actor,
                 None,
                 None,
-                json!({"token_id": token.id().as_str(), "uses": req.uses, "ttl_seconds": req.ttl.as_secs()}),
+                json!({"token_id": token.id().as_str(), "uses": req.uses, "ttl_seconds": req.ttl.as_secs(), "labels": req.labels}),
             )
             .await;
         Ok(token)
@@ -350,6 +438,189 @@ mod tests {
             vec!["token.revoked", "token.created"],
             "newest first, one each"
         );
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    /// A live `Actions` over a fleet with one enrolled agent labelled
+    /// `rack=b3` (as its join token would have).
+    async fn live_with_agent() -> (tempfile::TempDir, Actions, Db, Fleet, AgentId) {
+        let (dir, _, db) = offline().await;
+        let id = AgentId::new_random();
+        let row = db::AgentRow {
+            id: id.to_string(),
+            hostname: "h".into(),
+            arch: "x86_64".into(),
+            state: "enrolled".into(),
+            cordoned: false,
+            labels: r#"{"rack":"b3"}"#.into(),
+            inventory: None,
+            load: None,
+            cert_serial: "01".into(),
+            cert_not_after: 0,
+            token_id: None,
+            enrolled_at: 0,
+            last_seen: None,
+            revoked_at: None,
+        };
+        let mut conn = db.pool().acquire().await.expect("conn");
+        Db::insert_agent(&mut conn, &row).await.expect("insert");
+        drop(conn);
+        let timings = crate::fleet::Timings {
+            heartbeat_interval: Duration::from_secs(1),
+            unreachable_after: Duration::from_secs(3),
+            lost_after: Duration::from_secs(10),
+        };
+        let fleet = Fleet::new(&db.list_agents().await.expect("list"), &[], timings);
+        let actions = Actions::live(
+            db.clone(),
+            Audit::new(db.clone()),
+            fleet.clone(),
+            ReconcilerHandle::default(),
+        );
+        (dir, actions, db, fleet, id)
+    }
+
+    async fn stored_labels(db: &Db, id: &AgentId) -> Labels {
+        let row = db
+            .get_agent(&id.to_string())
+            .await
+            .expect("get")
+            .expect("row");
+        serde_json::from_str(&row.labels).expect("json")
+    }
+
+    #[tokio::test]
+    async fn label_changes_reach_the_database_the_fleet_and_the_audit_log() {
+        let (_dir, actions, db, fleet, id) = live_with_agent().await;
+        let change = actions
+            .change_labels(
+                "token:ops",
+                &id.to_string(),
+                &labels(&[("trust", "deploy")]),
+                &[],
+            )
+            .await
+            .expect("set");
+        let both = labels(&[("rack", "b3"), ("trust", "deploy")]);
+        assert_eq!(change.old, labels(&[("rack", "b3")]));
+        assert_eq!(change.new, both);
+        assert_eq!(stored_labels(&db, &id).await, both);
+        assert_eq!(fleet.trust_labels(&id), Some(both.clone()));
+
+        let change = actions
+            .change_labels(
+                "cli",
+                &id.to_string(),
+                &Labels::new(),
+                &["rack".into(), "absent".into()],
+            )
+            .await
+            .expect("remove");
+        assert_eq!(change.new, labels(&[("trust", "deploy")]));
+        assert_eq!(stored_labels(&db, &id).await, change.new);
+        assert_eq!(fleet.trust_labels(&id), Some(change.new.clone()));
+
+        // Removing what is not there changes nothing and records nothing.
+        actions
+            .change_labels("cli", &id.to_string(), &Labels::new(), &["absent".into()])
+            .await
+            .expect("no-op");
+
+        let page = crate::audit::page(
+            &db,
+            &db::EventFilter {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("events");
+        let events = page["events"].as_array().expect("events");
+        assert_eq!(events.len(), 2, "{page:#}");
+        assert_eq!(events[0]["kind"], "agent.labels_changed");
+        assert_eq!(events[0]["actor"], "cli");
+        assert_eq!(
+            events[0]["detail"]["old"],
+            json!({"rack": "b3", "trust": "deploy"})
+        );
+        assert_eq!(events[0]["detail"]["new"], json!({"trust": "deploy"}));
+        assert_eq!(events[1]["actor"], "token:ops");
+        assert_eq!(events[1]["detail"]["old"], json!({"rack": "b3"}));
+        assert_eq!(events[1]["agent_id"], id.to_string());
+    }
+
+    #[tokio::test]
+    async fn bad_label_changes_are_refused_naming_the_problem_and_change_nothing() {
+        let (_dir, actions, db, fleet, id) = live_with_agent().await;
+        let agent = id.to_string();
+        let cases: Vec<(Labels, Vec<String>, &str)> = vec![
+            (labels(&[("trust", "de ploy")]), vec![], "value \"de ploy\""),
+            (labels(&[("bad key", "x")]), vec![], "label key \"bad key\""),
+            (labels(&[("trust", "")]), vec![], "value \"\""),
+            (Labels::new(), vec!["-x".into()], "label key \"-x\""),
+            (Labels::new(), vec![], "at least one label"),
+            (
+                labels(&[("trust", "a")]),
+                vec!["trust".into()],
+                "both set and removed",
+            ),
+            (
+                (0..40).map(|i| (format!("k{i}"), "v".to_owned())).collect(),
+                vec![],
+                "at most 32 labels",
+            ),
+        ];
+        for (set, remove, want) in cases {
+            let err = actions
+                .change_labels("cli", &agent, &set, &remove)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&err, ActionError::Invalid(m) if m.contains(want)),
+                "{want}: {err}"
+            );
+        }
+        let unknown = AgentId::new_random().to_string();
+        assert!(matches!(
+            actions
+                .change_labels("cli", &unknown, &labels(&[("a", "b")]), &[])
+                .await,
+            Err(ActionError::NotFound(_))
+        ));
+        assert!(matches!(
+            Actions::offline(db.clone())
+                .change_labels("cli", &agent, &labels(&[("a", "b")]), &[])
+                .await,
+            Err(ActionError::Unavailable(_))
+        ));
+        assert_eq!(stored_labels(&db, &id).await, labels(&[("rack", "b3")]));
+        assert_eq!(fleet.trust_labels(&id), Some(labels(&[("rack", "b3")])));
+        assert!(
+            kinds(&db).await.is_empty(),
+            "nothing changed, nothing audited"
+        );
+    }
+
+    #[tokio::test]
+    async fn join_token_labels_are_checked_because_they_become_trust_labels() {
+        let (_dir, actions, db) = offline().await;
+        let ca = autogit_certs::ClusterCa::generate("t")
+            .expect("ca")
+            .fingerprint();
+        let mut req = new_token(Duration::from_secs(60));
+        req.labels = labels(&[("trust", "deploy now")]);
+        let err = actions.create_token("cli", ca, &req).await.unwrap_err();
+        assert!(
+            matches!(&err, ActionError::Invalid(m) if m.contains("\"deploy now\"")),
+            "{err}"
+        );
+        assert!(kinds(&db).await.is_empty());
     }
 
     #[tokio::test]

@@ -130,7 +130,7 @@ pub enum TokenCmd {
         /// How many agents may enroll with it.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         uses: u32,
-        /// Label applied to agents enrolled with this token (repeatable), k=v.
+        /// Trust label given to agents enrolled with this token (repeatable), k=v; pools' agent_selector places by them.
         #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
         labels: Vec<(String, String)>,
         /// Free-text note shown in `token list`.
@@ -194,12 +194,13 @@ pub enum AdminCertCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum AgentsCmd {
-    /// List agents with arch, state, last seen, GPUs and labels.
+    /// List agents with arch, state, last seen, GPUs and trust labels.
     List {
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
-    /// Show one agent, inventory included.
+    /// Show one agent, inventory and trust labels included.
+    #[command(visible_alias = "show")]
     Get {
         id: String,
         #[arg(long, value_enum, default_value_t)]
@@ -217,6 +218,26 @@ pub enum AgentsCmd {
     Uncordon { id: String },
     /// Drain an agent (see `autogit-coordinator drain --help`).
     Drain(DrainArgs),
+    /// Trust labels: what pools' `agent_selector` places by. Needs --server.
+    #[command(subcommand)]
+    Label(LabelCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabelCmd {
+    /// Add or replace trust labels (audited; placement uses them at once).
+    Set {
+        id: String,
+        /// One or more key=value.
+        #[arg(required = true, value_name = "K=V", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+    },
+    /// Remove trust labels by key (absent keys are ignored).
+    Rm {
+        id: String,
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -265,20 +286,9 @@ pub struct EventsArgs {
     pub output: Output,
 }
 
+/// `key=value`, checked as a trust label (`scheduler/labels.rs`).
 fn parse_label(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| format!("label {s:?} must look like key=value"))?;
-    if k.is_empty()
-        || !k
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
-    {
-        return Err(format!(
-            "label key {k:?} must be non-empty and use only [A-Za-z0-9-_./]"
-        ));
-    }
-    Ok((k.to_string(), v.to_string()))
+    crate::scheduler::labels::parse_label(s).map_err(|e| e.to_string())
 }
 
 /// Entry point used by `main.rs`.
@@ -479,6 +489,7 @@ async fn fleet_cmd(b: &Backend, cmd: &Command) -> anyhow::Result<()> {
             println!("agent {id} uncordoned");
         }
         Command::Agents(AgentsCmd::Drain(d)) | Command::Drain(d) => drain(b, d).await?,
+        Command::Agents(AgentsCmd::Label(cmd)) => label(b, cmd).await?,
         Command::Runners(RunnersCmd::List { output, finished }) => {
             render::runners(*output, &b.runners(*finished).await?)?
         }
@@ -503,6 +514,47 @@ async fn fleet_cmd(b: &Backend, cmd: &Command) -> anyhow::Result<()> {
         | Command::AdminToken(_)
         | Command::AdminCert(_)
         | Command::Completions { .. } => {}
+    }
+    Ok(())
+}
+
+/// `agent label set|rm`: one audited change through the API.
+async fn label(b: &Backend, cmd: &LabelCmd) -> anyhow::Result<()> {
+    let (id, body) = match cmd {
+        LabelCmd::Set { id, labels } => {
+            let set: BTreeMap<&str, &str> = labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            (id, json!({"set": set}))
+        }
+        LabelCmd::Rm { id, keys } => (id, json!({"remove": keys})),
+    };
+    let r = b.post(&format!("/api/v1/agents/{id}/labels"), body).await?;
+    let shown = |v: &Value| {
+        let pairs: Vec<String> = v
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+            .collect();
+        if pairs.is_empty() {
+            "none".to_owned()
+        } else {
+            pairs.join(", ")
+        }
+    };
+    if r["old"] == r["trust_labels"] {
+        println!(
+            "agent {id}: trust labels unchanged ({})",
+            shown(&r["trust_labels"])
+        );
+    } else {
+        println!(
+            "agent {id}: trust labels {} (were {})",
+            shown(&r["trust_labels"]),
+            shown(&r["old"])
+        );
     }
     Ok(())
 }

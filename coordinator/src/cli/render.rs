@@ -78,7 +78,7 @@ pub fn agents(out: Output, rows: &[Value]) -> anyhow::Result<()> {
             "LAST SEEN",
             "GPUS",
             "RUNNERS",
-            "LABELS",
+            "TRUST LABELS",
         ],
         |a| {
             let mut state = s(&a["state"]);
@@ -97,7 +97,7 @@ pub fn agents(out: Output, rows: &[Value]) -> anyhow::Result<()> {
                 s(&a["last_seen"]),
                 gpus(&a["gpus"]),
                 s(&a["runners"]),
-                labels(&a["labels"]),
+                labels(&a["trust_labels"]),
             ]
         },
     )

@@ -20,7 +20,17 @@
 //! gpu = { vendor = "nvidia", count = 1, min_memory = "16GiB" }
 //! runner_type = "group"
 //! group_id = 42
+//!
+//! [[pools]]
+//! name = "deploy"
+//! tags = ["deploy"]
+//! arch = "x86_64"
+//! agent_selector = { trust = "deploy" }   # only agents an operator labelled so
 //! ```
+//!
+//! `agent_selector` pairs are trust labels (`scheduler/labels.rs`): only
+//! labels set on the coordinator (join token, `agent label set`) meet them,
+//! never labels an agent reports.
 //!
 //! Unknown keys are errors. Defaults for omitted keys are listed on [`Pool`].
 //! The config holds no pools? [`pools_or_defaults`] supplies
@@ -41,6 +51,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::runners::spec::DOCKER_SOCKET;
 use crate::runners::template;
 use crate::scheduler::bytesize::{ByteSize, GIB, MIB};
+use crate::scheduler::labels::{self, Labels};
 use crate::scheduler::{Arch, GpuRequirement, GpuVendor, Mount, Pool, RunnerType};
 
 /// The runner image used when a pool names none. Pin a version with `image`
@@ -137,6 +148,7 @@ impl Pool {
             tags: tags.iter().map(|t| (*t).to_owned()).collect(),
             run_untagged: false,
             arch,
+            agent_selector: Labels::new(),
             gpu: None,
             image: DEFAULT_RUNNER_IMAGE.to_owned(),
             command: default_command(None),
@@ -226,6 +238,18 @@ impl Pool {
                 "tags",
                 "is empty and run_untagged = false, so no job could ever match this pool".into(),
             );
+        }
+        if self.agent_selector.len() > labels::MAX_LABELS {
+            return err(
+                "agent_selector",
+                format!("has more than {} labels", labels::MAX_LABELS),
+            );
+        }
+        for (k, v) in &self.agent_selector {
+            let bad = labels::check_key(k).and_then(|()| labels::check_value(k, v));
+            if let Err(e) = bad {
+                return err(&format!("agent_selector.{k}"), e.to_string());
+            }
         }
         if self.gpu.as_ref().is_some_and(|g| g.count == 0) {
             return err("gpu.count", "must be >= 1 (omit `gpu` for no GPU)".into());
@@ -437,6 +461,8 @@ struct PoolToml {
     #[serde(default)]
     run_untagged: bool,
     arch: Arch,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    agent_selector: Labels,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     gpu: Option<GpuRequirement>,
     #[serde(default = "default_image")]
@@ -555,6 +581,7 @@ impl TryFrom<PoolToml> for Pool {
             tags: t.tags,
             run_untagged: t.run_untagged,
             arch: t.arch,
+            agent_selector: t.agent_selector,
             gpu: t.gpu,
             image: t.image,
             command,
@@ -585,6 +612,7 @@ impl From<Pool> for PoolToml {
             tags: p.tags,
             run_untagged: p.run_untagged,
             arch: p.arch,
+            agent_selector: p.agent_selector,
             gpu: p.gpu,
             image: p.image,
             command: Some(p.command),

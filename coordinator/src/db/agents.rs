@@ -194,6 +194,17 @@ impl Db {
         Ok(())
     }
 
+    /// Replace an agent's trust labels (a JSON object). Returns false if the
+    /// agent is unknown.
+    pub async fn set_agent_labels(&self, id: &str, labels_json: &str) -> Result<bool, DbError> {
+        let r = sqlx::query("UPDATE agents SET labels = ? WHERE id = ?")
+            .bind(labels_json)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     pub async fn set_cordoned(&self, id: &str, cordoned: bool) -> Result<bool, DbError> {
         let r = sqlx::query("UPDATE agents SET cordoned = ? WHERE id = ?")
             .bind(cordoned as i64)

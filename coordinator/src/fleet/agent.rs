@@ -96,7 +96,12 @@ pub struct AgentView {
     pub last_seen: Option<String>,
     pub enrolled_at: String,
     pub cert_expires_at: String,
-    pub labels: BTreeMap<String, String>,
+    /// Labels an operator set (join token at enrollment, `agent label
+    /// set`): the only labels a pool's `agent_selector` looks at.
+    pub trust_labels: BTreeMap<String, String>,
+    /// Labels the agent reports about itself (`[labels]` in its
+    /// `agent.toml`): informational, never trusted for placement.
+    pub reported_labels: BTreeMap<String, String>,
     pub gpus: Vec<Gpu>,
     pub load: Option<Load>,
     pub inventory: Option<Inventory>,
@@ -127,13 +132,8 @@ impl AgentView {
             Some(s) => Some(serde_json::from_str(s).map_err(|e| corrupt("agent load", e))?),
             None => None,
         };
-        let mut labels: BTreeMap<String, String> =
+        let trust_labels: BTreeMap<String, String> =
             serde_json::from_str(&row.labels).map_err(|e| corrupt("agent labels", e))?;
-        if let Some(inv) = &inventory {
-            for (k, v) in &inv.labels {
-                labels.entry(k.clone()).or_insert_with(|| v.clone());
-            }
-        }
         Ok(AgentView {
             id: row.id.clone(),
             hostname: row.hostname.clone(),
@@ -147,7 +147,11 @@ impl AgentView {
             last_seen: row.last_seen.map(rfc3339),
             enrolled_at: rfc3339(row.enrolled_at),
             cert_expires_at: rfc3339(row.cert_not_after),
-            labels,
+            trust_labels,
+            reported_labels: inventory
+                .as_ref()
+                .map(|i| i.labels.clone())
+                .unwrap_or_default(),
             gpus: inventory
                 .as_ref()
                 .map(|i| i.gpus.clone())

@@ -21,6 +21,9 @@ pub struct Inventory {
     pub riscv_isa: Option<String>,
     pub mem_total_bytes: u64,
     pub docker: DockerInfo,
+    /// What the agent says about itself (`[labels]` in `agent.toml`). A
+    /// claim like the rest of the inventory: never a trust label, never
+    /// read by placement.
     pub labels: BTreeMap<String, String>,
     pub gpus: Vec<Gpu>,
 }

@@ -7,7 +7,7 @@
 //! not cost a write per heartbeat. Revocation is checked here on every session
 //! open and renewal; revoking cuts the live session at once.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use super::agent::{AgentState, AgentView, Drain, Load};
 use super::command::{AgentCommand, CloseReason};
 use super::inventory::Inventory;
 use crate::db::{self, AgentRow, Liveness};
-use crate::scheduler::{self, Arch, GpuView};
+use crate::scheduler::{self, Arch, GpuView, Labels};
 
 /// Commands to one agent's session.
 pub type SessionTx = mpsc::Sender<AgentCommand>;
@@ -59,7 +59,9 @@ struct Live {
     /// `arch` as the scheduler knows it, parsed once when it changes; `None`
     /// for an architecture no pool can use.
     known_arch: Option<Arch>,
-    token_labels: BTreeMap<String, String>,
+    /// Set on the coordinator only (join token, `agent label set`); the
+    /// agent's own `inventory.labels` never land here.
+    trust_labels: Labels,
     cordoned: bool,
     state: AgentState,
     inventory: Option<Inventory>,
@@ -83,6 +85,9 @@ struct Inner {
     urgent: std::sync::atomic::AtomicBool,
     timings: Timings,
     changed: watch::Sender<u64>,
+    /// Serialises trust label changes, so SQLite and memory apply them in
+    /// the same order ([`Fleet::label_writes`]).
+    label_writes: tokio::sync::Mutex<()>,
 }
 
 /// Cheap handle to the live fleet.
@@ -104,7 +109,7 @@ fn live_from_row(row: &AgentRow) -> Live {
         hostname: row.hostname.clone(),
         arch: row.arch.clone(),
         known_arch: row.arch.parse().ok(),
-        token_labels: serde_json::from_str(&row.labels).unwrap_or_default(),
+        trust_labels: serde_json::from_str(&row.labels).unwrap_or_default(),
         cordoned: row.cordoned,
         state,
         inventory: view.as_ref().and_then(|v| v.inventory.clone()),
@@ -140,6 +145,7 @@ impl Fleet {
                 urgent: true.into(),
                 timings,
                 changed,
+                label_writes: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -313,6 +319,32 @@ impl Fleet {
         self.notify();
     }
 
+    /// Held while one trust label change reads, writes SQLite and calls
+    /// [`Fleet::set_trust_labels`], so concurrent changes cannot leave
+    /// memory and the database disagreeing.
+    pub async fn label_writes(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.label_writes.lock().await
+    }
+
+    /// An agent's trust labels (`None` for an unknown agent).
+    pub fn trust_labels(&self, id: &AgentId) -> Option<Labels> {
+        self.lock().get(id).map(|l| l.trust_labels.clone())
+    }
+
+    /// Replace an agent's trust labels; placement sees them from the next
+    /// pass, which this wakes. Returns false for an unknown agent.
+    pub fn set_trust_labels(&self, id: &AgentId, labels: Labels) -> bool {
+        let found = match self.lock().get_mut(id) {
+            Some(live) => {
+                live.trust_labels = labels;
+                true
+            }
+            None => false,
+        };
+        self.notify();
+        found
+    }
+
     pub fn set_cordoned(&self, id: &AgentId, cordoned: bool) -> bool {
         let found = match self.lock().get_mut(id) {
             Some(live) => {
@@ -476,6 +508,7 @@ impl Fleet {
                     _ => scheduler::AgentState::Unreachable,
                 };
                 v.cordoned = l.cordoned || l.drain.is_some();
+                v.trust_labels = l.trust_labels.clone();
                 v.gpus = inv
                     .gpus
                     .iter()
@@ -514,35 +547,32 @@ impl Fleet {
         let agents = self.lock();
         let mut v: Vec<AgentView> = agents
             .iter()
-            .map(|(id, l)| {
-                let mut labels = l.token_labels.clone();
-                if let Some(inv) = &l.inventory {
-                    for (k, val) in &inv.labels {
-                        labels.entry(k.clone()).or_insert_with(|| val.clone());
-                    }
-                }
-                AgentView {
-                    id: id.to_string(),
-                    hostname: l.hostname.clone(),
-                    arch: l.arch.clone(),
-                    state: l.state,
-                    cordoned: l.cordoned,
-                    connected: l.session.is_some(),
-                    last_seen: l
-                        .last_seen_wall
-                        .map(|t| super::agent::rfc3339(db::to_ms(t))),
-                    enrolled_at: super::agent::rfc3339(l.enrolled_at),
-                    cert_expires_at: super::agent::rfc3339(l.cert_not_after),
-                    labels,
-                    gpus: l
-                        .inventory
-                        .as_ref()
-                        .map(|i| i.gpus.clone())
-                        .unwrap_or_default(),
-                    load: l.load,
-                    inventory: l.inventory.clone(),
-                    drain: l.drain.clone(),
-                }
+            .map(|(id, l)| AgentView {
+                id: id.to_string(),
+                hostname: l.hostname.clone(),
+                arch: l.arch.clone(),
+                state: l.state,
+                cordoned: l.cordoned,
+                connected: l.session.is_some(),
+                last_seen: l
+                    .last_seen_wall
+                    .map(|t| super::agent::rfc3339(db::to_ms(t))),
+                enrolled_at: super::agent::rfc3339(l.enrolled_at),
+                cert_expires_at: super::agent::rfc3339(l.cert_not_after),
+                trust_labels: l.trust_labels.clone(),
+                reported_labels: l
+                    .inventory
+                    .as_ref()
+                    .map(|i| i.labels.clone())
+                    .unwrap_or_default(),
+                gpus: l
+                    .inventory
+                    .as_ref()
+                    .map(|i| i.gpus.clone())
+                    .unwrap_or_default(),
+                load: l.load,
+                inventory: l.inventory.clone(),
+                drain: l.drain.clone(),
             })
             .collect();
         v.sort_by(|a, b| (&a.hostname, &a.id).cmp(&(&b.hostname, &b.id)));
@@ -674,6 +704,38 @@ mod tests {
                 .unwrap()
                 .contains("\"runner_containers\":2")
         );
+    }
+
+    #[tokio::test]
+    async fn only_trust_labels_reach_the_scheduler_never_reported_ones() {
+        let id = AgentId::new_random();
+        let mut r = row(&id);
+        r.labels = r#"{"rack":"b3"}"#.into();
+        let fleet = Fleet::new(&[r], &[], timings());
+        let mut claims = inv();
+        claims.labels.insert("trust".into(), "deploy".into());
+        claims.labels.insert("rack".into(), "a1".into());
+        let (tx, _rx) = mpsc::channel(4);
+        fleet.connect(id, claims, tx).unwrap();
+
+        let view = fleet.scheduler_view();
+        let want: Labels = [("rack".to_owned(), "b3".to_owned())].into();
+        assert_eq!(
+            view[0].trust_labels, want,
+            "the agent's trust=deploy is a claim"
+        );
+        let listed = &fleet.snapshot()[0];
+        assert_eq!(listed.trust_labels, want);
+        assert_eq!(listed.reported_labels["trust"], "deploy", "shown apart");
+
+        let mut rx = fleet.subscribe();
+        rx.borrow_and_update();
+        let deploy: Labels = [("trust".to_owned(), "deploy".to_owned())].into();
+        assert!(fleet.set_trust_labels(&id, deploy.clone()));
+        assert!(rx.has_changed().unwrap(), "placement is woken at once");
+        assert_eq!(fleet.scheduler_view()[0].trust_labels, deploy);
+        assert_eq!(fleet.trust_labels(&id), Some(deploy));
+        assert!(!fleet.set_trust_labels(&AgentId::new_random(), Labels::new()));
     }
 
     #[test]

@@ -63,6 +63,7 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<HttpState>)> {
         ("post", "/api/v1/agents/{id}/uncordon", post(uncordon)),
         ("post", "/api/v1/agents/{id}/drain", post(drain)),
         ("post", "/api/v1/agents/{id}/revoke", post(revoke_agent)),
+        ("post", "/api/v1/agents/{id}/labels", post(change_labels)),
         ("get", "/api/v1/runners", get(list_runners)),
         ("get", "/api/v1/runners/{id}", get(get_runner)),
         ("post", "/api/v1/runners/{id}/stop", post(stop_runner)),
@@ -214,6 +215,31 @@ async fn revoke_agent(
     Ok(Json(json!({"id": agent.to_string(), "revoked": true})))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelsRequest {
+    /// Trust labels to add or replace.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Keys of trust labels to drop (absent ones are ignored).
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+async fn change_labels(
+    State(s): State<HttpState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    Json(req): Json<LabelsRequest>,
+) -> ApiResult<Value> {
+    let change = actions(&s)
+        .change_labels(&actor.0, &id, &req.set, &req.remove)
+        .await?;
+    Ok(Json(
+        json!({"id": change.agent.to_string(), "old": change.old, "trust_labels": change.new}),
+    ))
+}
+
 // ----------------------------------------------------------------- runners
 
 #[derive(Debug, Deserialize)]
@@ -256,6 +282,8 @@ pub struct PoolOut {
     pub tags: Vec<String>,
     pub arch: String,
     pub gpu: Option<Value>,
+    /// Trust labels an agent must hold to get this pool's runners.
+    pub agent_selector: BTreeMap<String, String>,
     pub max_runners: u32,
     pub idle_min: u32,
     /// Pending jobs counted for this pool.
@@ -287,6 +315,7 @@ async fn list_pools(State(s): State<HttpState>) -> ApiResult<Vec<PoolOut>> {
                     tags: p.tags.clone(),
                     arch: p.arch.as_str().to_string(),
                     gpu: p.gpu.as_ref().and_then(|g| serde_json::to_value(g).ok()),
+                    agent_selector: p.agent_selector.clone(),
                     max_runners: p.max_runners,
                     idle_min: p.idle_min,
                     demand: demand.get(&p.name).copied().unwrap_or(0),

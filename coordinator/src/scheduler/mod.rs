@@ -29,8 +29,15 @@
 //! counted for exactly one pool: the fitting pool with the fewest tags beyond
 //! the job's, then the first in config order.
 //!
+//! # Trust labels ([`labels`])
+//! Agents carry trust labels set by operators (from the join token at
+//! enrollment, or `agent label set`), never by the agent itself. A pool with
+//! an `agent_selector` is placed only on agents whose trust labels hold
+//! every pair of it, whatever hardware they claim.
+//!
 //! # Placement ([`placement`])
-//! A new runner goes to an agent of the pool's arch that is `Ready`, not
+//! A new runner goes to an agent whose trust labels meet the pool's
+//! `agent_selector`, of the pool's arch, that is `Ready`, not
 //! cordoned, has enough unassigned GPUs of the vendor (with `min_memory`),
 //! and enough free CPU and memory for the pool's limits. `Spread` prefers
 //! the fewest runners then the most free resources, `BinPack` the fullest
@@ -54,6 +61,7 @@
 pub mod bytesize;
 pub mod hardware;
 mod index;
+pub mod labels;
 pub mod matching;
 pub mod placement;
 pub mod plan;
@@ -61,6 +69,7 @@ pub mod pool;
 
 pub use bytesize::ByteSize;
 pub use hardware::{Arch, GpuVendor, UnknownArch};
+pub use labels::{LabelError, Labels};
 pub use matching::{Demand, count_demand, pool_accepts, pool_for_job, pools_for_job};
 pub use placement::{AgentState, AgentView, GpuView, Placement, Strategy, Unplaceable, place};
 pub use plan::{

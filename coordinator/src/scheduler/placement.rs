@@ -4,13 +4,16 @@
 //! [`place`] filters the agents step by step and, when none is left, reports
 //! the step that removed the last candidates ([`Unplaceable`]):
 //!
-//! 1. the pool's architecture;
-//! 2. state `Ready` (not unreachable, lost or revoked);
-//! 3. not cordoned (a cordoned or draining agent takes no new runners);
-//! 4. for GPU pools: at least `gpu.count` GPUs of the vendor, of which enough
+//! 1. the pool's `agent_selector`: trust labels holding every pair (set on
+//!    the coordinator, never reported by the agent; see [`super::labels`]),
+//!    checked before anything the agent claims about itself;
+//! 2. the pool's architecture;
+//! 3. state `Ready` (not unreachable, lost or revoked);
+//! 4. not cordoned (a cordoned or draining agent takes no new runners);
+//! 5. for GPU pools: at least `gpu.count` GPUs of the vendor, of which enough
 //!    have `gpu.min_memory` (and, for AMD/Intel, a render node to pass in),
 //!    of which enough are not assigned to another runner;
-//! 5. free CPU and memory for the pool's `cpu_limit` and `mem_limit`
+//! 6. free CPU and memory for the pool's `cpu_limit` and `mem_limit`
 //!    (free = capacity - sum of the limits of the runners already there).
 //!
 //! Among the agents that remain, [`Strategy::Spread`] picks the one with the
@@ -35,6 +38,7 @@ use uuid::Uuid;
 
 use super::bytesize::ByteSize;
 use super::hardware::{Arch, GpuVendor};
+use super::labels::{self, Labels};
 use super::pool::Pool;
 
 /// How to choose among agents that fit.
@@ -79,6 +83,9 @@ pub struct GpuView {
 pub struct AgentView {
     pub id: Uuid,
     pub hostname: String,
+    /// Labels an operator set (join token, `agent label set`); never the
+    /// agent's own `inventory.labels`.
+    pub trust_labels: Labels,
     pub arch: Arch,
     pub state: AgentState,
     /// Cordoned or draining: keeps its runners, takes no new ones.
@@ -116,6 +123,7 @@ impl AgentView {
         AgentView {
             id,
             hostname: hostname.to_owned(),
+            trust_labels: Labels::new(),
             arch,
             state: AgentState::Ready,
             cordoned: false,
@@ -188,6 +196,17 @@ pub struct Placement {
 /// removed the last candidates. `Display` is meant for operators.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Unplaceable {
+    /// No agent holds the pool's `agent_selector`: `missing` lists the
+    /// pairs no agent has at all, or the whole selector when each pair is
+    /// held by some agent but none holds all.
+    MissingLabels { missing: Labels },
+    /// Agents hold the selector, none of them of the architecture.
+    NoLabelledAgentOfArch {
+        arch: Arch,
+        selector: Labels,
+        /// Agents of the architecture that lack the labels.
+        unlabelled: usize,
+    },
     /// No agent of the architecture at all.
     NoAgentOfArch { arch: Arch },
     /// Agents of the architecture exist, none is `Ready`.
@@ -258,6 +277,42 @@ fn gpus_phrase(vendor: GpuVendor, count: u32, free: bool) -> String {
 impl fmt::Display for Unplaceable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Unplaceable::MissingLabels { missing } => {
+                let label = if missing.len() == 1 {
+                    "label"
+                } else {
+                    "labels"
+                };
+                write!(f, "no agent with {label} {}", labels::pairs(missing))
+            }
+            Unplaceable::NoLabelledAgentOfArch {
+                arch,
+                selector,
+                unlabelled,
+            } => {
+                let label = if selector.len() == 1 {
+                    "label"
+                } else {
+                    "labels"
+                };
+                write!(
+                    f,
+                    "no {arch} agent with {label} {}",
+                    labels::pairs(selector)
+                )?;
+                if *unlabelled > 0 {
+                    write!(
+                        f,
+                        " ({} without)",
+                        plural(
+                            *unlabelled,
+                            &format!("{arch} agent"),
+                            &format!("{arch} agents")
+                        )
+                    )?;
+                }
+                Ok(())
+            }
             Unplaceable::NoAgentOfArch { arch } => {
                 write!(f, "no {arch} agent ready (none enrolled)")
             }
@@ -382,10 +437,13 @@ impl fmt::Display for Unplaceable {
 
 impl std::error::Error for Unplaceable {}
 
-/// The agent states and flags that let `a` take a new runner of `pool` at
-/// all, before GPUs and free resources are looked at.
+/// The trust labels, state and flags that let `a` take a new runner of
+/// `pool` at all, before GPUs and free resources are looked at.
 pub(crate) fn is_open_for(pool: &Pool, a: &AgentView) -> bool {
-    a.arch == pool.arch && a.state == AgentState::Ready && !a.cordoned
+    labels::satisfies(&a.trust_labels, &pool.agent_selector)
+        && a.arch == pool.arch
+        && a.state == AgentState::Ready
+        && !a.cordoned
 }
 
 /// The order among agents that fit: the smallest key is chosen. Ends in the
@@ -409,9 +467,32 @@ pub fn place(
     agents: &[AgentView],
     strategy: Strategy,
 ) -> Result<Placement, Unplaceable> {
+    let selector = &pool.agent_selector;
+    let trusted: Vec<&AgentView> = agents
+        .iter()
+        .filter(|a| labels::satisfies(&a.trust_labels, selector))
+        .collect();
+    if trusted.is_empty() && !selector.is_empty() {
+        let mut missing: Labels = selector
+            .iter()
+            .filter(|(k, v)| !agents.iter().any(|a| a.trust_labels.get(*k) == Some(*v)))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if missing.is_empty() {
+            missing = selector.clone();
+        }
+        return Err(Unplaceable::MissingLabels { missing });
+    }
     let arch = pool.arch;
-    let of_arch: Vec<&AgentView> = agents.iter().filter(|a| a.arch == arch).collect();
+    let of_arch: Vec<&AgentView> = trusted.into_iter().filter(|a| a.arch == arch).collect();
     if of_arch.is_empty() {
+        if !selector.is_empty() {
+            return Err(Unplaceable::NoLabelledAgentOfArch {
+                arch,
+                selector: selector.clone(),
+                unlabelled: agents.iter().filter(|a| a.arch == arch).count(),
+            });
+        }
         return Err(Unplaceable::NoAgentOfArch { arch });
     }
     let ready: Vec<&AgentView> = of_arch

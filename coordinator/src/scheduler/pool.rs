@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use super::bytesize::ByteSize;
 use super::hardware::{Arch, GpuVendor};
+use super::labels::Labels;
 
 /// One pool of runners. Field defaults when omitted from config:
 /// `run_untagged = false`, no `gpu`, `image` = `gitlab/gitlab-runner:latest`,
@@ -22,7 +23,7 @@ use super::hardware::{Arch, GpuVendor};
 /// `cpu_limit = 2.0`, `mem_limit = "4GiB"`, `max_runners = 4`,
 /// `idle_min = 0`, `idle_timeout = "5m"`, `runner_type = "instance"`, no
 /// `network_mode` (Docker's default), no `mounts`, `docker_socket = true`,
-/// `docker_cache = false`.
+/// `docker_cache = false`, no `agent_selector`.
 ///
 /// `cpu_limit` and `mem_limit` are the runner container's limits and also
 /// the unit of capacity accounting on agents. With the docker executor the
@@ -44,6 +45,11 @@ pub struct Pool {
     pub run_untagged: bool,
     /// The agent architecture its runners need.
     pub arch: Arch,
+    /// Trust labels an agent must hold (every pair) to get this pool's
+    /// runners; empty places on any agent. Only labels set on the
+    /// coordinator count, never what an agent reports (see
+    /// [`labels`](super::labels)).
+    pub agent_selector: Labels,
     pub gpu: Option<GpuRequirement>,
     pub image: String,
     pub command: Vec<String>,

@@ -165,6 +165,51 @@ function actionsCell(a) {
   return out;
 }
 
+// Trust labels: set by operators (join token, here, `agent label set`) and
+// the only labels a pool's agent_selector looks at. What the agent reports
+// about itself is shown apart, as a claim.
+function labelsCell(a) {
+  const name = a.hostname || shortId(a.id);
+  const live = a.state !== "revoked";
+  const out = Object.entries(a.trust_labels || {}).sort().map(([k, v]) =>
+    el("span", { class: "tag trust", "data-trust-label": k + "=" + v, title: "Trust label, set by an operator" }, k + "=" + v,
+      live ? el("button", { type: "button", "data-key": a.id + ":label-rm:" + k, "aria-label": "Remove trust label " + k + " from " + name,
+        onclick: () => relabel(a.id, name, { remove: [k] }) }, "\u00d7") : null));
+  if (!out.length) out.push(el("span", { class: "sub", style: "display:inline" }, "no trust labels "));
+  if (live) out.push(el("button", { type: "button", "data-key": a.id + ":label-add", "aria-label": "Add a trust label to " + name,
+    onclick: () => addLabel(a.id, name) }, "+ label"));
+  const reported = Object.entries(a.reported_labels || {}).sort().map(([k, v]) => k + "=" + v).join(", ");
+  return el("div", { class: "labels" }, out,
+    reported ? el("span", { class: "sub", "data-reported-labels": reported, title: "Reported by the agent itself: not trusted for placement" }, "reports " + reported) : null);
+}
+
+async function addLabel(id, name) {
+  const s = window.prompt("Trust label for " + name + " (key=value). Pools whose agent_selector asks for it may then place runners there.");
+  if (s === null) return;
+  const i = s.indexOf("=");
+  if (i < 1) {
+    notice("bad", "A trust label looks like key=value.");
+    return;
+  }
+  await relabel(id, name, { set: { [s.slice(0, i).trim()]: s.slice(i + 1).trim() } });
+}
+
+async function relabel(id, name, body) {
+  if (body.remove && !window.confirm("Remove trust label " + body.remove[0] + " from " + name + "? Pools that select it place no new runners there.")) return;
+  notice();
+  let r;
+  try {
+    r = await api("/api/v1/agents/" + encodeURIComponent(id) + "/labels", { method: "POST", body: JSON.stringify(body) });
+  } catch (e) {
+    if (e.status === 401) showError(e);
+    else notice("bad", "Could not change the trust labels of " + name + ": " + e.message + ".");
+    return;
+  }
+  const pairs = Object.entries(r.trust_labels || {}).map(([k, v]) => k + "=" + v).join(", ");
+  notice("good", "Trust labels of " + name + ": " + (pairs || "none") + ".");
+  await refresh();
+}
+
 function renderAgents(agents) {
   agents.sort((x, y) => String(x.hostname).localeCompare(String(y.hostname)) || String(x.id).localeCompare(String(y.id)));
   const rows = agents.map((a) => {
@@ -177,7 +222,7 @@ function renderAgents(agents) {
     const inv = a.inventory;
     return el("tr", { "data-agent-id": a.id, "data-hostname": a.hostname, "data-arch": a.arch, "data-state": a.state },
       el("th", { scope: "row" }, a.hostname, sub(el("code", { title: a.id }, shortId(a.id)),
-        inv && inv.cpu_threads ? " \u00b7 " + inv.cpu_threads + " threads" : "")),
+        inv && inv.cpu_threads ? " \u00b7 " + inv.cpu_threads + " threads" : ""), labelsCell(a)),
       el("td", {}, archBadge(a.arch)),
       el("td", {}, gpuCell(a.gpus)),
       el("td", { class: "mono" }, cpu),
@@ -198,6 +243,12 @@ function gpuNeed(gpu) {
   return badge("b-info", vendorName(gpu.vendor) + " \u00d7 " + (gpu.count || 1) + min);
 }
 
+function selectorNeed(selector) {
+  const pairs = Object.entries(selector || {}).sort().map(([k, v]) => k + "=" + v);
+  if (!pairs.length) return null;
+  return el("span", { class: "sub", "data-selector": pairs.join(","), title: "agent_selector: only agents with these trust labels" }, "only on " + pairs.join(", "));
+}
+
 function renderPools(pools) {
   const rows = pools.map((p) => {
     let status;
@@ -207,7 +258,7 @@ function renderPools(pools) {
     return el("tr", { "data-pool": p.name },
       el("th", { scope: "row" }, p.name),
       el("td", {}, tags(p.tags)),
-      el("td", { class: "nowrap" }, archBadge(p.arch), " ", gpuNeed(p.gpu)),
+      el("td", { class: "nowrap" }, archBadge(p.arch), " ", gpuNeed(p.gpu), selectorNeed(p.agent_selector)),
       el("td", { class: "num" }, String(p.demand)),
       el("td", { class: "num" }, String(p.running)),
       el("td", { class: "num" }, String(p.idle)),
