@@ -38,8 +38,7 @@ fn join_nowhere(agent: &Agent) -> Output {
         .expect("run the dist agent")
 }
 
-const REFUSAL: &str =
-    "inventory.nvidia_fixture is a test-only option and this is a release build";
+const REFUSAL: &str = "inventory.nvidia_fixture is a test-only option and this is a release build";
 
 #[test]
 fn the_release_agent_refuses_a_fixture_in_its_config_file() {
@@ -52,7 +51,11 @@ fn the_release_agent_refuses_a_fixture_in_its_config_file() {
     };
     let out = join_nowhere(&agent);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "a config error exits 1: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a config error exits 1: {stderr}"
+    );
     assert!(stderr.contains(REFUSAL), "{stderr}");
     assert!(
         !agent.state_dir.join("agent.json").exists(),

@@ -32,7 +32,9 @@ fn claim_gpus(path: &Path, gpus: &[(&str, u64)]) {
 /// The audit events about `agent`, newest first.
 fn events(c: &Coordinator, agent: &str) -> Vec<Value> {
     let out = c
-        .cli_ok(&["events", "--agent", agent, "--limit", "200", "--output", "json"])
+        .cli_ok(&[
+            "events", "--agent", agent, "--limit", "200", "--output", "json",
+        ])
         .unwrap();
     let page: Value = serde_json::from_str(&out).unwrap();
     page["events"].as_array().cloned().unwrap_or_default()
@@ -71,7 +73,11 @@ fn hardware_changes_after_hello_and_across_a_reconnect_are_audited() {
             .then_some(())
     })
     .unwrap();
-    assert!(hardware_changes(&c, &id).is_empty(), "{:?}", events(&c, &id));
+    assert!(
+        hardware_changes(&c, &id).is_empty(),
+        "{:?}",
+        events(&c, &id)
+    );
 
     // Within the session: the agent suddenly claims a second GPU.
     claim_gpus(&fixture, &[("GPU-claim-1", GIB80), ("GPU-claim-2", GIB80)]);
@@ -84,13 +90,25 @@ fn hardware_changes_after_hello_and_across_a_reconnect_are_audited() {
     let d = &change["detail"];
     assert_eq!(d["seen_in"], "inventory", "{d}");
     assert_eq!(d["changed"], json!(["gpus"]), "{d}");
-    assert_eq!((d["before"]["gpus"].as_u64(), d["after"]["gpus"].as_u64()), (Some(1), Some(2)), "{d}");
-    assert_eq!(d["gpus_added"], json!([format!("nvidia GPU-claim-2 ({GIB80} bytes)")]), "{d}");
+    assert_eq!(
+        (d["before"]["gpus"].as_u64(), d["after"]["gpus"].as_u64()),
+        (Some(1), Some(2)),
+        "{d}"
+    );
+    assert_eq!(
+        d["gpus_added"],
+        json!([format!("nvidia GPU-claim-2 ({GIB80} bytes)")]),
+        "{d}"
+    );
     assert_eq!(d["gpus_removed"], json!([]), "{d}");
-    assert!(!d["hostname"].as_str().unwrap_or_default().is_empty(), "{d}");
+    assert!(
+        !d["hostname"].as_str().unwrap_or_default().is_empty(),
+        "{d}"
+    );
     assert_eq!(d["before"]["arch"], d["after"]["arch"], "{d}");
     assert!(
-        c.logs().contains("agent reports different hardware than before"),
+        c.logs()
+            .contains("agent reports different hardware than before"),
         "a warning is logged too:\n{}",
         c.logs()
     );
@@ -110,7 +128,11 @@ fn hardware_changes_after_hello_and_across_a_reconnect_are_audited() {
     .unwrap_or_else(|e| panic!("{e}\ncoordinator:\n{}\nagent:\n{}", c.logs(), a.logs()));
     let d = &change["detail"];
     assert_eq!(d["changed"], json!(["gpus"]), "{d}");
-    assert_eq!((d["before"]["gpus"].as_u64(), d["after"]["gpus"].as_u64()), (Some(2), Some(0)), "{d}");
+    assert_eq!(
+        (d["before"]["gpus"].as_u64(), d["after"]["gpus"].as_u64()),
+        (Some(2), Some(0)),
+        "{d}"
+    );
     assert_eq!(d["gpus_removed"].as_array().map(Vec::len), Some(2), "{d}");
     assert_eq!(hardware_changes(&c, &id).len(), 2, "one event per change");
 }

@@ -118,7 +118,11 @@ mod tests {
         let got = until_ok(
             move || async move {
                 let n = attempts.fetch_add(1, Ordering::SeqCst) + 1;
-                if n < 5 { Err(format!("down ({n})")) } else { Ok(n) }
+                if n < 5 {
+                    Err(format!("down ({n})"))
+                } else {
+                    Ok(n)
+                }
             },
             Backoff::new(Duration::from_secs(1), Duration::from_secs(4)),
             &CancellationToken::new(),
@@ -162,7 +166,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         shutdown.cancel();
         let got: Option<()> = until_ok(
-            || std::future::pending::<Result<(), String>>(),
+            std::future::pending::<Result<(), String>>,
             Backoff::new(RETRY_INITIAL, RETRY_MAX),
             &shutdown,
         )

@@ -297,11 +297,14 @@ mod tests {
     #[test]
     fn each_claim_placement_uses_is_a_change() {
         let before = host();
-        let cases: [(&str, fn(&mut Inventory)); 6] = [
+        type Edit = fn(&mut Inventory);
+        let cases: [(&str, Edit); 6] = [
             ("arch", |i| i.arch = "aarch64".into()),
             ("cpu_threads", |i| i.cpu_threads = 256),
             ("mem_total_bytes", |i| i.mem_total_bytes = 2 << 40),
-            ("gpus", |i| i.gpus.push(gpu(GpuVendor::Nvidia, "GPU-b", 80 << 30))),
+            ("gpus", |i| {
+                i.gpus.push(gpu(GpuVendor::Nvidia, "GPU-b", 80 << 30))
+            }),
             ("gpus", |i| i.gpus.clear()),
             ("gpus", |i| i.gpus[0].memory_bytes = Some(80 << 30)),
         ];
@@ -329,15 +332,25 @@ mod tests {
         assert_eq!(s["after"]["arch"], "aarch64");
         assert_eq!(s["before"]["mem_total_bytes"], 64u64 << 30);
         assert_eq!(s["after"]["mem_total_bytes"], 2u64 << 40);
-        assert_eq!((s["before"]["gpus"].as_u64(), s["after"]["gpus"].as_u64()), (Some(1), Some(20)));
+        assert_eq!(
+            (s["before"]["gpus"].as_u64(), s["after"]["gpus"].as_u64()),
+            (Some(1), Some(20))
+        );
         let added = s["gpus_added"].as_array().unwrap();
         assert_eq!(added.len(), MAX_LISTED_GPUS + 1, "{added:?}");
         assert_eq!(added[0], format!("nvidia GPU-00 ({} bytes)", 80u64 << 30));
         assert_eq!(added[MAX_LISTED_GPUS], "…and 12 more");
-        assert_eq!(s["gpus_removed"][0], format!("nvidia GPU-a ({} bytes)", 24u64 << 30));
+        assert_eq!(
+            s["gpus_removed"][0],
+            format!("nvidia GPU-a ({} bytes)", 24u64 << 30)
+        );
         assert_eq!(
             c.describe(),
-            format!("arch x86_64 → aarch64, mem_total_bytes {} → {}, gpus 1 → 20", 64u64 << 30, 2u64 << 40)
+            format!(
+                "arch x86_64 → aarch64, mem_total_bytes {} → {}, gpus 1 → 20",
+                64u64 << 30,
+                2u64 << 40
+            )
         );
     }
 
@@ -346,11 +359,23 @@ mod tests {
         let before = host();
         let mut after = host();
         after.arch = "evil\nINFO forged\u{1b}[31m".into();
-        after.gpus = vec![gpu(GpuVendor::Nvidia, &format!("GPU-\r\n{}", "x".repeat(2000)), 1)];
+        after.gpus = vec![gpu(
+            GpuVendor::Nvidia,
+            &format!("GPU-\r\n{}", "x".repeat(2000)),
+            1,
+        )];
         let c = hardware_change(&before, &after).unwrap();
         let text = c.summary().to_string() + &c.describe();
-        assert!(!text.contains('\n') && !text.contains('\r') && !text.contains('\u{1b}'), "{text}");
-        assert!(c.summary()["after"]["arch"].as_str().unwrap().contains("evil\\nINFO forged"));
+        assert!(
+            !text.contains('\n') && !text.contains('\r') && !text.contains('\u{1b}'),
+            "{text}"
+        );
+        assert!(
+            c.summary()["after"]["arch"]
+                .as_str()
+                .unwrap()
+                .contains("evil\\nINFO forged")
+        );
         let added = c.summary()["gpus_added"][0].as_str().unwrap().to_string();
         assert!(added.len() < 300, "cut like a log field: {}", added.len());
         assert!(added.contains("more chars]"), "{added}");

@@ -124,7 +124,8 @@ impl Sessions {
         // Before `agent.connected`, so a reader who sees the connection sees
         // the change its Hello brought too.
         if let Some(change) = change {
-            self.audit_hardware(&agent, &hostname, &change, "hello").await;
+            self.audit_hardware(&agent, &hostname, &change, "hello")
+                .await;
         }
         self.audit
             .record(
