@@ -73,11 +73,15 @@ impl Default for DockerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InventoryConfig {
-    /// Root of sysfs, for AMD/Intel GPU discovery (tests point it at fixtures).
+    /// Root of sysfs, for AMD/Intel GPU discovery (tests point it at
+    /// fixtures; an agent in a container reads the host's sysfs mounted
+    /// elsewhere).
     pub sysfs_root: PathBuf,
     /// Root of procfs (cpuinfo, meminfo).
     pub proc_root: PathBuf,
-    /// TESTING ONLY: a JSON file of fake NVIDIA GPUs used instead of NVML.
+    /// Test builds only: a JSON file of fake NVIDIA GPUs used instead of
+    /// NVML. A release build refuses a config that sets it
+    /// ([`test_only_options`]).
     pub nvidia_fixture: Option<PathBuf>,
     /// How often the inventory is re-collected to detect changes.
     #[serde(with = "humantime_serde")]
@@ -146,6 +150,8 @@ pub enum ConfigError {
     Parse(String),
     #[error("invalid configuration: {key}: {problem}")]
     Invalid { key: &'static str, problem: String },
+    #[error("invalid configuration: {key} is a test-only option and this is a release build; remove it ({what})")]
+    TestOnly { key: &'static str, what: &'static str },
 }
 
 impl Config {
@@ -181,6 +187,7 @@ impl Config {
             return Err(ConfigError::Invalid { key: "inventory.rescan_interval", problem: "must be at least 1s".into() });
         }
         self.policy.validate().map_err(|(key, problem)| ConfigError::Invalid { key, problem })?;
+        test_only_options(&self.inventory, BuildKind::current())?;
         for k in self.labels.keys() {
             if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
                 return Err(ConfigError::Invalid { key: "labels", problem: format!("label key {k:?} must use only [A-Za-z0-9-_./]") });
@@ -188,6 +195,35 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Which kind of binary is loading the config: test-only options are
+/// honoured only by a [`BuildKind::Test`] build (`debug_assertions` on, as
+/// in `target/debug`); see `docs/adr/0012-test-only-inventory-fixtures.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildKind {
+    Test,
+    Release,
+}
+
+impl BuildKind {
+    /// This binary's kind.
+    pub const fn current() -> Self {
+        if cfg!(debug_assertions) { BuildKind::Test } else { BuildKind::Release }
+    }
+}
+
+/// Refuse options that exist only to make a test agent lie about its
+/// hardware, unless `build` is a test build. A release agent that honoured
+/// `inventory.nvidia_fixture` would let anyone who can write `agent.toml`
+/// (or set `AUTOGIT_INVENTORY__NVIDIA_FIXTURE`) claim GPUs the host lacks.
+/// `sysfs_root` and `proc_root` stay: an agent in a container reads the
+/// host's `/sys` and `/proc` mounted elsewhere (see `docs/security.md`).
+pub fn test_only_options(inv: &InventoryConfig, build: BuildKind) -> Result<(), ConfigError> {
+    if build == BuildKind::Release && inv.nvidia_fixture.is_some() {
+        return Err(ConfigError::TestOnly { key: "inventory.nvidia_fixture", what: "it reports fake NVIDIA GPUs instead of asking NVML" });
+    }
+    Ok(())
 }
 
 fn env_layer(env: &[(String, String)]) -> Serialized<figment::value::Dict> {
@@ -246,6 +282,38 @@ mod tests {
         std::fs::write(&f, "[session]\nreconnect_initial = \"10s\"\nreconnect_max = \"1s\"\n").unwrap();
         let e = Config::load(Some(&f), &[], &Overrides::default()).unwrap_err().to_string();
         assert!(e.contains("session.reconnect_max"), "{e}");
+    }
+
+    #[test]
+    fn a_release_build_refuses_the_nvidia_fixture_and_a_test_build_takes_it() {
+        let with_fixture = InventoryConfig { nvidia_fixture: Some("/tmp/gpus.json".into()), ..InventoryConfig::default() };
+        let e = test_only_options(&with_fixture, BuildKind::Release).unwrap_err().to_string();
+        assert!(e.contains("inventory.nvidia_fixture is a test-only option and this is a release build"), "{e}");
+        assert!(test_only_options(&with_fixture, BuildKind::Test).is_ok());
+        // The roots are not fixture-only: a containerised agent needs them.
+        let roots = InventoryConfig { sysfs_root: "/host/sys".into(), proc_root: "/host/proc".into(), ..InventoryConfig::default() };
+        assert!(test_only_options(&roots, BuildKind::Release).is_ok());
+        assert!(test_only_options(&InventoryConfig::default(), BuildKind::Release).is_ok());
+    }
+
+    #[test]
+    fn loading_a_fixture_config_follows_this_build() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("a.toml");
+        std::fs::write(&f, "[inventory]\nnvidia_fixture = \"/tmp/gpus.json\"\n").unwrap();
+        let from_file = Config::load(Some(&f), &[], &Overrides::default());
+        std::fs::write(&f, "").unwrap();
+        let env = vec![("AUTOGIT_INVENTORY__NVIDIA_FIXTURE".to_string(), "/tmp/gpus.json".to_string())];
+        let from_env = Config::load(Some(&f), &env, &Overrides::default());
+        for loaded in [from_file, from_env] {
+            match BuildKind::current() {
+                BuildKind::Test => assert_eq!(loaded.unwrap().inventory.nvidia_fixture, Some(PathBuf::from("/tmp/gpus.json"))),
+                BuildKind::Release => {
+                    let e = loaded.unwrap_err().to_string();
+                    assert!(e.contains("inventory.nvidia_fixture is a test-only option"), "{e}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -5,7 +5,11 @@
 //! host), then heartbeats (CPU, memory, runner containers), inventory when it
 //! changes, and runner status events; execute `StartRunner` / `StopRunner`.
 //! The runner supervisor outlives sessions: containers keep running while the
-//! agent reconnects, and events queue until the next session.
+//! agent reconnects, and events queue until the next session. Docker that
+//! does not answer at start is retried in the background ([`docker_link`]);
+//! the session takes the link when it comes and reports it in the inventory.
+
+pub mod docker_link;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,11 +23,12 @@ use tonic::Code;
 
 use crate::backoff::Backoff;
 use crate::config::Config;
-use crate::docker::{self, DockerEngine, RunnerEvent, RunnerSpec, StopRequest, SupervisorConfig, SupervisorHandle};
+use crate::docker::{self, DockerEngine, RunnerEvent, RunnerSpec, StopRequest, SupervisorConfig};
 use crate::inventory::{Collector, DockerInfo, Inventory, InventoryOptions};
 use crate::policy::HostPolicy;
 use crate::state::StateDir;
 use crate::{renew, transport};
+use docker_link::{DockerLink, DockerSetup};
 
 /// A session that lasted this long resets the reconnect backoff.
 const STABLE_SESSION: Duration = Duration::from_secs(30);
@@ -59,8 +64,10 @@ struct Agent {
     state: StateDir,
     collector: Arc<Collector>,
     policy: HostPolicy,
-    docker: Option<(DockerEngine, SupervisorHandle)>,
+    docker: Option<DockerLink>,
     docker_error: Option<String>,
+    /// Where a Docker link reached late (after start) arrives.
+    docker_late: mpsc::Receiver<DockerLink>,
     system: System,
     last_inventory: Option<Inventory>,
     /// A runner event taken from the queue whose send failed: sent first in
@@ -104,26 +111,26 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     let identity = state.repair()?;
     tracing::info!(agent = %identity.agent.agent_id, coordinator = %identity.agent.coordinator, "starting agent");
     let (events_tx, mut events_rx) = mpsc::channel::<RunnerEvent>(EVENT_BUFFER);
-    let (docker, docker_error) = match DockerEngine::connect(cfg.docker.socket.as_deref()).await {
-        Ok(engine) => {
-            let sup_cfg = SupervisorConfig {
-                scope: Some(identity.agent.agent_id.clone()),
-                failed_retention: cfg.docker.keep_failed_for,
-                issued_tokens_file: Some(state.path().join(docker::issued::ISSUED_FILE)),
-                gc_policy: if cfg.docker.gc_foreign_runner_leftovers { docker::GcPolicy::AllManaged } else { docker::GcPolicy::IssuedOnly },
-                leftover_gc_interval: cfg.docker.leftover_gc_interval,
-                ..SupervisorConfig::default()
-            };
-            match docker::spawn(Arc::new(engine.clone()), sup_cfg, events_tx.clone()).await {
-                Ok(sup) => (Some((engine, sup)), None),
-                Err(e) => (None, Some(e.to_string())),
-            }
-        }
-        Err(e) => (None, Some(e.to_string())),
+    let setup = DockerSetup {
+        socket: cfg.docker.socket.clone(),
+        supervisor: SupervisorConfig {
+            scope: Some(identity.agent.agent_id.clone()),
+            failed_retention: cfg.docker.keep_failed_for,
+            issued_tokens_file: Some(state.path().join(docker::issued::ISSUED_FILE)),
+            gc_policy: if cfg.docker.gc_foreign_runner_leftovers { docker::GcPolicy::AllManaged } else { docker::GcPolicy::IssuedOnly },
+            leftover_gc_interval: cfg.docker.leftover_gc_interval,
+            ..SupervisorConfig::default()
+        },
     };
-    if let Some(e) = &docker_error {
-        tracing::warn!(error = %e, "Docker is unavailable; runners cannot start on this host");
-    }
+    let (late_tx, docker_late) = mpsc::channel::<DockerLink>(1);
+    let (docker, docker_error, docker_retry) = match setup.clone().connect(events_tx.clone()).await {
+        Ok(link) => (Some(link), None, None),
+        Err(e) => {
+            tracing::warn!(error = %e, "Docker is unavailable; runners cannot start on this host until it answers (retrying in the background)");
+            let retry = setup.retry_in_background(events_tx.clone(), late_tx, shutdown.clone());
+            (None, Some(e), Some(retry))
+        }
+    };
     let renewals = tokio::spawn(renew::run(state.clone(), cfg.session.connect_timeout, shutdown.clone()));
     let mut agent = Agent {
         collector: Arc::new(Collector::new(inventory_options(&cfg))),
@@ -142,6 +149,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
         state,
         docker,
         docker_error,
+        docker_late,
         system: System::new(),
         last_inventory: None,
         unsent: None,
@@ -166,6 +174,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
             }
         }
     };
+    if let Some(retry) = docker_retry {
+        retry.abort();
+    }
+    agent.take_late_docker();
     if let Some((_, sup)) = &agent.docker {
         // Containers keep running; the next agent process adopts them.
         sup.shutdown().await;
@@ -211,6 +223,7 @@ impl Agent {
                 Err(e) => return End::Retry(e.to_string()),
             },
         };
+        self.take_late_docker();
         let inventory = self.inventory().await;
         let containers = match &self.docker {
             Some((_, sup)) => match sup.list_managed().await {
@@ -264,13 +277,12 @@ impl Agent {
                         return End::Retry("session stream closed".into());
                     }
                 }
-                _ = rescan.tick() => {
-                    let inv = self.inventory().await;
-                    if !self.last_inventory.as_ref().is_some_and(|old| same_inventory(old, &inv)) {
-                        tracing::info!("inventory changed; reporting");
-                        send_now(&out, pb::agent_message::Msg::Inventory(pb::Inventory::from(&inv)));
-                        self.last_inventory = Some(inv);
-                    }
+                _ = rescan.tick() => self.report_inventory(&out).await,
+                Some(link) = self.docker_late.recv() => {
+                    self.docker = Some(link);
+                    self.docker_error = None;
+                    // docker.available is part of the inventory: tell the coordinator now.
+                    self.report_inventory(&out).await;
                 }
                 Some(ev) = events.recv() => {
                     let status = pb::RunnerStatus::from(ev.clone());
@@ -280,6 +292,24 @@ impl Agent {
                     }
                 }
             }
+        }
+    }
+
+    /// A Docker link reached in the background since the last look, if any.
+    fn take_late_docker(&mut self) {
+        if let Ok(link) = self.docker_late.try_recv() {
+            self.docker = Some(link);
+            self.docker_error = None;
+        }
+    }
+
+    /// Collect the inventory and send it if it changed.
+    async fn report_inventory(&mut self, out: &mpsc::Sender<pb::AgentMessage>) {
+        let inv = self.inventory().await;
+        if !self.last_inventory.as_ref().is_some_and(|old| same_inventory(old, &inv)) {
+            tracing::info!("inventory changed; reporting");
+            send_now(out, pb::agent_message::Msg::Inventory(pb::Inventory::from(&inv)));
+            self.last_inventory = Some(inv);
         }
     }
 

@@ -9,6 +9,11 @@ use crate::db::{self, Db, DbError, EventFilter};
 /// Who caused an event.
 pub const SYSTEM: &str = "system";
 
+/// An agent reported different hardware (arch, CPU threads, memory total,
+/// GPU set) than before: within a session, or at a reconnect compared with
+/// the last stored inventory (`fleet/session.rs`).
+pub const AGENT_HARDWARE_CHANGED: &str = "agent.hardware_changed";
+
 /// Writes audit events. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Audit {

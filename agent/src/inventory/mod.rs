@@ -42,8 +42,9 @@ pub struct InventoryOptions {
     pub etc_root: PathBuf,
     /// Operator labels from the agent's config, reported as they are.
     pub labels: BTreeMap<String, String>,
-    /// Testing only (`inventory.nvidia_fixture`): read NVIDIA GPUs from this
-    /// JSON file (re-read on every collection) instead of NVML. See
+    /// Testing only (`inventory.nvidia_fixture`, which a release build
+    /// refuses at config load, `config::test_only_options`): read NVIDIA GPUs
+    /// from this JSON file (re-read on every collection) instead of NVML. See
     /// [`gpu::nvidia`] for the format.
     pub nvidia_fixture: Option<PathBuf>,
 }

@@ -6,6 +6,7 @@
 //! Identity comes from the verified client certificate (the caller passes
 //! the [`AgentId`]); nothing in a message body can change it.
 
+use crate::edge::logsafe::clean;
 use crate::edge::wire;
 use std::time::Duration;
 
@@ -14,8 +15,9 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::command::AgentCommand;
+use super::inventory::{HardwareChange, hardware_change};
 use super::{Fleet, Inventory, Load, Refusal, SessionId};
-use crate::audit::{Audit, SYSTEM};
+use crate::audit::{AGENT_HARDWARE_CHANGED, Audit, SYSTEM};
 use crate::db::{Db, GpuRow};
 
 /// Outbound command buffer per agent.
@@ -111,12 +113,20 @@ impl Sessions {
             inventory,
             containers,
         } = hello;
+        let stored = self.stored_inventory(&agent).await;
         self.persist_inventory(&agent, &inventory).await;
         let hostname = inventory.hostname.clone();
         let arch = inventory.arch.clone();
+        let change = stored.and_then(|before| hardware_change(&before, &inventory));
         let (tx, rx) = mpsc::channel(OUTBOUND);
         let (sid, prev) = self.fleet.connect(agent, inventory, tx)?;
         tracing::info!(%agent, hostname = %wire(&hostname), arch = %wire(&arch), version = %wire(&agent_version), "agent session opened");
+        // Before `agent.connected`, so a reader who sees the connection sees
+        // the change its Hello brought too.
+        if let Some(change) = change {
+            self.audit_hardware(&agent, &hostname, &change, "hello")
+                .await;
+        }
         self.audit
             .record(
                 "agent.connected",
@@ -139,7 +149,12 @@ impl Sessions {
             AgentReport::Inventory(inv) => {
                 if self.fleet.update_inventory(&agent, (*inv).clone()) {
                     tracing::info!(%agent, "agent inventory changed");
+                    let stored = self.stored_inventory(&agent).await;
                     self.persist_inventory(&agent, &inv).await;
+                    if let Some(change) = stored.and_then(|before| hardware_change(&before, &inv)) {
+                        self.audit_hardware(&agent, &inv.hostname, &change, "inventory")
+                            .await;
+                    }
                 }
             }
             AgentReport::RunnerStatus(report) => {
@@ -163,6 +178,51 @@ impl Sessions {
                 .await;
             let _ = self.events.send(AgentEvent::Disconnected { agent });
         }
+    }
+
+    /// The inventory last stored for `agent` (what placement used before
+    /// this report), if any and readable.
+    async fn stored_inventory(&self, agent: &AgentId) -> Option<Inventory> {
+        let row = match self.db.get_agent(&agent.to_string()).await {
+            Ok(row) => row?,
+            Err(e) => {
+                tracing::warn!(%agent, error = %e, "read stored agent inventory");
+                return None;
+            }
+        };
+        serde_json::from_str(row.inventory.as_deref()?).ok()
+    }
+
+    /// Self-reported hardware is a claim: placement uses it, but a change
+    /// (`fleet::inventory::hardware_change`, reported in a `Hello` or an
+    /// `Inventory` message, named by `seen_in`) is audited and logged as a
+    /// warning. Load and free memory are not part of it.
+    async fn audit_hardware(
+        &self,
+        agent: &AgentId,
+        hostname: &str,
+        change: &HardwareChange,
+        seen_in: &str,
+    ) {
+        tracing::warn!(
+            %agent,
+            hostname = %wire(hostname),
+            change = %change.describe(),
+            seen_in,
+            "agent reports different hardware than before; placement uses the new claim"
+        );
+        let mut detail = change.summary();
+        detail["hostname"] = clean(hostname).into();
+        detail["seen_in"] = seen_in.into();
+        self.audit
+            .record(
+                AGENT_HARDWARE_CHANGED,
+                SYSTEM,
+                Some(&agent.to_string()),
+                None,
+                detail,
+            )
+            .await;
     }
 
     async fn persist_inventory(&self, agent: &AgentId, inv: &Inventory) {
