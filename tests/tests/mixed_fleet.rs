@@ -96,8 +96,21 @@ fn jobs_tagged_for_an_arch_run_only_on_agents_of_that_arch() {
         })
         .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
     }
-    let runners: Vec<Value> =
-        serde_json::from_str(&c.cli_ok(&["runners", "list", "--output", "json"]).unwrap()).unwrap();
+    // GitLab says success a moment before the coordinator has confirmed
+    // which runner ran the job: wait for its record.
+    let runners: Vec<Value> = wait_for(T, "every job recorded on its runner", || {
+        let runners: Vec<Value> =
+            serde_json::from_str(&c.cli_ok(&["runners", "list", "--output", "json"]).ok()?).ok()?;
+        jobs.iter()
+            .all(|(_, job)| runners.iter().any(|r| r["job_id"] == *job))
+            .then_some(runners)
+    })
+    .unwrap_or_else(|e| {
+        let runners = c
+            .cli_ok(&["runners", "list", "--output", "json"])
+            .unwrap_or_default();
+        panic!("{e}: {runners}\n{}", c.logs())
+    });
     for (arch, job) in &jobs {
         let r = runners
             .iter()

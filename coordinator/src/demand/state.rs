@@ -297,6 +297,7 @@ impl DemandState {
                 observed,
             ),
             s if s.is_finished() => self.finished_observed(
+                job.project_id,
                 job.id,
                 s.clone(),
                 job.runner.as_ref().map(|r| r.id),
@@ -527,6 +528,7 @@ impl DemandState {
     /// A source says the job reached a final status.
     fn finished_observed(
         &mut self,
+        project_id: u64,
         job_id: u64,
         status: JobStatus,
         runner_id: Option<u64>,
@@ -540,6 +542,16 @@ impl DemandState {
         let known = self.running.remove(&job_id).map(|e| e.runner_id);
         self.gone.insert(job_id, Gone::Finished { at: observed });
         if let Some(runner_id) = runner_id.or(known) {
+            // A job that ran and ended between two observations (shorter
+            // than a fetch): nothing saw it running, so say who took it
+            // before saying it ended.
+            if known.is_none() {
+                fx.activity.push(RunnerActivity::Busy {
+                    gitlab_runner_id: runner_id,
+                    project_id,
+                    job_id,
+                });
+            }
             fx.activity.push(RunnerActivity::Finished {
                 gitlab_runner_id: runner_id,
                 job_id,
@@ -764,6 +776,33 @@ mod tests {
         assert_eq!(
             s.on_hook(&hook(1, 5, JobStatus::Pending, None)),
             Effects::default()
+        );
+    }
+
+    #[test]
+    fn a_job_first_seen_finished_names_its_runner_busy_before_finished() {
+        // It ran and ended within one fetch: nothing saw it running.
+        let mut s = state();
+        let fx = s.on_fetched(
+            &job(1, 6, "success", &["linux"], Some(78)),
+            Instant::now(),
+            wall(),
+            Source::Webhook,
+        );
+        assert_eq!(
+            fx.activity,
+            vec![
+                RunnerActivity::Busy {
+                    gitlab_runner_id: 78,
+                    project_id: 1,
+                    job_id: 6
+                },
+                RunnerActivity::Finished {
+                    gitlab_runner_id: 78,
+                    job_id: 6,
+                    status: JobStatus::Success
+                }
+            ]
         );
     }
 
