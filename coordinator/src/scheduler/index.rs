@@ -18,7 +18,9 @@ use std::collections::BTreeSet;
 
 use uuid::Uuid;
 
-use super::placement::{self, AgentView, GpuView, Placement, Strategy, Unplaceable, milli_cpu};
+use super::placement::{
+    self, AgentView, Placement, Strategy, Unplaceable, free_gpus, milli_cpu, placement_on,
+};
 use super::pool::Pool;
 
 /// The strategy's order among candidates: smallest first.
@@ -111,47 +113,12 @@ impl Place for Placer {
             return placement::place(&pools[pool], &self.agents, self.strategy);
         };
         let p = &pools[pool];
-        let gpus = free_gpus(p, &self.agents[i]).unwrap_or_default();
-        let render_nodes = if p.gpu.as_ref().is_some_and(|g| g.vendor.uses_device_nodes()) {
-            gpus.iter().filter_map(|g| g.render_node.clone()).collect()
-        } else {
-            Vec::new()
-        };
-        let placement = Placement {
-            agent_id: self.agents[i].id,
-            gpus: gpus.iter().map(|g| g.uuid.clone()).collect(),
-            render_nodes,
-        };
+        let a = &self.agents[i];
+        let placement = placement_on(p, a, &free_gpus(p, a).unwrap_or_default());
         self.agents[i].reserve(p, &placement);
         self.rekey(pools, i);
         Ok(placement)
     }
-}
-
-/// The GPUs `place` would give a runner of `pool` on `a` (fitting, free,
-/// smallest memory first, each uuid once), or `None` if too few are free.
-fn free_gpus<'a>(pool: &Pool, a: &'a AgentView) -> Option<Vec<&'a GpuView>> {
-    let Some(req) = &pool.gpu else {
-        return Some(Vec::new());
-    };
-    let min = req.min_memory.map_or(0, |m| m.bytes());
-    let mut gpus: Vec<&GpuView> = a
-        .gpus
-        .iter()
-        .filter(|g| {
-            g.vendor == req.vendor
-                && g.memory >= min
-                && (!req.vendor.uses_device_nodes() || g.render_node.is_some())
-                && !a.assigned_gpus.contains(&g.uuid)
-        })
-        .collect();
-    gpus.sort_by(|x, y| (x.memory, &x.uuid).cmp(&(y.memory, &y.uuid)));
-    gpus.dedup_by(|x, y| x.uuid == y.uuid);
-    let count = req.count as usize;
-    (gpus.len() >= count).then(|| {
-        gpus.truncate(count);
-        gpus
-    })
 }
 
 /// `a`'s key among the candidates for one more runner of `pool`, or `None`

@@ -561,20 +561,7 @@ pub fn place(
             }
             let free: Vec<(&AgentView, Vec<&GpuView>)> = suitable
                 .iter()
-                .filter_map(|a| {
-                    let mut gpus: Vec<&GpuView> = a
-                        .gpus
-                        .iter()
-                        .filter(|g| fits(g) && !a.assigned_gpus.contains(&g.uuid))
-                        .collect();
-                    // A uuid listed twice is still one GPU.
-                    gpus.sort_by(|x, y| (x.memory, &x.uuid).cmp(&(y.memory, &y.uuid)));
-                    gpus.dedup_by(|x, y| x.uuid == y.uuid);
-                    (gpus.len() >= count).then(|| {
-                        gpus.truncate(count);
-                        (*a, gpus)
-                    })
-                })
+                .filter_map(|a| free_gpus(pool, a).map(|gpus| (*a, gpus)))
                 .collect();
             if free.is_empty() {
                 let (mut assigned, mut total) = (0, 0);
@@ -633,6 +620,41 @@ pub fn place(
         });
     };
 
+    Ok(placement_on(pool, agent, gpus))
+}
+
+/// The GPUs a runner of `pool` gets on `a`: fitting ones (vendor, memory,
+/// a render node where the vendor needs one) not yet assigned, smallest
+/// memory first, each uuid once; `None` when fewer than the pool asks for
+/// are free. No GPU requirement: none.
+pub(crate) fn free_gpus<'a>(pool: &Pool, a: &'a AgentView) -> Option<Vec<&'a GpuView>> {
+    let Some(req) = &pool.gpu else {
+        return Some(Vec::new());
+    };
+    let min = req.min_memory.map_or(0, ByteSize::bytes);
+    let mut gpus: Vec<&GpuView> = a
+        .gpus
+        .iter()
+        .filter(|g| {
+            g.vendor == req.vendor
+                && g.memory >= min
+                && (!req.vendor.uses_device_nodes() || g.render_node.is_some())
+                && !a.assigned_gpus.contains(&g.uuid)
+        })
+        .collect();
+    // A uuid listed twice is still one GPU.
+    gpus.sort_by(|x, y| (x.memory, &x.uuid).cmp(&(y.memory, &y.uuid)));
+    gpus.dedup_by(|x, y| x.uuid == y.uuid);
+    let count = req.count as usize;
+    (gpus.len() >= count).then(|| {
+        gpus.truncate(count);
+        gpus
+    })
+}
+
+/// A runner of `pool` on `agent` with `gpus`: their uuids, and their render
+/// nodes for vendors passed in as device nodes.
+pub(crate) fn placement_on(pool: &Pool, agent: &AgentView, gpus: &[&GpuView]) -> Placement {
     let render_nodes = if pool
         .gpu
         .as_ref()
@@ -642,11 +664,11 @@ pub fn place(
     } else {
         Vec::new()
     };
-    Ok(Placement {
+    Placement {
         agent_id: agent.id,
         gpus: gpus.iter().map(|g| g.uuid.clone()).collect(),
         render_nodes,
-    })
+    }
 }
 
 #[cfg(test)]
