@@ -287,13 +287,7 @@ impl Tracker {
     /// Confirms a `pending` hint through a listing of the project's pending
     /// jobs: a new listing when none is out, else the next one.
     fn list_pending(&mut self, project_id: u64, job_id: u64) {
-        if self.in_flight.len() + self.listed_jobs >= self.max_queued_fetches {
-            Counters::bump(&self.counters.fetches_dropped);
-            tracing::warn!(
-                project_id,
-                job_id,
-                "job fetch queue full; leaving this job to polling"
-            );
+        if self.queue_full(project_id, job_id) {
             return;
         }
         match self.listings.get_mut(&project_id) {
@@ -384,20 +378,30 @@ impl Tracker {
         fx
     }
 
+    /// Whether `max_queued_fetches` hinted jobs already wait for a fetch or
+    /// a listing; if so, counts and logs that this one is left to polling.
+    fn queue_full(&self, project_id: u64, job_id: u64) -> bool {
+        let queued = self.in_flight.len() + self.listed_jobs;
+        if queued < self.max_queued_fetches {
+            return false;
+        }
+        Counters::bump(&self.counters.fetches_dropped);
+        tracing::warn!(
+            project_id,
+            job_id,
+            queued,
+            "job fetch queue full; leaving this job to polling"
+        );
+        true
+    }
+
     /// Starts fetching a job unless it is already being fetched or the
     /// queue is full.
     fn fetch(&mut self, project_id: u64, job_id: u64, via: Source) {
         if self.in_flight.contains(&job_id) {
             return;
         }
-        if self.in_flight.len() >= self.max_queued_fetches {
-            Counters::bump(&self.counters.fetches_dropped);
-            tracing::warn!(
-                project_id,
-                job_id,
-                queued = self.in_flight.len(),
-                "job fetch queue full; leaving this job to polling"
-            );
+        if self.queue_full(project_id, job_id) {
             return;
         }
         self.in_flight.insert(job_id);
