@@ -267,6 +267,39 @@ async fn repeated_start_creates_no_second_container() {
     assert_eq!(count_for_runner(&h.engine, runner).await, 0);
 }
 
+/// The agent asks Docker nothing before creating a runner's container (a
+/// burst of starts would queue those calls in dockerd): a container that
+/// already carries the runner's name, created behind the supervisor's back
+/// (an earlier agent's create that landed after this one listed), makes the
+/// create conflict, and that container is adopted and started, never a
+/// second one made.
+#[tokio::test]
+async fn a_container_created_behind_the_supervisors_back_is_adopted_not_doubled() {
+    let mut h = harness("conflict", |_| {}).await;
+    let runner = RunnerId::new_v4();
+    let spec = sh_spec(runner, "sleep 30");
+    let existing = h
+        .engine
+        .create_container(&spec, Some(&h.scope))
+        .await
+        .expect("the predecessor's create");
+
+    assert_eq!(
+        h.sup.start(spec.clone()).await.expect("start"),
+        StartOutcome::Started
+    );
+    let evs = events_until(&mut h.events, runner, |s| *s == RunnerState::Running).await;
+    assert_eq!(container_id(&evs), existing, "the existing container runs");
+    assert_eq!(count_for_runner(&h.engine, runner).await, 1);
+    assert_eq!(
+        inspect(&h.engine, &existing)
+            .await
+            .state
+            .and_then(|s| s.running),
+        Some(true)
+    );
+}
+
 #[tokio::test]
 async fn non_zero_exit_reports_code_and_log_tail() {
     let mut h = harness("nonzero", |_| {}).await;

@@ -413,3 +413,63 @@ async fn collector_never_takes_leftovers_of_a_runner_whose_container_exists() {
         "its job is still running"
     );
 }
+
+/// A start asks Docker nothing before its create call: in a burst every
+/// extra call would wait in dockerd's queue. The runner's own calls are
+/// exactly create, then start.
+#[tokio::test(start_paused = true)]
+async fn a_start_creates_without_asking_docker_anything_first() {
+    let mut h = harness().await;
+    let before = h.fake.calls().len();
+    let runner = RunnerId::new_v4();
+    h.sup.start(spec(runner)).await.expect("start");
+    until_running(&mut h, runner).await;
+    let calls: Vec<_> = h.fake.calls()[before..].to_vec();
+    assert_eq!(calls.first(), Some(&"create"), "{calls:?}");
+    assert!(!calls.contains(&"inspect image"), "{calls:?}");
+    assert!(!calls.contains(&"list runner's container"), "{calls:?}");
+}
+
+/// A missing image: create answers 404, the agent pulls and creates again,
+/// as `docker run` does.
+#[tokio::test(start_paused = true)]
+async fn a_missing_image_is_pulled_then_the_create_repeated() {
+    let mut h = harness().await;
+    let runner = RunnerId::new_v4();
+    let s = spec(runner);
+    h.fake.remove_image(&s.image, true);
+    let before = h.fake.calls().len();
+    h.sup.start(s).await.expect("start");
+    until_running(&mut h, runner).await;
+    let calls: Vec<_> = h.fake.calls()[before..].to_vec();
+    assert_eq!(&calls[..3], &["create", "pull", "create"], "{calls:?}");
+}
+
+/// A missing image that cannot be pulled fails the runner, naming the
+/// image, and leaves no container.
+#[tokio::test(start_paused = true)]
+async fn an_image_that_cannot_be_pulled_fails_the_runner_naming_it() {
+    let mut h = harness().await;
+    let runner = RunnerId::new_v4();
+    let s = spec(runner);
+    h.fake.remove_image(&s.image, false);
+    h.sup.start(s.clone()).await.expect("start");
+    let evs = until_removed(&mut h.events, runner).await;
+    let reason = evs
+        .iter()
+        .find_map(|e| match &e.state {
+            RunnerState::Failed { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no Failed: {evs:?}"));
+    assert!(
+        reason.starts_with(&format!("image {} not present and pull failed: ", s.image)),
+        "{reason}"
+    );
+    assert!(h.fake.containers_of(runner).is_empty());
+    assert_eq!(
+        h.fake.calls().iter().filter(|c| **c == "create").count(),
+        1,
+        "no create after a failed pull"
+    );
+}

@@ -207,39 +207,51 @@ impl Lifecycle {
 
     async fn run_new(&mut self, spec: &RunnerSpec) {
         self.short_tokens = spec.short_tokens.clone();
-        // Idempotency across agent restarts: a container for this runner may
-        // already exist (running or not). Never create a second one.
-        if let Some(c) = self.find_container().await {
-            tracing::info!(runner = %self.runner_id, container = %c.container_id, "runner already has a container; adopting it");
-            return self.adopt(c, Some(spec)).await;
-        }
         if self.stop_requested {
             tracing::info!(runner = %self.runner_id, "stopped before its container was created");
             return self.remove_and_report().await;
         }
-
-        if !self.ensure_image(&spec.image).await {
-            return;
-        }
-
-        let scope = self.config.scope.as_deref();
-        let id = match self.engine.create_container(spec, scope).await {
-            Ok(id) => id,
-            Err(e) => {
-                // The name may be taken (someone created this runner's
-                // container meanwhile) or the answer lost (Docker went away
-                // mid-request): adopt what exists, if anything.
-                if let Some(c) = self.find_container().await {
-                    return self.adopt(c, Some(spec)).await;
+        // Create first, and ask Docker nothing before: in a burst of starts
+        // every extra call waits in dockerd's queue. Idempotency across agent
+        // restarts comes from the container's name, which is the runner's:
+        // Docker refuses a second one (conflict), and the existing container
+        // is adopted. A missing image answers 404: pull it, then create once
+        // more (what `docker run` does).
+        let mut pulled = false;
+        let id = loop {
+            tracing::debug!(runner = %self.runner_id, "creating container");
+            let err = match self
+                .engine
+                .create_container(spec, self.config.scope.as_deref())
+                .await
+            {
+                Ok(id) => break id,
+                Err(e) => e,
+            };
+            if err.is_not_found() && !pulled {
+                if !self.pull_image(&spec.image).await {
+                    return;
                 }
-                let what = if e.is_conflict() {
-                    format!("create container {}: {e}", spec.runner_id.container_name())
-                } else {
-                    format!("create container for image {}: {e}", spec.image)
-                };
-                self.fail(what, Vec::new());
-                return self.remove_and_report().await;
+                pulled = true;
+                continue;
             }
+            // The name may be taken (this runner's container exists: an
+            // earlier agent created it) or the answer lost (Docker went away
+            // mid-request): adopt what exists, if anything.
+            if let Some(c) = self.find_container().await {
+                tracing::info!(runner = %self.runner_id, container = %c.container_id, "runner already has a container; adopting it");
+                return self.adopt(c, Some(spec)).await;
+            }
+            let what = if err.is_conflict() {
+                format!(
+                    "create container {}: {err}",
+                    spec.runner_id.container_name()
+                )
+            } else {
+                format!("create container for image {}: {err}", spec.image)
+            };
+            self.fail(what, Vec::new());
+            return self.remove_and_report().await;
         };
         self.container_id = Some(id);
         self.stop_signal = spec.stop_signal.clone();
@@ -247,18 +259,9 @@ impl Lifecycle {
         self.start_and_watch().await;
     }
 
-    /// Make sure the image is present, pulling it if not. On failure the
-    /// runner is reported `Failed` + `Removed` and false is returned.
-    async fn ensure_image(&mut self, image: &str) -> bool {
-        match self.engine.image_present(image).await {
-            Ok(true) => return true,
-            Ok(false) => {}
-            Err(e) => {
-                self.fail(format!("inspect image {image}: {e}"), Vec::new());
-                self.remove_and_report().await;
-                return false;
-            }
-        }
+    /// Pull a missing image. On failure (or a stop meanwhile) the runner is
+    /// reported `Failed` + `Removed` and false is returned.
+    async fn pull_image(&mut self, image: &str) -> bool {
         let engine = Arc::clone(&self.engine);
         let pull = engine.pull_image(image);
         tokio::pin!(pull);

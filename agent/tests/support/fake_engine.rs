@@ -7,7 +7,7 @@
 //! It also keeps what GitLab's docker executor would leave (containers,
 //! volumes, networks labelled `com.gitlab.gitlab-runner.*`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -40,6 +40,12 @@ struct Inner {
     networks: BTreeMap<String, HashMap<String, String>>,
     signals: Vec<(String, String)>,
     ignore_graceful: bool,
+    /// Images not on the host: create answers 404 until they are pulled.
+    missing_images: HashSet<String>,
+    /// Pulls of these fail (the registry does not have them).
+    unpullable: HashSet<String>,
+    /// Every call, by name, in order (`create`, `pull`, ...).
+    calls: Vec<&'static str>,
 }
 
 /// See the module docs.
@@ -95,6 +101,20 @@ impl FakeEngine {
     pub fn set_up(&self, up: bool) {
         self.lock().down = !up;
         self.notify();
+    }
+
+    /// The image is not on the host; `pullable` says whether a pull gets it.
+    pub fn remove_image(&self, image: &str, pullable: bool) {
+        let mut inner = self.lock();
+        inner.missing_images.insert(image.to_string());
+        if !pullable {
+            inner.unpullable.insert(image.to_string());
+        }
+    }
+
+    /// The engine calls made so far, in order.
+    pub fn calls(&self) -> Vec<&'static str> {
+        self.lock().calls.clone()
     }
 
     /// SIGQUIT is recorded but the container keeps running (a job that
@@ -205,13 +225,25 @@ impl FakeEngine {
 
 #[async_trait]
 impl ContainerEngine for FakeEngine {
-    async fn image_present(&self, _image: &str) -> Result<bool, EngineError> {
+    async fn image_present(&self, image: &str) -> Result<bool, EngineError> {
         self.check_up("inspect image")?;
-        Ok(true)
+        let mut inner = self.lock();
+        inner.calls.push("inspect image");
+        Ok(!inner.missing_images.contains(image))
     }
 
-    async fn pull_image(&self, _image: &str) -> Result<(), EngineError> {
-        self.check_up("pull image")
+    async fn pull_image(&self, image: &str) -> Result<(), EngineError> {
+        self.check_up("pull image")?;
+        let mut inner = self.lock();
+        inner.calls.push("pull");
+        if inner.unpullable.contains(image) {
+            return Err(EngineError::NotFound {
+                op: "pull image",
+                message: format!("manifest for {image} not found: manifest unknown"),
+            });
+        }
+        inner.missing_images.remove(image);
+        Ok(())
     }
 
     async fn create_container(
@@ -221,6 +253,13 @@ impl ContainerEngine for FakeEngine {
     ) -> Result<String, EngineError> {
         self.check_up("create container")?;
         let name = spec.runner_id.container_name();
+        self.lock().calls.push("create");
+        if self.lock().missing_images.contains(&spec.image) {
+            return Err(EngineError::NotFound {
+                op: "create container",
+                message: format!("No such image: {}", spec.image),
+            });
+        }
         if self.lock().containers.values().any(|c| c.name == name) {
             return Err(EngineError::Conflict {
                 op: "create container",
@@ -315,7 +354,12 @@ impl ContainerEngine for FakeEngine {
         runner: Option<RunnerId>,
     ) -> Result<Vec<ManagedContainer>, EngineError> {
         self.check_up("list managed containers")?;
-        let inner = self.lock();
+        let mut inner = self.lock();
+        inner.calls.push(if runner.is_some() {
+            "list runner's container"
+        } else {
+            "list managed"
+        });
         let runner = runner.map(|r| r.to_string());
         Ok(inner
             .containers
