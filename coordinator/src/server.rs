@@ -106,6 +106,7 @@ pub async fn run(
             let mut client_cfg = GitLabClientConfig::new(g.url.clone(), g.token.clone());
             client_cfg.requests_per_minute = Some(g.requests_per_minute);
             client_cfg.runner_requests_per_minute = Some(g.runner_requests_per_minute);
+            client_cfg.job_requests_per_minute = Some(g.job_requests_per_minute);
             client_cfg.observer = Some(metrics.gitlab_observer());
             let gitlab: SharedGitLab =
                 Arc::new(GitLabClient::new(client_cfg).context("build GitLab client")?);

@@ -1009,3 +1009,46 @@ async fn runner_calls_do_not_queue_behind_an_exhausted_reads_budget() {
     assert!(!queued.is_finished(), "the read is still waiting");
     queued.abort();
 }
+
+/// Confirming single jobs (webhook hints of running and finished jobs)
+/// draws from its own budget: with it spent, a pending-jobs listing, the
+/// call that finds a burst's new jobs, still goes out at once.
+#[tokio::test]
+async fn listings_do_not_queue_behind_exhausted_job_confirmations() {
+    let server = Server::start(|_, req| match req.path.as_str() {
+        "/api/v4/projects/5/jobs/9" => respond(
+            200,
+            &[],
+            r#"{"id": 9, "status": "success", "tag_list": ["x"],
+                "pipeline": {"id": 6, "ref": "main", "sha": "0ff3ae19"}}"#,
+        ),
+        "/api/v4/projects/5/jobs" => respond(
+            200,
+            &[],
+            r#"[{"id": 10, "status": "pending", "tag_list": ["x"],
+                 "pipeline": {"id": 6, "ref": "main", "sha": "0ff3ae19"}}]"#,
+        ),
+        _ => respond(404, &[], r#"{"message": "404 Not Found"}"#),
+    })
+    .await;
+    let mut cfg = config(server.base());
+    cfg.job_requests_per_minute = Some(2);
+    let c = Arc::new(GitLabClient::new(cfg).expect("client"));
+    c.job(5, 9).await.expect("the job budget's one burst token");
+    let queued = tokio::spawn({
+        let c = c.clone();
+        async move { c.job(5, 9).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !queued.is_finished(),
+        "the second job fetch must wait for the job budget (the test's premise)"
+    );
+    let pending = tokio::time::timeout(Duration::from_secs(20), c.jobs(5, &[JobScope::Pending]))
+        .await
+        .expect("the listing must not wait about 60 s behind the job fetches")
+        .expect("listed");
+    assert_eq!(pending.iter().map(|j| j.id).collect::<Vec<_>>(), vec![10]);
+    assert!(!queued.is_finished(), "the job fetch is still waiting");
+    queued.abort();
+}

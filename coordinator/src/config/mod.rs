@@ -244,6 +244,10 @@ pub struct GitLabConfig {
     /// budget separate from `requests_per_minute`.
     #[serde(default = "default_runner_rpm")]
     pub runner_requests_per_minute: u32,
+    /// Client-side cap on single-job fetches (confirming webhook hints) per
+    /// minute, a budget separate from `requests_per_minute`.
+    #[serde(default = "default_job_rpm")]
+    pub job_requests_per_minute: u32,
 }
 
 fn default_rpm() -> u32 {
@@ -252,6 +256,10 @@ fn default_rpm() -> u32 {
 
 fn default_runner_rpm() -> u32 {
     crate::gitlab::DEFAULT_RUNNER_REQUESTS_PER_MINUTE
+}
+
+fn default_job_rpm() -> u32 {
+    crate::gitlab::DEFAULT_JOB_REQUESTS_PER_MINUTE
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -448,6 +456,12 @@ impl Config {
             if g.runner_requests_per_minute == 0 {
                 return invalid(
                     "gitlab.runner_requests_per_minute",
+                    "must be greater than 0".into(),
+                );
+            }
+            if g.job_requests_per_minute == 0 {
+                return invalid(
+                    "gitlab.job_requests_per_minute",
                     "must be greater than 0".into(),
                 );
             }

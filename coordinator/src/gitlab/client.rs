@@ -45,8 +45,13 @@ enum Idempotency {
 /// Which client-side rate budget a call draws from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Budget {
-    /// Everything but runner creation and deletion.
+    /// Listings (jobs, projects, runners, GraphQL) and other reads.
     Reads,
+    /// `GET /projects/:id/jobs/:job_id`: confirming one job (a webhook hint
+    /// of a running or finished job). GitLab's 600/min limit is on
+    /// *listing* jobs; confirmations of a finished burst must not make the
+    /// next burst's pending listing wait in line.
+    JobReads,
     /// `POST /user/runners`, `DELETE /runners/:id`.
     Runners,
 }
@@ -66,6 +71,7 @@ pub struct GitLabClient {
     /// Runner creation and deletion: a budget of their own, so a burst of
     /// new runners does not queue behind the poller (and the other way round).
     runner_limiter: Option<Arc<RateLimiter>>,
+    job_limiter: Option<Arc<RateLimiter>>,
     max_pages: u32,
     per_page: u32,
     max_body_bytes: usize,
@@ -80,6 +86,7 @@ impl fmt::Debug for GitLabClient {
             .field("retry", &self.retry)
             .field("rate_limited", &self.limiter.is_some())
             .field("runner_rate_limited", &self.runner_limiter.is_some())
+            .field("job_rate_limited", &self.job_limiter.is_some())
             .field("max_pages", &self.max_pages)
             .finish()
     }
@@ -132,6 +139,9 @@ impl GitLabClient {
             runner_limiter: config
                 .runner_requests_per_minute
                 .map(|rpm| Arc::new(RateLimiter::per_minute(rpm))),
+            job_limiter: config
+                .job_requests_per_minute
+                .map(|rpm| Arc::new(RateLimiter::per_minute(rpm))),
             max_pages: config.max_pages.max(1),
             per_page: config.per_page.clamp(1, 100),
             max_body_bytes: config.max_body_bytes,
@@ -178,6 +188,7 @@ impl GitLabClient {
     ) -> GitLabResult<reqwest::Response> {
         let limiter = match budget {
             Budget::Reads => &self.limiter,
+            Budget::JobReads => &self.job_limiter,
             Budget::Runners => &self.runner_limiter,
         };
         let max = self.retry.max_attempts;
@@ -336,6 +347,7 @@ impl GitLabClient {
         &self,
         path: &str,
         what: &'static str,
+        budget: Budget,
     ) -> GitLabResult<T> {
         let endpoint = format!("GET {path}");
         let url = self.url(path, &[])?;
@@ -346,7 +358,7 @@ impl GitLabClient {
                 &endpoint,
                 None,
                 Idempotency::Idempotent,
-                Budget::Reads,
+                budget,
             )
             .await?;
         self.decode(resp, &endpoint, what).await
@@ -402,11 +414,11 @@ impl GitLabClient {
 /// The calls themselves; the [`GitLab`] impl wraps each in [`GitLabClient::scrub`].
 impl GitLabClient {
     async fn do_current_user(&self) -> GitLabResult<User> {
-        self.get_one("/user", "user").await
+        self.get_one("/user", "user", Budget::Reads).await
     }
 
     async fn do_version(&self) -> GitLabResult<Version> {
-        self.get_one("/version", "version").await
+        self.get_one("/version", "version", Budget::Reads).await
     }
 
     async fn do_member_projects(&self) -> GitLabResult<Vec<Project>> {
@@ -419,7 +431,7 @@ impl GitLabClient {
     }
 
     async fn do_project(&self, project_id: u64) -> GitLabResult<Project> {
-        self.get_one(&format!("/projects/{project_id}"), "project")
+        self.get_one(&format!("/projects/{project_id}"), "project", Budget::Reads)
             .await
     }
 
@@ -443,7 +455,11 @@ impl GitLabClient {
 
     async fn do_job(&self, project_id: u64, job_id: u64) -> GitLabResult<Job> {
         let job: Job = self
-            .get_one(&format!("/projects/{project_id}/jobs/{job_id}"), "job")
+            .get_one(
+                &format!("/projects/{project_id}/jobs/{job_id}"),
+                "job",
+                Budget::JobReads,
+            )
             .await?;
         Ok(job.with_project_fallback(Some(project_id)))
     }

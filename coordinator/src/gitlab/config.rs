@@ -23,6 +23,11 @@ pub const GITLAB_DEFAULT_JOBS_RATE_LIMIT: u32 = 600;
 /// is off by default); lower it when an instance-wide limit is enabled.
 pub const DEFAULT_RUNNER_REQUESTS_PER_MINUTE: u32 = 1200;
 
+/// Default client-side budget for fetching single jobs (confirming webhook
+/// hints): 600 a minute, GitLab's listing figure, though that limit is on
+/// listing jobs, not on `GET /projects/:id/jobs/:job_id`.
+pub const DEFAULT_JOB_REQUESTS_PER_MINUTE: u32 = 600;
+
 /// Largest response body the client reads (a page of 100 jobs is well
 /// under 1 MiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -50,6 +55,10 @@ pub struct GitLabClientConfig {
     /// them); `None` disables it. Defaults to
     /// [`DEFAULT_RUNNER_REQUESTS_PER_MINUTE`].
     pub runner_requests_per_minute: Option<u32>,
+    /// Client-side cap on single-job fetches per minute, a budget of its
+    /// own so confirmations never delay a pending-jobs listing; `None`
+    /// disables it. Defaults to [`DEFAULT_JOB_REQUESTS_PER_MINUTE`].
+    pub job_requests_per_minute: Option<u32>,
     /// Most pages one listing follows before giving up with
     /// [`GitLabError::TooManyPages`].
     pub max_pages: u32,
@@ -103,6 +112,7 @@ impl GitLabClientConfig {
             retry: RetryPolicy::default(),
             requests_per_minute: Some(GITLAB_DEFAULT_JOBS_RATE_LIMIT),
             runner_requests_per_minute: Some(DEFAULT_RUNNER_REQUESTS_PER_MINUTE),
+            job_requests_per_minute: Some(DEFAULT_JOB_REQUESTS_PER_MINUTE),
             max_pages: DEFAULT_MAX_PAGES,
             per_page: DEFAULT_PER_PAGE,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,

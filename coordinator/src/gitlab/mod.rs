@@ -33,8 +33,8 @@ use async_trait::async_trait;
 
 pub use client::GitLabClient;
 pub use config::{
-    DEFAULT_MAX_BODY_BYTES, DEFAULT_RUNNER_REQUESTS_PER_MINUTE, GITLAB_DEFAULT_JOBS_RATE_LIMIT,
-    GitLabClientConfig, RequestObserver, endpoint_template,
+    DEFAULT_JOB_REQUESTS_PER_MINUTE, DEFAULT_MAX_BODY_BYTES, DEFAULT_RUNNER_REQUESTS_PER_MINUTE,
+    GITLAB_DEFAULT_JOBS_RATE_LIMIT, GitLabClientConfig, RequestObserver, endpoint_template,
 };
 pub use error::{GitLabError, GitLabResult};
 pub use graphql::PENDING_JOBS_QUERY;
