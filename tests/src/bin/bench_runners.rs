@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! autogit-bench-runners [--jobs 60] [--path webhook|poll|both] [--poll-interval 2s]
-//!                       [--agents 1] [--concurrency 1] [--warmup 2]
+//!                       [--agents 1] [--concurrency 1 | --burst N] [--warmup 2]
+//!                       [--compare-docker]
 //!                       [--job-duration 200ms] [--job-timeout 60s]
 //!                       [--coordinator-log info|debug] [--agent-log info]
 //!                       [--csv PATH] [--keep-logs DIR]
@@ -36,6 +37,13 @@
 //! every GitLab runner deleted before the next batch, so each batch meets a
 //! cold, quiet fleet (no warm runners: `idle_min = 0`). The first
 //! `--warmup` batches are run but left out of the statistics.
+//!
+//! `--burst N` is `--concurrency N` with the pool's `max_runners` raised to
+//! fit: a pipeline fanning out N jobs at once. `--compare-docker` follows
+//! every AutoGit batch with a baseline batch of the same size: N containers
+//! of the same image and limits created and started straight through the
+//! Docker Engine API at once (`direct.rs`), and reports both distributions
+//! and the ratio of their p99s.
 //!
 //! Bounded: a fixed number of jobs, a timeout on every wait. Processes are
 //! SIGKILLed and this run's containers removed at the end, also on error.
@@ -72,6 +80,13 @@ struct Args {
     /// Jobs enqueued at once per batch.
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
+    /// A burst of N jobs at once per batch (sets `--concurrency N`).
+    #[arg(long, conflicts_with = "concurrency")]
+    burst: Option<usize>,
+    /// After every AutoGit batch, start the same number of containers
+    /// directly through the Docker API at once, and compare (webhook path).
+    #[arg(long)]
+    compare_docker: bool,
     /// Batches run first and left out of the statistics.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
@@ -86,8 +101,10 @@ struct Args {
     #[arg(long, default_value = "info")]
     coordinator_log: String,
     /// `AUTOGIT_LOG` for the agents. Keep `bollard` at `info` or above:
-    /// bollard's debug log prints container create bodies, runner token included.
-    #[arg(long, default_value = "info")]
+    /// bollard's debug log prints container create bodies, runner token
+    /// included. The lifecycle's debug line "creating container" gives the
+    /// "agent calls docker create" instants.
+    #[arg(long, default_value = "info,autogit_agent::docker::lifecycle=debug")]
     agent_log: String,
     /// Also write one line per job (all timestamps) to this CSV file.
     #[arg(long)]
@@ -110,8 +127,14 @@ enum PathArg {
     Both,
 }
 
+#[path = "bench_runners/direct.rs"]
+mod direct;
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(n) = args.burst {
+        args.concurrency = n;
+    }
     if let Err(e) = validate(&args) {
         eprintln!("autogit-bench-runners: {e}");
         return ExitCode::from(2);
@@ -149,12 +172,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// Largest batch: the pool's `max_runners` follows the batch size.
+const MAX_BURST: usize = 256;
+
 fn validate(args: &Args) -> Result<(), String> {
     if args.jobs == 0 || args.agents == 0 || args.concurrency == 0 {
         return Err("--jobs, --agents and --concurrency must be at least 1".into());
     }
-    if args.concurrency > 16 {
-        return Err("--concurrency is at most 16 (the pool's max_runners)".into());
+    if args.concurrency > MAX_BURST {
+        return Err(format!("--concurrency and --burst are at most {MAX_BURST}"));
+    }
+    if args.compare_docker && args.path != PathArg::Webhook {
+        return Err("--compare-docker needs --path webhook".into());
     }
     if args.poll_interval < Duration::from_millis(100) {
         return Err("--poll-interval must be at least 100ms (the coordinator's minimum)".into());
@@ -574,7 +603,7 @@ mod scenario {
     use crate::clock::{self, Nanos};
     use crate::docker_events::{self, Stream};
     use crate::procs::Killed;
-    use crate::{Args, host, progress};
+    use crate::{Args, direct, host, progress};
 
     const SECRET: &str = "bench-hook-secret";
     const POOL: &str = "bench";
@@ -620,6 +649,9 @@ mod scenario {
         pub record_created: Option<Nanos>,
         /// The simulator's GitLab runner `created_at` (`POST /user/runners`, ms).
         pub gitlab_runner_created: Option<Nanos>,
+        /// The agent's debug line "creating container" (µs): it calls
+        /// Docker's create right after.
+        pub create_called: Option<Nanos>,
         /// Docker `create` event (ns).
         pub container_created: Option<Nanos>,
         /// Docker `start` event (ns): T1.
@@ -657,6 +689,8 @@ mod scenario {
         pub poll_interval: Duration,
         /// Coordinator warnings and errors, first few.
         pub coordinator_warnings: Vec<String>,
+        /// `--compare-docker`: the baseline containers, batch by batch.
+        pub direct: Vec<direct::Sample>,
     }
 
     /// Processes and containers of one run; on drop, agents first (so they
@@ -714,8 +748,9 @@ network_mode = "host"
 docker_socket = false
 cpu_limit = 0.1
 mem_limit = "128MiB"
-max_runners = 16
+max_runners = {max_runners}
 "#,
+            max_runners = args.concurrency.max(16),
             gitlab = sim.gitlab_config(),
             poll = humantime::format_duration(poll),
             image = harness::test_runner_image(),
@@ -846,6 +881,21 @@ max_runners = 16
             fleet.scopes.insert(id);
             fleet.homes.push(a);
         }
+        // The baseline's containers carry their own scope; the fleet's drop
+        // removes them with the agents' containers.
+        let direct_scope = format!("bench-direct-{}", std::process::id());
+        let baseline = if args.compare_docker {
+            fleet.scopes.insert(direct_scope.clone());
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("tokio runtime for the Docker baseline")?;
+            let docker = direct::connect()?;
+            Some((rt, docker))
+        } else {
+            None
+        };
+        let mut direct_samples: Vec<direct::Sample> = Vec::new();
         let mut events = Stream::start(clock::now() - 1_000_000_000, fleet.scopes.clone())?;
 
         let batches = args.warmup + args.jobs.div_ceil(args.concurrency);
@@ -917,6 +967,32 @@ max_runners = 16
                 },
             )
             .with_context(|| format!("after batch {batch}"))?;
+            if let Some((rt, docker)) = &baseline {
+                std::thread::sleep(Duration::from_millis(200));
+                let (got, errors) = direct::burst(
+                    rt,
+                    docker,
+                    &image,
+                    &direct_scope,
+                    batch,
+                    n,
+                    args.job_duration,
+                );
+                failures.extend(errors.into_iter().map(|e| format!("batch {batch}: {e}")));
+                wait(args.job_timeout, "baseline containers started", || {
+                    let evs = events.snapshot();
+                    got.iter()
+                        .all(|d| docker_events::first(&evs, &d.id, "start").is_some())
+                        .then_some(())
+                })
+                .with_context(|| format!("baseline of batch {batch}"))?;
+                docker_events::remove_all(&HashSet::from([direct_scope.clone()]));
+                wait(args.job_timeout, "baseline containers removed", || {
+                    docker_events::all_destroyed(&events.snapshot()).then_some(())
+                })
+                .with_context(|| format!("baseline of batch {batch}"))?;
+                direct_samples.extend(got.into_iter().map(|d| direct::Sample { warmup, ..d }));
+            }
             if !events.alive() {
                 bail!("docker events stopped streaming");
             }
@@ -962,6 +1038,12 @@ max_runners = 16
             .map(Killed::logs)
             .unwrap_or_default();
         let hook_lines = hook_log_times(&coordinator_log);
+        let mut create_lines = HashMap::new();
+        for a in &fleet.agents {
+            for (runner, at) in create_log_times(&a.logs()) {
+                create_lines.entry(runner).or_insert(at);
+            }
+        }
         let ts = |v: &Value| v.as_str().and_then(clock::parse);
 
         let mut samples = Vec::new();
@@ -994,6 +1076,7 @@ max_runners = 16
             s.gitlab_runner_created = gl.and_then(|r| clock::parse(&r.created_at));
             s.runner_id = gl.and_then(autogit_id);
             if let Some(rid) = &s.runner_id {
+                s.create_called = create_lines.get(rid).copied();
                 s.container_created = docker_events::first(&evs, rid, "create");
                 s.container_started = docker_events::first(&evs, rid, "start");
                 if let Some(row) = rows.get(rid) {
@@ -1011,6 +1094,10 @@ max_runners = 16
                 ));
             }
             samples.push(s);
+        }
+        for d in &mut direct_samples {
+            d.created = docker_events::first(&evs, &d.id, "create");
+            d.started = docker_events::first(&evs, &d.id, "start");
         }
         let coordinator_warnings = coordinator_log
             .lines()
@@ -1031,6 +1118,7 @@ max_runners = 16
             docker_version: docker_version(),
             poll_interval: args.poll_interval,
             coordinator_warnings,
+            direct: direct_samples,
         })
     }
 
@@ -1057,9 +1145,35 @@ max_runners = 16
         out
     }
 
+    /// Runner id → time of the agent's debug line
+    /// `<ts> DEBUG autogit_agent::docker::lifecycle: creating container runner=<uuid>`.
+    pub fn create_log_times(log: &str) -> Vec<(String, Nanos)> {
+        log.lines()
+            .filter(|l| l.contains(" creating container "))
+            .filter_map(|line| {
+                let at = line.split_whitespace().next().and_then(clock::parse)?;
+                let runner = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("runner="))?;
+                Some((runner.to_string(), at))
+            })
+            .collect()
+    }
+
     #[cfg(test)]
     mod tests {
         use super::*;
+
+        #[test]
+        fn reads_create_times_from_the_agent_debug_log() {
+            let log = "2025-01-01T00:00:02.250000Z DEBUG autogit_agent::docker::lifecycle: creating container runner=0b7c\n\
+                       2025-01-01T00:00:02.300000Z  INFO autogit_agent::docker::supervisor: starting runner runner=0b7c\n";
+            let v = create_log_times(log);
+            assert_eq!(
+                v,
+                vec![("0b7c".to_string(), clock::parse("2025-01-01T00:00:02.25Z").expect("ts"))]
+            );
+        }
 
         #[test]
         fn reads_hook_times_from_the_debug_log() {
@@ -1177,8 +1291,47 @@ mod report {
             "T0 -> runner took the job",
             summarize(&series(&r.samples, t0, |s| s.job_taken)),
         );
+        if !r.direct.is_empty() {
+            let direct = |a: fn(&crate::direct::Sample) -> Option<Nanos>| -> Vec<f64> {
+                r.direct
+                    .iter()
+                    .filter(|d| !d.warmup)
+                    .filter_map(|d| Some(clock::ms(d.called, a(d)?)))
+                    .collect()
+            };
+            let base = summarize(&direct(|d| d.started));
+            let _ = writeln!(
+                out,
+                "  baseline: the same number of containers at once, straight through the Docker API:"
+            );
+            row(&mut out, "create call -> container running", base);
+            row(
+                &mut out,
+                "create call -> docker create",
+                summarize(&direct(|d| d.created)),
+            );
+            let ours = summarize(&series(&r.samples, t0, |s| s.container_started));
+            if let (Some(o), Some(b)) = (ours, base) {
+                let _ = writeln!(
+                    out,
+                    "  ratio AutoGit / baseline: p99 {:.2} (goal <= 1.25), p50 {:.2}",
+                    o.p99 / b.p99,
+                    o.p50 / b.p50
+                );
+            }
+        }
         let _ = writeln!(out, "  breakdown:");
         if p == DemandPath::Webhook {
+            row(
+                &mut out,
+                "webhook delivered -> agent calls create",
+                summarize(&series(&r.samples, t0, |s| s.create_called)),
+            );
+            row(
+                &mut out,
+                "webhook delivered -> docker create",
+                summarize(&series(&r.samples, t0, |s| s.container_created)),
+            );
             row(
                 &mut out,
                 "job created -> webhook delivered",
@@ -1210,6 +1363,15 @@ mod report {
             summarize(&series(
                 &r.samples,
                 |s| s.gitlab_runner_created,
+                |s| s.container_created,
+            )),
+        );
+        row(
+            &mut out,
+            "agent calls create -> docker create",
+            summarize(&series(
+                &r.samples,
+                |s| s.create_called,
                 |s| s.container_created,
             )),
         );
@@ -1292,13 +1454,13 @@ mod report {
     /// One line per job; instants in ns since the epoch (empty when unknown).
     pub fn csv(r: &PathResult) -> String {
         let mut out = String::from(
-            "path,job_id,batch,warmup,enqueued,job_created,hook_delivered,hook_logged,record_created,gitlab_runner_created,container_created,container_started,coordinator_started,job_taken,runner_id\n",
+            "path,job_id,batch,warmup,enqueued,job_created,hook_delivered,hook_logged,record_created,gitlab_runner_created,create_called,container_created,container_started,coordinator_started,job_taken,runner_id\n",
         );
         let f = |v: Option<Nanos>| v.map(|x| x.to_string()).unwrap_or_default();
         for s in &r.samples {
             let _ = writeln!(
                 out,
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 r.path.name(),
                 s.job_id,
                 s.batch,
@@ -1309,11 +1471,24 @@ mod report {
                 f(s.hook_logged),
                 f(s.record_created),
                 f(s.gitlab_runner_created),
+                f(s.create_called),
                 f(s.container_created),
                 f(s.container_started),
                 f(s.coordinator_started),
                 f(s.job_taken),
                 s.runner_id.as_deref().unwrap_or("")
+            );
+        }
+        for d in &r.direct {
+            let _ = writeln!(
+                out,
+                "direct,,{},{},{},,,,,,,{},{},,,{}",
+                d.batch,
+                d.warmup,
+                d.called,
+                f(d.created),
+                f(d.started),
+                d.id
             );
         }
         out
