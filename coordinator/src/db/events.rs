@@ -24,6 +24,32 @@ pub struct EventFilter {
     pub limit: u32,
 }
 
+/// An audit event to insert.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub at: i64,
+    pub kind: String,
+    pub actor: String,
+    pub agent_id: Option<String>,
+    pub runner_id: Option<String>,
+    /// JSON text.
+    pub detail: String,
+}
+
+pub(super) fn insert_event_query(
+    e: &NewEvent,
+) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'_>> {
+    sqlx::query(
+        "INSERT INTO events (at, kind, actor, agent_id, runner_id, detail) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(e.at)
+    .bind(&e.kind)
+    .bind(&e.actor)
+    .bind(&e.agent_id)
+    .bind(&e.runner_id)
+    .bind(&e.detail)
+}
+
 impl Db {
     pub async fn insert_event(
         &self,
@@ -34,15 +60,15 @@ impl Db {
         runner_id: Option<&str>,
         detail: &serde_json::Value,
     ) -> Result<(), DbError> {
-        sqlx::query("INSERT INTO events (at, kind, actor, agent_id, runner_id, detail) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(at)
-            .bind(kind)
-            .bind(actor)
-            .bind(agent_id)
-            .bind(runner_id)
-            .bind(detail.to_string())
-            .execute(&self.pool)
-            .await?;
+        let e = NewEvent {
+            at,
+            kind: kind.to_string(),
+            actor: actor.to_string(),
+            agent_id: agent_id.map(str::to_string),
+            runner_id: runner_id.map(str::to_string),
+            detail: detail.to_string(),
+        };
+        insert_event_query(&e).execute(&self.pool).await?;
         Ok(())
     }
 

@@ -36,8 +36,8 @@ pub use admin::{AdminSessionRow, AdminTokenRow};
 pub use admin_certs::{AdminCertKey, AdminCertRow};
 pub use agent_certs::AgentCerts;
 pub use agents::{AgentRow, GpuRow, Liveness};
-pub use events::{EventFilter, EventRow};
-pub use runners::{ACTIVE_STATES, RunnerRow};
+pub use events::{EventFilter, EventRow, NewEvent};
+pub use runners::{ACTIVE_STATES, RunnerRow, RunnerWrite};
 pub use tokens::{TokenRow, TokenUse};
 
 /// Errors from the state store.

@@ -56,36 +56,68 @@ fn row_to_runner(r: SqliteRow) -> Result<RunnerRow, sqlx::Error> {
 /// States in which a runner still holds resources.
 pub const ACTIVE_STATES: &str = "('provisioning','starting','idle','busy','stopping')";
 
+/// One write of a batch ([`Db::write_runners`]).
+#[derive(Debug, Clone)]
+pub enum RunnerWrite {
+    Runner(Box<RunnerRow>),
+    Event(super::events::NewEvent),
+}
+
+fn upsert_runner_query(
+    r: &RunnerRow,
+) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'_>> {
+    sqlx::query(
+        "INSERT OR REPLACE INTO runners (id, pool, agent_id, gitlab_runner_id, state, container_id, gpus, cpu,
+             memory_bytes, project_id, job_id, exit_code, reason, log_tail, created_at, started_at, busy_at,
+             finished_at, gitlab_deleted_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&r.id)
+    .bind(&r.pool)
+    .bind(&r.agent_id)
+    .bind(r.gitlab_runner_id)
+    .bind(&r.state)
+    .bind(&r.container_id)
+    .bind(&r.gpus)
+    .bind(r.cpu)
+    .bind(r.memory_bytes)
+    .bind(r.project_id)
+    .bind(r.job_id)
+    .bind(r.exit_code)
+    .bind(&r.reason)
+    .bind(&r.log_tail)
+    .bind(r.created_at)
+    .bind(r.started_at)
+    .bind(r.busy_at)
+    .bind(r.finished_at)
+    .bind(r.gitlab_deleted_at)
+}
+
 impl Db {
     /// Insert or fully replace a runner record.
     pub async fn upsert_runner(&self, r: &RunnerRow) -> Result<(), DbError> {
-        sqlx::query(
-            "INSERT OR REPLACE INTO runners (id, pool, agent_id, gitlab_runner_id, state, container_id, gpus, cpu,
-                 memory_bytes, project_id, job_id, exit_code, reason, log_tail, created_at, started_at, busy_at,
-                 finished_at, gitlab_deleted_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&r.id)
-        .bind(&r.pool)
-        .bind(&r.agent_id)
-        .bind(r.gitlab_runner_id)
-        .bind(&r.state)
-        .bind(&r.container_id)
-        .bind(&r.gpus)
-        .bind(r.cpu)
-        .bind(r.memory_bytes)
-        .bind(r.project_id)
-        .bind(r.job_id)
-        .bind(r.exit_code)
-        .bind(&r.reason)
-        .bind(&r.log_tail)
-        .bind(r.created_at)
-        .bind(r.started_at)
-        .bind(r.busy_at)
-        .bind(r.finished_at)
-        .bind(r.gitlab_deleted_at)
-        .execute(&self.pool)
-        .await?;
+        upsert_runner_query(r).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Runner records and audit events in one transaction, in order: the
+    /// reconciler's writes of one pass. A burst of 64 starts is then one
+    /// commit, not 128.
+    pub async fn write_runners(&self, writes: &[RunnerWrite]) -> Result<(), DbError> {
+        let mut tx = self.pool.begin().await?;
+        for w in writes {
+            match w {
+                RunnerWrite::Runner(r) => {
+                    upsert_runner_query(r).execute(&mut *tx).await?;
+                }
+                RunnerWrite::Event(e) => {
+                    super::events::insert_event_query(e)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -25,11 +25,15 @@ struct State {
     fail_creates: bool,
     fail_deletes: bool,
     delay: Duration,
+    unrecorded_creates: u32,
 }
 
 #[derive(Debug, Default)]
 pub struct FakeGitLab {
     state: Mutex<State>,
+    /// When set, every create looks its runner's record up here first and
+    /// counts creates whose record was not committed yet.
+    records: Mutex<Option<crate::db::Db>>,
 }
 
 fn server_error(endpoint: &str) -> GitLabError {
@@ -46,6 +50,16 @@ impl FakeGitLab {
 
     pub fn creates(&self) -> u32 {
         self.lock().creates
+    }
+
+    /// Check, at every create, that the runner's record is already in `db`.
+    pub fn check_records_in(&self, db: crate::db::Db) {
+        *self.records.lock().unwrap_or_else(|e| e.into_inner()) = Some(db);
+    }
+
+    /// Creates that reached GitLab before their runner's record was committed.
+    pub fn unrecorded_creates(&self) -> u32 {
+        self.lock().unrecorded_creates
     }
 
     pub fn deletes(&self) -> Vec<u64> {
@@ -125,6 +139,24 @@ impl GitLab for FakeGitLab {
 
     async fn create_runner(&self, request: &CreateRunner) -> GitLabResult<CreatedRunner> {
         self.wait().await;
+        let db = self
+            .records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(db) = db {
+            let id = request
+                .description
+                .as_deref()
+                .unwrap_or_default()
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("runner="))
+                .unwrap_or_default()
+                .to_string();
+            if !matches!(db.get_runner(&id).await, Ok(Some(_))) {
+                self.lock().unrecorded_creates += 1;
+            }
+        }
         let mut s = self.lock();
         s.creates += 1;
         if s.fail_creates {

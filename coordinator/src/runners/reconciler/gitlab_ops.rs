@@ -76,13 +76,12 @@ impl Reconciler {
             pool.mem_limit.bytes(),
             self.clock.now_utc(),
         );
-        self.persist(&rec).await;
+        self.persist(&rec);
         self.event(
             "runner.created",
             &rec,
             json!({"pool": pool.name, "agent": hostname, "gpus": placement.gpus}),
-        )
-        .await;
+        );
         tracing::info!(runner = %id, pool = %pool.name, agent = %wire(hostname), "provisioning runner");
         self.active.insert(
             id,
@@ -112,6 +111,12 @@ impl Reconciler {
         req.run_untagged = Some(pool.run_untagged);
         req.locked = Some(false);
         req.paused = Some(false);
+        // Created once the record is committed (see `flush`).
+        self.creates.push((id, req));
+    }
+
+    /// `POST /user/runners` off the loop; the answer comes back as an [`Op`].
+    pub(super) fn create_gitlab_runner(&self, id: Uuid, req: CreateRunner) {
         let gitlab = self.gitlab.clone();
         let ops = self.ops_tx.clone();
         tokio::spawn(async move {
@@ -162,6 +167,7 @@ impl Reconciler {
 
     /// Finished runners whose GitLab deletion has not succeeded yet.
     async fn retry_deletes(&mut self) {
+        self.flush().await;
         match self.db.undeleted_runners().await {
             Ok(rows) => {
                 for r in rows {
@@ -211,6 +217,8 @@ impl Reconciler {
             Op::Deleted { runner, gitlab_id } => {
                 self.by_gitlab.remove(&gitlab_id);
                 let Some(id) = runner else { return };
+                // Read what this pass wrote, too (its finish, say).
+                self.flush().await;
                 let row = match self.db.get_runner(&id.to_string()).await {
                     Ok(Some(row)) if row.gitlab_deleted_at.is_none() => row,
                     Ok(_) => return,
@@ -222,13 +230,12 @@ impl Reconciler {
                 match RunnerRecord::from_row(&row) {
                     Ok(mut rec) => {
                         rec.gitlab_deleted_at = Some(self.clock.now_utc());
-                        self.persist(&rec).await;
+                        self.persist(&rec);
                         self.event(
                             "runner.gitlab_deleted",
                             &rec,
                             json!({"gitlab_runner_id": gitlab_id}),
-                        )
-                        .await;
+                        );
                     }
                     Err(e) => tracing::warn!(error = %e, "record GitLab deletion"),
                 }
@@ -290,13 +297,12 @@ impl Reconciler {
                 }
                 a.start = Some(cmd);
                 let rec = a.rec.clone();
-                self.persist(&rec).await;
+                self.persist(&rec);
                 self.event(
                     "runner.gitlab_created",
                     &rec,
                     json!({"gitlab_runner_id": gitlab_id}),
-                )
-                .await;
+                );
             }
             Err(e) => {
                 self.finish(

@@ -32,7 +32,11 @@
 //!
 //! GitLab calls run in spawned tasks and report back as [`Op`]s, so a slow
 //! GitLab never stalls the loop. Every transition is written to SQLite (one
-//! typed [`RunnerRecord`] per runner) and the audit log. Every instant is a
+//! typed [`RunnerRecord`] per runner) and the audit log. The writes of one
+//! pass of the loop are journalled and committed together ([`Reconciler::flush`]):
+//! before a GitLab runner is created, before the loop reads runners back,
+//! before an operator's command is answered, and at the end of every pass.
+//! A burst of 64 starts is one commit instead of 128. Every instant is a
 //! [`tokio::time::Instant`] and wall time comes from a [`Clock`], so tests
 //! drive the actor with tokio's paused clock.
 
@@ -70,11 +74,12 @@ use super::clock::Clock;
 use super::model::Phase;
 use super::record::RunnerRecord;
 use crate::audit::{Audit, SYSTEM};
-use crate::db::Db;
+use crate::db::{self, Db, NewEvent, RunnerWrite};
 use crate::demand::{DemandHandle, DemandSnapshot, RunnerActivity};
 use crate::fleet::Fleet;
 use crate::fleet::command::StartRunner;
 use crate::fleet::session::AgentEvent;
+use crate::gitlab::CreateRunner;
 use crate::gitlab::SharedGitLab;
 use crate::scheduler::{Placement, Pool, Strategy};
 
@@ -173,6 +178,11 @@ pub struct Reconciler {
     /// Pools an agent's host policy refused (see `refusals.rs`).
     refusals: refusals::Refusals,
     handle: ReconcilerHandle,
+    /// Writes of this pass, committed by [`Reconciler::flush`]. A mutex
+    /// only so that recording needs `&self`; the actor is its only user.
+    journal: std::sync::Mutex<Vec<RunnerWrite>>,
+    /// GitLab runners to create once their records are committed.
+    creates: Vec<(Uuid, CreateRunner)>,
 }
 
 impl Reconciler {
@@ -209,6 +219,8 @@ impl Reconciler {
                 status: Default::default(),
                 commands: Some(cmd_tx),
             },
+            journal: Default::default(),
+            creates: Vec::new(),
         }
     }
 
@@ -230,6 +242,7 @@ impl Reconciler {
         shutdown: CancellationToken,
     ) {
         self.load().await;
+        self.flush().await;
         let mut demand_rx = self.demand.subscribe();
         let mut fleet_rx = self.fleet.subscribe();
         let mut tick = tokio::time::interval(TICK);
@@ -241,7 +254,10 @@ impl Reconciler {
             // so a command (a `Settle`) sees every earlier report and tick.
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => {
+                    self.flush().await;
+                    break;
+                }
                 Some(ev) = events.recv() => self.on_agent_event(ev).await,
                 Some(a) = activity.recv() => self.on_activity(a).await,
                 Some(op) = self.ops_rx.recv() => self.on_op(op).await,
@@ -264,6 +280,7 @@ impl Reconciler {
                 self.on_op(op).await;
             }
             self.reconcile().await;
+            self.flush().await;
             for s in self.settles.drain(..) {
                 let _ = s.send(());
             }
@@ -272,30 +289,49 @@ impl Reconciler {
 
     // ------------------------------------------------------------ persistence
 
-    /// Store a runner's record: the one place a record reaches SQLite.
-    async fn persist(&self, rec: &RunnerRecord) {
-        if let Err(e) = self.db.upsert_runner(&rec.to_row()).await {
-            tracing::error!(runner = %rec.id, error = %e, "persist runner");
-        }
+    /// Store a runner's record (at the next [`Reconciler::flush`]): the one
+    /// place a record heads for SQLite.
+    fn persist(&self, rec: &RunnerRecord) {
+        self.journal().push(RunnerWrite::Runner(Box::new(rec.to_row())));
     }
 
     /// Store an active runner's record as it is now.
-    async fn persist_active(&self, id: Uuid) {
+    fn persist_active(&self, id: Uuid) {
         if let Some(a) = self.active.get(&id) {
-            self.persist(&a.rec).await;
+            self.persist(&a.rec);
         }
     }
 
-    async fn event(&self, kind: &str, rec: &RunnerRecord, detail: serde_json::Value) {
-        self.audit
-            .record(
-                kind,
-                SYSTEM,
-                Some(&rec.agent.to_string()),
-                Some(&rec.id.to_string()),
-                detail,
-            )
-            .await;
+    /// An audit event about a runner (at the next [`Reconciler::flush`]).
+    fn event(&self, kind: &str, rec: &RunnerRecord, detail: serde_json::Value) {
+        self.journal().push(RunnerWrite::Event(NewEvent {
+            at: db::to_ms(OffsetDateTime::now_utc()),
+            kind: kind.to_string(),
+            actor: SYSTEM.to_string(),
+            agent_id: Some(rec.agent.to_string()),
+            runner_id: Some(rec.id.to_string()),
+            detail: detail.to_string(),
+        }));
+    }
+
+    fn journal(&self) -> std::sync::MutexGuard<'_, Vec<RunnerWrite>> {
+        // Poisoned only if a push panicked; the list is still usable.
+        self.journal.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Commit the journal in one transaction, then create the GitLab
+    /// runners whose records it held (a record always exists before its
+    /// GitLab runner, so the collector can tell ours from leaks).
+    async fn flush(&mut self) {
+        let writes = std::mem::take(&mut *self.journal());
+        if !writes.is_empty()
+            && let Err(e) = self.db.write_runners(&writes).await
+        {
+            tracing::error!(writes = writes.len(), error = %e, "persist runner records and events");
+        }
+        for (id, req) in std::mem::take(&mut self.creates) {
+            self.create_gitlab_runner(id, req);
+        }
     }
 
     /// Load active runners after a restart. Tokens were never stored, so
@@ -409,13 +445,12 @@ impl Reconciler {
                 tracing::warn!(runner = %id, pool = %a.rec.pool, %agent, "host policy refused the pool; not asking this agent again until the pool changes or the refusal expires");
             }
         }
-        self.persist(&a.rec).await;
+        self.persist(&a.rec);
         self.event(
             &format!("runner.{phase}"),
             &a.rec,
             json!({"exit_code": exit_code, "reason": reason}),
-        )
-        .await;
+        );
         if let Some(g) = a.rec.gitlab_runner_id {
             self.delete_gitlab_runner(Some(id), g);
         }
@@ -428,7 +463,10 @@ impl Reconciler {
                 deadline,
                 reply,
             } => {
-                let _ = reply.send(self.drain(agent, deadline).await);
+                let result = self.drain(agent, deadline).await;
+                // The operator reads what the command wrote.
+                self.flush().await;
+                let _ = reply.send(result);
             }
             Command::StopRunner { runner, reply } => {
                 if !self.active.contains_key(&runner) {
@@ -438,6 +476,7 @@ impl Reconciler {
                 let until = Instant::now() + self.cfg.stop_grace;
                 self.stop_runner(runner, "stopped by an operator", until, Phase::Exited)
                     .await;
+                self.flush().await;
                 let _ = reply.send(Ok(()));
             }
             Command::Settle { reply } => self.settles.push(reply),

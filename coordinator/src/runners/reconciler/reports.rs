@@ -112,7 +112,7 @@ impl Reconciler {
         match state {
             ContainerState::Creating if a.rec.phase == Phase::Provisioning => {
                 a.set_phase(Phase::Starting);
-                self.persist_active(id).await;
+                self.persist_active(id);
             }
             // The container runs. A fast runner may already be known busy
             // (GitLab's `running` hook can beat the agent's report): record
@@ -129,13 +129,12 @@ impl Reconciler {
                     m.provisioned(&rec.pool, (now - rec.created_at).as_seconds_f64().max(0.0));
                 }
                 tracing::info!(runner = %id, "runner container running");
-                self.persist(&rec).await;
+                self.persist(&rec);
                 self.event(
                     "runner.running",
                     &rec,
                     json!({"container_id": rec.container_id}),
-                )
-                .await;
+                );
             }
             ContainerState::Exited => {
                 let phase = if s.exit_code == 0 {
@@ -191,13 +190,12 @@ impl Reconciler {
                 if let (Some(m), Some(seen)) = (&self.cfg.metrics, self.job_seen.remove(&job_id)) {
                     m.job_wait(&rec.pool, (now - seen).as_seconds_f64().max(0.0));
                 }
-                self.persist(&rec).await;
+                self.persist(&rec);
                 self.event(
                     "runner.busy",
                     &rec,
                     json!({"project_id": project_id, "job_id": job_id}),
-                )
-                .await;
+                );
             }
             RunnerActivity::Finished { .. } => {
                 // The container exits after its one job; its exit finishes the runner.

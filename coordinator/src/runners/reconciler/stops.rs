@@ -101,9 +101,8 @@ impl Reconciler {
         {
             tracing::warn!(runner = %id, agent = %rec.agent, "agent not connected; the stop goes out when it reconnects");
         }
-        self.persist(&rec).await;
-        self.event("runner.stopping", &rec, json!({"reason": reason}))
-            .await;
+        self.persist(&rec);
+        self.event("runner.stopping", &rec, json!({"reason": reason}));
     }
 
     /// Send runner `id`'s wanted stop in its current form (graceful with the

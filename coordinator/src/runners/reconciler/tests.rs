@@ -728,3 +728,37 @@ async fn an_ordinary_start_failure_is_not_taken_for_a_policy_refusal() {
             .is_some_and(|r| r.contains("host policy"))
     );
 }
+
+/// A burst: every start's record and `runner.created` event are committed
+/// (together, one transaction per pass) before its GitLab runner is
+/// created, so a crash between the two leaves a record for the collector
+/// to go by, never a GitLab runner nobody knows.
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_starts_commits_every_record_before_its_gitlab_runner() {
+    let mut h = Harness::start().await;
+    h.gitlab.check_records_in(h.db.clone());
+    let mut rx = h.connect(vec![]);
+    // As many as the test agent has room for.
+    h.pending(4);
+    h.settle().await;
+    // The fake reads SQLite (real time) inside each create.
+    bounded("4 GitLab runners created", async {
+        while h.gitlab.creates() < 4 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    h.settle().await;
+    assert_eq!(h.gitlab.creates(), 4);
+    assert_eq!(h.gitlab.unrecorded_creates(), 0);
+    assert_eq!(starts(&mut rx).len(), 4);
+    let kinds = h.event_kinds().await;
+    assert_eq!(kinds.iter().filter(|k| *k == "runner.created").count(), 4);
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| *k == "runner.gitlab_created")
+            .count(),
+        4
+    );
+}
