@@ -47,7 +47,12 @@ pub(super) struct StopCommand {
 /// How a lifecycle begins.
 pub(super) enum Entry {
     /// A `StartRunner`: create the container unless one exists already.
-    New(Box<RunnerSpec>),
+    /// The container is not started before `issued` (the fsync of its
+    /// short tokens as issued by this agent) is done.
+    New {
+        spec: Box<RunnerSpec>,
+        issued: tokio::task::JoinHandle<()>,
+    },
     /// A container found at supervisor start-up.
     Adopt(ManagedContainer),
     /// A stop for a runner the supervisor does not track: find its container
@@ -106,7 +111,7 @@ impl Lifecycle {
     /// Run to the end; returns the runner id for the supervisor's bookkeeping.
     pub(super) async fn run(mut self, entry: Entry) -> RunnerId {
         match entry {
-            Entry::New(spec) => self.run_new(&spec).await,
+            Entry::New { spec, issued } => self.run_new(&spec, issued).await,
             Entry::Adopt(c) => self.adopt(c, None).await,
             Entry::Lookup => {
                 self.stop_requested = true;
@@ -205,7 +210,7 @@ impl Lifecycle {
         }
     }
 
-    async fn run_new(&mut self, spec: &RunnerSpec) {
+    async fn run_new(&mut self, spec: &RunnerSpec, issued: tokio::task::JoinHandle<()>) {
         self.short_tokens = spec.short_tokens.clone();
         if self.stop_requested {
             tracing::info!(runner = %self.runner_id, "stopped before its container was created");
@@ -240,6 +245,7 @@ impl Lifecycle {
             // mid-request): adopt what exists, if anything.
             if let Some(c) = self.find_container().await {
                 tracing::info!(runner = %self.runner_id, container = %c.container_id, "runner already has a container; adopting it");
+                let _ = issued.await;
                 return self.adopt(c, Some(spec)).await;
             }
             let what = if err.is_conflict() {
@@ -256,6 +262,9 @@ impl Lifecycle {
         self.container_id = Some(id);
         self.stop_signal = spec.stop_signal.clone();
         self.emit(RunnerState::Creating);
+        // Leftovers of its jobs can only appear once it runs; by then the
+        // collector must know its short tokens as ours, crash or not.
+        let _ = issued.await;
         self.start_and_watch().await;
     }
 

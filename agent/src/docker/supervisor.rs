@@ -406,10 +406,15 @@ impl Actor {
     /// Persist short tokens as issued by this agent (before any container
     /// that could leave something behind exists).
     fn remember_issued(&self, tokens: &[String]) {
-        let mut issued = self.issued.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = issued.insert_all(tokens) {
-            tracing::warn!(error = %e, "could not persist the runner's short token; the leftover collector may not recognise its leftovers after a restart");
-        }
+        remember_issued(&self.issued, tokens);
+    }
+
+    /// [`Self::remember_issued`] off the actor (each is an fsync): a burst
+    /// of starts must not queue behind one another's disk writes. The
+    /// lifecycle creates the container meanwhile and starts it only after.
+    fn persist_issued(&self, tokens: Vec<String>) -> tokio::task::JoinHandle<()> {
+        let issued = Arc::clone(&self.issued);
+        tokio::task::spawn_blocking(move || remember_issued(&issued, &tokens))
     }
 
     fn publish_live(&self) {
@@ -474,9 +479,9 @@ impl Actor {
             return StartOutcome::AlreadyFinished;
         }
         tracing::info!(runner = %id, pool = %spec.pool, image = %spec.image, "starting runner");
-        self.remember_issued(&spec.short_tokens);
+        let issued = self.persist_issued(spec.short_tokens.clone());
         let tokens = spec.short_tokens.clone();
-        self.launch(id, Entry::New(spec), tokens);
+        self.launch(id, Entry::New { spec, issued }, tokens);
         StartOutcome::Started
     }
 
@@ -581,5 +586,12 @@ impl LeftoverCollector {
             total += self.engine.remove_executor_leftovers(token).await?;
         }
         Ok(total)
+    }
+}
+
+fn remember_issued(issued: &Mutex<IssuedTokens>, tokens: &[String]) {
+    let mut issued = issued.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(e) = issued.insert_all(tokens) {
+        tracing::warn!(error = %e, "could not persist the runner's short token; the leftover collector may not recognise its leftovers after a restart");
     }
 }
