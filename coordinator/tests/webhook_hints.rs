@@ -30,6 +30,10 @@ struct Env {
 }
 
 async fn start(cfg: DemandConfig) -> Env {
+    start_with(cfg, |_| {}).await
+}
+
+async fn start_with(cfg: DemandConfig, client: impl FnOnce(&mut GitLabClientConfig)) -> Env {
     let sim = gitlab_sim::spawn(SimConfig {
         admin_token: ADMIN_TOKEN.into(),
         ..SimConfig::default()
@@ -45,6 +49,7 @@ async fn start(cfg: DemandConfig) -> Env {
         max_delay: Duration::from_millis(50),
         max_retry_after: Duration::ZERO,
     };
+    client(&mut client_cfg);
     let gitlab = Arc::new(GitLabClient::new(client_cfg).expect("GitLab client"));
     let pools = Arc::new(vec![Pool::new("cpu", &["linux"], Arch::X86_64)]);
     let shutdown = CancellationToken::new();
@@ -278,5 +283,50 @@ async fn a_burst_of_pending_hints_is_confirmed_by_a_few_listings_and_finds_every
     );
     assert!(env.demand.snapshot().job(canceled).is_none());
     assert_eq!(env.demand.stats().listings, listings);
+    env.stop().await;
+}
+
+/// A finished burst's confirmations wait for the single-job budget, each
+/// holding one of the `fetch_concurrency` slots; the next burst's pending
+/// listing has slots of its own and goes out at once.
+#[tokio::test]
+async fn a_pending_listing_does_not_wait_behind_confirmations_stuck_in_their_budget() {
+    let env = start_with(
+        DemandConfig {
+            poll_interval: Duration::from_secs(3600),
+            projects: Some(Vec::new()),
+            fetch_concurrency: 1,
+            ..config()
+        },
+        // One burst token, then one fetch every 30 s.
+        |c| c.job_requests_per_minute = Some(2),
+    )
+    .await;
+    let sim = env.sim.handle();
+    let new_job = || {
+        sim.create_job(NewJob {
+            project_id: PROJECT,
+            tags: vec!["linux".into()],
+            ..Default::default()
+        })
+        .id
+    };
+    // Two confirmations: the first takes the budget's token, the second
+    // waits about 30 s for the next one, holding the only fetch slot.
+    let (a, b) = (new_job(), new_job());
+    env.hook("run-a", a, "running", Some(1));
+    env.hook("run-b", b, "running", Some(1));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while env.job_fetches() < 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(env.job_fetches(), 1, "the premise: one fetch went out");
+
+    let c = new_job();
+    env.hook("pend-c", c, "pending", None);
+    // WAIT (10 s) is far below the 30 s the stuck confirmation needs.
+    env.wait_for("the new pending job", |s| s.job(c).is_some())
+        .await;
+    assert_eq!(env.job_fetches(), 1, "the second confirmation still waits");
     env.stop().await;
 }

@@ -7,6 +7,10 @@
 //! [`JoinSet`] owned by the actor, at most `fetch_concurrency` at once
 //! (semaphore) and at most `max_queued_fetches` queued, one per job: the
 //! actor never awaits GitLab, so one slow call delays no other event.
+//! Listings of pending jobs have a semaphore of their own of the same size:
+//! a finished burst's running/success confirmations, each holding a permit
+//! while it waits for the single-job rate budget, must not keep the next
+//! burst's pending listing waiting (measured: 0.6 to 4 s before).
 //!
 //! A pipeline starts many jobs at once, and each sends a `pending` hook.
 //! Rather than fetching those jobs one by one, the tracker lists the
@@ -125,6 +129,8 @@ pub(crate) struct Tracker {
     /// Task -> what it is about, to free its slot should a task panic.
     tasks: HashMap<task::Id, TaskKey>,
     permits: Arc<Semaphore>,
+    /// Listings' own permits (see the module docs).
+    listing_permits: Arc<Semaphore>,
     max_queued_fetches: usize,
     shutdown: CancellationToken,
     reconciler_gone_logged: bool,
@@ -148,6 +154,7 @@ impl Tracker {
             refetch: HashSet::new(),
             tasks: HashMap::new(),
             permits: Arc::new(Semaphore::new(parts.fetch_concurrency.max(1))),
+            listing_permits: Arc::new(Semaphore::new(parts.fetch_concurrency.max(1))),
             max_queued_fetches: parts.max_queued_fetches.max(1),
             shutdown: parts.shutdown,
             reconciler_gone_logged: false,
@@ -306,7 +313,7 @@ impl Tracker {
 
     fn spawn_listing(&mut self, project_id: u64, hinted: HashSet<u64>) {
         let gitlab = self.gitlab.clone();
-        let permits = self.permits.clone();
+        let permits = self.listing_permits.clone();
         let task = self.fetches.spawn(async move {
             // The semaphore is never closed; without a permit, go anyway.
             let _permit = permits.acquire_owned().await.ok();
