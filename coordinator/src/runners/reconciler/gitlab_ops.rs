@@ -9,12 +9,13 @@ use std::time::Duration;
 use autogit_certs::AgentId;
 use secrecy::SecretString;
 use serde_json::json;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{Active, CreateBackoff, Reconciler};
 use crate::fleet::command::{AgentCommand, StartRunner};
-use crate::gitlab::{CreateRunner, RunnerType as GlRunnerType};
+use crate::gitlab::{CreateRunner, RunnerType as GlRunnerType, SharedGitLab};
 use crate::runners::record::RunnerRecord;
 use crate::runners::{Phase, ownership, spec};
 use crate::scheduler::{self, Placement};
@@ -44,6 +45,32 @@ pub enum Op {
     },
     /// AutoGit-marked GitLab runners found by the collector: (GitLab id, our runner id).
     GcCandidates(Vec<(u64, Option<Uuid>)>),
+}
+
+/// `POST /user/runners` off the loop; the answer comes back as an [`Op`].
+/// Called by the writer once the runner's record is committed.
+pub(super) fn spawn_create(
+    gitlab: &SharedGitLab,
+    ops: &mpsc::UnboundedSender<Op>,
+    id: Uuid,
+    req: CreateRunner,
+) {
+    let gitlab = gitlab.clone();
+    let ops = ops.clone();
+    tokio::spawn(async move {
+        let op = match gitlab.create_runner(&req).await {
+            Ok(c) => Op::Created {
+                runner: id,
+                gitlab_id: c.id,
+                token: c.token,
+            },
+            Err(e) => Op::CreateFailed {
+                runner: id,
+                error: e.to_string(),
+            },
+        };
+        let _ = ops.send(op);
+    });
 }
 
 fn start_message(cmd: StartRunner) -> AgentCommand {
@@ -115,26 +142,6 @@ impl Reconciler {
         self.creates.push((id, req));
     }
 
-    /// `POST /user/runners` off the loop; the answer comes back as an [`Op`].
-    pub(super) fn create_gitlab_runner(&self, id: Uuid, req: CreateRunner) {
-        let gitlab = self.gitlab.clone();
-        let ops = self.ops_tx.clone();
-        tokio::spawn(async move {
-            let op = match gitlab.create_runner(&req).await {
-                Ok(c) => Op::Created {
-                    runner: id,
-                    gitlab_id: c.id,
-                    token: c.token,
-                },
-                Err(e) => Op::CreateFailed {
-                    runner: id,
-                    error: e.to_string(),
-                },
-            };
-            let _ = ops.send(op);
-        });
-    }
-
     pub(super) fn delete_gitlab_runner(&self, runner: Option<Uuid>, gitlab_id: u64) {
         let gitlab = self.gitlab.clone();
         let ops = self.ops_tx.clone();
@@ -167,7 +174,7 @@ impl Reconciler {
 
     /// Finished runners whose GitLab deletion has not succeeded yet.
     async fn retry_deletes(&mut self) {
-        self.flush().await;
+        self.flush_and_wait().await;
         match self.db.undeleted_runners().await {
             Ok(rows) => {
                 for r in rows {
@@ -218,7 +225,7 @@ impl Reconciler {
                 self.by_gitlab.remove(&gitlab_id);
                 let Some(id) = runner else { return };
                 // Read what this pass wrote, too (its finish, say).
-                self.flush().await;
+                self.flush_and_wait().await;
                 let row = match self.db.get_runner(&id.to_string()).await {
                     Ok(Some(row)) if row.gitlab_deleted_at.is_none() => row,
                     Ok(_) => return,

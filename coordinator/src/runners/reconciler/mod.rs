@@ -33,10 +33,12 @@
 //! GitLab calls run in spawned tasks and report back as [`Op`]s, so a slow
 //! GitLab never stalls the loop. Every transition is written to SQLite (one
 //! typed [`RunnerRecord`] per runner) and the audit log. The writes of one
-//! pass of the loop are journalled and committed together ([`Reconciler::flush`]):
-//! before a GitLab runner is created, before the loop reads runners back,
-//! before an operator's command is answered, and at the end of every pass.
-//! A burst of 64 starts is one commit instead of 128. Every instant is a
+//! pass of the loop are journalled and handed to [`writer`], a task of its
+//! own, at the end of the pass ([`Reconciler::flush`]): it commits them in
+//! one transaction (a burst of 64 starts is one commit, not 128) and only
+//! then creates their GitLab runners, while the loop goes on (it never
+//! waits for SQLite, except to read runners back or to answer an operator
+//! or a `Settle`: [`Reconciler::flush_and_wait`]). Every instant is a
 //! [`tokio::time::Instant`] and wall time comes from a [`Clock`], so tests
 //! drive the actor with tokio's paused clock.
 
@@ -48,6 +50,7 @@ mod refusals;
 mod reports;
 mod stops;
 mod view;
+mod writer;
 
 #[cfg(test)]
 mod fake_gitlab;
@@ -178,11 +181,15 @@ pub struct Reconciler {
     /// Pools an agent's host policy refused (see `refusals.rs`).
     refusals: refusals::Refusals,
     handle: ReconcilerHandle,
-    /// Writes of this pass, committed by [`Reconciler::flush`]. A mutex
-    /// only so that recording needs `&self`; the actor is its only user.
+    /// Writes of this pass, handed to the writer by [`Reconciler::flush`].
+    /// A mutex only so that recording needs `&self`; the actor is its only
+    /// user.
     journal: std::sync::Mutex<Vec<RunnerWrite>>,
     /// GitLab runners to create once their records are committed.
     creates: Vec<(Uuid, CreateRunner)>,
+    writes_tx: mpsc::UnboundedSender<writer::Batch>,
+    /// Taken by `run`, which starts the writer.
+    writes_rx: Option<mpsc::UnboundedReceiver<writer::Batch>>,
 }
 
 impl Reconciler {
@@ -196,6 +203,7 @@ impl Reconciler {
     ) -> Self {
         let (ops_tx, ops_rx) = mpsc::unbounded_channel();
         let (cmd_tx, commands) = mpsc::unbounded_channel();
+        let (writes_tx, writes_rx) = mpsc::unbounded_channel();
         Reconciler {
             cfg,
             clock: Clock::system(),
@@ -221,6 +229,8 @@ impl Reconciler {
             },
             journal: Default::default(),
             creates: Vec::new(),
+            writes_tx,
+            writes_rx: Some(writes_rx),
         }
     }
 
@@ -241,8 +251,16 @@ impl Reconciler {
         mut activity: mpsc::UnboundedReceiver<RunnerActivity>,
         shutdown: CancellationToken,
     ) {
+        if let Some(rx) = self.writes_rx.take() {
+            tokio::spawn(writer::run(
+                self.db.clone(),
+                self.gitlab.clone(),
+                self.ops_tx.clone(),
+                rx,
+            ));
+        }
         self.load().await;
-        self.flush().await;
+        self.flush_and_wait().await;
         let mut demand_rx = self.demand.subscribe();
         let mut fleet_rx = self.fleet.subscribe();
         let mut tick = tokio::time::interval(TICK);
@@ -255,7 +273,7 @@ impl Reconciler {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
-                    self.flush().await;
+                    self.flush_and_wait().await;
                     break;
                 }
                 Some(ev) = events.recv() => self.on_agent_event(ev).await,
@@ -280,7 +298,11 @@ impl Reconciler {
                 self.on_op(op).await;
             }
             self.reconcile().await;
-            self.flush().await;
+            if self.settles.is_empty() {
+                self.flush();
+            } else {
+                self.flush_and_wait().await;
+            }
             for s in self.settles.drain(..) {
                 let _ = s.send(());
             }
@@ -292,7 +314,8 @@ impl Reconciler {
     /// Store a runner's record (at the next [`Reconciler::flush`]): the one
     /// place a record heads for SQLite.
     fn persist(&self, rec: &RunnerRecord) {
-        self.journal().push(RunnerWrite::Runner(Box::new(rec.to_row())));
+        self.journal()
+            .push(RunnerWrite::Runner(Box::new(rec.to_row())));
     }
 
     /// Store an active runner's record as it is now.
@@ -319,19 +342,34 @@ impl Reconciler {
         self.journal.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Commit the journal in one transaction, then create the GitLab
-    /// runners whose records it held (a record always exists before its
-    /// GitLab runner, so the collector can tell ours from leaks).
-    async fn flush(&mut self) {
+    /// Hand the journal to the writer, which commits it in one transaction
+    /// and then creates the GitLab runners whose records it held (a record
+    /// always exists before its GitLab runner, so the collector can tell
+    /// ours from leaks).
+    fn flush(&mut self) {
+        self.send_batch(None);
+    }
+
+    /// [`Self::flush`], and wait until everything journalled so far is
+    /// committed.
+    async fn flush_and_wait(&mut self) {
+        let (done, committed) = oneshot::channel();
+        self.send_batch(Some(done));
+        // The writer outlives the loop; should it be gone, nothing waits.
+        let _ = committed.await;
+    }
+
+    fn send_batch(&mut self, done: Option<oneshot::Sender<()>>) {
         let writes = std::mem::take(&mut *self.journal());
-        if !writes.is_empty()
-            && let Err(e) = self.db.write_runners(&writes).await
-        {
-            tracing::error!(writes = writes.len(), error = %e, "persist runner records and events");
+        let creates = std::mem::take(&mut self.creates);
+        if writes.is_empty() && creates.is_empty() && done.is_none() {
+            return;
         }
-        for (id, req) in std::mem::take(&mut self.creates) {
-            self.create_gitlab_runner(id, req);
-        }
+        let _ = self.writes_tx.send(writer::Batch {
+            writes,
+            creates,
+            done,
+        });
     }
 
     /// Load active runners after a restart. Tokens were never stored, so
@@ -465,7 +503,7 @@ impl Reconciler {
             } => {
                 let result = self.drain(agent, deadline).await;
                 // The operator reads what the command wrote.
-                self.flush().await;
+                self.flush_and_wait().await;
                 let _ = reply.send(result);
             }
             Command::StopRunner { runner, reply } => {
@@ -476,7 +514,7 @@ impl Reconciler {
                 let until = Instant::now() + self.cfg.stop_grace;
                 self.stop_runner(runner, "stopped by an operator", until, Phase::Exited)
                     .await;
-                self.flush().await;
+                self.flush_and_wait().await;
                 let _ = reply.send(Ok(()));
             }
             Command::Settle { reply } => self.settles.push(reply),
