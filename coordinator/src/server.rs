@@ -129,7 +129,6 @@ pub async fn run(
                     stop_grace: cfg.scheduler.stop_grace,
                 },
                 db.clone(),
-                audit.clone(),
                 fleet.clone(),
                 gitlab,
                 demand,

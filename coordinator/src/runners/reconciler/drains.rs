@@ -10,7 +10,6 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::Reconciler;
-use crate::audit::SYSTEM;
 use crate::db;
 use crate::fleet::{Drain, rfc3339};
 use crate::runners::Phase;
@@ -69,15 +68,12 @@ impl Reconciler {
             }
             if self.fleet.drain_done(&agent) {
                 tracing::info!(%agent, "agent drained");
-                self.audit
-                    .record(
-                        "agent.drained",
-                        SYSTEM,
-                        Some(&agent.to_string()),
-                        None,
-                        json!({"deadline": drain.deadline}),
-                    )
-                    .await;
+                self.audit_event(
+                    "agent.drained",
+                    &agent.to_string(),
+                    None,
+                    json!({"deadline": drain.deadline}),
+                );
             }
         }
     }

@@ -76,7 +76,7 @@ pub use view::effective_pending;
 use super::clock::Clock;
 use super::model::Phase;
 use super::record::RunnerRecord;
-use crate::audit::{Audit, SYSTEM};
+use crate::audit::SYSTEM;
 use crate::db::{self, Db, NewEvent, RunnerWrite};
 use crate::demand::{DemandHandle, DemandSnapshot, RunnerActivity};
 use crate::fleet::Fleet;
@@ -158,7 +158,6 @@ pub struct Reconciler {
     cfg: ReconcilerConfig,
     clock: Clock,
     db: Db,
-    audit: Audit,
     fleet: Fleet,
     gitlab: SharedGitLab,
     demand: Arc<dyn DemandSource>,
@@ -196,7 +195,6 @@ impl Reconciler {
     pub fn new(
         cfg: ReconcilerConfig,
         db: Db,
-        audit: Audit,
         fleet: Fleet,
         gitlab: SharedGitLab,
         demand: impl DemandSource + 'static,
@@ -208,7 +206,6 @@ impl Reconciler {
             cfg,
             clock: Clock::system(),
             db,
-            audit,
             fleet,
             gitlab,
             demand: Arc::new(demand),
@@ -327,12 +324,25 @@ impl Reconciler {
 
     /// An audit event about a runner (at the next [`Reconciler::flush`]).
     fn event(&self, kind: &str, rec: &RunnerRecord, detail: serde_json::Value) {
+        self.audit_event(kind, &rec.agent.to_string(), Some(rec.id), detail);
+    }
+
+    /// An audit event of the reconciler's (at the next [`Reconciler::flush`]):
+    /// journalled like the records, so the audit log keeps the order in which
+    /// things happened.
+    fn audit_event(
+        &self,
+        kind: &str,
+        agent: &str,
+        runner: Option<Uuid>,
+        detail: serde_json::Value,
+    ) {
         self.journal().push(RunnerWrite::Event(NewEvent {
             at: db::to_ms(OffsetDateTime::now_utc()),
             kind: kind.to_string(),
             actor: SYSTEM.to_string(),
-            agent_id: Some(rec.agent.to_string()),
-            runner_id: Some(rec.id.to_string()),
+            agent_id: Some(agent.to_string()),
+            runner_id: runner.map(|r| r.to_string()),
             detail: detail.to_string(),
         }));
     }

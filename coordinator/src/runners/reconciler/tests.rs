@@ -20,7 +20,6 @@ use uuid::Uuid;
 
 use super::fake_gitlab::FakeGitLab;
 use super::{DemandSource, Reconciler, ReconcilerConfig, ReconcilerHandle};
-use crate::audit::Audit;
 use crate::db::{AgentRow, Db, EventFilter};
 use crate::demand::{DemandSnapshot, PendingJob, RunnerActivity, Source};
 use crate::fleet::session::{AgentEvent, ContainerState, RunnerReport};
@@ -180,7 +179,6 @@ impl Harness {
                 metrics: None,
             },
             self.db.clone(),
-            Audit::new(self.db.clone()),
             self.fleet.clone(),
             self.gitlab.clone(),
             FakeDemand {
@@ -416,6 +414,14 @@ async fn a_drained_busy_runner_is_left_alone_until_the_deadline_and_deleted_only
         1,
         "{kinds:?}"
     );
+    // The audit log tells it in the order it happened.
+    let at = |kind: &str| {
+        kinds
+            .iter()
+            .position(|k| k == kind)
+            .unwrap_or_else(|| panic!("no {kind}: {kinds:?}"))
+    };
+    assert!(at("runner.exited") < at("agent.drained"), "{kinds:?}");
 }
 
 #[tokio::test(start_paused = true)]
