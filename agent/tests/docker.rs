@@ -386,7 +386,17 @@ async fn missing_image_whose_pull_fails_reports_the_image_and_leaves_nothing() {
     assert_eq!(st[1], RunnerState::Removed);
     assert!(evs.iter().all(|e| e.container_id.is_none()));
     assert_eq!(count_for_runner(&h.engine, runner).await, 0);
-    assert!(!h.engine.image_present(&image).await.expect("inspect image"));
+    let inspected = h.engine.client().inspect_image(&image).await;
+    assert!(
+        matches!(
+            inspected,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404,
+                ..
+            })
+        ),
+        "the image must not be there: {inspected:?}"
+    );
 }
 
 #[tokio::test]

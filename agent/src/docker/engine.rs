@@ -124,8 +124,6 @@ pub struct EngineInfo {
 /// What the runner supervisor needs from a container runtime.
 #[async_trait]
 pub trait ContainerEngine: Send + Sync + 'static {
-    /// Is the image present locally?
-    async fn image_present(&self, image: &str) -> Result<bool, EngineError>;
     /// Pull the image (progress is logged); fails if the pull fails.
     async fn pull_image(&self, image: &str) -> Result<(), EngineError>;
     /// Create (not start) the runner's container; returns its id.
@@ -395,16 +393,6 @@ fn last_lines(text: &str, n: usize) -> Vec<String> {
 
 #[async_trait]
 impl ContainerEngine for DockerEngine {
-    async fn image_present(&self, image: &str) -> Result<bool, EngineError> {
-        match self.docker.inspect_image(image).await {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                let e = EngineError::from_bollard("inspect image", e);
-                if e.is_not_found() { Ok(false) } else { Err(e) }
-            }
-        }
-    }
-
     async fn pull_image(&self, image: &str) -> Result<(), EngineError> {
         let reference = mapping::pull_reference(image);
         tracing::info!(image = %reference, "pulling image");

@@ -225,13 +225,6 @@ impl FakeEngine {
 
 #[async_trait]
 impl ContainerEngine for FakeEngine {
-    async fn image_present(&self, image: &str) -> Result<bool, EngineError> {
-        self.check_up("inspect image")?;
-        let mut inner = self.lock();
-        inner.calls.push("inspect image");
-        Ok(!inner.missing_images.contains(image))
-    }
-
     async fn pull_image(&self, image: &str) -> Result<(), EngineError> {
         self.check_up("pull image")?;
         let mut inner = self.lock();
@@ -253,8 +246,11 @@ impl ContainerEngine for FakeEngine {
     ) -> Result<String, EngineError> {
         self.check_up("create container")?;
         let name = spec.runner_id.container_name();
-        self.lock().calls.push("create");
-        if self.lock().missing_images.contains(&spec.image) {
+        let mut inner = self.lock();
+        inner.calls.push("create");
+        let missing = inner.missing_images.contains(&spec.image);
+        drop(inner);
+        if missing {
             return Err(EngineError::NotFound {
                 op: "create container",
                 message: format!("No such image: {}", spec.image),
