@@ -25,6 +25,7 @@ pub mod http;
 pub mod metrics;
 pub mod output;
 pub mod pki;
+pub mod pools;
 pub mod runners;
 pub mod scheduler;
 pub mod server;

@@ -95,8 +95,8 @@ pub struct Sources {
     pub demand: Option<DemandHandle>,
     /// Unix seconds when the coordinator's server certificate expires.
     pub server_cert_expiry: i64,
-    /// Configured pool names: their series start at zero.
-    pub pools: Vec<String>,
+    /// The pools in force: their series start at zero.
+    pub pools: crate::pools::LivePools,
 }
 
 /// Agent states exported at zero when no agent is in them.
@@ -273,7 +273,7 @@ impl Collector for StateCollector {
         )?;
 
         let runners = Family::<RunnerLabels, Gauge>::default();
-        for pool in &src.pools {
+        for pool in src.pools.current().iter().map(|p| &p.name) {
             for phase in crate::runners::Phase::ALL {
                 let _ = runners.get_or_create(&RunnerLabels {
                     pool: pool.clone(),
@@ -299,7 +299,7 @@ impl Collector for StateCollector {
         )?;
 
         let pending = Family::<PoolLabel, Gauge>::default();
-        for pool in &src.pools {
+        for pool in src.pools.current().iter().map(|p| &p.name) {
             let _ = pending.get_or_create(&PoolLabel { pool: pool.clone() });
         }
         if let Some(d) = &src.demand {

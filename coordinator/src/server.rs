@@ -97,7 +97,7 @@ pub async fn run(
 
     // Demand and runners exist only when a GitLab instance is configured.
     let metrics = Arc::new(crate::metrics::Metrics::new());
-    let pools = Arc::new(cfg.effective_pools());
+    let pools = crate::pools::LivePools::new(cfg.effective_pools());
     let mut background = Vec::new();
     let mut reconciler_handle = ReconcilerHandle::default();
     let mut demand_handle = None;
@@ -165,7 +165,7 @@ pub async fn run(
         reconciler: reconciler_handle.clone(),
         demand: demand_handle.clone(),
         server_cert_expiry,
-        pools: pools.iter().map(|p| p.name.clone()).collect(),
+        pools: pools.clone(),
     });
     let router = http::router(http::HttpState {
         db: db.clone(),

@@ -35,8 +35,8 @@ struct Env {
     shutdown: CancellationToken,
 }
 
-fn pools() -> Arc<Vec<Pool>> {
-    Arc::new(vec![
+fn pools() -> autogit_coordinator::pools::LivePools {
+    autogit_coordinator::pools::LivePools::new(vec![
         Pool::new("cpu", &["linux"], Arch::X86_64),
         Pool::new("gpu", &["linux", "gpu"], Arch::X86_64),
     ])

@@ -51,7 +51,11 @@ async fn start_with(cfg: DemandConfig, client: impl FnOnce(&mut GitLabClientConf
     };
     client(&mut client_cfg);
     let gitlab = Arc::new(GitLabClient::new(client_cfg).expect("GitLab client"));
-    let pools = Arc::new(vec![Pool::new("cpu", &["linux"], Arch::X86_64)]);
+    let pools = autogit_coordinator::pools::LivePools::new(vec![Pool::new(
+        "cpu",
+        &["linux"],
+        Arch::X86_64,
+    )]);
     let shutdown = CancellationToken::new();
     let (demand, _activity) = demand::spawn(gitlab, pools, cfg, shutdown.clone());
     Env {

@@ -715,6 +715,59 @@ mod tests {
     }
 
     #[test]
+    fn schedule_windows_load_round_trip_and_name_their_faults() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("c.toml");
+        let pool = |window: &str| {
+            format!(
+                "[[pools]]\nname = \"p\"\ntags = [\"p\"]\narch = \"x86_64\"\nmax_runners = 6\n\
+                 [[pools.schedule]]\n{window}\n"
+            )
+        };
+        std::fs::write(
+            &f,
+            pool("cron = \"* 8-17 * * mon-fri\"\ntimezone = \"Europe/Berlin\"\nidle_min = 4"),
+        )
+        .unwrap();
+        let c = Config::load(Some(&f), &[], &Overrides::default()).unwrap();
+        let w = &c.pools[0].schedule[0];
+        assert_eq!(
+            (w.cron_text.as_str(), w.timezone.name()),
+            ("* 8-17 * * mon-fri", "Europe/Berlin")
+        );
+        assert_eq!((w.idle_min, w.max_runners), (Some(4), None));
+        // Serialised (as the API and `config show` do), it reads back the same.
+        let shown = serde_json::to_string(&c.pools[0]).unwrap();
+        let back: crate::scheduler::Pool = serde_json::from_str(&shown).unwrap();
+        assert_eq!(back, c.pools[0], "{shown}");
+
+        for (window, key) in [
+            ("cron = \"* 25 * * *\"\nidle_min = 1", "schedule[0].cron"),
+            ("cron = \"0 0 8 * * *\"\nidle_min = 1", "schedule[0].cron"),
+            (
+                "cron = \"* 8 * * *\"\ntimezone = \"Mars/Olympus\"\nidle_min = 1",
+                "schedule[0].timezone",
+            ),
+            ("cron = \"* 8 * * *\"", "schedule[0]"),
+            ("cron = \"* 8 * * *\"\nidle_min = 7", "schedule[0].idle_min"),
+            (
+                "cron = \"* 8 * * *\"\nmax_runners = 0",
+                "schedule[0].max_runners",
+            ),
+            (
+                "cron = \"* 8 * * *\"\nidle_min = 1\nidle_max = 2",
+                "idle_max",
+            ),
+        ] {
+            std::fs::write(&f, pool(window)).unwrap();
+            let err = Config::load(Some(&f), &[], &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{window}: {err}");
+        }
+    }
+
+    #[test]
     fn runner_token_on_the_command_line_is_refused_at_load() {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("c.toml");

@@ -52,7 +52,8 @@ use crate::runners::spec::DOCKER_SOCKET;
 use crate::runners::template;
 use crate::scheduler::bytesize::{ByteSize, GIB, MIB};
 use crate::scheduler::labels::{self, Labels};
-use crate::scheduler::{Arch, GpuRequirement, GpuVendor, Mount, Pool, RunnerType};
+use crate::scheduler::schedule::{MAX_WINDOWS, WindowError};
+use crate::scheduler::{Arch, GpuRequirement, GpuVendor, Mount, Pool, RunnerType, Window};
 
 /// The runner image used when a pool names none. Pin a version with `image`
 /// in production.
@@ -163,6 +164,7 @@ impl Pool {
             mounts: Vec::new(),
             docker_socket: true,
             docker_cache: false,
+            schedule: Vec::new(),
         }
     }
 
@@ -310,6 +312,28 @@ impl Pool {
         }
         if self.idle_timeout.is_zero() {
             return err("idle_timeout", "must be longer than zero".into());
+        }
+        for (i, w) in self.schedule.iter().enumerate() {
+            if w.idle_min.is_none() && w.max_runners.is_none() {
+                return err(
+                    &format!("schedule[{i}]"),
+                    "sets neither idle_min nor max_runners, so it would change nothing".into(),
+                );
+            }
+            if w.max_runners == Some(0) {
+                return err(&format!("schedule[{i}].max_runners"), "must be >= 1".into());
+            }
+            let cap = w.max_runners.unwrap_or(self.max_runners);
+            if let Some(idle_min) = w.idle_min
+                && idle_min > cap
+            {
+                return err(
+                    &format!("schedule[{i}].idle_min"),
+                    format!(
+                        "must be <= max_runners while the window is active ({idle_min} > {cap})"
+                    ),
+                );
+            }
         }
         match self.runner_type {
             RunnerType::Group { group_id: 0 } => return err("group_id", "must be >= 1".into()),
@@ -495,6 +519,25 @@ struct PoolToml {
     docker_socket: bool,
     #[serde(default)]
     docker_cache: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    schedule: Vec<WindowToml>,
+}
+
+/// The TOML shape of one `[[pools.schedule]]` window.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowToml {
+    cron: String,
+    #[serde(default = "utc")]
+    timezone: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    idle_min: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_runners: Option<u32>,
+}
+
+fn utc() -> String {
+    "UTC".to_owned()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -576,6 +619,28 @@ impl TryFrom<PoolToml> for Pool {
                 cmd
             }
         };
+        if t.schedule.len() > MAX_WINDOWS {
+            return err(
+                "schedule",
+                &format!(
+                    "has {} windows; at most {MAX_WINDOWS} are allowed",
+                    t.schedule.len()
+                ),
+            );
+        }
+        let mut schedule = Vec::with_capacity(t.schedule.len());
+        for (i, w) in t.schedule.iter().enumerate() {
+            let window = Window::new(&w.cron, &w.timezone, w.idle_min, w.max_runners);
+            match window {
+                Ok(window) => schedule.push(window),
+                Err(e @ WindowError::Cron(_)) => {
+                    return err(&format!("schedule[{i}].cron"), &e.to_string());
+                }
+                Err(e @ WindowError::TimeZone(_)) => {
+                    return err(&format!("schedule[{i}].timezone"), &e.to_string());
+                }
+            }
+        }
         Ok(Pool {
             name: t.name,
             tags: t.tags,
@@ -596,6 +661,7 @@ impl TryFrom<PoolToml> for Pool {
             mounts: t.mounts,
             docker_socket: t.docker_socket,
             docker_cache: t.docker_cache,
+            schedule,
         })
     }
 }
@@ -629,6 +695,16 @@ impl From<Pool> for PoolToml {
             mounts: p.mounts,
             docker_socket: p.docker_socket,
             docker_cache: p.docker_cache,
+            schedule: p
+                .schedule
+                .into_iter()
+                .map(|w| WindowToml {
+                    cron: w.cron_text,
+                    timezone: w.timezone.name().to_owned(),
+                    idle_min: w.idle_min,
+                    max_runners: w.max_runners,
+                })
+                .collect(),
         }
     }
 }

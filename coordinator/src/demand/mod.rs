@@ -90,7 +90,7 @@ pub use stats::{DemandStats, WebhookOutcome, WebhookStats};
 pub use webhook::{WEBHOOK_PATH, WebhookHeaders, WebhookReply, webhook_router};
 
 use crate::gitlab::SharedGitLab;
-use crate::scheduler::Pool;
+use crate::pools::LivePools;
 use dedup::LruSet;
 use state::DemandState;
 use stats::Counters;
@@ -165,7 +165,7 @@ impl DemandHandle {
 /// sizes are raised to 1 here rather than failing.
 pub fn spawn(
     gitlab: SharedGitLab,
-    pools: Arc<Vec<Pool>>,
+    pools: LivePools,
     cfg: DemandConfig,
     shutdown: CancellationToken,
 ) -> (DemandHandle, mpsc::UnboundedReceiver<RunnerActivity>) {
@@ -179,6 +179,7 @@ pub fn spawn(
 
     let tracker = Tracker::new(TrackerParts {
         gitlab: gitlab.clone(),
+        pools: pools.subscribe(),
         state: DemandState::new(pools, cfg.stale_after, cfg.max_jobs),
         hooks: hooks_rx,
         commands: commands_rx,

@@ -34,7 +34,6 @@
 //! pending jobs, the same number of running jobs, and an LRU of tombstones.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -43,7 +42,7 @@ use tokio::time::Instant;
 use super::dedup::{LruMap, LruSet};
 use super::model::{DemandSnapshot, PendingJob, RunnerActivity, Source};
 use crate::gitlab::{Job, JobStatus};
-use crate::scheduler::Pool;
+use crate::pools::LivePools;
 
 /// Hints remembered per tracked job slot (bounded by `max_jobs`).
 const HINTS_PER_JOB: usize = 4;
@@ -164,7 +163,7 @@ enum Gone {
 /// The pending-job table.
 #[derive(Debug)]
 pub struct DemandState {
-    pools: Arc<Vec<Pool>>,
+    pools: LivePools,
     stale_after: time::Duration,
     max_jobs: usize,
     pending: HashMap<u64, PendingEntry>,
@@ -178,7 +177,7 @@ pub struct DemandState {
 impl DemandState {
     /// An empty table. `stale_after` drops pending jobs older than that;
     /// `max_jobs` bounds the pending and the running table each.
-    pub fn new(pools: Arc<Vec<Pool>>, stale_after: Duration, max_jobs: usize) -> Self {
+    pub fn new(pools: LivePools, stale_after: Duration, max_jobs: usize) -> Self {
         let max_jobs = max_jobs.max(1);
         DemandState {
             pools,
@@ -194,6 +193,17 @@ impl DemandState {
             ),
             hints: LruSet::new(max_jobs.saturating_mul(HINTS_PER_JOB).max(MIN_TOMBSTONES)),
         }
+    }
+
+    /// Match every pending job against the pools in force again (after a
+    /// reload); whether any job's pool changed.
+    pub fn repool(&mut self) -> bool {
+        let pools = self.pools.current();
+        let mut changed = false;
+        for e in self.pending.values_mut() {
+            changed |= e.job.assign_pool(&pools);
+        }
+        changed
     }
 
     /// Number of pending jobs.
@@ -455,7 +465,7 @@ impl DemandState {
             via,
             confirmed: observed.into_std(),
         };
-        pending.assign_pool(&self.pools);
+        pending.assign_pool(&self.pools.current());
         match &pending.pool {
             Some(pool) => {
                 tracing::debug!(job_id = job.id, project_id = job.project_id, %pool, %via, "job pending")
@@ -575,10 +585,10 @@ impl DemandState {
 mod tests {
     use super::*;
     use crate::gitlab::JobRunnerRef;
-    use crate::scheduler::Arch;
+    use crate::scheduler::{Arch, Pool};
 
-    fn pools() -> Arc<Vec<Pool>> {
-        Arc::new(vec![
+    fn pools() -> LivePools {
+        LivePools::new(vec![
             Pool::new("cpu", &["linux"], Arch::X86_64),
             Pool::new("gpu", &["linux", "gpu"], Arch::X86_64),
         ])

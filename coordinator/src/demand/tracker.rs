@@ -42,6 +42,7 @@ use super::model::{DemandSnapshot, RunnerActivity, Source};
 use super::state::{DemandState, Effects, JobEvent, PollResult};
 use super::stats::Counters;
 use crate::gitlab::{GitLabError, Job, JobScope, JobStatus, SharedGitLab};
+use crate::scheduler::Pool;
 
 /// How often stale jobs are swept even when no poll completes.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -102,6 +103,8 @@ pub(crate) struct TrackerParts {
     pub activity: mpsc::UnboundedSender<RunnerActivity>,
     pub publisher: Publisher,
     pub counters: Arc<Counters>,
+    /// Wakes when a reload replaces the pools: pending jobs are matched again.
+    pub pools: watch::Receiver<Arc<Vec<Pool>>>,
     pub fetch_concurrency: usize,
     pub max_queued_fetches: usize,
     pub shutdown: CancellationToken,
@@ -116,6 +119,7 @@ pub(crate) struct Tracker {
     publisher: Publisher,
     generation: u64,
     counters: Arc<Counters>,
+    pools: watch::Receiver<Arc<Vec<Pool>>>,
     fetches: JoinSet<Done>,
     in_flight: HashSet<u64>,
     /// Projects with a pending-jobs listing out -> the jobs hinted since it
@@ -147,6 +151,7 @@ impl Tracker {
             publisher: parts.publisher,
             generation: 0,
             counters: parts.counters,
+            pools: parts.pools,
             fetches: JoinSet::new(),
             in_flight: HashSet::new(),
             listings: HashMap::new(),
@@ -198,6 +203,10 @@ impl Tracker {
                 },
                 Some(cmd) = self.commands.recv() => self.on_command(cmd),
                 Some(ev) = self.hooks.recv() => self.on_hook(&ev),
+                Ok(()) = self.pools.changed() => Effects {
+                    changed: self.state.repool(),
+                    ..Effects::default()
+                },
                 _ = sweep.tick() => Effects {
                     changed: self.state.sweep(Instant::now(), OffsetDateTime::now_utc()),
                     ..Effects::default()

@@ -306,6 +306,7 @@ async fn list_pools(State(s): State<HttpState>) -> ApiResult<Vec<PoolOut>> {
         .unwrap_or_default();
     Ok(Json(
         s.pools
+            .current()
             .iter()
             .map(|p| {
                 let runners = status.runners.get(&p.name).cloned().unwrap_or_default();

@@ -29,7 +29,6 @@ use crate::db::Db;
 use crate::demand::DemandHandle;
 use crate::fleet::Fleet;
 use crate::runners::ReconcilerHandle;
-use crate::scheduler::Pool;
 
 /// Shared state of HTTP handlers.
 #[derive(Clone, Debug)]
@@ -39,7 +38,7 @@ pub struct HttpState {
     pub audit: Audit,
     pub reconciler: ReconcilerHandle,
     pub demand: Option<DemandHandle>,
-    pub pools: Arc<Vec<Pool>>,
+    pub pools: crate::pools::LivePools,
     pub ca_fingerprint: autogit_certs::Fingerprint,
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
     pub metrics_access: crate::config::MetricsAccess,

@@ -29,6 +29,14 @@ impl Clock {
         }
     }
 
+    /// Wall time that reads `wall` now and advances only with tokio's
+    /// clock: a test picks the moment (a Monday 07:58 in Berlin).
+    pub fn following_tokio_from(wall: OffsetDateTime) -> Self {
+        Clock {
+            anchor: Some((wall, Instant::now())),
+        }
+    }
+
     pub fn now_utc(&self) -> OffsetDateTime {
         match self.anchor {
             None => OffsetDateTime::now_utc(),

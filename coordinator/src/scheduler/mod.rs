@@ -66,6 +66,7 @@ pub mod matching;
 pub mod placement;
 pub mod plan;
 pub mod pool;
+pub mod schedule;
 
 pub use bytesize::ByteSize;
 pub use hardware::{Arch, GpuVendor, UnknownArch};
@@ -77,3 +78,4 @@ pub use plan::{
     plan_by_scan,
 };
 pub use pool::{GpuRequirement, Mount, Pool, RunnerType};
+pub use schedule::{Sizing, Window};

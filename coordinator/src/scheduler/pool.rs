@@ -16,6 +16,7 @@ use std::time::Duration;
 use super::bytesize::ByteSize;
 use super::hardware::{Arch, GpuVendor};
 use super::labels::Labels;
+use super::schedule::Window;
 
 /// One pool of runners. Field defaults when omitted from config:
 /// `run_untagged = false`, no `gpu`, `image` = `gitlab/gitlab-runner:latest`,
@@ -23,7 +24,7 @@ use super::labels::Labels;
 /// `cpu_limit = 2.0`, `mem_limit = "4GiB"`, `max_runners = 4`,
 /// `idle_min = 0`, `idle_timeout = "5m"`, `runner_type = "instance"`, no
 /// `network_mode` (Docker's default), no `mounts`, `docker_socket = true`,
-/// `docker_cache = false`, no `agent_selector`.
+/// `docker_cache = false`, no `agent_selector`, no `schedule`.
 ///
 /// `cpu_limit` and `mem_limit` are the runner container's limits and also
 /// the unit of capacity accounting on agents. With the docker executor the
@@ -73,6 +74,9 @@ pub struct Pool {
     /// omits `--docker-disable-cache`). Every runner is fresh, so kept caches
     /// are only reused through a shared cache config; off by default.
     pub docker_cache: bool,
+    /// Windows that override `idle_min` and `max_runners` while active
+    /// (`[[pools.schedule]]`, [`super::schedule`]); empty by default.
+    pub schedule: Vec<Window>,
 }
 
 /// GPUs each runner of a pool needs.
@@ -117,6 +121,23 @@ pub struct Mount {
 }
 
 impl Pool {
+    /// The pool without its sizing (`max_runners`, `idle_min`,
+    /// `idle_timeout`, `schedule`): what each of its runners is made of.
+    pub fn runner_spec(&self) -> Pool {
+        Pool {
+            max_runners: 0,
+            idle_min: 0,
+            idle_timeout: Duration::ZERO,
+            schedule: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// Whether `other` makes the same runners (differing at most in sizing).
+    pub fn makes_same_runners_as(&self, other: &Pool) -> bool {
+        self.runner_spec() == other.runner_spec()
+    }
+
     /// Whether the pool's runners carry `tag`.
     pub fn has_tag(&self, tag: &str) -> bool {
         self.tags.iter().any(|t| t == tag)

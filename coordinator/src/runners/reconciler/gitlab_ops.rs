@@ -4,6 +4,7 @@
 //! in spawned tasks and come back as [`Op`]s.
 
 use crate::edge::wire;
+use std::sync::Arc;
 use std::time::Duration;
 
 use autogit_certs::AgentId;
@@ -78,8 +79,13 @@ fn start_message(cmd: StartRunner) -> AgentCommand {
 }
 
 impl Reconciler {
-    fn pool(&self, name: &str) -> Option<&scheduler::Pool> {
-        self.cfg.pools.iter().find(|p| p.name == name)
+    fn pool(&self, name: &str) -> Option<scheduler::Pool> {
+        self.cfg
+            .pools
+            .current()
+            .iter()
+            .find(|p| p.name == name)
+            .cloned()
     }
 
     /// Record a new runner and create its GitLab runner off the loop.
@@ -89,7 +95,7 @@ impl Reconciler {
         placement: Placement,
         hostname: &str,
     ) {
-        let Some(pool) = self.pool(pool_name).cloned() else {
+        let Some(pool) = self.pool(pool_name) else {
             return;
         };
         let id = Uuid::new_v4();
@@ -117,6 +123,7 @@ impl Reconciler {
                 phase_since: Instant::now(),
                 idle_since: None,
                 placement,
+                spec: Some(Arc::new(pool.clone())),
                 start: None,
                 stop: None,
             },
@@ -270,7 +277,6 @@ impl Reconciler {
     async fn on_created(&mut self, id: Uuid, gitlab_id: u64, token: SecretString) {
         self.by_gitlab.insert(gitlab_id, id);
         let runner_url = self.cfg.runner_url.clone();
-        let pools = self.cfg.pools.clone();
         let Some(a) = self.active.get_mut(&id) else {
             // Written off while GitLab was creating it.
             self.delete_gitlab_runner(Some(id), gitlab_id);
@@ -290,10 +296,10 @@ impl Reconciler {
             .await;
             return;
         }
-        let Some(pool) = pools.iter().find(|p| p.name == a.rec.pool) else {
+        let Some(pool) = a.spec.clone() else {
             return;
         };
-        match spec::start_runner(pool, id, &runner_url, &token, &a.placement) {
+        match spec::start_runner(&pool, id, &runner_url, &token, &a.placement) {
             Ok(cmd) => {
                 if self
                     .fleet

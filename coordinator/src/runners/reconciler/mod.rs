@@ -84,6 +84,7 @@ use crate::fleet::command::StartRunner;
 use crate::fleet::session::AgentEvent;
 use crate::gitlab::CreateRunner;
 use crate::gitlab::SharedGitLab;
+use crate::pools::LivePools;
 use crate::scheduler::{Placement, Pool, Strategy};
 
 /// How often the loop re-plans and checks deadlines without other triggers.
@@ -92,7 +93,8 @@ const TICK: Duration = Duration::from_millis(500);
 /// Settings of the reconciler.
 #[derive(Debug, Clone)]
 pub struct ReconcilerConfig {
-    pub pools: Arc<Vec<Pool>>,
+    /// The pools in force; a reload replaces them between passes.
+    pub pools: LivePools,
     pub strategy: Strategy,
     /// The URL runners use to reach GitLab.
     pub runner_url: String,
@@ -132,6 +134,10 @@ struct Active {
     phase_since: Instant,
     idle_since: Option<OffsetDateTime>,
     placement: Placement,
+    /// The pool as it was when this runner was planned: its container is
+    /// made from this, even if a reload changes the pool meanwhile. `None`
+    /// for a runner read back at start whose pool is no longer configured.
+    spec: Option<Arc<Pool>>,
     /// The StartRunner (with the token) until the container runs, for
     /// re-sending after an agent reconnects.
     start: Option<StartRunner>,
@@ -393,6 +399,7 @@ impl Reconciler {
                 return;
             }
         };
+        let pools = self.cfg.pools.current();
         for row in rows {
             let rec = match RunnerRecord::from_row(&row) {
                 Ok(r) => r,
@@ -417,6 +424,11 @@ impl Reconciler {
                     idle_since: (phase == Phase::Idle).then(|| self.clock.now_utc()),
                     phase_since: Instant::now(),
                     placement,
+                    spec: pools
+                        .iter()
+                        .find(|p| p.name == rec.pool)
+                        .cloned()
+                        .map(Arc::new),
                     start: None,
                     // A stop wanted before the restart is wanted still; the
                     // agent's `Hello` confirms it or gets it again.
@@ -482,9 +494,8 @@ impl Reconciler {
                 .find(|v| v.id == agent)
                 .map(|v| v.hostname)
                 .unwrap_or_else(|| agent.to_string());
-            let pool = self.cfg.pools.iter().find(|p| p.name == a.rec.pool);
             if self.refusals.record(
-                pool,
+                a.spec.as_deref(),
                 agent,
                 &hostname,
                 reason.as_deref().unwrap_or(""),

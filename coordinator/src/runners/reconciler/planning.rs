@@ -17,6 +17,8 @@ use crate::scheduler::{self, PlanInput};
 impl Reconciler {
     pub(super) async fn reconcile(&mut self) {
         let now = self.clock.now_utc();
+        let pools = self.cfg.pools.current();
+        self.replace_outdated(&pools).await;
         let demand = self.demand.snapshot();
         let runners: Vec<scheduler::RunnerView> = self
             .active
@@ -34,7 +36,8 @@ impl Reconciler {
             self.job_seen.retain(|_, t| *t > cutoff);
         }
         let input = PlanInput {
-            pools: self.cfg.pools.to_vec(),
+            // Each pool sized by its schedule windows active now.
+            pools: pools.iter().map(|p| p.at(now)).collect(),
             pending,
             runners,
             // One fleet snapshot per pass.
@@ -93,6 +96,35 @@ impl Reconciler {
             self.logged_unmet = unmet.clone();
         }
         self.publish_status(unmet);
+    }
+
+    /// Runners made from an earlier definition of a pool that a reload
+    /// changed (image, command, tags, limits, ...) and that have no job are
+    /// stopped, so the plan replaces them with runners of the new
+    /// definition. Busy runners finish their job first; runners of removed
+    /// pools are the plan's ([`scheduler::StopReason::PoolRemoved`]).
+    async fn replace_outdated(&mut self, pools: &[scheduler::Pool]) {
+        let outdated: Vec<_> = self
+            .active
+            .iter()
+            .filter(|(_, a)| {
+                a.stop.is_none()
+                    && matches!(
+                        a.rec.phase,
+                        Phase::Provisioning | Phase::Starting | Phase::Idle
+                    )
+            })
+            .filter(|(_, a)| {
+                let current = pools.iter().find(|p| p.name == a.rec.pool);
+                matches!((&a.spec, current), (Some(made), Some(now)) if !made.makes_same_runners_as(now))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in outdated {
+            let until = Instant::now() + self.cfg.stop_grace;
+            self.stop_runner(id, "PoolChanged", until, Phase::Exited)
+                .await;
+        }
     }
 
     fn publish_status(&self, unmet: BTreeMap<String, String>) {

@@ -37,9 +37,13 @@ struct Refusal {
 #[derive(Debug, Default)]
 pub(super) struct Refusals(HashMap<(String, Uuid), Refusal>);
 
+/// A digest of what the pool's runners are made of: a schedule window or a
+/// reload that only resizes the pool keeps the refusal.
 fn digest(pool: &Pool) -> u64 {
     let mut h = DefaultHasher::new();
-    serde_json::to_string(pool).unwrap_or_default().hash(&mut h);
+    serde_json::to_string(&pool.runner_spec())
+        .unwrap_or_default()
+        .hash(&mut h);
     h.finish()
 }
 

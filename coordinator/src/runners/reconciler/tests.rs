@@ -24,6 +24,7 @@ use crate::db::{AgentRow, Db, EventFilter};
 use crate::demand::{DemandSnapshot, PendingJob, RunnerActivity, Source};
 use crate::fleet::session::{AgentEvent, ContainerState, RunnerReport};
 use crate::fleet::{AgentCommand, Fleet, Inventory, SessionId, Timings};
+use crate::pools::LivePools;
 use crate::runners::{Clock, Phase, RunnerRecord};
 use crate::scheduler::{Arch, Pool, Strategy};
 
@@ -115,6 +116,8 @@ struct Harness {
     activity: mpsc::UnboundedSender<RunnerActivity>,
     handle: ReconcilerHandle,
     clock: Clock,
+    /// The pools in force; a test replaces them as a reload does.
+    pools: LivePools,
     agent: AgentId,
     session: Option<SessionId>,
     shutdown: CancellationToken,
@@ -123,6 +126,15 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Harness {
+        Harness::start_with(
+            vec![Pool::new("amd64", &["amd64"], Arch::X86_64)],
+            Clock::following_tokio(),
+        )
+        .await
+    }
+
+    /// A harness with these pools, whose wall clock starts at `clock`.
+    async fn start_with(pools: Vec<Pool>, clock: Clock) -> Harness {
         // Keep the runtime busy so the paused clock never auto-advances.
         tokio::spawn(async {
             loop {
@@ -154,7 +166,8 @@ impl Harness {
             events: mpsc::unbounded_channel().0,
             activity: mpsc::unbounded_channel().0,
             handle: ReconcilerHandle::default(),
-            clock: Clock::following_tokio(),
+            clock,
+            pools: LivePools::new(pools),
             agent,
             session: None,
             shutdown: CancellationToken::new(),
@@ -169,7 +182,7 @@ impl Harness {
     fn launch(&mut self) {
         let reconciler = Reconciler::new(
             ReconcilerConfig {
-                pools: Arc::new(vec![Pool::new("amd64", &["amd64"], Arch::X86_64)]),
+                pools: self.pools.clone(),
                 strategy: Strategy::Spread,
                 runner_url: "http://127.0.0.1:9".into(),
                 cluster: "testcluster".into(),
@@ -767,4 +780,164 @@ async fn a_burst_of_starts_commits_every_record_before_its_gitlab_runner() {
             .count(),
         4
     );
+}
+
+/// Every message to the agent so far: (starts, stops).
+fn drain_msgs(rx: &mut SessionRx) -> (Vec<Box<crate::fleet::command::StartRunner>>, Vec<Uuid>) {
+    let (mut starts, mut stops) = (Vec::new(), Vec::new());
+    while let Ok(m) = rx.try_recv() {
+        match m {
+            AgentCommand::StartRunner(s) => starts.push(s),
+            AgentCommand::StopRunner { runner_id, .. } => stops.push(runner_id.parse().unwrap()),
+            _ => {}
+        }
+    }
+    (starts, stops)
+}
+
+/// Warm runners rise when a schedule window opens and fall when it closes,
+/// with wall time driven by the paused clock (not real hours); the runner
+/// that is busy when the window closes keeps its job.
+#[tokio::test(start_paused = true)]
+async fn warm_runners_follow_the_schedule_window_and_a_busy_runner_outlives_it() {
+    use crate::scheduler::Window;
+    use time::macros::datetime;
+    let mut pool = Pool::new("amd64", &["amd64"], Arch::X86_64);
+    pool.schedule =
+        vec![Window::new("* 8-17 * * mon-fri", "Europe/Berlin", Some(2), None).unwrap()];
+    // Monday 07:58 in Berlin (UTC+1).
+    let clock = Clock::following_tokio_from(datetime!(2026-11-30 06:58:00 UTC));
+    let mut h = Harness::start_with(vec![pool], clock).await;
+    let mut rx = h.connect(vec![]);
+
+    h.run_for(Duration::from_secs(90), TICK).await;
+    let (early, _) = drain_msgs(&mut rx);
+    assert!(
+        early.is_empty(),
+        "no warm runner before 08:00: {}",
+        early.len()
+    );
+
+    // 08:00: two warm runners.
+    h.run_for(Duration::from_secs(60), TICK).await;
+    let (opened, _) = drain_msgs(&mut rx);
+    assert_eq!(opened.len(), 2, "two warm runners at 08:00");
+    for s in &opened {
+        h.agent_reports(report(s.runner_id, ContainerState::Running, 0));
+    }
+    h.settle().await;
+    // One takes a job: a third keeps two warm.
+    let busy = opened[0].runner_id;
+    let gitlab_id = h.record(busy).await.gitlab_runner_id.unwrap();
+    h.activity
+        .send(RunnerActivity::Busy {
+            gitlab_runner_id: gitlab_id,
+            project_id: 1,
+            job_id: 7,
+        })
+        .unwrap();
+    h.run_for(TICK * 4, TICK).await;
+    let (third, _) = drain_msgs(&mut rx);
+    assert_eq!(
+        third.len(),
+        1,
+        "a warm runner replaces the one that took a job"
+    );
+    h.agent_reports(report(third[0].runner_id, ContainerState::Running, 0));
+    h.settle().await;
+
+    // The working day passes without changes, to 17:58.
+    h.run_for(
+        Duration::from_secs(9 * 3600 + 57 * 60),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(h.clock.now_utc().hour(), 16, "17:xx in Berlin");
+    let (starts, stops) = drain_msgs(&mut rx);
+    assert!(
+        starts.is_empty() && stops.is_empty(),
+        "{} starts, stops {stops:?}",
+        starts.len()
+    );
+
+    // 18:00: the idle runners are stopped, the busy one is not.
+    h.run_for(Duration::from_secs(180), TICK).await;
+    assert_eq!(h.clock.now_utc().hour(), 17, "18:00 in Berlin");
+    let (starts, mut stops) = drain_msgs(&mut rx);
+    stops.sort();
+    let mut idle = vec![opened[1].runner_id, third[0].runner_id];
+    idle.sort();
+    assert!(starts.is_empty());
+    assert_eq!(stops, idle, "only the idle runners fall at 18:00");
+    assert_eq!(h.record(busy).await.phase, Phase::Busy);
+
+    // Its job done, the busy runner exits and is not replaced.
+    h.agent_reports(report(busy, ContainerState::Exited, 0));
+    h.run_for(Duration::from_secs(60), TICK).await;
+    let (starts, _) = drain_msgs(&mut rx);
+    assert!(starts.is_empty(), "no warm runners after 18:00");
+    assert_eq!(h.record(busy).await.phase, Phase::Exited);
+}
+
+/// A reload that changes a pool's image: the idle runner made from the old
+/// definition is replaced, the busy one finishes its job; new runners get
+/// the new image. A reload that removes the pool: no new runners for it.
+#[tokio::test(start_paused = true)]
+async fn a_reload_replaces_idle_runners_of_a_changed_pool_and_starves_a_removed_one() {
+    let mut h = Harness::start().await;
+    let mut rx = h.connect(vec![]);
+    let (busy, _) = h.busy_runner(&mut rx).await;
+    let (idle, _) = h.idle_runner(&mut rx).await;
+    let old_image = h.pools.current()[0].image.clone();
+
+    let mut changed = h.pools.current()[0].clone();
+    changed.image = "registry.example/runner:2".into();
+    h.pools.replace(vec![changed.clone()]);
+    h.run_for(TICK * 2, TICK).await;
+    let (starts, stops) = drain_msgs(&mut rx);
+    assert_eq!(
+        stops,
+        vec![idle],
+        "the idle runner of the old definition is replaced"
+    );
+    assert!(
+        starts.is_empty(),
+        "nothing pending, idle_min 0: no replacement yet"
+    );
+    assert_eq!(
+        h.record(busy).await.phase,
+        Phase::Busy,
+        "the busy runner keeps its job"
+    );
+    assert_eq!(h.record(idle).await.reason.as_deref(), Some("PoolChanged"));
+
+    h.pending(1);
+    h.run_for(TICK * 2, TICK).await;
+    let (starts, _) = drain_msgs(&mut rx);
+    assert_eq!(starts.len(), 1);
+    assert_eq!(starts[0].spec.image, "registry.example/runner:2");
+    assert_ne!(starts[0].spec.image, old_image);
+    h.agent_reports(report(starts[0].runner_id, ContainerState::Running, 0));
+    h.pending(0);
+    h.settle().await;
+
+    // A resize alone keeps every runner.
+    let mut resized = changed.clone();
+    resized.max_runners = 9;
+    h.pools.replace(vec![resized]);
+    h.run_for(TICK * 2, TICK).await;
+    let (starts, stops) = drain_msgs(&mut rx);
+    assert!(starts.is_empty() && stops.is_empty(), "stops {stops:?}");
+
+    // Removed: its idle runner stops, the busy one does not, and pending
+    // jobs that named it start nothing.
+    h.pools
+        .replace(vec![Pool::new("arm64", &["arm64"], Arch::Aarch64)]);
+    h.pending(2);
+    h.run_for(Duration::from_secs(30), TICK).await;
+    let (starts, stops) = drain_msgs(&mut rx);
+    assert!(starts.is_empty(), "no runner for a removed pool");
+    assert!(!stops.contains(&busy));
+    assert_eq!(stops.len(), 1, "{stops:?}");
+    assert_eq!(h.record(busy).await.phase, Phase::Busy);
 }
