@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod output;
 pub mod pki;
 pub mod pools;
+pub mod reload;
 pub mod runners;
 pub mod scheduler;
 pub mod server;

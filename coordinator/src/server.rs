@@ -16,6 +16,7 @@ use crate::enroll::Enroller;
 use crate::fleet::session::Sessions;
 use crate::fleet::{self, Fleet, Timings};
 use crate::gitlab::{GitLabClient, GitLabClientConfig, SharedGitLab};
+use crate::reload::{ConfigSource, Reloader};
 use crate::runners::{Reconciler, ReconcilerConfig, ReconcilerHandle};
 use crate::{demand, grpc, http, pki};
 
@@ -31,8 +32,12 @@ pub struct Bound {
 
 /// Run the coordinator until `shutdown` is cancelled. `on_bound` is called
 /// once the listeners are bound.
+/// Runs the coordinator until `shutdown`. `reload_from` reads the config
+/// again for a reload (SIGHUP, `POST /api/v1/reload`); `None` refuses
+/// reloads.
 pub async fn run(
     cfg: Config,
+    reload_from: Option<ConfigSource>,
     shutdown: CancellationToken,
     on_bound: impl FnOnce(Bound),
 ) -> anyhow::Result<()> {
@@ -167,6 +172,11 @@ pub async fn run(
         server_cert_expiry,
         pools: pools.clone(),
     });
+    let reloader = Reloader::new(reload_from, cfg.clone(), pools.clone(), audit.clone());
+    background.push(tokio::spawn(reload_on_sighup(
+        reloader.clone(),
+        tasks.clone(),
+    )));
     let router = http::router(http::HttpState {
         db: db.clone(),
         fleet: fleet.clone(),
@@ -174,6 +184,7 @@ pub async fn run(
         reconciler: reconciler_handle,
         demand: demand_handle,
         pools,
+        reloader,
         ca_fingerprint: ca.fingerprint(),
         metrics: Some(metrics),
         metrics_access: cfg.metrics,
@@ -238,6 +249,28 @@ pub async fn run(
     }
     db.close().await;
     Ok(())
+}
+
+/// SIGHUP reloads the config (see [`crate::reload`]); the outcome is logged
+/// and audited there.
+async fn reload_on_sighup(reloader: Reloader, stop: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: reload through the API instead");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            got = hup.recv() => {
+                if got.is_none() {
+                    return;
+                }
+                tracing::info!("SIGHUP: reloading the config");
+                let _ = reloader.reload("signal").await;
+            }
+        }
+    }
 }
 
 /// Every agent session holds a socket: raise the soft open-file limit to the

@@ -93,6 +93,11 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
+    /// Re-read the running coordinator's config file and apply its pools without a restart; an invalid file changes nothing (needs --server; SIGHUP does the same).
+    Reload {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
     /// Pending jobs and the pool serving each, or why none does (needs --server).
     Jobs {
         #[arg(long, value_enum, default_value_t)]
@@ -412,7 +417,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             let shutdown = CancellationToken::new();
             tokio::spawn(signal_watch(shutdown.clone()));
-            server::run(cfg, shutdown, |b| {
+            // A reload reads the same file, environment and flags again.
+            let (file, env) = (cli.config.clone(), env_pairs());
+            let flags = Overrides {
+                data_dir: cli.data_dir.clone(),
+                grpc_listen: a.grpc_listen,
+                http_listen: a.http_listen,
+                ..Default::default()
+            };
+            let source: crate::reload::ConfigSource =
+                std::sync::Arc::new(move || Config::load(file.as_deref(), &env, &flags));
+            server::run(cfg, Some(source), shutdown, |b| {
                 println!(
                     "autogit-coordinator listening grpc={} http={}",
                     b.grpc, b.http
@@ -502,6 +517,9 @@ async fn fleet_cmd(b: &Backend, cmd: &Command) -> anyhow::Result<()> {
             println!("runner {id} asked to stop; it finishes a job it took first");
         }
         Command::Pools { output } => render::pools(*output, &b.get_list("/api/v1/pools").await?)?,
+        Command::Reload { output } => {
+            render::reloaded(*output, &b.post("/api/v1/reload", json!({})).await?)?
+        }
         Command::Jobs { output } => render::jobs(*output, &b.get_list("/api/v1/jobs").await?)?,
         Command::Events(e) => {
             let page = b

@@ -205,6 +205,9 @@ pub fn pools(out: Output, rows: &[Value]) -> anyhow::Result<()> {
             "RUNNING",
             "IDLE",
             "MAX",
+            "WARM",
+            "WINDOW",
+            "NEXT CHANGE",
             "UNMET REASON",
         ],
         |p| {
@@ -220,6 +223,9 @@ pub fn pools(out: Output, rows: &[Value]) -> anyhow::Result<()> {
                 s(&p["running"]),
                 s(&p["idle"]),
                 s(&p["max_runners"]),
+                s(&p["idle_min"]),
+                active_windows(p),
+                s(&p["next_change"]),
                 s(&p["unmet_reason"]),
             ]
         },
@@ -276,4 +282,57 @@ pub fn events(out: Output, page: &Value) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What `reload` applied: one line per kind of pool change, and the
+/// sections that wait for a restart.
+pub fn reloaded(out: Output, v: &Value) -> anyhow::Result<()> {
+    if out == Output::Json {
+        return one(out, v);
+    }
+    let names = |key: &str| {
+        v["pools"][key]
+            .as_array()
+            .map(|a| a.iter().map(s).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let mut any = false;
+    for (key, what) in [
+        ("added", "pools added"),
+        ("removed", "pools removed (busy runners finish their job)"),
+        ("changed", "pools changed (idle runners are replaced)"),
+        ("resized", "pools resized"),
+    ] {
+        let n = names(key);
+        if !n.is_empty() {
+            any = true;
+            println!("{what}: {}", n.join(", "));
+        }
+    }
+    if !any {
+        println!("config reloaded: no pool changed");
+    }
+    if let Some(r) = v["restart_needed"].as_array().filter(|r| !r.is_empty()) {
+        let r: Vec<String> = r.iter().map(s).collect();
+        println!("changed, applies at the next restart: {}", r.join(", "));
+    }
+    Ok(())
+}
+
+/// The active schedule windows of a pool row ("-" when none is).
+fn active_windows(p: &Value) -> String {
+    let active: Vec<String> = p["schedule"]
+        .as_array()
+        .map(|ws| {
+            ws.iter()
+                .filter(|w| w["active"].as_bool() == Some(true))
+                .map(|w| format!("{} {}", s(&w["cron"]), s(&w["timezone"])))
+                .collect()
+        })
+        .unwrap_or_default();
+    if active.is_empty() {
+        "-".into()
+    } else {
+        active.join("; ")
+    }
 }

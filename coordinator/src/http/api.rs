@@ -69,6 +69,7 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<HttpState>)> {
         ("post", "/api/v1/runners/{id}/stop", post(stop_runner)),
         ("get", "/api/v1/pools", get(list_pools)),
         ("get", "/api/v1/jobs", get(list_jobs)),
+        ("post", "/api/v1/reload", post(reload)),
         ("get", "/api/v1/tokens", get(list_tokens)),
         ("post", "/api/v1/tokens", post(create_token)),
         ("post", "/api/v1/tokens/{id}/revoke", post(revoke_token)),
@@ -276,6 +277,20 @@ async fn stop_runner(
 
 // ------------------------------------------------------------ pools / jobs
 
+async fn reload(
+    State(s): State<HttpState>,
+    Extension(actor): Extension<Actor>,
+) -> ApiResult<crate::reload::Reloaded> {
+    use crate::reload::ReloadError;
+    match s.reloader.reload(&actor.0).await {
+        Ok(r) => Ok(Json(r)),
+        Err(e @ ReloadError::Invalid(_)) => {
+            Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
+        }
+        Err(e @ ReloadError::NoSource) => Err(ApiError(StatusCode::CONFLICT, e.to_string())),
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct PoolOut {
     pub name: String,
@@ -284,8 +299,13 @@ pub struct PoolOut {
     pub gpu: Option<Value>,
     /// Trust labels an agent must hold to get this pool's runners.
     pub agent_selector: BTreeMap<String, String>,
+    /// In force now: the pool's value or an active schedule window's.
     pub max_runners: u32,
     pub idle_min: u32,
+    /// The schedule windows, in config order.
+    pub schedule: Vec<WindowOut>,
+    /// When the set of active windows next changes (RFC 3339).
+    pub next_change: Option<String>,
     /// Pending jobs counted for this pool.
     pub demand: u32,
     /// Runners by phase.
@@ -297,7 +317,18 @@ pub struct PoolOut {
     pub unmet_reason: Option<String>,
 }
 
+/// One schedule window of a pool, and whether it is active now.
+#[derive(Debug, Serialize)]
+pub struct WindowOut {
+    pub cron: String,
+    pub timezone: String,
+    pub idle_min: Option<u32>,
+    pub max_runners: Option<u32>,
+    pub active: bool,
+}
+
 async fn list_pools(State(s): State<HttpState>) -> ApiResult<Vec<PoolOut>> {
+    let now = time::OffsetDateTime::now_utc();
     let status = s.reconciler.status();
     let demand = s
         .demand
@@ -311,14 +342,31 @@ async fn list_pools(State(s): State<HttpState>) -> ApiResult<Vec<PoolOut>> {
             .map(|p| {
                 let runners = status.runners.get(&p.name).cloned().unwrap_or_default();
                 let n = |k: &str| runners.get(k).copied().unwrap_or(0);
+                let sizing = p.sizing_at(now);
                 PoolOut {
                     name: p.name.clone(),
                     tags: p.tags.clone(),
                     arch: p.arch.as_str().to_string(),
                     gpu: p.gpu.as_ref().and_then(|g| serde_json::to_value(g).ok()),
                     agent_selector: p.agent_selector.clone(),
-                    max_runners: p.max_runners,
-                    idle_min: p.idle_min,
+                    max_runners: sizing.max_runners,
+                    idle_min: sizing.idle_min,
+                    schedule: p
+                        .schedule
+                        .iter()
+                        .enumerate()
+                        .map(|(i, w)| WindowOut {
+                            cron: w.cron_text.clone(),
+                            timezone: w.timezone.name().to_owned(),
+                            idle_min: w.idle_min,
+                            max_runners: w.max_runners,
+                            active: sizing.active.contains(i),
+                        })
+                        .collect(),
+                    next_change: p.next_change(now).and_then(|t| {
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    }),
                     demand: demand.get(&p.name).copied().unwrap_or(0),
                     running: n("idle") + n("busy"),
                     idle: n("idle"),

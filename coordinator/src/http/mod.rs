@@ -39,6 +39,8 @@ pub struct HttpState {
     pub reconciler: ReconcilerHandle,
     pub demand: Option<DemandHandle>,
     pub pools: crate::pools::LivePools,
+    /// `POST /api/v1/reload`.
+    pub reloader: crate::reload::Reloader,
     pub ca_fingerprint: autogit_certs::Fingerprint,
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
     pub metrics_access: crate::config::MetricsAccess,

@@ -249,6 +249,17 @@ function selectorNeed(selector) {
   return el("span", { class: "sub", "data-selector": pairs.join(","), title: "agent_selector: only agents with these trust labels" }, "only on " + pairs.join(", "));
 }
 
+// The schedule window in force and when that next changes, if the pool has
+// a schedule.
+function scheduleNote(p) {
+  if (!p.schedule || !p.schedule.length) return null;
+  const active = p.schedule.filter((w) => w.active).map((w) => w.cron + " (" + w.timezone + ")");
+  const text = (active.length ? "window " + active.join("; ") : "no window active") +
+    " \u00b7 warm " + p.idle_min +
+    (p.next_change ? " \u00b7 changes " + new Date(p.next_change).toLocaleString() : "");
+  return el("span", { class: "sub", "data-schedule": active.length ? "active" : "idle" }, text);
+}
+
 function renderPools(pools) {
   const rows = pools.map((p) => {
     let status;
@@ -263,7 +274,7 @@ function renderPools(pools) {
       el("td", { class: "num" }, String(p.running)),
       el("td", { class: "num" }, String(p.idle)),
       el("td", { class: "num" }, String(p.max_runners)),
-      el("td", {}, status));
+      el("td", {}, status, scheduleNote(p)));
   });
   fillBody("pools", rows, 8, "No pools configured ([[pools]] in coordinator.toml).");
   $("pools-n").textContent = "(" + pools.length + ")";
