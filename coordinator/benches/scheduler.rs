@@ -87,7 +87,7 @@ fn input(agents: usize, jobs: usize) -> PlanInput {
         .map(|(n, a)| {
             let p = pools
                 .iter()
-                .find(|p| p.arch == a.arch && p.gpu.is_none())
+                .find(|p| p.arch.contains(a.arch) && p.gpu.is_none())
                 .unwrap();
             RunnerView {
                 id: Uuid::from_u128(0xB0_0000_0000 | n as u128),

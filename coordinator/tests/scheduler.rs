@@ -141,7 +141,7 @@ fn full_pool_config_parses_with_aliases_and_units() {
         docker_socket = false
         "#,
     );
-    assert_eq!(pool.arch, Arch::X86_64);
+    assert_eq!(pool.arch, Arch::X86_64.into());
     assert_eq!(
         pool.gpu,
         Some(GpuRequirement {
@@ -170,11 +170,11 @@ fn omitted_keys_take_documented_defaults() {
         arch = "arm64"
         "#,
     );
-    assert_eq!(pool.arch, Arch::Aarch64);
+    assert_eq!(pool.arch, Arch::Aarch64.into());
     assert!(!pool.run_untagged);
     assert_eq!(pool.gpu, None);
     assert_eq!(pool.image, pool::DEFAULT_RUNNER_IMAGE);
-    assert_eq!(pool.command, default_command(None));
+    assert_eq!(pool.command, default_command(None, Arch::Aarch64.into()));
     assert_eq!(pool.cpu_limit, 2.0);
     assert_eq!(pool.mem_limit, ByteSize::gib(4));
     assert_eq!(pool.max_runners, 4);
@@ -419,10 +419,10 @@ fn builtin_defaults_are_valid_and_documented() {
         by_name.keys().copied().collect::<Vec<_>>(),
         ["amd", "amd64", "arm64", "nvidia", "riscv64"]
     );
-    assert_eq!(by_name["arm64"].arch, Arch::Aarch64);
-    assert_eq!(by_name["riscv64"].arch, Arch::Riscv64);
+    assert_eq!(by_name["arm64"].arch, Arch::Aarch64.into());
+    assert_eq!(by_name["riscv64"].arch, Arch::Riscv64.into());
     assert_eq!(by_name["nvidia"].tags, ["gpu", "nvidia"]);
-    assert_eq!(by_name["nvidia"].arch, Arch::X86_64);
+    assert_eq!(by_name["nvidia"].arch, Arch::X86_64.into());
     assert_eq!(
         by_name["nvidia"].gpu.as_ref().map(|g| (g.vendor, g.count)),
         Some((GpuVendor::Nvidia, 1))
@@ -458,6 +458,7 @@ fn default_command_renders_a_one_job_runner() {
         .unwrap();
     let placement = Placement {
         agent_id: id(1),
+        arch: autogit_coordinator::scheduler::Arch::X86_64,
         gpus: vec!["GPU-1111".into()],
         render_nodes: vec![],
     };
@@ -597,7 +598,7 @@ fn placement_explains_arch_state_and_cordon_blockers() {
     assert_eq!(
         err,
         Unplaceable::NoAgentOfArch {
-            arch: Arch::Aarch64
+            arch: Arch::Aarch64.into()
         }
     );
     assert_eq!(err.to_string(), "no aarch64 agent ready (none enrolled)");
@@ -1286,5 +1287,134 @@ fn the_plan_reports_the_missing_label_as_unmet() {
     assert_eq!(
         plan.unmet[0].reason.to_string(),
         "no agent with label trust=deploy"
+    );
+}
+
+#[test]
+fn a_pool_across_architectures_has_an_image_and_helper_per_architecture() {
+    let pool = parse_one(
+        r#"
+        [[pools]]
+        name = "any"
+        tags = ["portable"]
+        arch = ["x86_64", "arm64"]
+        image = { x86_64 = "registry.local/runner:amd64", aarch64 = "registry.local/runner:arm64" }
+        helper_image = { aarch64 = "registry.local/helper:arm64" }
+        "#,
+    );
+    assert!(pool.arch.contains(Arch::X86_64) && pool.arch.contains(Arch::Aarch64));
+    assert!(!pool.arch.contains(Arch::Riscv64));
+    assert_eq!(pool.arch.to_string(), "x86_64 or aarch64");
+    let token = SecretString::from("glrt-TOPSECRET");
+    let on = |arch| Placement {
+        agent_id: id(1),
+        arch,
+        gpus: vec![],
+        render_nodes: vec![],
+    };
+    let x86 = render_runner(&pool, "https://gl", &token, "r1", &on(Arch::X86_64)).unwrap();
+    let arm = render_runner(&pool, "https://gl", &token, "r2", &on(Arch::Aarch64)).unwrap();
+    assert_eq!(x86.image, "registry.local/runner:amd64");
+    assert_eq!(arm.image, "registry.local/runner:arm64");
+    assert!(!x86.command.iter().any(|a| a == "--docker-helper-image"));
+    assert!(
+        arm.command
+            .windows(2)
+            .any(|w| w[0] == "--docker-helper-image" && w[1] == "registry.local/helper:arm64"),
+        "{:?}",
+        arm.command
+    );
+    // Round trip: the table forms come back.
+    let back: Pool = serde_json::from_str(&serde_json::to_string(&pool).unwrap()).unwrap();
+    assert_eq!(back, pool);
+
+    // The plan places the pool's runners on both architectures.
+    let agents = vec![
+        agent(1, Arch::X86_64, 2, 8),
+        agent(2, Arch::Aarch64, 2, 8),
+        agent(3, Arch::Riscv64, 64, 256),
+    ];
+    let mut small = pool.clone();
+    small.cpu_limit = 2.0;
+    let input = PlanInput {
+        pools: vec![small],
+        pending: BTreeMap::from([("any".to_string(), 3)]),
+        runners: vec![],
+        agents,
+        strategy: Strategy::Spread,
+        now: datetime!(2026-11-30 09:00 UTC),
+    };
+    let plan = plan(&input);
+    let mut on_agents: Vec<Uuid> = plan.starts.iter().map(|s| s.placement.agent_id).collect();
+    on_agents.sort();
+    assert_eq!(
+        on_agents,
+        vec![id(1), id(2)],
+        "one each on x86_64 and aarch64, none on riscv64"
+    );
+    assert_eq!(
+        plan.unmet[0].reason.to_string(),
+        "no agent has 2 free CPUs (most free: 0)",
+        "the riscv64 agent's free CPUs do not count"
+    );
+    // Why pending names every architecture the pool accepts.
+    let mut far = pool.clone();
+    far.arch = Archs::of([Arch::Aarch64, Arch::Riscv64]).unwrap();
+    let only_x86 = vec![agent(1, Arch::X86_64, 8, 32)];
+    assert_eq!(
+        place(&far, &only_x86, Strategy::Spread)
+            .unwrap_err()
+            .to_string(),
+        "no aarch64 or riscv64 agent ready (none enrolled)"
+    );
+}
+
+#[test]
+fn multi_architecture_mistakes_are_named() {
+    let base = "[[pools]]\nname = \"x\"\ntags = [\"x\"]\n";
+    for (extra, want) in [
+        (
+            "arch = []",
+            "pool 'x': arch must name at least one architecture",
+        ),
+        ("arch = [\"x86_64\", \"ppc64le\"]", "ppc64le"),
+        (
+            "arch = [\"x86_64\", \"aarch64\"]\nimage = { x86_64 = \"r:1\" }",
+            "pool 'x': image has no entry for aarch64",
+        ),
+        (
+            "arch = \"x86_64\"\nimage = { riscv64 = \"r:1\", x86_64 = \"r:1\" }",
+            "pool 'x': image.riscv64 names riscv64, which is not one of the pool's arch (x86_64)",
+        ),
+        ("arch = \"x86_64\"\nimage = { sparc = \"r:1\" }", "sparc"),
+        (
+            "arch = \"x86_64\"\nhelper_image = { x86_64 = \"two words\" }",
+            "pool 'x': helper_image.x86_64 \"two words\" is not an image reference",
+        ),
+    ] {
+        let toml = format!("{base}{extra}\n");
+        let err = parse(&toml)
+            .and_then(|p| validate_pools(&p).map_err(|e| e.to_string()))
+            .expect_err(extra);
+        assert!(err.contains(want), "{extra}: {err}");
+    }
+}
+
+#[test]
+fn a_riscv64_pool_asks_for_a_helper_flavour_that_exists() {
+    let riscv = Pool::new("rv", &["riscv64"], Arch::Riscv64);
+    assert!(
+        riscv
+            .command
+            .windows(2)
+            .any(|w| w[0] == "--docker-helper-image-flavor" && w[1] == "alpine-latest"),
+        "{:?}",
+        riscv.command
+    );
+    let x86 = Pool::new("x", &["x"], Arch::X86_64);
+    assert!(
+        !x86.command
+            .iter()
+            .any(|a| a.starts_with("--docker-helper-image"))
     );
 }

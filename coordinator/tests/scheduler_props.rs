@@ -19,7 +19,7 @@ use std::time::Duration;
 use autogit_coordinator::scheduler::bytesize::{GIB, MIB};
 use autogit_coordinator::scheduler::labels::satisfies;
 use autogit_coordinator::scheduler::{
-    AgentState, AgentView, Arch, ByteSize, GpuRequirement, GpuVendor, GpuView, Labels, Plan,
+    AgentState, AgentView, Arch, Archs, ByteSize, GpuRequirement, GpuVendor, GpuView, Labels, Plan,
     PlanInput, Pool, RunnerState, RunnerView, StopReason, Strategy as PlaceStrategy, UnmetReason,
     Unplaceable, place, plan, plan_by_scan,
 };
@@ -78,7 +78,8 @@ struct AgentSpec {
 
 #[derive(Debug, Clone)]
 struct PoolSpec {
-    arch: usize,
+    /// Bit i: `Arch::ALL[i]` (one or more architectures).
+    archs: u8,
     gpu: Option<(usize, u32, Option<usize>)>,
     cpu_milli: u64,
     mem_mib: u64,
@@ -138,7 +139,7 @@ fn agent_spec() -> impl Strategy<Value = AgentSpec> {
 
 fn pool_spec() -> impl Strategy<Value = PoolSpec> {
     (
-        0..3usize,
+        prop_oneof![3 => (0..3u32).prop_map(|i| 1u8 << i), 1 => 1..8u8],
         prop::option::weighted(0.4, (0..3usize, 1..=2u32, prop::option::of(1..4usize))),
         prop::sample::select(vec![250u64, 500, 1000, 1500, 2000, 4000]),
         prop::sample::select(vec![256u64, 512, 1024, 2048, 8192]),
@@ -150,7 +151,7 @@ fn pool_spec() -> impl Strategy<Value = PoolSpec> {
     )
         .prop_map(
             |(
-                arch,
+                archs,
                 gpu,
                 cpu_milli,
                 mem_mib,
@@ -161,7 +162,7 @@ fn pool_spec() -> impl Strategy<Value = PoolSpec> {
                 selector,
             )| {
                 PoolSpec {
-                    arch,
+                    archs,
                     gpu,
                     cpu_milli,
                     mem_mib,
@@ -196,7 +197,13 @@ fn runner_spec() -> impl Strategy<Value = RunnerSpec> {
 
 fn build_pool(i: usize, s: &PoolSpec) -> Pool {
     let name = format!("p{i}");
-    let mut pool = Pool::new(&name, &[name.as_str()], Arch::ALL[s.arch]);
+    let archs = Arch::ALL
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| s.archs & (1 << i) != 0)
+        .map(|(_, a)| a);
+    let mut pool = Pool::new(&name, &[name.as_str()], Arch::X86_64);
+    pool.arch = Archs::of(archs).expect("at least one arch");
     if let Some((vendor, count, min)) = s.gpu {
         let vendor = VENDORS[vendor];
         // Device-node vendors get one GPU in the default command.
@@ -392,7 +399,7 @@ fn brute_fits(pool: &Pool, a: &AgentView) -> bool {
         .filter(|(k, v)| pool.agent_selector.get(*k) == Some(*v))
         .count()
         == pool.agent_selector.len()
-        && a.arch == pool.arch
+        && pool.arch.contains(a.arch)
         && a.state == AgentState::Ready
         && !a.cordoned
         && gpus_ok
@@ -460,7 +467,7 @@ fn check_plan(input: &PlanInput, plan: &Plan) -> Result<(), TestCaseError> {
             );
         }
         // (b) right arch, ready, not cordoned.
-        prop_assert_eq!(agent.arch, pool.arch);
+        prop_assert!(pool.arch.contains(agent.arch));
         prop_assert_eq!(agent.state, AgentState::Ready);
         prop_assert!(!agent.cordoned);
     }
@@ -725,7 +732,7 @@ proptest! {
             Err(reason) => {
                 prop_assert!(!any_fits, "unplaceable ({reason}) although an agent fits");
                 let trusted = || agents.iter().filter(|a| satisfies(&a.trust_labels, &pool.agent_selector));
-                let of_arch = || trusted().filter(|a| a.arch == pool.arch);
+                let of_arch = || trusted().filter(|a| pool.arch.contains(a.arch));
                 let ready = || of_arch().filter(|a| a.state == AgentState::Ready);
                 match reason {
                     Unplaceable::MissingLabels { missing } => {
@@ -737,7 +744,7 @@ proptest! {
                     Unplaceable::NoLabelledAgentOfArch { unlabelled, .. } => {
                         prop_assert!(trusted().count() > 0);
                         prop_assert_eq!(of_arch().count(), 0);
-                        prop_assert_eq!(unlabelled, agents.iter().filter(|a| a.arch == pool.arch).count());
+                        prop_assert_eq!(unlabelled, agents.iter().filter(|a| pool.arch.contains(a.arch)).count());
                     }
                     Unplaceable::NoAgentOfArch { .. } => {
                         prop_assert!(pool.agent_selector.is_empty());

@@ -46,6 +46,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use std::fmt;
+
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::runners::spec::DOCKER_SOCKET;
@@ -53,7 +56,7 @@ use crate::runners::template;
 use crate::scheduler::bytesize::{ByteSize, GIB, MIB};
 use crate::scheduler::labels::{self, Labels};
 use crate::scheduler::schedule::{MAX_WINDOWS, WindowError};
-use crate::scheduler::{Arch, GpuRequirement, GpuVendor, Mount, Pool, RunnerType, Window};
+use crate::scheduler::{Arch, Archs, GpuRequirement, GpuVendor, Mount, Pool, RunnerType, Window};
 
 /// The runner image used when a pool names none. Pin a version with `image`
 /// in production.
@@ -69,6 +72,13 @@ pub const DEFAULT_WAIT_TIMEOUT_S: u64 = 3600;
 /// temporary, so a one-job runner leaves no cache volume behind; left out
 /// when the pool sets `docker_cache = true`.
 pub const DISABLE_CACHE_FLAG: &str = "--docker-disable-cache";
+
+/// The helper image flavour the default command asks for when a pool may
+/// run on riscv64: runners before 18.8 default to a riscv64 helper tag that
+/// was never published (`../shared/docs/gitlab-facts.md`, "Helper images");
+/// `alpine-latest` exists for every architecture. A pool's `helper_image`
+/// takes precedence over it.
+pub const RISCV64_HELPER_FLAVOR: &str = "alpine-latest";
 
 /// Why `{runner_token}` may not be part of a command, and what to do instead.
 const TOKEN_IN_ARGV: &str = "uses {runner_token}, which would put the runner's secret token on \
@@ -113,7 +123,9 @@ impl PoolError {
 /// `CI_SERVER_URL` and `CI_SERVER_TOKEN` (`runners/spec.rs`), which
 /// `run-single` reads like `--url` and `--token`. It disables the
 /// docker executor's cache ([`DISABLE_CACHE_FLAG`]); see [`Pool::docker_cache`].
-pub fn default_command(gpu: Option<&GpuRequirement>) -> Vec<String> {
+/// A pool that may run on riscv64 also asks for the `alpine-latest` helper
+/// flavour ([`RISCV64_HELPER_FLAVOR`]).
+pub fn default_command(gpu: Option<&GpuRequirement>, archs: Archs) -> Vec<String> {
     let wait = DEFAULT_WAIT_TIMEOUT_S.to_string();
     let mut cmd: Vec<&str> = vec![
         "run-single",
@@ -138,6 +150,9 @@ pub fn default_command(gpu: Option<&GpuRequirement>) -> Vec<String> {
         Some(GpuVendor::Intel) => cmd.extend(["--docker-devices", "{render_node}"]),
         None => {}
     }
+    if archs.contains(Arch::Riscv64) {
+        cmd.extend(["--docker-helper-image-flavor", RISCV64_HELPER_FLAVOR]);
+    }
     cmd.into_iter().map(str::to_owned).collect()
 }
 
@@ -148,11 +163,13 @@ impl Pool {
             name: name.to_owned(),
             tags: tags.iter().map(|t| (*t).to_owned()).collect(),
             run_untagged: false,
-            arch,
+            arch: Archs::one(arch),
             agent_selector: Labels::new(),
             gpu: None,
             image: DEFAULT_RUNNER_IMAGE.to_owned(),
-            command: default_command(None),
+            images: BTreeMap::new(),
+            helper_image: BTreeMap::new(),
+            command: default_command(None, Archs::one(arch)),
             env: BTreeMap::new(),
             cpu_limit: DEFAULT_CPU_LIMIT,
             mem_limit: DEFAULT_MEM_LIMIT,
@@ -175,7 +192,7 @@ impl Pool {
             count,
             min_memory: None,
         };
-        self.command = default_command(Some(&gpu));
+        self.command = default_command(Some(&gpu), self.arch);
         self.gpu = Some(gpu);
         self
     }
@@ -256,10 +273,43 @@ impl Pool {
         if self.gpu.as_ref().is_some_and(|g| g.count == 0) {
             return err("gpu.count", "must be >= 1 (omit `gpu` for no GPU)".into());
         }
-        if self.image.trim().is_empty() || self.image.contains(char::is_whitespace) {
+        let not_a_reference = |i: &str| i.trim().is_empty() || i.contains(char::is_whitespace);
+        if not_a_reference(&self.image) {
             return err(
                 "image",
                 format!("{:?} is not an image reference", self.image),
+            );
+        }
+        for (key, map) in [
+            ("image", &self.images),
+            ("helper_image", &self.helper_image),
+        ] {
+            for (arch, image) in map {
+                if !self.arch.contains(*arch) {
+                    return err(
+                        &format!("{key}.{arch}"),
+                        format!(
+                            "names {arch}, which is not one of the pool's arch ({})",
+                            self.arch
+                        ),
+                    );
+                }
+                if not_a_reference(image) {
+                    return err(
+                        &format!("{key}.{arch}"),
+                        format!("{image:?} is not an image reference"),
+                    );
+                }
+            }
+        }
+        if !self.images.is_empty()
+            && let Some(missing) = self.arch.iter().find(|a| !self.images.contains_key(a))
+        {
+            return err(
+                "image",
+                format!(
+                    "has no entry for {missing}, one of the pool's arch: give one image per architecture, or one image for all"
+                ),
             );
         }
         for (i, arg) in self.command.iter().enumerate() {
@@ -484,13 +534,15 @@ struct PoolToml {
     tags: Vec<String>,
     #[serde(default)]
     run_untagged: bool,
-    arch: Arch,
+    arch: OneOrMany<Arch>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     agent_selector: Labels,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     gpu: Option<GpuRequirement>,
     #[serde(default = "default_image")]
-    image: String,
+    image: ImageToml,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    helper_image: Option<ImageToml>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     command: Option<Vec<String>>,
     #[serde(default)]
@@ -552,8 +604,72 @@ enum RunnerKind {
     Project,
 }
 
-fn default_image() -> String {
-    DEFAULT_RUNNER_IMAGE.to_owned()
+/// `arch = "x86_64"` or `arch = ["x86_64", "aarch64"]`.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+/// `image = "…"` for every architecture, or `image = { x86_64 = "…", … }`.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ImageToml {
+    One(String),
+    PerArch(BTreeMap<Arch, String>),
+}
+
+// Hand-written rather than `#[serde(untagged)]`, which would replace the
+// reason (an unknown architecture's name) with "did not match any variant".
+impl<'de> Deserialize<'de> for OneOrMany<Arch> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OneOrMany<Arch>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an architecture or a list of architectures")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                v.parse().map(OneOrMany::One).map_err(E::custom)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut all = Vec::new();
+                while let Some(a) = seq.next_element::<Arch>()? {
+                    all.push(a);
+                }
+                Ok(OneOrMany::Many(all))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for ImageToml {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ImageToml;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an image reference, or a table of one per architecture")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(ImageToml::One(v.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut per_arch = BTreeMap::new();
+                while let Some((arch, image)) = map.next_entry::<Arch, String>()? {
+                    per_arch.insert(arch, image);
+                }
+                Ok(ImageToml::PerArch(per_arch))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn default_image() -> ImageToml {
+    ImageToml::One(DEFAULT_RUNNER_IMAGE.to_owned())
 }
 fn default_cpu_limit() -> f64 {
     DEFAULT_CPU_LIMIT
@@ -596,6 +712,29 @@ impl TryFrom<PoolToml> for Pool {
                 );
             }
         };
+        let archs = match &t.arch {
+            OneOrMany::One(a) => Archs::one(*a),
+            OneOrMany::Many(list) => match Archs::of(list.iter().copied()) {
+                Some(a) => a,
+                None => return err("arch", "must name at least one architecture"),
+            },
+        };
+        let (image, images) = match t.image {
+            ImageToml::One(image) => (image, BTreeMap::new()),
+            ImageToml::PerArch(images) => {
+                let first = archs
+                    .iter()
+                    .find_map(|a| images.get(&a).cloned())
+                    .or_else(|| images.values().next().cloned())
+                    .unwrap_or_default();
+                (first, images)
+            }
+        };
+        let helper_image = match t.helper_image {
+            None => BTreeMap::new(),
+            Some(ImageToml::One(h)) => archs.iter().map(|a| (a, h.clone())).collect(),
+            Some(ImageToml::PerArch(map)) => map,
+        };
         let command = match t.command {
             Some(command) => command,
             None => {
@@ -612,7 +751,7 @@ impl TryFrom<PoolToml> for Pool {
                         ),
                     );
                 }
-                let mut cmd = default_command(t.gpu.as_ref());
+                let mut cmd = default_command(t.gpu.as_ref(), archs);
                 if t.docker_cache {
                     cmd.retain(|a| a != DISABLE_CACHE_FLAG);
                 }
@@ -645,10 +784,12 @@ impl TryFrom<PoolToml> for Pool {
             name: t.name,
             tags: t.tags,
             run_untagged: t.run_untagged,
-            arch: t.arch,
+            arch: archs,
             agent_selector: t.agent_selector,
             gpu: t.gpu,
-            image: t.image,
+            image,
+            images,
+            helper_image,
             command,
             env: t.env,
             cpu_limit: t.cpu_limit,
@@ -677,10 +818,20 @@ impl From<Pool> for PoolToml {
             name: p.name,
             tags: p.tags,
             run_untagged: p.run_untagged,
-            arch: p.arch,
+            arch: if p.arch.len() == 1 {
+                OneOrMany::One(p.arch.iter().next().unwrap_or(Arch::X86_64))
+            } else {
+                OneOrMany::Many(p.arch.iter().collect())
+            },
             agent_selector: p.agent_selector,
             gpu: p.gpu,
-            image: p.image,
+            image: if p.images.is_empty() {
+                ImageToml::One(p.image)
+            } else {
+                ImageToml::PerArch(p.images)
+            },
+            helper_image: (!p.helper_image.is_empty())
+                .then_some(ImageToml::PerArch(p.helper_image)),
             command: Some(p.command),
             env: p.env,
             cpu_limit: p.cpu_limit,

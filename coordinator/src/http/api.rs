@@ -346,7 +346,12 @@ async fn list_pools(State(s): State<HttpState>) -> ApiResult<Vec<PoolOut>> {
                 PoolOut {
                     name: p.name.clone(),
                     tags: p.tags.clone(),
-                    arch: p.arch.as_str().to_string(),
+                    arch: p
+                        .arch
+                        .iter()
+                        .map(|a| a.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
                     gpu: p.gpu.as_ref().and_then(|g| serde_json::to_value(g).ok()),
                     agent_selector: p.agent_selector.clone(),
                     max_runners: sizing.max_runners,

@@ -41,6 +41,7 @@ mod tests {
     fn placement(gpus: &[&str], render_nodes: &[&str]) -> Placement {
         Placement {
             agent_id: Uuid::nil(),
+            arch: crate::scheduler::Arch::X86_64,
             gpus: gpus.iter().map(|s| s.to_string()).collect(),
             render_nodes: render_nodes.iter().map(|s| s.to_string()).collect(),
         }

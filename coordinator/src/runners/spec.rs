@@ -111,6 +111,7 @@ mod tests {
         let pool = Pool::new("gpu", &["gpu"], Arch::X86_64).with_gpu(GpuVendor::Nvidia, 1);
         let placement = Placement {
             agent_id: uuid::Uuid::new_v4(),
+            arch: crate::scheduler::Arch::X86_64,
             gpus: vec!["GPU-1".into()],
             render_nodes: vec![],
         };
@@ -129,6 +130,7 @@ mod tests {
         for pool in crate::scheduler::Pool::builtin_defaults() {
             let placement = Placement {
                 agent_id: Uuid::nil(),
+                arch: crate::scheduler::Arch::X86_64,
                 gpus: vec!["g-0".into()],
                 render_nodes: vec!["/dev/dri/renderD128".into()],
             };
@@ -160,6 +162,7 @@ mod tests {
             .insert("CI_SERVER_URL".into(), "http://proxy/{pool}".into());
         let placement = Placement {
             agent_id: Uuid::nil(),
+            arch: crate::scheduler::Arch::X86_64,
             gpus: vec![],
             render_nodes: vec![],
         };

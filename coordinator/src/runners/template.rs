@@ -168,7 +168,13 @@ pub fn docker_gpus(uuids: &[String]) -> String {
     }
 }
 
-/// Fills `pool`'s command and env templates for one runner.
+/// The runner flag that names the job helper image (a pool's
+/// `helper_image` for the placement's architecture).
+pub const HELPER_IMAGE_FLAG: &str = "--docker-helper-image";
+
+/// Fills `pool`'s command and env templates for one runner, with the image
+/// (and helper image, appended to the command) for the placement's
+/// architecture.
 pub fn render_runner(
     pool: &Pool,
     gitlab_url: &str,
@@ -183,18 +189,21 @@ pub fn render_runner(
         pool: &pool.name,
         placement,
     };
-    let command = pool
+    let mut command: Vec<String> = pool
         .command
         .iter()
         .map(|arg| render_template(arg, &vars))
         .collect::<Result<_, _>>()?;
+    if let Some(helper) = pool.helper_image.get(&placement.arch) {
+        command.extend([HELPER_IMAGE_FLAG.to_owned(), helper.clone()]);
+    }
     let env = pool
         .env
         .iter()
         .map(|(k, v)| Ok((k.clone(), render_template(v, &vars)?)))
         .collect::<Result<_, TemplateError>>()?;
     Ok(RenderedRunner {
-        image: pool.image.clone(),
+        image: pool.image_for(placement.arch).to_owned(),
         command,
         env,
     })
@@ -234,6 +243,7 @@ mod tests {
     fn placement(gpus: &[&str], render_nodes: &[&str]) -> Placement {
         Placement {
             agent_id: Uuid::nil(),
+            arch: crate::scheduler::Arch::X86_64,
             gpus: gpus.iter().map(|s| s.to_string()).collect(),
             render_nodes: render_nodes.iter().map(|s| s.to_string()).collect(),
         }

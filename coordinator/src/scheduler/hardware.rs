@@ -37,6 +37,60 @@ impl fmt::Display for Arch {
     }
 }
 
+/// The architectures a pool's runners may run on: one or more, as a small
+/// set (order is [`Arch::ALL`]'s). A pool whose jobs do not care lists
+/// several (`arch = ["x86_64", "aarch64"]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Archs(u8);
+
+impl Archs {
+    fn bit(a: Arch) -> u8 {
+        1 << Arch::ALL.iter().position(|x| *x == a).unwrap_or(0)
+    }
+
+    /// The set of one architecture.
+    pub fn one(a: Arch) -> Archs {
+        Archs(Self::bit(a))
+    }
+
+    /// The set of these architectures; `None` when empty.
+    pub fn of(archs: impl IntoIterator<Item = Arch>) -> Option<Archs> {
+        let bits = archs.into_iter().fold(0, |b, a| b | Self::bit(a));
+        (bits != 0).then_some(Archs(bits))
+    }
+
+    pub fn contains(self, a: Arch) -> bool {
+        self.0 & Self::bit(a) != 0
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Arch> {
+        Arch::ALL.into_iter().filter(move |a| self.contains(*a))
+    }
+
+    pub fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    /// Never true for a value made by [`Self::one`] or [`Self::of`].
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl From<Arch> for Archs {
+    fn from(a: Arch) -> Archs {
+        Archs::one(a)
+    }
+}
+
+/// `x86_64`, or `x86_64 or aarch64` for several.
+impl fmt::Display for Archs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.iter().map(Arch::as_str).collect();
+        f.write_str(&names.join(" or "))
+    }
+}
+
 /// An architecture name AutoGit does not support.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownArch(pub String);

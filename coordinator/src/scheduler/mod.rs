@@ -69,7 +69,7 @@ pub mod pool;
 pub mod schedule;
 
 pub use bytesize::ByteSize;
-pub use hardware::{Arch, GpuVendor, UnknownArch};
+pub use hardware::{Arch, Archs, GpuVendor, UnknownArch};
 pub use labels::{LabelError, Labels};
 pub use matching::{Demand, count_demand, pool_accepts, pool_for_job, pools_for_job};
 pub use placement::{AgentState, AgentView, GpuView, Placement, Strategy, Unplaceable, place};

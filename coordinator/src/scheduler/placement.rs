@@ -37,7 +37,7 @@ use std::fmt;
 use uuid::Uuid;
 
 use super::bytesize::ByteSize;
-use super::hardware::{Arch, GpuVendor};
+use super::hardware::{Arch, Archs, GpuVendor};
 use super::labels::{self, Labels};
 use super::pool::Pool;
 
@@ -183,6 +183,8 @@ impl AgentView {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
     pub agent_id: Uuid,
+    /// The chosen agent's architecture (it picks the pool's image).
+    pub arch: Arch,
     /// Uuids of the GPUs the runner gets (all vendors), in the chosen order.
     pub gpus: Vec<String>,
     /// The render nodes of the chosen GPUs, in the same order, for vendors
@@ -202,25 +204,25 @@ pub enum Unplaceable {
     MissingLabels { missing: Labels },
     /// Agents hold the selector, none of them of the architecture.
     NoLabelledAgentOfArch {
-        arch: Arch,
+        arch: Archs,
         selector: Labels,
         /// Agents of the architecture that lack the labels.
         unlabelled: usize,
     },
     /// No agent of the architecture at all.
-    NoAgentOfArch { arch: Arch },
+    NoAgentOfArch { arch: Archs },
     /// Agents of the architecture exist, none is `Ready`.
     NoneReady {
-        arch: Arch,
+        arch: Archs,
         unreachable: usize,
         lost: usize,
         revoked: usize,
     },
     /// Every ready agent of the architecture is cordoned.
-    AllCordoned { arch: Arch, ready: usize },
+    AllCordoned { arch: Archs, ready: usize },
     /// No open agent has `count` GPUs of the vendor.
     NoGpuOfVendor {
-        arch: Arch,
+        arch: Archs,
         vendor: GpuVendor,
         count: u32,
     },
@@ -441,7 +443,7 @@ impl std::error::Error for Unplaceable {}
 /// `pool` at all, before GPUs and free resources are looked at.
 pub(crate) fn is_open_for(pool: &Pool, a: &AgentView) -> bool {
     labels::satisfies(&a.trust_labels, &pool.agent_selector)
-        && a.arch == pool.arch
+        && pool.arch.contains(a.arch)
         && a.state == AgentState::Ready
         && !a.cordoned
 }
@@ -484,13 +486,16 @@ pub fn place(
         return Err(Unplaceable::MissingLabels { missing });
     }
     let arch = pool.arch;
-    let of_arch: Vec<&AgentView> = trusted.into_iter().filter(|a| a.arch == arch).collect();
+    let of_arch: Vec<&AgentView> = trusted
+        .into_iter()
+        .filter(|a| arch.contains(a.arch))
+        .collect();
     if of_arch.is_empty() {
         if !selector.is_empty() {
             return Err(Unplaceable::NoLabelledAgentOfArch {
                 arch,
                 selector: selector.clone(),
-                unlabelled: agents.iter().filter(|a| a.arch == arch).count(),
+                unlabelled: agents.iter().filter(|a| arch.contains(a.arch)).count(),
             });
         }
         return Err(Unplaceable::NoAgentOfArch { arch });
@@ -666,6 +671,7 @@ pub(crate) fn placement_on(pool: &Pool, agent: &AgentView, gpus: &[&GpuView]) ->
     };
     Placement {
         agent_id: agent.id,
+        arch: agent.arch,
         gpus: gpus.iter().map(|g| g.uuid.clone()).collect(),
         render_nodes,
     }
@@ -692,6 +698,7 @@ mod tests {
         pool.mem_limit = ByteSize::mib(16);
         let p = Placement {
             agent_id: a.id,
+            arch: Arch::X86_64,
             gpus: vec![],
             render_nodes: vec![],
         };

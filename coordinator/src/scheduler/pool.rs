@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::bytesize::ByteSize;
-use super::hardware::{Arch, GpuVendor};
+use super::hardware::{Arch, Archs, GpuVendor};
 use super::labels::Labels;
 use super::schedule::Window;
 
@@ -44,15 +44,23 @@ pub struct Pool {
     pub tags: Vec<String>,
     /// Whether its runners also take jobs without tags.
     pub run_untagged: bool,
-    /// The agent architecture its runners need.
-    pub arch: Arch,
+    /// The agent architectures its runners may run on (one or more).
+    pub arch: Archs,
     /// Trust labels an agent must hold (every pair) to get this pool's
     /// runners; empty places on any agent. Only labels set on the
     /// coordinator count, never what an agent reports (see
     /// [`labels`](super::labels)).
     pub agent_selector: Labels,
     pub gpu: Option<GpuRequirement>,
+    /// The runner image, for every architecture without an entry in
+    /// `images`.
     pub image: String,
+    /// Runner images per architecture (`image = { x86_64 = "…", … }`).
+    pub images: BTreeMap<Arch, String>,
+    /// The job helper image per architecture, passed to the runner as
+    /// `--docker-helper-image` (after the pool's command); empty: the
+    /// runner's default for the host's architecture.
+    pub helper_image: BTreeMap<Arch, String>,
     pub command: Vec<String>,
     pub env: BTreeMap<String, String>,
     /// CPUs (fractional) per runner.
@@ -136,6 +144,11 @@ impl Pool {
     /// Whether `other` makes the same runners (differing at most in sizing).
     pub fn makes_same_runners_as(&self, other: &Pool) -> bool {
         self.runner_spec() == other.runner_spec()
+    }
+
+    /// The runner image for an agent of architecture `arch`.
+    pub fn image_for(&self, arch: Arch) -> &str {
+        self.images.get(&arch).unwrap_or(&self.image)
     }
 
     /// Whether the pool's runners carry `tag`.

@@ -400,6 +400,12 @@ impl Reconciler {
             }
         };
         let pools = self.cfg.pools.current();
+        let arch_of: HashMap<Uuid, crate::scheduler::Arch> = self
+            .fleet
+            .scheduler_view()
+            .into_iter()
+            .map(|a| (a.id, a.arch))
+            .collect();
         for row in rows {
             let rec = match RunnerRecord::from_row(&row) {
                 Ok(r) => r,
@@ -412,6 +418,12 @@ impl Reconciler {
             let phase = rec.phase;
             let placement = Placement {
                 agent_id: rec.agent.0,
+                // Only used to make a container, which a runner read back
+                // never needs (its token is gone): the agent's, if known.
+                arch: arch_of
+                    .get(&rec.agent.0)
+                    .copied()
+                    .unwrap_or(crate::scheduler::Arch::X86_64),
                 gpus: rec.gpus.clone(),
                 render_nodes: Vec::new(),
             };
