@@ -114,6 +114,34 @@ mod tests {
         assert!(PoolChanges::between(&[a.clone()], &[a]).is_empty());
     }
 
+    #[test]
+    fn the_field_by_field_comparison_agrees_with_the_runner_spec() {
+        let base = Pool::new("a", &["a"], Arch::X86_64);
+        let mut variants = Vec::new();
+        let mut v = |f: fn(&mut Pool)| {
+            let mut p = base.clone();
+            f(&mut p);
+            variants.push(p);
+        };
+        v(|p| p.tags.push("b".into()));
+        v(|p| p.run_untagged = true);
+        v(|p| p.image = "other".into());
+        v(|p| p.command.push("--debug".into()));
+        v(|p| p.cpu_limit = 0.5);
+        v(|p| p.docker_socket = false);
+        v(|p| p.network_mode = Some("host".into()));
+        v(|p| p.max_runners = 40);
+        v(|p| p.idle_min = 1);
+        v(|p| p.idle_timeout = std::time::Duration::from_secs(1));
+        for p in &variants {
+            assert_eq!(
+                base.makes_same_runners_as(p),
+                base.runner_spec() == p.runner_spec(),
+                "{p:?}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn replace_wakes_subscribers_with_the_new_pools() {
         let live = LivePools::new(vec![Pool::new("a", &["a"], Arch::X86_64)]);

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use autogit_tests::gitlab_sim::{NewHook, NewJob};
-use autogit_tests::harness::{Agent, Coordinator, Sim, dist_agent, test_pool, wait_for};
+use autogit_tests::harness::{
+    Agent, Coordinator, Sim, dist_agent, docker_inspect, test_pool, test_runner_image, wait_for,
+};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(90);
@@ -20,8 +22,32 @@ fn jobs_tagged_for_an_arch_run_only_on_agents_of_that_arch() {
         return;
     };
     let sim = Sim::start().unwrap();
+    // A pool for jobs that do not care about the architecture, with an
+    // image per architecture: two tags of the test image (this host's
+    // dockerd runs both, whatever the agent under qemu reports).
+    let image = test_runner_image();
+    let per_arch = |arch: &str| {
+        let tagged = format!("autogit-portable-{arch}:test");
+        let out = std::process::Command::new("docker")
+            .args(["tag", &image, &tagged])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tagged
+    };
+    let (x86_image, arm_image) = (per_arch("x86_64"), per_arch("aarch64"));
+    let portable = test_pool("portable", &["portable"], "x86_64", "")
+        .replace("arch = \"x86_64\"", "arch = [\"x86_64\", \"aarch64\"]")
+        .replace(
+            &format!("image = \"{image}\""),
+            &format!("image = {{ x86_64 = \"{x86_image}\", aarch64 = \"{arm_image}\" }}"),
+        );
     let pools = format!(
-        "{}{}{}",
+        "{}{}{}{portable}",
         test_pool("amd64", &["amd64"], "x86_64", ""),
         test_pool("arm64", &["arm64"], "aarch64", ""),
         test_pool("riscv64", &["riscv64"], "riscv64", "")
@@ -130,5 +156,64 @@ fn jobs_tagged_for_an_arch_run_only_on_agents_of_that_arch() {
             _ => "x86_64",
         };
         assert_eq!(r["agent_id"], ids[arch].as_str(), "{r:#}");
+    }
+
+    // Two jobs for the two-architecture pool at once: spread places one on
+    // each of its architectures, each runner from its architecture's image.
+    let portable_jobs: Vec<u64> = (0..2)
+        .map(|_| {
+            sim.handle
+                .create_job(NewJob {
+                    project_id: 1,
+                    tags: vec!["portable".into()],
+                    duration_ms: Some(6000),
+                    ..Default::default()
+                })
+                .id
+        })
+        .collect();
+    let running: Vec<Value> = wait_for(T, "both portable runners have a container", || {
+        let runners: Vec<Value> =
+            serde_json::from_str(&c.cli_ok(&["runners", "list", "--output", "json"]).ok()?).ok()?;
+        let live: Vec<Value> = runners
+            .into_iter()
+            .filter(|r| r["pool"] == "portable" && r["container_id"].is_string())
+            .filter(|r| ["idle", "busy"].contains(&r["state"].as_str().unwrap_or("")))
+            .collect();
+        (live.len() == 2).then_some(live)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    let mut seen = Vec::new();
+    for r in &running {
+        let agent = r["agent_id"].as_str().unwrap();
+        let arch = ids
+            .iter()
+            .find(|(_, id)| id.as_str() == agent)
+            .map(|(a, _)| a.clone())
+            .unwrap();
+        let inspect = docker_inspect(r["container_id"].as_str().unwrap()).unwrap();
+        let want = if arch == "aarch64" {
+            &arm_image
+        } else {
+            &x86_image
+        };
+        assert_eq!(
+            inspect["Config"]["Image"],
+            want.as_str(),
+            "runner on {arch}: {r:#}"
+        );
+        seen.push(arch);
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec!["aarch64", "x86_64"],
+        "one runner on each architecture"
+    );
+    for job in &portable_jobs {
+        wait_for(T, "portable job done", || {
+            (sim.handle.job(*job)?.status == "success").then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
     }
 }

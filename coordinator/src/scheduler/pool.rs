@@ -142,8 +142,52 @@ impl Pool {
     }
 
     /// Whether `other` makes the same runners (differing at most in sizing).
+    /// Field by field without cloning (the reconciler asks for every active
+    /// runner on every pass); the exhaustive pattern makes a new field a
+    /// compile error here until it is sorted into spec or sizing.
     pub fn makes_same_runners_as(&self, other: &Pool) -> bool {
-        self.runner_spec() == other.runner_spec()
+        let Pool {
+            name,
+            tags,
+            run_untagged,
+            arch,
+            agent_selector,
+            gpu,
+            image,
+            images,
+            helper_image,
+            command,
+            env,
+            cpu_limit,
+            mem_limit,
+            max_runners: _,
+            idle_min: _,
+            idle_timeout: _,
+            runner_type,
+            network_mode,
+            mounts,
+            docker_socket,
+            docker_cache,
+            schedule: _,
+        } = self;
+        *name == other.name
+            && *tags == other.tags
+            && *run_untagged == other.run_untagged
+            && *arch == other.arch
+            && *agent_selector == other.agent_selector
+            && *gpu == other.gpu
+            && *image == other.image
+            && *images == other.images
+            && *helper_image == other.helper_image
+            && *command == other.command
+            && *env == other.env
+            && *cpu_limit == other.cpu_limit
+            && *mem_limit == other.mem_limit
+            && *runner_type == other.runner_type
+            && *network_mode == other.network_mode
+            && *mounts == other.mounts
+            && *docker_socket == other.docker_socket
+            && *docker_cache == other.docker_cache
     }
 
     /// The runner image for an agent of architecture `arch`.
