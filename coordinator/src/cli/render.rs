@@ -243,7 +243,8 @@ fn wait_objective(o: &Value) -> String {
         return "-".into();
     }
     let share = |key: &str| match o[key].as_f64() {
-        Some(r) => format!("{}%", (r * 100.0).floor()),
+        // 0.29 * 100.0 is 28.999…: nudge before rounding down.
+        Some(r) => format!("{}%", (r * 100.0 + 1e-9).floor()),
         None => "-".into(),
     };
     format!(
@@ -371,6 +372,8 @@ mod tests {
         let quiet = json!({"target": "1m 30s", "target_seconds": 90.0,
             "met_1h": null, "jobs_1h": 0, "met_24h": 0.5, "jobs_24h": 2});
         assert_eq!(super::wait_objective(&quiet), "1m 30s: - 1h / 50% 24h");
+        let exact = json!({"target": "5s", "met_1h": 0.29, "met_24h": 0.57});
+        assert_eq!(super::wait_objective(&exact), "5s: 29% 1h / 57% 24h");
         assert_eq!(super::wait_objective(&serde_json::Value::Null), "-");
     }
 }
