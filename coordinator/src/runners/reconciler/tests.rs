@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use autogit_certs::AgentId;
-use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -929,9 +928,10 @@ async fn a_reload_replaces_idle_runners_of_a_changed_pool_and_starves_a_removed_
     h.pending(0);
     h.settle().await;
 
-    // A resize alone keeps every runner.
+    // A resize or a new wait objective alone keeps every runner.
     let mut resized = changed.clone();
     resized.max_runners = 9;
+    resized.wait_objective = Some(Duration::from_secs(30));
     h.pools.replace(vec![resized]);
     h.run_for(TICK * 2, TICK).await;
     let (starts, stops) = drain_msgs(&mut rx);
