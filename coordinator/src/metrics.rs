@@ -7,7 +7,9 @@
 //! * state metrics, read from the live fleet, reconciler and demand at every
 //!   scrape by [`StateCollector`]: agents by state and arch, GPUs by vendor
 //!   and assignment, runners by pool and state, pending demand by pool,
-//!   webhook deliveries by outcome, active gRPC sessions, certificate expiry.
+//!   webhook deliveries by outcome, active gRPC sessions, certificate expiry,
+//!   and each pool's `wait_objective` with the share of jobs that met it
+//!   over 1 h and 24 h (from [`ReconcilerHandle::wait_shares`]).
 //!   Series with a known label set (every agent state for every supported
 //!   architecture, every runner phase and pending count for every configured
 //!   pool) are exported at zero from the start, so an alert such
@@ -18,6 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::TypedMetric;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -55,6 +58,12 @@ struct GpuLabels {
 struct RunnerLabels {
     pool: String,
     state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolWindowLabels {
+    pool: String,
+    window: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -195,13 +204,17 @@ struct StateCollector {
     seen_webhook: Mutex<HashSet<String>>,
 }
 
+/// A gauge of fractional values (seconds, ratios).
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
 fn emit<
     L: EncodeLabelSet + Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static,
+    M: EncodeMetric + TypedMetric + Default,
 >(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    family: &Family<L, Gauge>,
+    family: &Family<L, M>,
 ) -> Result<(), std::fmt::Error> {
     let m = encoder.encode_descriptor(name, help, None, family.metric_type())?;
     family.encode(m)
@@ -340,6 +353,49 @@ impl Collector for StateCollector {
             &pending,
         )?;
 
+        let objective = Family::<PoolLabel, FloatGauge>::default();
+        let met_ratio = Family::<PoolWindowLabels, FloatGauge>::default();
+        let measured = Family::<PoolWindowLabels, Gauge>::default();
+        for pool in src.pools.current().iter() {
+            let Some(shares) = src.reconciler.wait_shares(pool) else {
+                continue;
+            };
+            objective
+                .get_or_create(&PoolLabel {
+                    pool: pool.name.clone(),
+                })
+                .set(shares.objective.as_secs_f64());
+            for (window, tally) in [("1h", shares.last_hour), ("24h", shares.last_day)] {
+                let labels = PoolWindowLabels {
+                    pool: pool.name.clone(),
+                    window: window.into(),
+                };
+                measured.get_or_create(&labels).set(i64::from(tally.total));
+                // No job measured: no ratio (an alert on it stays quiet).
+                if let Some(r) = tally.ratio() {
+                    met_ratio.get_or_create(&labels).set(r);
+                }
+            }
+        }
+        emit(
+            &mut encoder,
+            "pool_wait_objective_seconds",
+            "How long a job of the pool should wait for its runner at most (wait_objective)",
+            &objective,
+        )?;
+        emit(
+            &mut encoder,
+            "pool_wait_objective_met_ratio",
+            "Share of the pool's jobs measured in the window whose wait met its objective",
+            &met_ratio,
+        )?;
+        emit(
+            &mut encoder,
+            "pool_wait_objective_jobs",
+            "Jobs of the pool whose wait was measured against its objective in the window",
+            &measured,
+        )?;
+
         let sessions = Gauge::<i64>::default();
         sessions.set(src.fleet.connected_count() as i64);
         let m = encoder.encode_descriptor(
@@ -358,5 +414,91 @@ impl Collector for StateCollector {
             server.metric_type(),
         )?;
         server.encode(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use time::OffsetDateTime;
+
+    use super::*;
+    use crate::scheduler::{Arch, Pool};
+
+    /// The value of the series `name{labels}` in an exposition.
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn wait_objective_gauges_report_the_share_met_per_window() {
+        let mut fast = Pool::new("fast", &["fast"], Arch::X86_64);
+        fast.wait_objective = Some(Duration::from_secs(30));
+        let mut quiet = Pool::new("quiet", &["quiet"], Arch::X86_64);
+        quiet.wait_objective = Some(Duration::from_millis(1500));
+        let plain = Pool::new("plain", &["plain"], Arch::X86_64);
+        let pools = vec![fast, quiet, plain];
+        let reconciler = ReconcilerHandle::default();
+        let now = OffsetDateTime::now_utc();
+        let secs = Duration::from_secs;
+        for wait in [secs(10), secs(30), secs(45)] {
+            reconciler.record_wait(&pools, "fast", wait, now);
+        }
+        // Two hours ago: in the 24 h window only.
+        reconciler.record_wait(&pools, "fast", secs(1), now - time::Duration::hours(2));
+        // A pool without an objective records nothing.
+        reconciler.record_wait(&pools, "plain", secs(1), now);
+
+        let metrics = Metrics::new();
+        metrics.attach(Sources {
+            fleet: Fleet::new(
+                &[],
+                &[],
+                crate::fleet::Timings {
+                    heartbeat_interval: secs(1),
+                    unreachable_after: secs(3),
+                    lost_after: secs(10),
+                },
+            ),
+            reconciler,
+            demand: None,
+            server_cert_expiry: 0,
+            pools: crate::pools::LivePools::new(pools),
+        });
+        let text = metrics.encode().unwrap();
+        let v = |series: &str| value(&text, series);
+
+        assert_eq!(
+            v("autogit_pool_wait_objective_seconds{pool=\"fast\"}"),
+            Some(30.0),
+            "{text}"
+        );
+        assert_eq!(
+            v("autogit_pool_wait_objective_seconds{pool=\"quiet\"}"),
+            Some(1.5)
+        );
+        let ratio = |pool: &str, window: &str| {
+            v(&format!(
+                "autogit_pool_wait_objective_met_ratio{{pool=\"{pool}\",window=\"{window}\"}}"
+            ))
+        };
+        let jobs = |pool: &str, window: &str| {
+            v(&format!(
+                "autogit_pool_wait_objective_jobs{{pool=\"{pool}\",window=\"{window}\"}}"
+            ))
+        };
+        assert_eq!(ratio("fast", "1h"), Some(2.0 / 3.0), "{text}");
+        assert_eq!(jobs("fast", "1h"), Some(3.0));
+        assert_eq!(ratio("fast", "24h"), Some(0.75));
+        assert_eq!(jobs("fast", "24h"), Some(4.0));
+        // An objective but no job yet: counted at zero, no ratio to alert on.
+        assert_eq!(jobs("quiet", "1h"), Some(0.0));
+        assert_eq!(ratio("quiet", "1h"), None, "{text}");
+        let plain = text
+            .lines()
+            .filter(|l| l.starts_with("autogit_pool_wait_objective") && l.contains("\"plain\""));
+        assert_eq!(plain.count(), 0, "no objective, no series: {text}");
     }
 }

@@ -56,7 +56,7 @@ pub struct PoolChanges {
     /// limits, ...): idle and provisioning runners are replaced.
     pub changed: Vec<String>,
     /// Changed only in sizing (`max_runners`, `idle_min`, `idle_timeout`,
-    /// `schedule`): runners are kept.
+    /// `schedule`) or `wait_objective`: runners are kept.
     pub resized: Vec<String>,
 }
 
@@ -104,10 +104,13 @@ mod tests {
         a2.image = "registry.example/runner:2".into();
         let mut b2 = b.clone();
         b2.max_runners = 9;
-        let changes = PoolChanges::between(&[a.clone(), b.clone()], &[a2, b2, c]);
+        let d = Pool::new("d", &["d"], Arch::X86_64);
+        let mut d2 = d.clone();
+        d2.wait_objective = Some(std::time::Duration::from_secs(30));
+        let changes = PoolChanges::between(&[a.clone(), b.clone(), d.clone()], &[a2, b2, c, d2]);
         assert_eq!(changes.added, vec!["c"]);
         assert_eq!(changes.changed, vec!["a"]);
-        assert_eq!(changes.resized, vec!["b"]);
+        assert_eq!(changes.resized, vec!["b", "d"]);
         assert!(changes.removed.is_empty());
         let gone = PoolChanges::between(&[a.clone(), b.clone()], &[b.clone()]);
         assert_eq!(gone.removed, vec!["a"]);

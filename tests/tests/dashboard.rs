@@ -266,6 +266,7 @@ tags = ["arm64"]
 arch = "aarch64"
 image = "autogit-test/absent:dev"
 max_runners = 2
+wait_objective = "30s"
 
 [[pools]]
 name = "cuda"
@@ -511,6 +512,25 @@ fn dashboard_in_chromium_shows_the_fleet_as_the_cli_sees_it() {
         .find(|r| r.attr("data-pool") == "linux-arm64")
         .unwrap();
     assert!(arm.text().contains("aarch64"), "{}", arm.text());
+    // Its wait objective, with no job taken yet; the other pools have none.
+    let arm_api = pools
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "linux-arm64")
+        .unwrap();
+    assert_eq!(
+        arm_api["wait_objective"],
+        json!({"target": "30s", "target_seconds": 30.0, "met_1h": null, "jobs_1h": 0,
+               "met_24h": null, "jobs_24h": 0})
+    );
+    assert!(
+        arm.text()
+            .contains("wait \u{2264} 30s: no job measured yet"),
+        "{}",
+        arm.text()
+    );
+    assert_eq!(elems(&dom, "span", "data-objective").len(), 1);
 
     // Pending jobs with the reason the API gives.
     let job_rows = elems(&dom, "tr", "data-job");
@@ -919,6 +939,14 @@ fn page_is_self_contained_and_shows_api_failures() {
         "gpus": [], "load": null, "inventory": null, "runners": 0
     }])
     .to_string();
+    let pools = json!([{
+        "name": "linux-amd64", "tags": ["amd64"], "arch": "x86_64", "gpu": null,
+        "agent_selector": {}, "max_runners": 4, "idle_min": 0, "schedule": [], "next_change": null,
+        "demand": 0, "runners": {}, "running": 0, "idle": 0, "unmet_reason": null,
+        "wait_objective": {"target": "30s", "target_seconds": 30.0, "met_1h": 33.0 / 34.0,
+            "jobs_1h": 34, "met_24h": 0.9975, "jobs_24h": 812}
+    }])
+    .to_string();
     let calls = Arc::new(AtomicU32::new(0));
     let (p, n) = (page.clone(), calls.clone());
     let stub = Stub::start(Arc::new(move |path: &str| {
@@ -933,12 +961,20 @@ fn page_is_self_contained_and_shows_api_failures() {
                 "application/json",
                 r#"{"error":"database unavailable"}"#.into(),
             ),
-            "/api/v1/pools" | "/api/v1/jobs" => json("[]".into()),
+            "/api/v1/pools" => json(pools.clone()),
+            "/api/v1/jobs" => json("[]".into()),
             _ => json(r#"{"events":[],"next_before":null}"#.into()),
         }
     }));
     let dom = load(&chrome, &stub.url("/"), None, &[]);
     assert!(calls.load(Ordering::SeqCst) >= 2, "the page refreshed");
+    // A pool's wait objective: shares rounded down, per window.
+    let objective = elems(&dom, "span", "data-objective");
+    assert_eq!(objective.len(), 1, "{dom}");
+    assert_eq!(
+        objective[0].text(),
+        "wait \u{2264} 30s: 97 % of 34 jobs in 1 h \u{b7} 99 % of 812 jobs in 24 h"
+    );
     assert_eq!(body_state(&dom), "error", "{dom}");
     let banner = by_id(&dom, "div", "banner").text();
     assert!(

@@ -208,6 +208,7 @@ pub fn pools(out: Output, rows: &[Value]) -> anyhow::Result<()> {
             "WARM",
             "WINDOW",
             "NEXT CHANGE",
+            "OBJECTIVE",
             "UNMET REASON",
         ],
         |p| {
@@ -226,9 +227,31 @@ pub fn pools(out: Output, rows: &[Value]) -> anyhow::Result<()> {
                 s(&p["idle_min"]),
                 active_windows(p),
                 s(&p["next_change"]),
+                wait_objective(&p["wait_objective"]),
                 s(&p["unmet_reason"]),
             ]
         },
+    )
+}
+
+/// A pool's wait objective and the share of jobs that met it, e.g.
+/// `30s: 97% 1h / 99% 24h`; `-` for a window without a measured job, or
+/// for a pool without an objective. Shares are rounded down, so 100% means
+/// every job met it.
+fn wait_objective(o: &Value) -> String {
+    if o.is_null() {
+        return "-".into();
+    }
+    let share = |key: &str| match o[key].as_f64() {
+        // 0.29 * 100.0 is 28.999…: nudge before rounding down.
+        Some(r) => format!("{}%", (r * 100.0 + 1e-9).floor()),
+        None => "-".into(),
+    };
+    format!(
+        "{}: {} 1h / {} 24h",
+        s(&o["target"]),
+        share("met_1h"),
+        share("met_24h")
     )
 }
 
@@ -334,5 +357,23 @@ fn active_windows(p: &Value) -> String {
         "-".into()
     } else {
         active.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn the_objective_column_shows_the_target_and_both_shares_rounded_down() {
+        let o = json!({"target": "30s", "target_seconds": 30.0,
+            "met_1h": 0.999, "jobs_1h": 1000, "met_24h": 1.0, "jobs_24h": 5000});
+        assert_eq!(super::wait_objective(&o), "30s: 99% 1h / 100% 24h");
+        let quiet = json!({"target": "1m 30s", "target_seconds": 90.0,
+            "met_1h": null, "jobs_1h": 0, "met_24h": 0.5, "jobs_24h": 2});
+        assert_eq!(super::wait_objective(&quiet), "1m 30s: - 1h / 50% 24h");
+        let exact = json!({"target": "5s", "met_1h": 0.29, "met_24h": 0.57});
+        assert_eq!(super::wait_objective(&exact), "5s: 29% 1h / 57% 24h");
+        assert_eq!(super::wait_objective(&serde_json::Value::Null), "-");
     }
 }

@@ -768,6 +768,53 @@ mod tests {
     }
 
     #[test]
+    fn wait_objective_loads_round_trips_and_refuses_zero_and_over_a_day() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("c.toml");
+        let pool = |objective: &str| {
+            format!(
+                "[[pools]]\nname = \"p\"\ntags = [\"p\"]\narch = \"x86_64\"\n\
+                 wait_objective = {objective}\n"
+            )
+        };
+        std::fs::write(&f, pool("\"1m 30s\"")).unwrap();
+        let c = Config::load(Some(&f), &[], &Overrides::default()).unwrap();
+        assert_eq!(c.pools[0].wait_objective, Some(Duration::from_secs(90)));
+        let shown = serde_json::to_string(&c.pools[0]).unwrap();
+        assert!(shown.contains("\"wait_objective\":\"1m 30s\""), "{shown}");
+        let back: crate::scheduler::Pool = serde_json::from_str(&shown).unwrap();
+        assert_eq!(back, c.pools[0], "{shown}");
+
+        std::fs::write(
+            &f,
+            "[[pools]]\nname = \"p\"\ntags = [\"p\"]\narch = \"x86_64\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&f), &[], &Overrides::default()).unwrap();
+        assert_eq!(c.pools[0].wait_objective, None, "absent: no objective");
+
+        for (objective, problem) in [
+            (
+                "\"0s\"",
+                "pool 'p': wait_objective must be longer than zero",
+            ),
+            (
+                "\"25h\"",
+                "pool 'p': wait_objective must be at most 1day (the longest window it is \
+                 measured over), got 1day 1h",
+            ),
+            ("\"soon\"", "wait_objective"),
+            ("30", "wait_objective"),
+        ] {
+            std::fs::write(&f, pool(objective)).unwrap();
+            let err = Config::load(Some(&f), &[], &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(problem), "{objective}: {err}");
+        }
+    }
+
+    #[test]
     fn runner_token_on_the_command_line_is_refused_at_load() {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("c.toml");

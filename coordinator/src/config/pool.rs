@@ -26,6 +26,7 @@
 //! tags = ["deploy"]
 //! arch = "x86_64"
 //! agent_selector = { trust = "deploy" }   # only agents an operator labelled so
+//! wait_objective = "30s"    # track the share of jobs whose runner took them within 30 s
 //! ```
 //!
 //! `agent_selector` pairs are trust labels (`scheduler/labels.rs`): only
@@ -94,6 +95,8 @@ const DEFAULT_MAX_RUNNERS: u32 = 4;
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Docker refuses memory limits below 6 MB.
 const MIN_MEM_LIMIT: ByteSize = ByteSize(6 * MIB);
+/// The longest `wait_objective`: it is measured over at most 24 hours.
+pub const MAX_WAIT_OBJECTIVE: Duration = Duration::from_secs(24 * 3600);
 
 /// A pool definition that is not acceptable. Displays as
 /// `pool 'arm64': max_runners must be >= idle_min (1 < 2)`.
@@ -182,6 +185,7 @@ impl Pool {
             docker_socket: true,
             docker_cache: false,
             schedule: Vec::new(),
+            wait_objective: None,
         }
     }
 
@@ -385,6 +389,21 @@ impl Pool {
                 );
             }
         }
+        if let Some(objective) = self.wait_objective {
+            if objective.is_zero() {
+                return err("wait_objective", "must be longer than zero".into());
+            }
+            if objective > MAX_WAIT_OBJECTIVE {
+                return err(
+                    "wait_objective",
+                    format!(
+                        "must be at most {} (the longest window it is measured over), got {}",
+                        humantime::format_duration(MAX_WAIT_OBJECTIVE),
+                        humantime::format_duration(objective)
+                    ),
+                );
+            }
+        }
         match self.runner_type {
             RunnerType::Group { group_id: 0 } => return err("group_id", "must be >= 1".into()),
             RunnerType::Project { project_id: 0 } => {
@@ -573,6 +592,12 @@ struct PoolToml {
     docker_cache: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     schedule: Vec<WindowToml>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde"
+    )]
+    wait_objective: Option<Duration>,
 }
 
 /// The TOML shape of one `[[pools.schedule]]` window.
@@ -803,6 +828,7 @@ impl TryFrom<PoolToml> for Pool {
             docker_socket: t.docker_socket,
             docker_cache: t.docker_cache,
             schedule,
+            wait_objective: t.wait_objective,
         })
     }
 }
@@ -856,6 +882,7 @@ impl From<Pool> for PoolToml {
                     max_runners: w.max_runners,
                 })
                 .collect(),
+            wait_objective: p.wait_objective,
         }
     }
 }

@@ -22,6 +22,7 @@ use crate::bounds;
 use crate::db::{self, EventFilter};
 use crate::fleet::AgentView;
 use crate::runners::RunnerView;
+use crate::runners::wait_objective::WaitShares;
 use crate::tokens;
 
 /// An API error: status + message.
@@ -315,6 +316,36 @@ pub struct PoolOut {
     pub idle: u32,
     /// Why wanted runners cannot start, when demand is unmet.
     pub unmet_reason: Option<String>,
+    /// The pool's `wait_objective` and how it was met; `None` without one.
+    pub wait_objective: Option<WaitObjectiveOut>,
+}
+
+/// A pool's `wait_objective` and the share of its jobs that met it.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct WaitObjectiveOut {
+    /// As configured, e.g. `30s`.
+    pub target: String,
+    pub target_seconds: f64,
+    /// Share (0 to 1) of the jobs measured in the last hour that met it;
+    /// `None` when no job was.
+    pub met_1h: Option<f64>,
+    pub jobs_1h: u32,
+    /// The same over the last 24 hours.
+    pub met_24h: Option<f64>,
+    pub jobs_24h: u32,
+}
+
+impl From<WaitShares> for WaitObjectiveOut {
+    fn from(s: WaitShares) -> Self {
+        WaitObjectiveOut {
+            target: humantime::format_duration(s.objective).to_string(),
+            target_seconds: s.objective.as_secs_f64(),
+            met_1h: s.last_hour.ratio(),
+            jobs_1h: s.last_hour.total,
+            met_24h: s.last_day.ratio(),
+            jobs_24h: s.last_day.total,
+        }
+    }
 }
 
 /// One schedule window of a pool, and whether it is active now.
@@ -377,6 +408,7 @@ async fn list_pools(State(s): State<HttpState>) -> ApiResult<Vec<PoolOut>> {
                     idle: n("idle"),
                     runners,
                     unmet_reason: status.unmet.get(&p.name).cloned(),
+                    wait_objective: s.reconciler.wait_shares(p).map(WaitObjectiveOut::from),
                 }
             })
             .collect(),
@@ -528,5 +560,64 @@ mod tests {
             .map(|(m, p, _)| (m.to_string(), p.to_string()))
             .collect();
         assert_eq!(documented, served, "openapi.json and the router disagree");
+    }
+
+    fn keys(v: &serde_json::Value) -> BTreeSet<String> {
+        v.as_object().expect("an object").keys().cloned().collect()
+    }
+
+    #[test]
+    fn a_pools_wait_objective_is_shown_with_its_shares_and_documented() {
+        use std::time::Duration;
+
+        use crate::runners::wait_objective::{Tally, WaitShares};
+
+        let shares = WaitShares {
+            objective: Duration::from_secs(90),
+            last_hour: Tally { met: 0, total: 0 },
+            last_day: Tally { met: 3, total: 4 },
+        };
+        let out = super::WaitObjectiveOut::from(shares);
+        let shown = serde_json::to_value(&out).unwrap();
+        assert_eq!(
+            shown,
+            serde_json::json!({
+                "target": "1m 30s", "target_seconds": 90.0,
+                "met_1h": null, "jobs_1h": 0,
+                "met_24h": 0.75, "jobs_24h": 4,
+            })
+        );
+
+        // openapi.json's Pool schema names every field the API sends.
+        let pool = super::PoolOut {
+            name: "p".into(),
+            tags: vec![],
+            arch: "x86_64".into(),
+            gpu: None,
+            agent_selector: Default::default(),
+            max_runners: 1,
+            idle_min: 0,
+            schedule: vec![],
+            next_change: None,
+            demand: 0,
+            runners: Default::default(),
+            running: 0,
+            idle: 0,
+            unmet_reason: None,
+            wait_objective: Some(out),
+        };
+        let pool = serde_json::to_value(&pool).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();
+        let schema = &doc["components"]["schemas"]["Pool"]["properties"];
+        assert_eq!(
+            keys(schema),
+            keys(&pool),
+            "Pool schema and PoolOut disagree"
+        );
+        assert_eq!(
+            keys(&schema["wait_objective"]["properties"]),
+            keys(&pool["wait_objective"]),
+            "Pool.wait_objective schema and WaitObjectiveOut disagree"
+        );
     }
 }

@@ -13,6 +13,8 @@
 //!   GitLab runners when containers are gone.
 //! * [`ownership`]: the mark AutoGit puts on the GitLab runners it creates,
 //!   and the listing of marked runners (the reconciler decides which to delete).
+//! * [`wait_objective`]: per pool, the share of jobs whose wait for a runner
+//!   met the pool's `wait_objective`, over 1 h and 24 h.
 
 pub mod clock;
 pub mod devices;
@@ -22,6 +24,7 @@ pub mod reconciler;
 pub mod record;
 pub mod spec;
 pub mod template;
+pub mod wait_objective;
 
 pub use clock::Clock;
 pub use model::{Phase, RunnerView};

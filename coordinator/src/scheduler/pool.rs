@@ -24,7 +24,8 @@ use super::schedule::Window;
 /// `cpu_limit = 2.0`, `mem_limit = "4GiB"`, `max_runners = 4`,
 /// `idle_min = 0`, `idle_timeout = "5m"`, `runner_type = "instance"`, no
 /// `network_mode` (Docker's default), no `mounts`, `docker_socket = true`,
-/// `docker_cache = false`, no `agent_selector`, no `schedule`.
+/// `docker_cache = false`, no `agent_selector`, no `schedule`, no
+/// `wait_objective`.
 ///
 /// `cpu_limit` and `mem_limit` are the runner container's limits and also
 /// the unit of capacity accounting on agents. With the docker executor the
@@ -85,6 +86,10 @@ pub struct Pool {
     /// Windows that override `idle_min` and `max_runners` while active
     /// (`[[pools.schedule]]`, [`super::schedule`]); empty by default.
     pub schedule: Vec<Window>,
+    /// How long a job should wait for its runner at most: the coordinator
+    /// tracks the share of jobs that met it ([`crate::runners::wait_objective`]).
+    /// Like sizing, it changes nothing in the runners.
+    pub wait_objective: Option<Duration>,
 }
 
 /// GPUs each runner of a pool needs.
@@ -130,18 +135,21 @@ pub struct Mount {
 
 impl Pool {
     /// The pool without its sizing (`max_runners`, `idle_min`,
-    /// `idle_timeout`, `schedule`): what each of its runners is made of.
+    /// `idle_timeout`, `schedule`) and its `wait_objective`: what each of
+    /// its runners is made of.
     pub fn runner_spec(&self) -> Pool {
         Pool {
             max_runners: 0,
             idle_min: 0,
             idle_timeout: Duration::ZERO,
             schedule: Vec::new(),
+            wait_objective: None,
             ..self.clone()
         }
     }
 
-    /// Whether `other` makes the same runners (differing at most in sizing).
+    /// Whether `other` makes the same runners (differing at most in sizing
+    /// or `wait_objective`).
     /// Field by field without cloning (the reconciler asks for every active
     /// runner on every pass); the exhaustive pattern makes a new field a
     /// compile error here until it is sorted into spec or sizing.
@@ -169,6 +177,7 @@ impl Pool {
             docker_socket,
             docker_cache,
             schedule: _,
+            wait_objective: _,
         } = self;
         *name == other.name
             && *tags == other.tags

@@ -260,6 +260,19 @@ function scheduleNote(p) {
   return el("span", { class: "sub", "data-schedule": active.length ? "active" : "idle" }, text);
 }
 
+// The pool's wait objective and the share of its jobs that met it over the
+// last hour and day (rounded down, so 100 % means every job; the 1e-9 keeps
+// 0.29 * 100 = 28.999… at 29), if it has one.
+function objectiveNote(p) {
+  const o = p.wait_objective;
+  if (!o) return null;
+  const share = (met, jobs, span) =>
+    jobs ? Math.floor(met * 100 + 1e-9) + " % of " + jobs + (jobs === 1 ? " job" : " jobs") + " in " + span : "no job in " + span;
+  const text = "wait \u2264 " + o.target + ": " +
+    (o.jobs_24h ? share(o.met_1h, o.jobs_1h, "1 h") + " \u00b7 " + share(o.met_24h, o.jobs_24h, "24 h") : "no job measured yet");
+  return el("span", { class: "sub", "data-objective": o.target, title: "wait_objective: share of jobs whose runner took them within " + o.target }, text);
+}
+
 function renderPools(pools) {
   const rows = pools.map((p) => {
     let status;
@@ -274,7 +287,7 @@ function renderPools(pools) {
       el("td", { class: "num" }, String(p.running)),
       el("td", { class: "num" }, String(p.idle)),
       el("td", { class: "num" }, String(p.max_runners)),
-      el("td", {}, status, scheduleNote(p)));
+      el("td", {}, status, scheduleNote(p), objectiveNote(p)));
   });
   fillBody("pools", rows, 8, "No pools configured ([[pools]] in coordinator.toml).");
   $("pools-n").textContent = "(" + pools.length + ")";

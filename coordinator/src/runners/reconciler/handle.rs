@@ -1,14 +1,20 @@
 //! The reconciler's cheap handle: the last pass's status for the API and
-//! metrics, and operator commands, each with a oneshot reply.
+//! metrics, how each pool met its `wait_objective`, and operator commands,
+//! each with a oneshot reply.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use autogit_certs::AgentId;
 use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
+
+use crate::runners::Clock;
+use crate::runners::wait_objective::{WaitObjectives, WaitShares};
+use crate::scheduler::Pool;
 
 /// What operators can see of the reconciler's last pass.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -50,6 +56,11 @@ pub enum Command {
 pub struct ReconcilerHandle {
     pub(super) status: Arc<RwLock<ReconcilerStatus>>,
     pub(super) commands: Option<mpsc::UnboundedSender<Command>>,
+    /// Job waits against each pool's objective, recorded by the reconciler
+    /// as runners take jobs.
+    pub(super) waits: Arc<Mutex<WaitObjectives>>,
+    /// The reconciler's wall clock: windows end at its now.
+    pub(super) clock: Clock,
 }
 
 const NOT_MANAGED: &str = "no GitLab is configured: runners are not managed";
@@ -65,6 +76,41 @@ impl ReconcilerHandle {
 
     pub(super) fn publish(&self, status: ReconcilerStatus) {
         *self.status.write().unwrap_or_else(|e| e.into_inner()) = status;
+    }
+
+    /// How `pool` met its `wait_objective` over the last hour and day;
+    /// `None` when the pool has no objective.
+    pub fn wait_shares(&self, pool: &Pool) -> Option<WaitShares> {
+        let objective = pool.wait_objective?;
+        let now = self.clock.now_utc();
+        Some(self.lock_waits().shares(&pool.name, objective, now))
+    }
+
+    /// Count one job of the pool named `pool` (among `pools`, those in
+    /// force) that waited `wait` until a runner took it at `at`. Nothing
+    /// happens for a pool without an objective; pools no longer in `pools`
+    /// are forgotten.
+    pub(crate) fn record_wait(
+        &self,
+        pools: &[Pool],
+        pool: &str,
+        wait: Duration,
+        at: OffsetDateTime,
+    ) {
+        let Some(objective) = pools
+            .iter()
+            .find(|p| p.name == pool)
+            .and_then(|p| p.wait_objective)
+        else {
+            return;
+        };
+        let mut waits = self.lock_waits();
+        waits.retain(|name| pools.iter().any(|p| p.name == name));
+        waits.record(pool, objective, wait, at);
+    }
+
+    fn lock_waits(&self) -> std::sync::MutexGuard<'_, WaitObjectives> {
+        self.waits.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn send(&self, cmd: Command) -> Result<(), String> {

@@ -179,7 +179,8 @@ pub struct Reconciler {
     /// The last unmet reasons logged, to log only changes.
     logged_unmet: BTreeMap<String, String>,
     commands: mpsc::UnboundedReceiver<Command>,
-    /// When each pending job was first seen, for the job-wait histogram.
+    /// When each pending job was first seen, for the job-wait histogram and
+    /// the pools' wait objectives.
     job_seen: HashMap<u64, OffsetDateTime>,
     /// `Settle` commands to answer at the end of this pass.
     settles: Vec<oneshot::Sender<()>>,
@@ -229,6 +230,8 @@ impl Reconciler {
             handle: ReconcilerHandle {
                 status: Default::default(),
                 commands: Some(cmd_tx),
+                waits: Default::default(),
+                clock: Clock::system(),
             },
             journal: Default::default(),
             creates: Vec::new(),
@@ -240,6 +243,7 @@ impl Reconciler {
     /// Use `clock` for wall time (records, operators' deadlines).
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
+        self.handle.clock = clock;
         self
     }
 

@@ -187,8 +187,13 @@ impl Reconciler {
                 r.rec.job_id = Some(job_id);
                 let rec = r.rec.clone();
                 tracing::info!(runner = %id, job = job_id, "runner took a job");
-                if let (Some(m), Some(seen)) = (&self.cfg.metrics, self.job_seen.remove(&job_id)) {
-                    m.job_wait(&rec.pool, (now - seen).as_seconds_f64().max(0.0));
+                if let Some(seen) = self.job_seen.remove(&job_id) {
+                    let wait = std::time::Duration::try_from(now - seen).unwrap_or_default();
+                    if let Some(m) = &self.cfg.metrics {
+                        m.job_wait(&rec.pool, wait.as_secs_f64());
+                    }
+                    self.handle
+                        .record_wait(&self.cfg.pools.current(), &rec.pool, wait, now);
                 }
                 self.persist(&rec);
                 self.event(

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use autogit_certs::AgentId;
-use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -25,6 +24,7 @@ use crate::demand::{DemandSnapshot, PendingJob, RunnerActivity, Source};
 use crate::fleet::session::{AgentEvent, ContainerState, RunnerReport};
 use crate::fleet::{AgentCommand, Fleet, Inventory, SessionId, Timings};
 use crate::pools::LivePools;
+use crate::runners::wait_objective::Tally;
 use crate::runners::{Clock, Phase, RunnerRecord};
 use crate::scheduler::{Arch, Pool, Strategy};
 
@@ -240,10 +240,17 @@ impl Harness {
         }
     }
 
-    /// Set the pending jobs of pool `amd64`.
+    /// Set the pending jobs of pool `amd64`: jobs 1 to `jobs`.
     fn pending(&self, jobs: u64) {
-        let now = OffsetDateTime::now_utc();
-        let jobs = (1..=jobs)
+        self.pending_ids(1..=jobs);
+    }
+
+    /// Set the pending jobs of pool `amd64`, first seen now (the
+    /// reconciler's wall time).
+    fn pending_ids(&self, ids: impl IntoIterator<Item = u64>) {
+        let now = self.clock.now_utc();
+        let jobs = ids
+            .into_iter()
             .map(|job_id| PendingJob {
                 project_id: 1,
                 job_id,
@@ -921,9 +928,10 @@ async fn a_reload_replaces_idle_runners_of_a_changed_pool_and_starves_a_removed_
     h.pending(0);
     h.settle().await;
 
-    // A resize alone keeps every runner.
+    // A resize or a new wait objective alone keeps every runner.
     let mut resized = changed.clone();
     resized.max_runners = 9;
+    resized.wait_objective = Some(Duration::from_secs(30));
     h.pools.replace(vec![resized]);
     h.run_for(TICK * 2, TICK).await;
     let (starts, stops) = drain_msgs(&mut rx);
@@ -940,4 +948,52 @@ async fn a_reload_replaces_idle_runners_of_a_changed_pool_and_starves_a_removed_
     assert!(!stops.contains(&busy));
     assert_eq!(stops.len(), 1, "{stops:?}");
     assert_eq!(h.record(busy).await.phase, Phase::Busy);
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_job_a_runner_takes_counts_its_wait_against_the_pools_objective() {
+    let mut pool = Pool::new("amd64", &["amd64"], Arch::X86_64);
+    pool.wait_objective = Some(Duration::from_secs(30));
+    let mut h = Harness::start_with(vec![pool.clone()], Clock::following_tokio()).await;
+    let mut rx = h.connect(vec![]);
+    let mut take = async |job_id: u64, after: Duration| {
+        h.pending_ids([job_id]);
+        let AgentCommand::StartRunner(start) = next_msg(&mut rx).await else {
+            panic!("expected StartRunner");
+        };
+        h.agent_reports(report(start.runner_id, ContainerState::Running, 0));
+        h.run_for(after, Duration::from_secs(1)).await;
+        let gitlab_runner_id = h.record(start.runner_id).await.gitlab_runner_id.unwrap();
+        h.activity
+            .send(RunnerActivity::Busy {
+                gitlab_runner_id,
+                project_id: 1,
+                job_id,
+            })
+            .unwrap();
+        h.pending_ids([]);
+        h.settle().await;
+    };
+    take(1, Duration::from_secs(10)).await; // met
+    take(2, Duration::from_secs(45)).await; // missed
+
+    let shares = h
+        .handle
+        .wait_shares(&pool)
+        .expect("the pool has an objective");
+    assert_eq!(shares.last_hour, Tally { met: 1, total: 2 });
+    assert_eq!(shares.last_day, Tally { met: 1, total: 2 });
+    let plain = Pool::new("amd64", &["amd64"], Arch::X86_64);
+    assert_eq!(
+        h.handle.wait_shares(&plain),
+        None,
+        "no objective, no shares"
+    );
+
+    // An hour on, only the 24 h window still holds them.
+    h.run_for(Duration::from_secs(3600), Duration::from_secs(60))
+        .await;
+    let shares = h.handle.wait_shares(&pool).unwrap();
+    assert_eq!(shares.last_hour.ratio(), None);
+    assert_eq!(shares.last_day.ratio(), Some(0.5));
 }
