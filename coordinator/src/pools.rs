@@ -112,9 +112,10 @@ mod tests {
         assert_eq!(changes.changed, vec!["a"]);
         assert_eq!(changes.resized, vec!["b", "d"]);
         assert!(changes.removed.is_empty());
-        let gone = PoolChanges::between(&[a.clone(), b.clone()], &[b.clone()]);
+        let gone = PoolChanges::between(&[a.clone(), b.clone()], std::slice::from_ref(&b));
         assert_eq!(gone.removed, vec!["a"]);
-        assert!(PoolChanges::between(&[a.clone()], &[a]).is_empty());
+        let same = std::slice::from_ref(&a);
+        assert!(PoolChanges::between(same, same).is_empty());
     }
 
     #[test]

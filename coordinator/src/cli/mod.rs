@@ -423,7 +423,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 data_dir: cli.data_dir.clone(),
                 grpc_listen: a.grpc_listen,
                 http_listen: a.http_listen,
-                ..Default::default()
             };
             let source: crate::reload::ConfigSource =
                 std::sync::Arc::new(move || Config::load(file.as_deref(), &env, &flags));

@@ -790,11 +790,11 @@ async fn a_burst_of_starts_commits_every_record_before_its_gitlab_runner() {
 }
 
 /// Every message to the agent so far: (starts, stops).
-fn drain_msgs(rx: &mut SessionRx) -> (Vec<Box<crate::fleet::command::StartRunner>>, Vec<Uuid>) {
+fn drain_msgs(rx: &mut SessionRx) -> (Vec<crate::fleet::command::StartRunner>, Vec<Uuid>) {
     let (mut starts, mut stops) = (Vec::new(), Vec::new());
     while let Ok(m) = rx.try_recv() {
         match m {
-            AgentCommand::StartRunner(s) => starts.push(s),
+            AgentCommand::StartRunner(s) => starts.push(*s),
             AgentCommand::StopRunner { runner_id, .. } => stops.push(runner_id.parse().unwrap()),
             _ => {}
         }
