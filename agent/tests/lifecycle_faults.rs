@@ -462,7 +462,7 @@ async fn an_image_that_cannot_be_pulled_fails_the_runner_naming_it() {
         })
         .unwrap_or_else(|| panic!("no Failed: {evs:?}"));
     assert!(
-        reason.starts_with(&format!("image {} not present and pull failed: ", s.image)),
+        reason.starts_with(&format!("pull image {}: ", s.image)),
         "{reason}"
     );
     assert!(h.fake.containers_of(runner).is_empty());

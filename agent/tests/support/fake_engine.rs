@@ -18,7 +18,8 @@ use autogit_agent::docker::mapping::{
     self, LABEL_MANAGED, LABEL_POOL, LABEL_RUNNER_ID, LABEL_SCOPE,
 };
 use autogit_agent::docker::{
-    ContainerEngine, ContainerStatus, EngineError, ManagedContainer, RunnerId, RunnerSpec,
+    ContainerEngine, ContainerStatus, EngineError, ManagedContainer, RegistryAuth, RunnerId,
+    RunnerSpec,
 };
 use tokio::sync::watch;
 
@@ -225,7 +226,11 @@ impl FakeEngine {
 
 #[async_trait]
 impl ContainerEngine for FakeEngine {
-    async fn pull_image(&self, image: &str) -> Result<(), EngineError> {
+    async fn pull_image(
+        &self,
+        image: &str,
+        _auth: Option<&RegistryAuth>,
+    ) -> Result<(), EngineError> {
         self.check_up("pull image")?;
         let mut inner = self.lock();
         inner.calls.push("pull");

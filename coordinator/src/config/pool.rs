@@ -26,6 +26,8 @@
 //! tags = ["deploy"]
 //! arch = "x86_64"
 //! agent_selector = { trust = "deploy" }   # only agents an operator labelled so
+//! image = "registry.example:5000/ci/runner:v18"
+//! registry = { username = "ci", password_file = "/etc/autogit/registry-password" }
 //! ```
 //!
 //! `agent_selector` pairs are trust labels (`scheduler/labels.rs`): only
@@ -96,7 +98,7 @@ pub struct PoolError {
 }
 
 impl PoolError {
-    fn new(pool: &str, key: impl Into<String>, problem: impl Into<String>) -> Self {
+    pub(super) fn new(pool: &str, key: impl Into<String>, problem: impl Into<String>) -> Self {
         PoolError {
             pool: pool.to_owned(),
             key: key.into(),
@@ -163,6 +165,7 @@ impl Pool {
             mounts: Vec::new(),
             docker_socket: true,
             docker_cache: false,
+            registry: None,
         }
     }
 
@@ -495,6 +498,9 @@ struct PoolToml {
     docker_socket: bool,
     #[serde(default)]
     docker_cache: bool,
+    /// `registry = { username, password_file | password_env }` (`config/registry.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    registry: Option<super::registry::RegistryToml>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -576,6 +582,7 @@ impl TryFrom<PoolToml> for Pool {
                 cmd
             }
         };
+        let registry = t.registry.map(|r| r.load(&t.name)).transpose()?;
         Ok(Pool {
             name: t.name,
             tags: t.tags,
@@ -596,6 +603,7 @@ impl TryFrom<PoolToml> for Pool {
             mounts: t.mounts,
             docker_socket: t.docker_socket,
             docker_cache: t.docker_cache,
+            registry,
         })
     }
 }
@@ -629,6 +637,7 @@ impl From<Pool> for PoolToml {
             mounts: p.mounts,
             docker_socket: p.docker_socket,
             docker_cache: p.docker_cache,
+            registry: p.registry.map(Into::into),
         }
     }
 }

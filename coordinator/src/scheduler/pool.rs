@@ -23,7 +23,7 @@ use super::labels::Labels;
 /// `cpu_limit = 2.0`, `mem_limit = "4GiB"`, `max_runners = 4`,
 /// `idle_min = 0`, `idle_timeout = "5m"`, `runner_type = "instance"`, no
 /// `network_mode` (Docker's default), no `mounts`, `docker_socket = true`,
-/// `docker_cache = false`, no `agent_selector`.
+/// `docker_cache = false`, no `agent_selector`, no `registry` credentials.
 ///
 /// `cpu_limit` and `mem_limit` are the runner container's limits and also
 /// the unit of capacity accounting on agents. With the docker executor the
@@ -73,6 +73,9 @@ pub struct Pool {
     /// omits `--docker-disable-cache`). Every runner is fresh, so kept caches
     /// are only reused through a shared cache config; off by default.
     pub docker_cache: bool,
+    /// Credentials for pulling `image` (`registry = { username, password_file }`);
+    /// `None` pulls anonymously.
+    pub registry: Option<super::registry::RegistryAuth>,
 }
 
 /// GPUs each runner of a pool needs.
