@@ -92,6 +92,7 @@ fn cli_json(dir: &Path, config: &Path, args: &[&str]) -> Vec<Value> {
 }
 
 pub fn run(a: &DevArgs) -> anyhow::Result<()> {
+    crate::packages::ensure("tests")?;
     let mut build = cargo();
     build.args(["build", "--bins", "-p", "autogit-coordinator", "-p", "autogit-agent", "-p", "autogit-tests"]);
     crate::run(build)?;
