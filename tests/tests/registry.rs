@@ -4,6 +4,7 @@
 //! * The runner image is pulled from the registry on first use, not again.
 //! * A missing tag, an unreachable registry and a registry answering 500
 //!   fail the runner with a reason naming the image, and leave nothing.
+//! * The docker executor's job and helper images come from the registry too.
 //! * Behind auth, the pool's credentials (`registry = { username,
 //!   password_file }`) pull; without them the runner fails clearly; the
 //!   password is in no log.
@@ -318,5 +319,78 @@ fn registry_with_auth_pulls_with_the_pools_credentials_and_never_logs_the_passwo
         !c.cli_ok(&["runners", "list", "--output", "json"])
             .unwrap()
             .contains(PASSWORD)
+    );
+}
+
+/// The Docker socket as the agent and the docker CLI see it.
+fn docker_socket() -> String {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(str::to_owned))
+        .unwrap_or_else(|| "/var/run/docker.sock".into())
+}
+
+#[test]
+fn runner_job_and_helper_images_all_come_from_the_local_registry() {
+    let reg = Registry::start().unwrap();
+    let local = test_runner_image();
+    // The test runner image stands in for all three: the runner, the
+    // default job image (alpine) and gitlab-runner's helper.
+    let runner = reg.push(&local, &format!("{REPO}:dev")).unwrap();
+    let job_image = reg.push(&local, "library/alpine:3.20").unwrap();
+    let helper = reg
+        .push(&local, "gitlab-org/gitlab-runner-helper:x86_64-latest")
+        .unwrap();
+    let _cleanup = [&runner, &job_image, &helper].map(|i| RemoveImage(i.clone()));
+    for image in [&runner, &job_image, &helper] {
+        assert!(
+            !local_image_exists(image),
+            "{image} on the host before the job"
+        );
+    }
+    // The docker executor (the test runner's stand-in for it) gets the
+    // socket and pulls the job and helper images like gitlab-runner does.
+    let pool = format!(
+        r#"
+[[pools]]
+name = "dock"
+tags = ["dock"]
+arch = "x86_64"
+image = "{runner}"
+command = ["run-single", "--executor", "docker", "--docker-image", "{job_image}", "--docker-helper-image", "{helper}", "--max-builds", "1", "--wait-timeout", "60"]
+network_mode = "host"
+docker_socket = false
+mounts = [{{ source = "{socket}", target = "/var/run/docker.sock" }}]
+cpu_limit = 0.5
+mem_limit = "256MiB"
+max_runners = 2
+"#,
+        socket = docker_socket()
+    );
+    let images = [
+        (&runner, REPO),
+        (&job_image, "library/alpine"),
+        (&helper, "gitlab-org/gitlab-runner-helper"),
+    ];
+    let pushed: Vec<usize> = images
+        .iter()
+        .map(|(_, repo)| reg.manifest_requests(repo))
+        .collect();
+    let (sim, c) = setup(&pool);
+    let (a, agent_id) = agent(&c);
+    let id = job(&sim, "dock");
+    wait_job_done(&sim, &c, &a, id);
+    for ((image, repo), before) in images.iter().zip(pushed) {
+        assert!(local_image_exists(image), "{image} was pulled");
+        assert!(
+            reg.manifest_requests(repo) > before,
+            "{repo}: the registry served the pull:\n{}",
+            reg.logs()
+        );
+    }
+    assert_nothing_left(&sim, &c, &agent_id);
+    assert!(
+        docker_containers("com.gitlab.gitlab-runner.managed=true").is_empty(),
+        "the build container is gone"
     );
 }
