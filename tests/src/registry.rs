@@ -229,8 +229,9 @@ impl Registry {
         Ok(target)
     }
 
-    /// The registry's storage directory.
-    pub fn storage(&self) -> &Path {
+    /// The registry's temporary directory: `config.yml`, `storage/`,
+    /// `registry.log`.
+    pub fn dir(&self) -> &Path {
         self.dir.path()
     }
 }
