@@ -47,6 +47,8 @@ struct Inner {
     unpullable: HashSet<String>,
     /// Every call, by name, in order (`create`, `pull`, ...).
     calls: Vec<&'static str>,
+    /// Each pull's image and the user name of its credentials, if any.
+    pulls: Vec<(String, Option<String>)>,
 }
 
 /// See the module docs.
@@ -116,6 +118,11 @@ impl FakeEngine {
     /// The engine calls made so far, in order.
     pub fn calls(&self) -> Vec<&'static str> {
         self.lock().calls.clone()
+    }
+
+    /// Each pull's image and the user name of the credentials it got.
+    pub fn pulls(&self) -> Vec<(String, Option<String>)> {
+        self.lock().pulls.clone()
     }
 
     /// SIGQUIT is recorded but the container keeps running (a job that
@@ -229,11 +236,14 @@ impl ContainerEngine for FakeEngine {
     async fn pull_image(
         &self,
         image: &str,
-        _auth: Option<&RegistryAuth>,
+        auth: Option<&RegistryAuth>,
     ) -> Result<(), EngineError> {
         self.check_up("pull image")?;
         let mut inner = self.lock();
         inner.calls.push("pull");
+        inner
+            .pulls
+            .push((image.to_owned(), auth.map(|a| a.username.clone())));
         if inner.unpullable.contains(image) {
             return Err(EngineError::NotFound {
                 op: "pull image",
