@@ -16,8 +16,9 @@ use crate::root;
 /// The list, relative to the workspace root.
 pub const LIST: &str = "xtask/debian-packages.txt";
 
-/// The packages of `section` in the list's text: one per line, `#`
-/// comments, `[section]` headers.
+/// The entries of `section` in the list's text: one per line, `#`
+/// comments, `[section]` headers; an entry may name alternatives
+/// (`docker.io | docker-ce`).
 pub fn parse(text: &str, section: &str) -> Vec<String> {
     let mut current = String::new();
     let mut out = Vec::new();
@@ -78,14 +79,26 @@ pub fn debian_like(os_release: &str) -> bool {
     })
 }
 
-/// Packages among `wanted` that dpkg does not list as installed; `None`
-/// when there is no `dpkg-query`.
+/// The alternatives of one list entry: `docker.io | docker-ce` is met by
+/// either; the first is the one installed.
+fn alternatives(entry: &str) -> Vec<&str> {
+    entry
+        .split('|')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect()
+}
+
+/// Entries of `wanted` none of whose alternatives dpkg lists as installed
+/// (as the first alternative, the one to install); `None` when there is no
+/// `dpkg-query`.
 fn missing(wanted: &[String]) -> Option<Vec<String>> {
+    let names: Vec<&str> = wanted.iter().flat_map(|w| alternatives(w)).collect();
     // Exits 1 when some package is unknown; its stdout still lists the rest.
     let out = Command::new("dpkg-query")
         .arg("-W")
         .arg("-f=${Package} ${db:Status-Status}\n")
-        .args(wanted)
+        .args(&names)
         .output()
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -98,8 +111,8 @@ fn missing(wanted: &[String]) -> Option<Vec<String>> {
     Some(
         wanted
             .iter()
-            .filter(|p| !installed.contains(&p.as_str()))
-            .cloned()
+            .filter(|w| !alternatives(w).iter().any(|a| installed.contains(a)))
+            .filter_map(|w| alternatives(w).first().map(|a| (*a).to_owned()))
             .collect(),
     )
 }
@@ -174,9 +187,17 @@ mod tests {
         let text = std::fs::read_to_string(root().join(LIST)).unwrap();
         let tests = parse(&text, "tests");
         for p in ["docker.io", "docker-registry", "busybox-static"] {
-            assert!(tests.iter().any(|t| t == p), "{p} missing from [tests]");
+            assert!(
+                tests.iter().any(|t| alternatives(t).first() == Some(&p)),
+                "{p} missing from [tests]"
+            );
         }
-        assert!(tests.iter().all(|p| !p.contains(char::is_whitespace)));
+        assert!(
+            tests
+                .iter()
+                .flat_map(|t| alternatives(t))
+                .all(|p| !p.contains(char::is_whitespace))
+        );
     }
 
     #[test]
@@ -185,6 +206,15 @@ mod tests {
         match missing(&wanted) {
             // Every Debian system has dpkg itself.
             Some(m) => assert_eq!(m, vec!["autogit-no-such-package".to_string()]),
+            None => eprintln!("SKIPPED: no dpkg-query on this system"),
+        }
+        // An entry is met by any of its alternatives; the first is installed.
+        let wanted = vec![
+            "autogit-no-such-package | dpkg".to_string(),
+            "autogit-missing-a | autogit-missing-b".to_string(),
+        ];
+        match missing(&wanted) {
+            Some(m) => assert_eq!(m, vec!["autogit-missing-a".to_string()]),
             None => eprintln!("SKIPPED: no dpkg-query on this system"),
         }
     }
