@@ -12,11 +12,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .codec_path("crate::codec::Codec1K")
         .build_client(std::env::var_os("CARGO_FEATURE_CLIENT").is_some())
         .build_server(std::env::var_os("CARGO_FEATURE_SERVER").is_some())
-        // These messages carry secrets (join token, runner token in env):
+        // These messages carry secrets (join token, runner token in env,
+        // registry password):
         // their Debug impls are written by hand in src/redact.rs.
         .skip_debug([
             ".autogit.v1.EnrollRequest",
             ".autogit.v1.ContainerSpec",
+            ".autogit.v1.RegistryAuth",
         ])
         .compile_fds(fds)?;
     Ok(())

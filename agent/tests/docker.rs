@@ -379,7 +379,7 @@ async fn missing_image_whose_pull_fails_reports_the_image_and_leaves_nothing() {
         panic!("expected Failed: {st:?}")
     };
     assert!(
-        reason.starts_with(&format!("image {image} not present and pull failed: ")),
+        reason.starts_with(&format!("pull image {image}: ")),
         "{reason}"
     );
     assert!(log_tail.is_empty());
@@ -432,6 +432,7 @@ async fn inspect_shows_labels_limits_mounts_env_and_stop_signal() {
                 read_only: false,
             }],
             stop_signal: "SIGQUIT".into(),
+            registry_auth: None,
         }),
     };
     let mut spec = RunnerSpec::try_from(msg).expect("valid StartRunner");

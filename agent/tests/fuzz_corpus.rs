@@ -48,6 +48,10 @@ fn write_start_runner_seeds() {
                 read_only: true,
             }],
             stop_signal: "SIGQUIT".into(),
+            registry_auth: Some(pb::RegistryAuth {
+                username: "puller".into(),
+                password: "registry-secret-value".into(),
+            }),
         }),
     };
     let mut no_spec = good.clone();

@@ -444,6 +444,34 @@ async fn a_missing_image_is_pulled_then_the_create_repeated() {
     assert_eq!(&calls[..3], &["create", "pull", "create"], "{calls:?}");
 }
 
+/// The pool's registry credentials reach the pull of a missing image; a
+/// spec without them pulls anonymously.
+#[tokio::test(start_paused = true)]
+async fn the_specs_registry_credentials_reach_the_pull() {
+    let mut h = harness().await;
+    let runner = RunnerId::new_v4();
+    let mut s = spec(runner);
+    s.registry_auth = Some(autogit_agent::docker::RegistryAuth {
+        username: "puller".into(),
+        password: secrecy::SecretString::from("reg-pw"),
+    });
+    h.fake.remove_image(&s.image, true);
+    h.sup.start(s.clone()).await.expect("start");
+    until_running(&mut h, runner).await;
+    assert_eq!(
+        h.fake.pulls(),
+        vec![(s.image.clone(), Some("puller".to_owned()))]
+    );
+
+    let anonymous = RunnerId::new_v4();
+    let mut s2 = spec(anonymous);
+    s2.image = "registry.example/other:1".into();
+    h.fake.remove_image(&s2.image, true);
+    h.sup.start(s2.clone()).await.expect("start");
+    until_running(&mut h, anonymous).await;
+    assert_eq!(h.fake.pulls().last(), Some(&(s2.image.clone(), None)));
+}
+
 /// A missing image that cannot be pulled fails the runner, naming the
 /// image, and leaves no container.
 #[tokio::test(start_paused = true)]
@@ -462,7 +490,7 @@ async fn an_image_that_cannot_be_pulled_fails_the_runner_naming_it() {
         })
         .unwrap_or_else(|| panic!("no Failed: {evs:?}"));
     assert!(
-        reason.starts_with(&format!("image {} not present and pull failed: ", s.image)),
+        reason.starts_with(&format!("pull image {}: ", s.image)),
         "{reason}"
     );
     assert!(h.fake.containers_of(runner).is_empty());

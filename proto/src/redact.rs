@@ -1,10 +1,11 @@
 //! `Debug` for the messages that carry secrets: the join token in
-//! [`EnrollRequest`] and the runner token inside [`ContainerSpec`]'s env.
+//! [`EnrollRequest`], the runner token inside [`ContainerSpec`]'s env and
+//! the registry password in [`RegistryAuth`].
 //! Values are replaced by `<redacted>`; names stay visible for debugging.
 
 use std::fmt;
 
-use crate::v1::{ContainerSpec, EnrollRequest};
+use crate::v1::{ContainerSpec, EnrollRequest, RegistryAuth};
 
 const REDACTED: &str = "<redacted>";
 
@@ -25,10 +26,15 @@ fn redact_command(command: &[String]) -> Vec<String> {
     let mut mask_next = false;
     for arg in command {
         let lower = arg.to_ascii_lowercase();
-        let secretish = lower.starts_with("glrt-") || lower.starts_with("glpat-") || lower.starts_with("glrtr-");
+        let secretish = lower.starts_with("glrt-")
+            || lower.starts_with("glpat-")
+            || lower.starts_with("glrtr-");
         if mask_next || secretish {
             out.push(REDACTED.to_string());
-        } else if let Some((flag, _)) = arg.split_once('=').filter(|(f, _)| f.to_ascii_lowercase().contains("token")) {
+        } else if let Some((flag, _)) = arg
+            .split_once('=')
+            .filter(|(f, _)| f.to_ascii_lowercase().contains("token"))
+        {
             out.push(format!("{flag}={REDACTED}"));
         } else {
             out.push(arg.clone());
@@ -56,6 +62,16 @@ impl fmt::Debug for ContainerSpec {
             .field("network_mode", &self.network_mode)
             .field("mounts", &self.mounts)
             .field("stop_signal", &self.stop_signal)
+            .field("registry_auth", &self.registry_auth)
+            .finish()
+    }
+}
+
+impl fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("username", &self.username)
+            .field("password", &REDACTED)
             .finish()
     }
 }
@@ -80,7 +96,14 @@ mod tests {
     #[test]
     fn container_spec_debug_hides_token_arguments() {
         let spec = ContainerSpec {
-            command: vec!["run-single".into(), "--token".into(), "abc123".into(), "--url=x".into(), "--token=def456".into(), "glrt-zzz".into()],
+            command: vec![
+                "run-single".into(),
+                "--token".into(),
+                "abc123".into(),
+                "--url=x".into(),
+                "--token=def456".into(),
+                "glrt-zzz".into(),
+            ],
             ..Default::default()
         };
         let s = format!("{spec:?}");
@@ -94,11 +117,35 @@ mod tests {
     fn container_spec_debug_hides_env_values() {
         let spec = ContainerSpec {
             image: "img".into(),
-            env: vec![EnvVar { name: "CI_SERVER_TOKEN".into(), value: "glrt-secret".into() }],
+            env: vec![EnvVar {
+                name: "CI_SERVER_TOKEN".into(),
+                value: "glrt-secret".into(),
+            }],
             ..Default::default()
         };
         let s = format!("{spec:?}");
         assert!(!s.contains("glrt-secret"), "{s}");
         assert!(s.contains("CI_SERVER_TOKEN"));
+    }
+
+    #[test]
+    fn registry_auth_debug_hides_the_password_alone_and_inside_a_spec() {
+        let auth = RegistryAuth {
+            username: "ci-puller".into(),
+            password: "hunter2-registry".into(),
+        };
+        let spec = ContainerSpec {
+            image: "img".into(),
+            registry_auth: Some(auth.clone()),
+            ..Default::default()
+        };
+        for s in [
+            format!("{auth:?}"),
+            format!("{spec:?}"),
+            format!("{auth:#?}"),
+        ] {
+            assert!(!s.contains("hunter2-registry"), "{s}");
+            assert!(s.contains("ci-puller"), "{s}");
+        }
     }
 }

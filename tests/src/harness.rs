@@ -581,6 +581,18 @@ pub fn test_runner_image() -> String {
 /// The URL and runner token reach it as `CI_SERVER_URL` / `CI_SERVER_TOKEN`
 /// (the coordinator refuses `{runner_token}` in a command).
 pub fn test_pool(name: &str, tags: &[&str], arch: &str, extra: &str) -> String {
+    test_pool_with_image(name, tags, arch, &test_runner_image(), extra)
+}
+
+/// [`test_pool`] with another image (e.g. the test runner image in a
+/// local registry, see [`crate::registry`]).
+pub fn test_pool_with_image(
+    name: &str,
+    tags: &[&str],
+    arch: &str,
+    image: &str,
+    extra: &str,
+) -> String {
     let tags = tags
         .iter()
         .map(|t| format!("\"{t}\""))
@@ -600,8 +612,7 @@ cpu_limit = 0.5
 mem_limit = "256MiB"
 max_runners = 4
 {extra}
-"#,
-        image = test_runner_image()
+"#
     )
 }
 

@@ -2,11 +2,14 @@
 //!
 //! * [`harness`]: real coordinator and agent processes over loopback.
 //! * [`gitlab_sim`]: GitLab's documented REST, runner API and Job Hooks.
-//! * [`runner_image`]: the local test runner image (no registry needed).
+//! * [`runner_image`]: the local test runner image, built without any registry.
+//! * [`registry`]: a real local OCI registry (`docker-registry`), one that
+//!   answers 500, and one that cannot be reached.
 //! * [`faults`]: the fault suite's scenarios and counters.
 
 pub mod faults;
 pub mod gitlab_sim;
 pub mod harness;
 pub mod machine;
+pub mod registry;
 pub mod runner_image;

@@ -27,6 +27,7 @@ fn docker_socket() -> String {
 }
 
 /// A pool whose runners use the docker executor through the mounted socket.
+/// The job image is local only, so it is never pulled (`if-not-present`).
 fn docker_pool(extra_flags: &str) -> String {
     let image = test_runner_image();
     format!(
@@ -36,7 +37,7 @@ name = "dock"
 tags = ["dock"]
 arch = "x86_64"
 image = "{image}"
-command = ["run-single", "--executor", "docker", "--docker-image", "{image}", "--max-builds", "1", "--wait-timeout", "60"{extra_flags}]
+command = ["run-single", "--executor", "docker", "--docker-image", "{image}", "--docker-pull-policy", "if-not-present", "--max-builds", "1", "--wait-timeout", "60"{extra_flags}]
 network_mode = "host"
 docker_socket = false
 mounts = [{{ source = "{socket}", target = "/var/run/docker.sock" }}]

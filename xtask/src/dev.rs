@@ -2,7 +2,8 @@
 //! defaults: the coordinator (SQLite in `target/autogit-dev/`), one agent
 //! driving the local Docker engine, and — unless a real GitLab is given —
 //! the GitLab simulator with a few demo jobs, served by the test runner
-//! image (no registry needed). Ctrl-C stops everything it started and
+//! image, which the agent pulls from a local registry (`docker-registry` on
+//! a loopback port). Ctrl-C stops everything it started and
 //! removes every runner container it made.
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use autogit_tests::gitlab_sim::{NewHook, NewJob};
 use autogit_tests::harness::Sim;
+use autogit_tests::registry::{Registry, remove_local_image};
 use serde_json::Value;
 
 use crate::{cargo, root};
@@ -92,6 +94,7 @@ fn cli_json(dir: &Path, config: &Path, args: &[&str]) -> Vec<Value> {
 }
 
 pub fn run(a: &DevArgs) -> anyhow::Result<()> {
+    crate::packages::ensure("tests")?;
     let mut build = cargo();
     build.args(["build", "--bins", "-p", "autogit-coordinator", "-p", "autogit-agent", "-p", "autogit-tests"]);
     crate::run(build)?;
@@ -108,6 +111,7 @@ pub fn run(a: &DevArgs) -> anyhow::Result<()> {
     let (pool, arch) = native_pool();
 
     let sim;
+    let mut registry = None;
     let gitlab_section;
     let pools;
     match (&a.gitlab_url, &a.gitlab_token) {
@@ -121,8 +125,14 @@ pub fn run(a: &DevArgs) -> anyhow::Result<()> {
         _ => {
             let s = Sim::start()?;
             println!("dev: no GitLab configured — using the built-in GitLab SIMULATOR at {} with demo jobs", s.url);
-            let image = autogit_tests::runner_image::ensure_test_runner_image(&bin("autogit-test-runner"))
+            let local = autogit_tests::runner_image::ensure_test_runner_image(&bin("autogit-test-runner"))
                 .context("build the local test runner image")?;
+            // Served by a real local registry, so the agent really pulls it
+            // on the first runner (and not again), as it would in production.
+            let reg = Registry::start().context("start the local image registry (docker-registry)")?;
+            let image = reg.push(&local, "autogit-test/runner:dev").context("push the test runner image")?;
+            println!("dev: runner image {image} served by a local registry (docker-registry, log in {}); the agent pulls it on first use", reg.dir().join("registry.log").display());
+            registry = Some(reg);
             gitlab_section = s.gitlab_config();
             pools = format!(
                 "[[pools]]\nname = \"{pool}\"\ntags = [\"{pool}\"]\narch = \"{arch}\"\nimage = \"{image}\"\n\
@@ -269,6 +279,10 @@ pub fn run(a: &DevArgs) -> anyhow::Result<()> {
         println!("dev: removed {} runner container(s)", ids.len());
     }
     drop(sim);
+    if let Some(reg) = registry {
+        // What the agent pulled names a registry that is going away.
+        let _ = remove_local_image(&reg.image("autogit-test/runner:dev"));
+    }
     println!("dev: stopped; state kept in {} until the next run", base.display());
     Ok(())
 }

@@ -5,11 +5,15 @@
 //! * `cargo xtask dev`: a local fleet on this host ([`dev`]).
 //! * `cargo xtask faults`: the fault suite ([`faults`]).
 //! * `cargo xtask fuzz`: every cargo-fuzz target for a bounded time ([`fuzz`]).
+//!
+//! `test` and `dev` first make sure the Debian packages in
+//! `xtask/debian-packages.txt` are installed ([`packages`]).
 
 mod dev;
 mod dist;
 mod faults;
 mod fuzz;
+mod packages;
 mod test;
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,8 @@
-//! `cargo xtask test`: build every binary, make sure a Docker engine answers
-//! (starting a private `dockerd` without a bridge network when none runs and
-//! we are root), run the whole workspace's tests, stop what we started.
+//! `cargo xtask test`: install missing Debian packages from
+//! `xtask/debian-packages.txt` (as root; otherwise say how), build every
+//! binary, make sure a Docker engine answers (starting a private `dockerd`
+//! without a bridge network when none runs and we are root), run the whole
+//! workspace's tests, stop what we started.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -51,9 +53,10 @@ pub fn ensure_docker() -> anyhow::Result<(PathBuf, Option<Dockerd>)> {
     if let Some(h) = std::env::var("DOCKER_HOST")
         .ok()
         .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
-        && docker_answers(&h) {
-            return Ok((h, None));
-        }
+        && docker_answers(&h)
+    {
+        return Ok((h, None));
+    }
     let default = PathBuf::from("/var/run/docker.sock");
     if docker_answers(&default) {
         return Ok((default, None));
@@ -117,6 +120,7 @@ fn nix_is_root() -> bool {
 }
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
+    crate::packages::ensure("tests")?;
     let mut build = cargo();
     build.args(["build", "--workspace", "--bins"]);
     crate::run(build)?;

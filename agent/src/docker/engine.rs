@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bollard::auth::DockerCredentials;
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerStateStatusEnum, ContainerSummaryStateEnum};
 use bollard::query_parameters::{
@@ -23,13 +24,14 @@ use bollard::query_parameters::{
 };
 use bollard::{API_DEFAULT_VERSION, Docker};
 use futures::StreamExt;
+use secrecy::ExposeSecret;
 
 use super::events::{ContainerStatus, ManagedContainer};
 use super::leftovers::{
     GITLAB_LABEL_MANAGED, GITLAB_LABEL_RUNNER_ID, Leftover, LeftoverCount, LeftoverKind,
 };
 use super::mapping::{self, LABEL_MANAGED, LABEL_POOL, LABEL_RUNNER_ID, LABEL_SCOPE};
-use super::spec::{RunnerId, RunnerSpec};
+use super::spec::{RegistryAuth, RunnerId, RunnerSpec};
 use crate::inventory::DockerInfo;
 
 /// Where Docker listens when nothing else is configured.
@@ -38,6 +40,9 @@ pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 /// Per-request timeout (time to the response headers; streams such as
 /// `wait` and `pull` may run longer).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Progress lines (layer status changes) logged per pull, at most.
+const MAX_PULL_PROGRESS_LINES: usize = 200;
 
 /// The longest log line kept in a log tail; longer lines are cut.
 const MAX_LOG_LINE: usize = 1024;
@@ -110,6 +115,37 @@ impl EngineError {
     }
 }
 
+/// Why a pull failed, in words, from what Docker said (its messages are the
+/// only signal: the Engine API answers 404 for a missing tag and 500 for
+/// everything else). `None` when the message fits no known cause.
+pub fn pull_failure_cause(err: &EngineError) -> Option<&'static str> {
+    let text = err.to_string().to_ascii_lowercase();
+    let has = |needles: &[&str]| needles.iter().any(|n| text.contains(n));
+    if has(&[
+        "connection refused",
+        "no such host",
+        "i/o timeout",
+        "network is unreachable",
+        "no route to host",
+        "connection reset",
+    ]) {
+        Some("the registry cannot be reached")
+    } else if has(&[
+        "unauthorized",
+        "authentication required",
+        "no basic auth credentials",
+        "denied",
+    ]) {
+        Some("the registry refused the pull: missing or wrong credentials (the pool's `registry`)")
+    } else if has(&["manifest unknown", "not found"]) || err.is_not_found() {
+        Some("the registry has no such image or tag")
+    } else if has(&["unexpected http status: 5", "internal server error"]) {
+        Some("the registry answered with a server error")
+    } else {
+        None
+    }
+}
+
 /// What the inventory reports about the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineInfo {
@@ -124,8 +160,10 @@ pub struct EngineInfo {
 /// What the runner supervisor needs from a container runtime.
 #[async_trait]
 pub trait ContainerEngine: Send + Sync + 'static {
-    /// Pull the image (progress is logged); fails if the pull fails.
-    async fn pull_image(&self, image: &str) -> Result<(), EngineError>;
+    /// Pull the image (progress is logged at debug), with `auth` for its
+    /// registry when given; fails if the pull fails.
+    async fn pull_image(&self, image: &str, auth: Option<&RegistryAuth>)
+    -> Result<(), EngineError>;
     /// Create (not start) the runner's container; returns its id.
     async fn create_container(
         &self,
@@ -393,21 +431,40 @@ fn last_lines(text: &str, n: usize) -> Vec<String> {
 
 #[async_trait]
 impl ContainerEngine for DockerEngine {
-    async fn pull_image(&self, image: &str) -> Result<(), EngineError> {
+    async fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<(), EngineError> {
         let reference = mapping::pull_reference(image);
-        tracing::info!(image = %reference, "pulling image");
+        tracing::info!(image = %reference, authenticated = auth.is_some(), "pulling image");
         let opts = CreateImageOptionsBuilder::new()
             .from_image(&reference)
             .build();
-        let mut progress = self.docker.create_image(Some(opts), None, None);
+        // bollard sends these in the X-Registry-Auth header to the local
+        // engine only; they are never logged (DockerCredentials' Debug would
+        // show them, so nothing here prints it).
+        let credentials = auth.map(|a| DockerCredentials {
+            username: Some(a.username.clone()),
+            password: Some(a.password.expose_secret().to_owned()),
+            ..Default::default()
+        });
+        let mut progress = self.docker.create_image(Some(opts), None, credentials);
         let mut last_status = String::new();
+        let mut logged = 0usize;
         while let Some(item) = progress.next().await {
             let info = item.map_err(|e| EngineError::from_bollard("pull image", e))?;
-            // Log each layer's status change, not every progress tick.
+            // Log each layer's status change, not every progress tick, and
+            // at most MAX_PULL_PROGRESS_LINES per pull.
             if let Some(status) = info.status {
                 let line = format!("{} {status}", info.id.as_deref().unwrap_or(""));
                 if line != last_status {
-                    tracing::debug!(image = %reference, progress = %line.trim(), "pull");
+                    if logged < MAX_PULL_PROGRESS_LINES {
+                        tracing::debug!(image = %reference, progress = %line.trim(), "pull");
+                    } else if logged == MAX_PULL_PROGRESS_LINES {
+                        tracing::debug!(image = %reference, "pull: further progress not logged");
+                    }
+                    logged += 1;
                     last_status = line;
                 }
             }
@@ -680,6 +737,62 @@ mod tests {
         let cut = &last_lines(&long, 1)[0];
         assert!(cut.len() <= MAX_LOG_LINE + '…'.len_utf8(), "{}", cut.len());
         assert!(cut.ends_with('…'));
+    }
+
+    #[test]
+    fn pull_failures_are_named_from_what_docker_says() {
+        let api = |status_code: u16, message: &str| {
+            EngineError::from_bollard(
+                "pull image",
+                BollardError::DockerResponseServerError {
+                    status_code,
+                    message: message.into(),
+                },
+            )
+        };
+        let cases = [
+            (
+                api(
+                    404,
+                    "manifest for 127.0.0.1:5000/r:missing not found: manifest unknown: manifest unknown",
+                ),
+                "no such image or tag",
+            ),
+            (
+                api(
+                    500,
+                    "Get \"http://127.0.0.1:5000/v2/\": dial tcp 127.0.0.1:5000: connect: connection refused",
+                ),
+                "cannot be reached",
+            ),
+            (
+                api(
+                    500,
+                    "received unexpected HTTP status: 500 Internal Server Error",
+                ),
+                "server error",
+            ),
+            (
+                api(
+                    500,
+                    "Head \"http://127.0.0.1:5000/v2/r/manifests/dev\": no basic auth credentials",
+                ),
+                "credentials",
+            ),
+            (api(500, "something else entirely"), ""),
+            (
+                api(500, "unauthorized: authentication required"),
+                "credentials",
+            ),
+        ];
+        for (err, want) in cases {
+            let got = pull_failure_cause(&err);
+            if want.is_empty() {
+                assert_eq!(got, None, "{err}");
+            } else {
+                assert!(got.is_some_and(|g| g.contains(want)), "{err}: {got:?}");
+            }
+        }
     }
 
     #[tokio::test]

@@ -234,7 +234,7 @@ impl Lifecycle {
                 Err(e) => e,
             };
             if err.is_not_found() && !pulled {
-                if !self.pull_image(&spec.image).await {
+                if !self.pull_image(spec).await {
                     return;
                 }
                 pulled = true;
@@ -270,9 +270,10 @@ impl Lifecycle {
 
     /// Pull a missing image. On failure (or a stop meanwhile) the runner is
     /// reported `Failed` + `Removed` and false is returned.
-    async fn pull_image(&mut self, image: &str) -> bool {
+    async fn pull_image(&mut self, spec: &RunnerSpec) -> bool {
+        let image = spec.image.as_str();
         let engine = Arc::clone(&self.engine);
-        let pull = engine.pull_image(image);
+        let pull = engine.pull_image(image, spec.registry_auth.as_ref());
         tokio::pin!(pull);
         let result = loop {
             tokio::select! {
@@ -290,10 +291,11 @@ impl Lifecycle {
         match result {
             Some(Ok(())) => true,
             Some(Err(e)) => {
-                self.fail(
-                    format!("image {image} not present and pull failed: {e}"),
-                    Vec::new(),
-                );
+                let reason = match super::engine::pull_failure_cause(&e) {
+                    Some(cause) => format!("pull image {image}: {cause}: {e}"),
+                    None => format!("pull image {image}: {e}"),
+                };
+                self.fail(reason, Vec::new());
                 self.remove_and_report().await;
                 false
             }

@@ -25,7 +25,9 @@ pub mod supervisor;
 pub use engine::{ContainerEngine, DockerEngine, EngineError, EngineInfo, unavailable_info};
 pub use events::{ContainerStatus, ManagedContainer, RunnerEvent, RunnerState};
 pub use leftovers::{GcPolicy, Leftover, LeftoverCount, LeftoverKind};
-pub use spec::{BindMount, EnvVar, GpuAccess, RunnerId, RunnerSpec, SpecError, StopRequest};
+pub use spec::{
+    BindMount, EnvVar, GpuAccess, RegistryAuth, RunnerId, RunnerSpec, SpecError, StopRequest,
+};
 pub use supervisor::{
     StartOutcome, StopOutcome, SupervisorConfig, SupervisorError, SupervisorHandle, spawn,
 };

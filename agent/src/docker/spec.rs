@@ -113,6 +113,27 @@ impl fmt::Debug for EnvVar {
     }
 }
 
+/// Credentials for pulling a runner's image (the pool's `registry` on the
+/// coordinator). The password is a secret: `Debug` hides it, no error
+/// message names it, and it only leaves the agent in the pull request's
+/// `X-Registry-Auth` header to the local Docker engine.
+#[derive(Clone)]
+pub struct RegistryAuth {
+    /// Registry user name.
+    pub username: String,
+    /// Registry password or token.
+    pub password: SecretString,
+}
+
+impl fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
 /// A host path bind-mounted into the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindMount {
@@ -171,6 +192,8 @@ pub struct RunnerSpec {
     /// the command or env carries one (see `leftovers::short_tokens`).
     /// Not secret; used to find the docker executor's leftovers.
     pub short_tokens: Vec<String>,
+    /// Credentials for pulling `image`; `None` pulls anonymously.
+    pub registry_auth: Option<RegistryAuth>,
 }
 
 impl RunnerSpec {
@@ -190,6 +213,7 @@ impl RunnerSpec {
             mounts: Vec::new(),
             stop_signal: None,
             short_tokens: Vec::new(),
+            registry_auth: None,
         }
     }
 }
@@ -294,6 +318,7 @@ impl TryFrom<pb::StartRunner> for RunnerSpec {
         }
 
         let stop_signal = parse_stop_signal(&spec.stop_signal)?;
+        let registry_auth = spec.registry_auth.map(parse_registry_auth).transpose()?;
         let short_tokens = super::leftovers::find_runner_token(
             command.iter().map(String::as_str),
             env.iter().map(|e| e.value.expose_secret()),
@@ -315,8 +340,35 @@ impl TryFrom<pb::StartRunner> for RunnerSpec {
             mounts,
             stop_signal,
             short_tokens,
+            registry_auth,
         })
     }
+}
+
+/// Registry credentials as the wire carries them. Docker sends them as
+/// HTTP basic auth, so the user name may not hold a `:`; errors never
+/// print the password.
+fn parse_registry_auth(auth: pb::RegistryAuth) -> Result<RegistryAuth, SpecError> {
+    let field = "spec.registry_auth.username";
+    if auth.username.is_empty() {
+        return Err(SpecError::new(field, "is empty"));
+    }
+    if auth.username.chars().any(|c| c == ':' || c.is_control()) {
+        return Err(SpecError::new(field, "contains ':' or a control character"));
+    }
+    if auth.password.is_empty() {
+        return Err(SpecError::new("spec.registry_auth.password", "is empty"));
+    }
+    if auth.password.contains('\0') {
+        return Err(SpecError::new(
+            "spec.registry_auth.password",
+            "contains a NUL byte",
+        ));
+    }
+    Ok(RegistryAuth {
+        username: auth.username,
+        password: SecretString::from(auth.password),
+    })
 }
 
 /// A validated request to stop a runner.
@@ -549,8 +601,46 @@ mod tests {
                     read_only: false,
                 }],
                 stop_signal: "quit".into(),
+                registry_auth: None,
             }),
         }
+    }
+
+    #[test]
+    fn registry_auth_is_validated_and_its_password_never_printed() {
+        let mut msg = valid();
+        spec_mut(&mut msg).registry_auth = Some(pb::RegistryAuth {
+            username: "puller".into(),
+            password: "reg-pass-SECRET".into(),
+        });
+        let spec = RunnerSpec::try_from(msg).expect("valid");
+        let auth = spec.registry_auth.as_ref().expect("auth kept");
+        assert_eq!(auth.username, "puller");
+        assert_eq!(auth.password.expose_secret(), "reg-pass-SECRET");
+        let debug = format!("{spec:?}");
+        assert!(!debug.contains("reg-pass-SECRET"), "{debug}");
+        assert!(debug.contains("puller"), "{debug}");
+
+        let bad = |user: &str, pass: &str| {
+            err_of(|m| {
+                spec_mut(m).registry_auth = Some(pb::RegistryAuth {
+                    username: user.into(),
+                    password: pass.into(),
+                })
+            })
+        };
+        assert_eq!(
+            bad("", "reg-pass-SECRET").field,
+            "spec.registry_auth.username"
+        );
+        assert_eq!(
+            bad("a:b", "reg-pass-SECRET").field,
+            "spec.registry_auth.username"
+        );
+        assert_eq!(bad("u", "").field, "spec.registry_auth.password");
+        let e = bad("u", "reg-pass-SECRET\0");
+        assert_eq!(e.field, "spec.registry_auth.password");
+        assert!(!e.to_string().contains("reg-pass-SECRET"), "{e}");
     }
 
     fn err_of(f: impl FnOnce(&mut pb::StartRunner)) -> SpecError {

@@ -18,7 +18,8 @@ use autogit_agent::docker::mapping::{
     self, LABEL_MANAGED, LABEL_POOL, LABEL_RUNNER_ID, LABEL_SCOPE,
 };
 use autogit_agent::docker::{
-    ContainerEngine, ContainerStatus, EngineError, ManagedContainer, RunnerId, RunnerSpec,
+    ContainerEngine, ContainerStatus, EngineError, ManagedContainer, RegistryAuth, RunnerId,
+    RunnerSpec,
 };
 use tokio::sync::watch;
 
@@ -46,6 +47,8 @@ struct Inner {
     unpullable: HashSet<String>,
     /// Every call, by name, in order (`create`, `pull`, ...).
     calls: Vec<&'static str>,
+    /// Each pull's image and the user name of its credentials, if any.
+    pulls: Vec<(String, Option<String>)>,
 }
 
 /// See the module docs.
@@ -115,6 +118,11 @@ impl FakeEngine {
     /// The engine calls made so far, in order.
     pub fn calls(&self) -> Vec<&'static str> {
         self.lock().calls.clone()
+    }
+
+    /// Each pull's image and the user name of the credentials it got.
+    pub fn pulls(&self) -> Vec<(String, Option<String>)> {
+        self.lock().pulls.clone()
     }
 
     /// SIGQUIT is recorded but the container keeps running (a job that
@@ -225,10 +233,17 @@ impl FakeEngine {
 
 #[async_trait]
 impl ContainerEngine for FakeEngine {
-    async fn pull_image(&self, image: &str) -> Result<(), EngineError> {
+    async fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<(), EngineError> {
         self.check_up("pull image")?;
         let mut inner = self.lock();
         inner.calls.push("pull");
+        inner
+            .pulls
+            .push((image.to_owned(), auth.map(|a| a.username.clone())));
         if inner.unpullable.contains(image) {
             return Err(EngineError::NotFound {
                 op: "pull image",

@@ -15,6 +15,7 @@ use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 pub mod pool;
+mod registry;
 mod values;
 
 pub use pool::{PoolError, default_command, pools_or_defaults, validate_pools};

@@ -27,6 +27,8 @@
 //! arch = "x86_64"
 //! agent_selector = { trust = "deploy" }   # only agents an operator labelled so
 //! wait_objective = "30s"    # track the share of jobs whose runner took them within 30 s
+//! image = "registry.example:5000/ci/runner:v18"
+//! registry = { username = "ci", password_file = "/etc/autogit/registry-password" }
 //! ```
 //!
 //! `agent_selector` pairs are trust labels (`scheduler/labels.rs`): only
@@ -110,7 +112,7 @@ pub struct PoolError {
 }
 
 impl PoolError {
-    fn new(pool: &str, key: impl Into<String>, problem: impl Into<String>) -> Self {
+    pub(super) fn new(pool: &str, key: impl Into<String>, problem: impl Into<String>) -> Self {
         PoolError {
             pool: pool.to_owned(),
             key: key.into(),
@@ -186,6 +188,7 @@ impl Pool {
             docker_cache: false,
             schedule: Vec::new(),
             wait_objective: None,
+            registry: None,
         }
     }
 
@@ -598,6 +601,9 @@ struct PoolToml {
         with = "humantime_serde"
     )]
     wait_objective: Option<Duration>,
+    /// `registry = { username, password_file | password_env }` (`config/registry.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    registry: Option<super::registry::RegistryToml>,
 }
 
 /// The TOML shape of one `[[pools.schedule]]` window.
@@ -805,6 +811,7 @@ impl TryFrom<PoolToml> for Pool {
                 }
             }
         }
+        let registry = t.registry.map(|r| r.load(&t.name)).transpose()?;
         Ok(Pool {
             name: t.name,
             tags: t.tags,
@@ -829,6 +836,7 @@ impl TryFrom<PoolToml> for Pool {
             docker_cache: t.docker_cache,
             schedule,
             wait_objective: t.wait_objective,
+            registry,
         })
     }
 }
@@ -883,6 +891,7 @@ impl From<Pool> for PoolToml {
                 })
                 .collect(),
             wait_objective: p.wait_objective,
+            registry: p.registry.map(Into::into),
         }
     }
 }

@@ -81,6 +81,9 @@ pub struct ContainerSpec {
     pub mounts: Vec<Mount>,
     /// The signal for a graceful stop.
     pub stop_signal: String,
+    /// Credentials for pulling `image` (the pool's `registry`); `Debug`
+    /// hides the password.
+    pub registry_auth: Option<crate::scheduler::RegistryAuth>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +123,7 @@ impl fmt::Debug for ContainerSpec {
             .field("network_mode", &self.network_mode)
             .field("mounts", &self.mounts)
             .field("stop_signal", &self.stop_signal)
+            .field("registry_auth", &self.registry_auth)
             .finish()
     }
 }
@@ -141,6 +145,11 @@ mod tests {
             network_mode: String::new(),
             mounts: vec![],
             stop_signal: "SIGQUIT".into(),
+            registry_auth: Some(crate::scheduler::RegistryAuth {
+                username: "puller".into(),
+                password: SecretString::from("REGISTRY-SECRET3"),
+                password_from: crate::scheduler::PasswordSource::Env("REG".into()),
+            }),
         };
         let cmd = AgentCommand::StartRunner(Box::new(StartRunner {
             runner_id: Uuid::nil(),
@@ -148,7 +157,11 @@ mod tests {
             spec,
         }));
         let s = format!("{cmd:?}");
-        assert!(!s.contains("SECRET1") && !s.contains("SECRET2"), "{s}");
+        assert!(
+            !s.contains("SECRET1") && !s.contains("SECRET2") && !s.contains("SECRET3"),
+            "{s}"
+        );
+        assert!(s.contains("puller"), "{s}");
         assert!(s.contains("CI_SERVER_TOKEN=<redacted>"), "{s}");
     }
 }

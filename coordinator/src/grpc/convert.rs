@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 
 use autogit_proto::v1 as pb;
+use secrecy::ExposeSecret;
 use tonic::Status;
 
 use super::ProtocolError;
@@ -285,6 +286,10 @@ fn start_runner(s: StartRunner) -> pb::StartRunner {
                 })
                 .collect(),
             stop_signal: spec.stop_signal,
+            registry_auth: spec.registry_auth.map(|a| pb::RegistryAuth {
+                username: a.username,
+                password: a.password.expose_secret().to_owned(),
+            }),
         }),
     }
 }
@@ -333,6 +338,11 @@ mod command_tests {
             network_mode: String::new(),
             mounts: vec![],
             stop_signal: "SIGQUIT".into(),
+            registry_auth: Some(crate::scheduler::RegistryAuth {
+                username: "puller".into(),
+                password: SecretString::from("reg-pw"),
+                password_from: crate::scheduler::PasswordSource::Env("REG".into()),
+            }),
         };
         let id = uuid::Uuid::new_v4();
         let m = coordinator_message(AgentCommand::StartRunner(Box::new(StartRunner {
@@ -348,6 +358,11 @@ mod command_tests {
         let spec = s.spec.unwrap();
         assert_eq!(spec.env[0].value, "glrt-x", "the wire carries the token");
         assert_eq!(spec.gpus.unwrap().nvidia_uuids, vec!["GPU-1".to_string()]);
+        let auth = spec.registry_auth.expect("registry credentials travel");
+        assert_eq!(
+            (auth.username.as_str(), auth.password.as_str()),
+            ("puller", "reg-pw")
+        );
 
         let stop = |grace| {
             coordinator_message(AgentCommand::StopRunner {

@@ -52,6 +52,7 @@ pub fn start_runner(
             })
             .collect(),
         stop_signal: GRACEFUL_STOP_SIGNAL.into(),
+        registry_auth: pool.registry.clone(),
     };
     Ok(StartRunner {
         runner_id,

@@ -6,7 +6,8 @@
 //! it is tested with fixtures and property tests (`tests/scheduler*.rs`),
 //! and the reconciler that executes the decisions stays thin.
 //!
-//! It depends on nothing but its own types, `std`, `time` and `uuid`: the
+//! It depends on nothing but its own types, `std`, `time`, `uuid` and
+//! `secrecy` (a pool's registry password, [`registry`]): the
 //! config spelling of its types (serde) is in `config/pool.rs` and
 //! `config/values.rs`, and what a placement becomes as a container is in
 //! `runners/`.
@@ -66,6 +67,7 @@ pub mod matching;
 pub mod placement;
 pub mod plan;
 pub mod pool;
+pub mod registry;
 pub mod schedule;
 
 pub use bytesize::ByteSize;
@@ -78,4 +80,5 @@ pub use plan::{
     plan_by_scan,
 };
 pub use pool::{GpuRequirement, Mount, Pool, RunnerType};
+pub use registry::{PasswordSource, RegistryAuth};
 pub use schedule::{Sizing, Window};

@@ -25,7 +25,7 @@ use super::schedule::Window;
 /// `idle_min = 0`, `idle_timeout = "5m"`, `runner_type = "instance"`, no
 /// `network_mode` (Docker's default), no `mounts`, `docker_socket = true`,
 /// `docker_cache = false`, no `agent_selector`, no `schedule`, no
-/// `wait_objective`.
+/// `wait_objective`, no `registry` credentials.
 ///
 /// `cpu_limit` and `mem_limit` are the runner container's limits and also
 /// the unit of capacity accounting on agents. With the docker executor the
@@ -90,6 +90,9 @@ pub struct Pool {
     /// tracks the share of jobs that met it ([`crate::runners::wait_objective`]).
     /// Like sizing, it changes nothing in the runners.
     pub wait_objective: Option<Duration>,
+    /// Credentials for pulling `image` (`registry = { username, password_file }`);
+    /// `None` pulls anonymously.
+    pub registry: Option<super::registry::RegistryAuth>,
 }
 
 /// GPUs each runner of a pool needs.
@@ -135,8 +138,9 @@ pub struct Mount {
 
 impl Pool {
     /// The pool without its sizing (`max_runners`, `idle_min`,
-    /// `idle_timeout`, `schedule`) and its `wait_objective`: what each of
-    /// its runners is made of.
+    /// `idle_timeout`, `schedule`), its `wait_objective` and its `registry`
+    /// credentials (used to pull, not part of a runner): what each of its
+    /// runners is made of.
     pub fn runner_spec(&self) -> Pool {
         Pool {
             max_runners: 0,
@@ -144,6 +148,7 @@ impl Pool {
             idle_timeout: Duration::ZERO,
             schedule: Vec::new(),
             wait_objective: None,
+            registry: None,
             ..self.clone()
         }
     }
@@ -178,6 +183,7 @@ impl Pool {
             docker_cache,
             schedule: _,
             wait_objective: _,
+            registry: _,
         } = self;
         *name == other.name
             && *tags == other.tags

@@ -22,7 +22,10 @@
 //! `test_runner/docker_executor.rs`): a labelled build container from
 //! `--docker-image` (`DOCKER_IMAGE`) and a labelled cache volume per job; the
 //! container is removed at a normal job end, the volume kept unless
-//! `--docker-disable-cache` (`DOCKER_DISABLE_CACHE=true`).
+//! `--docker-disable-cache` (`DOCKER_DISABLE_CACHE=true`). Like the real
+//! executor it pulls the job image and the `--docker-helper-image`
+//! (`DOCKER_HELPER_IMAGE`) first, per `--docker-pull-policy`
+//! (`DOCKER_PULL_POLICY`: `always`, the default, `if-not-present`, `never`).
 //!
 //! Exit: 0 after `--max-builds` jobs (0 = no limit) or when `--wait-timeout` seconds pass
 //! without a job (0 = wait forever); 1 when the token is rejected or GitLab cannot be
@@ -55,6 +58,8 @@ struct Opts {
     token: String,
     executor: String,
     docker_image: Option<String>,
+    docker_helper_image: Option<String>,
+    docker_pull_policy: docker_executor::PullPolicy,
     disable_cache: bool,
     max_builds: u64,
     wait_timeout: Duration,
@@ -81,6 +86,8 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
     let mut token = env("CI_SERVER_TOKEN");
     let mut executor = env("RUNNER_EXECUTOR").unwrap_or_else(|| "shell".into());
     let mut docker_image = env("DOCKER_IMAGE");
+    let mut docker_helper_image = env("DOCKER_HELPER_IMAGE");
+    let mut docker_pull_policy = env("DOCKER_PULL_POLICY");
     let mut disable_cache = env("DOCKER_DISABLE_CACHE").is_some_and(|v| v == "true" || v == "1");
     let mut max_builds = 0u64;
     let mut wait_timeout = 0u64;
@@ -102,6 +109,8 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             "token" | "t" => token = value(&mut it),
             "executor" => executor = value(&mut it).unwrap_or(executor),
             "docker-image" => docker_image = value(&mut it),
+            "docker-helper-image" => docker_helper_image = value(&mut it),
+            "docker-pull-policy" => docker_pull_policy = value(&mut it),
             // A boolean flag: never takes the next argument.
             "docker-disable-cache" => {
                 disable_cache = inline.as_deref().is_none_or(|v| v == "true" || v == "1")
@@ -126,11 +135,17 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
     }
     let url = url.ok_or("--url (or CI_SERVER_URL) is required")?;
     let token = token.ok_or("--token (or CI_SERVER_TOKEN) is required")?;
+    let docker_pull_policy = match docker_pull_policy.as_deref() {
+        None => docker_executor::PullPolicy::default(),
+        Some(p) => p.parse()?,
+    };
     Ok(Opts {
         url: url.trim_end_matches('/').to_owned(),
         token,
         executor,
         docker_image,
+        docker_helper_image,
+        docker_pull_policy,
         disable_cache,
         max_builds,
         wait_timeout: Duration::from_secs(wait_timeout),
@@ -435,7 +450,12 @@ fn run_job(
             .and_then(Value::as_u64)
             .unwrap_or(0);
         let image = exec.opts.docker_image.as_deref().unwrap_or("alpine:3.20");
-        match docker_executor::start_job(image, &exec.opts.token, exec.system_id, id, project_id) {
+        let images = docker_executor::Images {
+            build: image,
+            helper: exec.opts.docker_helper_image.as_deref(),
+            pull_policy: exec.opts.docker_pull_policy,
+        };
+        match docker_executor::start_job(&images, &exec.opts.token, exec.system_id, id, project_id) {
             Ok(o) => {
                 log(&format!(
                     "job {id}: build container and cache volume created"

@@ -3,7 +3,8 @@
 //! a labelled cache volume and a labelled build container (from
 //! `--docker-image`, running `sleep` with no network), removes the container
 //! at a normal job end and keeps the cache volume unless
-//! `--docker-disable-cache` was given. A SIGKILLed runner leaves both, the
+//! `--docker-disable-cache` was given. It pulls the job image and the helper
+//! image first, per `--docker-pull-policy` (the helper is pulled, not run). A SIGKILLed runner leaves both, the
 //! container still running.
 //!
 //! Labels and names follow gitlab-runner's `executors/docker/internal/labels`
@@ -86,6 +87,77 @@ fn ok(res: Result<(u16, String), String>, what: &str) -> Result<String, String> 
     }
 }
 
+/// gitlab-runner's `--docker-pull-policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// Pull before every job (gitlab-runner's default).
+    #[default]
+    Always,
+    /// Pull only when the engine lacks the image.
+    IfNotPresent,
+    /// Never pull; a missing image fails the job.
+    Never,
+}
+
+impl std::str::FromStr for PullPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "always" => Ok(Self::Always),
+            "if-not-present" => Ok(Self::IfNotPresent),
+            "never" => Ok(Self::Never),
+            other => Err(format!(
+                "--docker-pull-policy {other:?}: expected always, if-not-present or never"
+            )),
+        }
+    }
+}
+
+/// The images a job needs and how to get them.
+pub struct Images<'a> {
+    /// The job's image (`--docker-image`).
+    pub build: &'a str,
+    /// The helper image (`--docker-helper-image`); pulled, not run.
+    pub helper: Option<&'a str>,
+    pub pull_policy: PullPolicy,
+}
+
+/// Make sure the engine has `image`, pulling it per `policy`. A pull's
+/// errors come in its 200 answer's JSON lines (`{"error": ...}`).
+fn ensure_image(sock: &Path, image: &str, policy: PullPolicy) -> Result<(), String> {
+    let present =
+        || call(sock, "GET", &format!("/images/{image}/json"), None).map(|(s, _)| s == 200);
+    match policy {
+        PullPolicy::IfNotPresent if present()? => return Ok(()),
+        PullPolicy::Never if present()? => return Ok(()),
+        PullPolicy::Never => {
+            return Err(format!(
+                "image {image} is not present and the pull policy is never"
+            ));
+        }
+        _ => {}
+    }
+    let body = ok(
+        call(
+            sock,
+            "POST",
+            &format!("/images/create?fromImage={image}"),
+            None,
+        ),
+        &format!("pull image {image}"),
+    )?;
+    for line in body.lines() {
+        if let Some(err) = serde_json::from_str::<Value>(line)
+            .ok()
+            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+        {
+            return Err(format!("pull image {image}: {err}"));
+        }
+    }
+    Ok(())
+}
+
 /// What one job created on the host.
 pub struct JobObjects {
     sock: PathBuf,
@@ -95,13 +167,19 @@ pub struct JobObjects {
 
 /// Creates the job's cache volume and build container and starts it.
 pub fn start_job(
-    image: &str,
+    images: &Images<'_>,
     token: &str,
     system_id: &str,
     job_id: u64,
     project_id: u64,
 ) -> Result<JobObjects, String> {
     let sock = socket();
+    let image = images.build;
+    // Images first, as the executor does: nothing is created when one fails.
+    if let Some(helper) = images.helper {
+        ensure_image(&sock, helper, images.pull_policy)?;
+    }
+    ensure_image(&sock, image, images.pull_policy)?;
     let short = short_token(token);
     let labels = |kind: &str| {
         json!({
@@ -209,6 +287,19 @@ impl JobObjects {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pull_policy_takes_gitlab_runners_values_and_defaults_to_always() {
+        assert_eq!(PullPolicy::default(), PullPolicy::Always);
+        assert_eq!("always".parse(), Ok(PullPolicy::Always));
+        assert_eq!("if-not-present".parse(), Ok(PullPolicy::IfNotPresent));
+        assert_eq!("never".parse(), Ok(PullPolicy::Never));
+        let e = "sometimes".parse::<PullPolicy>().unwrap_err();
+        assert!(
+            e.contains("sometimes") && e.contains("if-not-present"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn short_token_follows_gitlab_runner() {
