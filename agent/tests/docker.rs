@@ -399,6 +399,67 @@ async fn missing_image_whose_pull_fails_reports_the_image_and_leaves_nothing() {
     );
 }
 
+/// An image made for another architecture than the daemon's is refused
+/// before anything runs, with both platforms named, and nothing is left.
+#[tokio::test]
+async fn an_image_for_another_architecture_is_refused_before_it_runs() {
+    let mut h = harness("foreign", |_| {}).await;
+    let daemon = autogit_agent::docker::normalise_arch(
+        &h.engine.client().info().await.expect("info").architecture.unwrap_or_default(),
+    );
+    let (foreign, platform) = if daemon == "riscv64" {
+        ("autogit-test/foreign:amd64", "linux/amd64")
+    } else {
+        ("autogit-test/foreign:riscv64", "linux/riscv64")
+    };
+    // An empty image of that platform, loaded from a hand-made `docker
+    // save` archive (`docker import --platform` is ignored by older engines).
+    let (os, arch) = platform.split_once('/').unwrap();
+    let script = format!(
+        r#"set -e
+d=$(mktemp -d)
+cd "$d"
+tar -cf layer.tar --files-from /dev/null
+diff=$(sha256sum layer.tar | cut -d' ' -f1)
+printf '{{"architecture":"{arch}","os":"{os}","config":{{}},"rootfs":{{"type":"layers","diff_ids":["sha256:%s"]}}}}' "$diff" > config.json
+printf '[{{"Config":"config.json","RepoTags":["{foreign}"],"Layers":["layer.tar"]}}]' > manifest.json
+tar -cf image.tar manifest.json config.json layer.tar
+docker load -i image.tar
+rm -rf "$d""#
+    );
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("docker load");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let runner = RunnerId::new_v4();
+    let mut spec = sh_spec(runner, "true");
+    spec.image = foreign.to_owned();
+    h.sup.start(spec).await.expect("start");
+    let evs = events_until_removed(&mut h.events, runner).await;
+    let st = states(&evs);
+    let RunnerState::Failed { reason, .. } = &st[0] else {
+        panic!("expected Failed first: {st:?}")
+    };
+    let image_arch = arch.replace("amd64", "x86_64");
+    assert!(
+        reason.starts_with(&format!("image {foreign} is for {os}/{image_arch}, but this host's Docker runs {daemon}")),
+        "{reason}"
+    );
+    assert!(reason.contains(&format!("this host's Docker runs {daemon}")), "{reason}");
+    assert!(!st.contains(&RunnerState::Running), "{st:?}");
+    assert_eq!(st.last(), Some(&RunnerState::Removed));
+    assert_eq!(count_for_runner(&h.engine, runner).await, 0, "no container left");
+
+    // The same host's own image is not refused.
+    let runner = RunnerId::new_v4();
+    h.sup.start(sh_spec(runner, "true")).await.expect("start");
+    let st = states(&events_until_removed(&mut h.events, runner).await);
+    assert!(st.contains(&RunnerState::Running), "{st:?}");
+}
+
 #[tokio::test]
 async fn inspect_shows_labels_limits_mounts_env_and_stop_signal() {
     let mut h = harness("inspect", |_| {}).await;

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -164,6 +165,13 @@ pub trait ContainerEngine: Send + Sync + 'static {
     /// registry when given; fails if the pull fails.
     async fn pull_image(&self, image: &str, auth: Option<&RegistryAuth>)
     -> Result<(), EngineError>;
+    /// Why `image` must not run here, if its platform differs from the
+    /// Docker daemon's (an amd64-only image on a riscv64 host would run
+    /// only through emulation, if at all); `None` when it matches or cannot
+    /// be told. The default knows nothing and says `None`.
+    async fn platform_mismatch(&self, _image: &str) -> Option<String> {
+        None
+    }
     /// Create (not start) the runner's container; returns its id.
     async fn create_container(
         &self,
@@ -206,6 +214,11 @@ pub trait ContainerEngine: Send + Sync + 'static {
 pub struct DockerEngine {
     docker: Docker,
     socket: PathBuf,
+    /// The daemon's architecture (`Info.Architecture`, normalised), once read.
+    daemon_arch: Arc<tokio::sync::OnceCell<String>>,
+    /// Image reference → its architecture (normalised), for images already
+    /// checked; a pull forgets the reference (the tag may move).
+    image_arch: Arc<std::sync::Mutex<HashMap<String, String>>>,
 }
 
 impl DockerEngine {
@@ -253,6 +266,8 @@ impl DockerEngine {
         Ok(Self {
             docker,
             socket: socket.to_owned(),
+            daemon_arch: Arc::default(),
+            image_arch: Arc::default(),
         })
     }
 
@@ -368,6 +383,16 @@ impl DockerEngine {
 }
 
 /// `label=<k>=<v>` filters for the list endpoints.
+/// One spelling per architecture: Docker's image platforms say `amd64` and
+/// `arm64`, its daemon info says `x86_64` and `aarch64`.
+pub fn normalise_arch(arch: &str) -> String {
+    match arch.to_ascii_lowercase().as_str() {
+        "amd64" | "x86_64" | "x86-64" => "x86_64".into(),
+        "arm64" | "aarch64" => "aarch64".into(),
+        other => other.to_owned(),
+    }
+}
+
 fn label_filter(labels: Vec<String>) -> HashMap<String, Vec<String>> {
     HashMap::from([("label".to_owned(), labels)])
 }
@@ -470,7 +495,64 @@ impl ContainerEngine for DockerEngine {
             }
         }
         tracing::info!(image = %reference, "image pulled");
+        if let Ok(mut known) = self.image_arch.lock() {
+            known.remove(image);
+        }
         Ok(())
+    }
+
+    async fn platform_mismatch(&self, image: &str) -> Option<String> {
+        let daemon = match self
+            .daemon_arch
+            .get_or_try_init(|| async {
+                let info = self.docker.info().await?;
+                Ok::<_, BollardError>(normalise_arch(&info.architecture.unwrap_or_default()))
+            })
+            .await
+        {
+            Ok(a) if !a.is_empty() => a.clone(),
+            Ok(_) => return None,
+            Err(e) => {
+                tracing::debug!(error = %e, "Docker's architecture unknown; image platform not checked");
+                return None;
+            }
+        };
+        let known = self
+            .image_arch
+            .lock()
+            .ok()
+            .and_then(|k| k.get(image).cloned());
+        let (image_arch, os) = match known {
+            Some(a) => (a, String::new()),
+            None => match self.docker.inspect_image(image).await {
+                Ok(i) => {
+                    let a = normalise_arch(&i.architecture.unwrap_or_default());
+                    if let Ok(mut k) = self.image_arch.lock() {
+                        // Bounded: a host sees few distinct runner images.
+                        if k.len() >= 256 {
+                            k.clear();
+                        }
+                        k.insert(image.to_owned(), a.clone());
+                    }
+                    (a, i.os.unwrap_or_default())
+                }
+                Err(e) => {
+                    tracing::debug!(%image, error = %e, "image platform not checked");
+                    return None;
+                }
+            },
+        };
+        if image_arch.is_empty() || image_arch == daemon {
+            return None;
+        }
+        let os = if os.is_empty() {
+            "linux".to_owned()
+        } else {
+            os
+        };
+        Some(format!(
+            "image {image} is for {os}/{image_arch}, but this host's Docker runs {daemon}: it would run only under emulation, if at all; give the pool an image for {daemon} (image = {{ {daemon} = \"…\" }})"
+        ))
     }
 
     async fn create_container(

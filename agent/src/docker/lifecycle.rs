@@ -261,6 +261,14 @@ impl Lifecycle {
         };
         self.container_id = Some(id);
         self.stop_signal = spec.stop_signal.clone();
+        // Before anything runs: an image for another architecture would
+        // start only through emulation (binfmt), if at all.
+        if let Some(reason) = self.engine.platform_mismatch(&spec.image).await {
+            tracing::warn!(runner = %self.runner_id, reason = %reason, "refusing an image for another architecture");
+            self.fail(reason, Vec::new());
+            let _ = issued.await;
+            return self.remove_and_report().await;
+        }
         self.emit(RunnerState::Creating);
         // Leftovers of its jobs can only appear once it runs; by then the
         // collector must know its short tokens as ours, crash or not.

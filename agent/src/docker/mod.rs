@@ -22,7 +22,9 @@ pub mod mapping;
 pub mod spec;
 pub mod supervisor;
 
-pub use engine::{ContainerEngine, DockerEngine, EngineError, EngineInfo, unavailable_info};
+pub use engine::{
+    ContainerEngine, DockerEngine, EngineError, EngineInfo, normalise_arch, unavailable_info,
+};
 pub use events::{ContainerStatus, ManagedContainer, RunnerEvent, RunnerState};
 pub use leftovers::{GcPolicy, Leftover, LeftoverCount, LeftoverKind};
 pub use spec::{
