@@ -405,7 +405,13 @@ async fn missing_image_whose_pull_fails_reports_the_image_and_leaves_nothing() {
 async fn an_image_for_another_architecture_is_refused_before_it_runs() {
     let mut h = harness("foreign", |_| {}).await;
     let daemon = autogit_agent::docker::normalise_arch(
-        &h.engine.client().info().await.expect("info").architecture.unwrap_or_default(),
+        &h.engine
+            .client()
+            .info()
+            .await
+            .expect("info")
+            .architecture
+            .unwrap_or_default(),
     );
     let (foreign, platform) = if daemon == "riscv64" {
         ("autogit-test/foreign:amd64", "linux/amd64")
@@ -432,7 +438,11 @@ rm -rf "$d""#
         .arg(script)
         .output()
         .expect("docker load");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let runner = RunnerId::new_v4();
     let mut spec = sh_spec(runner, "true");
@@ -445,13 +455,31 @@ rm -rf "$d""#
     };
     let image_arch = arch.replace("amd64", "x86_64");
     assert!(
-        reason.starts_with(&format!("image {foreign} is for {os}/{image_arch}, but this host's Docker runs {daemon}")),
+        reason.starts_with(&format!(
+            "image {foreign} is for {os}/{image_arch}, but this host's Docker runs {daemon}"
+        )),
         "{reason}"
     );
-    assert!(reason.contains(&format!("this host's Docker runs {daemon}")), "{reason}");
+    assert!(
+        reason.contains(&format!("this host's Docker runs {daemon}")),
+        "{reason}"
+    );
     assert!(!st.contains(&RunnerState::Running), "{st:?}");
     assert_eq!(st.last(), Some(&RunnerState::Removed));
-    assert_eq!(count_for_runner(&h.engine, runner).await, 0, "no container left");
+    assert_eq!(
+        count_for_runner(&h.engine, runner).await,
+        0,
+        "no container left"
+    );
+    let _ = h
+        .engine
+        .client()
+        .remove_image(
+            foreign,
+            None::<bollard::query_parameters::RemoveImageOptions>,
+            None,
+        )
+        .await;
 
     // The same host's own image is not refused.
     let runner = RunnerId::new_v4();

@@ -4,7 +4,7 @@
 //! ```text
 //! autogit-bench-runners [--jobs 60] [--path webhook|poll|both] [--poll-interval 2s]
 //!                       [--agents 1] [--concurrency 1 | --burst N] [--warmup 2]
-//!                       [--compare-docker]
+//!                       [--compare-docker | --compare-cold]
 //!                       [--job-duration 200ms] [--job-timeout 60s]
 //!                       [--coordinator-log info|debug] [--agent-log info]
 //!                       [--csv PATH] [--keep-logs DIR]
@@ -43,7 +43,12 @@
 //! every AutoGit batch with a baseline batch of the same size: N containers
 //! of the same image and limits created and started straight through the
 //! Docker Engine API at once (`direct.rs`), and reports both distributions
-//! and the ratio of their p99s.
+//! and the ratio of their p99s. `--compare-cold` serves the runner image
+//! from a local registry (Debian's `docker-registry` on loopback, with the
+//! registry holding its only copy) and runs each path twice: warm (the
+//! image stays on the host after the first pull) and cold (removed before
+//! every batch, so each batch pulls every layer), then prints both
+//! pickups side by side.
 //!
 //! Bounded: a fixed number of jobs, a timeout on every wait. Processes are
 //! SIGKILLed and this run's containers removed at the end, also on error.
@@ -87,6 +92,12 @@ struct Args {
     /// directly through the Docker API at once, and compare (webhook path).
     #[arg(long)]
     compare_docker: bool,
+    /// Serve the runner image from a local registry (Debian's
+    /// `docker-registry` on loopback) and measure each path twice, side by
+    /// side: with the image kept on the host (warm), then removed before
+    /// every batch so that each batch pulls it (cold).
+    #[arg(long, conflicts_with = "compare_docker")]
+    compare_cold: bool,
     /// Batches run first and left out of the statistics.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
@@ -146,23 +157,61 @@ fn main() -> ExitCode {
     };
     let machine = report::Machine::read();
     print!("{}", machine.render());
-    let mut failures = 0;
-    for path in paths {
-        match scenario::run(&args, *path) {
-            Ok(result) => {
-                failures += result.failures.len();
-                print!("{}", report::render(&args, &result));
-                if let Some(csv) = &args.csv {
-                    let file = csv.with_extension(format!("{}.csv", path.name()));
-                    if let Err(e) = std::fs::write(&file, report::csv(&result)) {
-                        eprintln!("autogit-bench-runners: write {}: {e}", file.display());
-                    }
-                }
-            }
+    // `--compare-cold`: the image comes from a local registry; the registry
+    // lives until the end of main.
+    let registry = if args.compare_cold {
+        match autogit_tests::registry::Registry::start().and_then(|r| {
+            let local = autogit_tests::harness::test_runner_image();
+            let image = r.push(&local, "bench/runner:cold")?;
+            // The registry then holds the only copy: removing the pulled
+            // tag removes the layers too, so a cold batch pulls them all.
+            // (Tests build the local image again when they need it.)
+            autogit_tests::registry::remove_local_image(&local)?;
+            Ok((r, image))
+        }) {
+            Ok(r) => Some(r),
             Err(e) => {
-                eprintln!("autogit-bench-runners: {} path: {e:#}", path.name());
+                eprintln!("autogit-bench-runners: local registry: {e:#}");
                 return ExitCode::from(2);
             }
+        }
+    } else {
+        None
+    };
+    let variants: Vec<scenario::Variant> = match &registry {
+        Some((_, image)) => vec![
+            scenario::Variant::warm(image),
+            scenario::Variant::cold(image),
+        ],
+        None => vec![scenario::Variant::local()],
+    };
+    let mut failures = 0;
+    let mut compared = Vec::new();
+    for path in paths {
+        for variant in &variants {
+            match scenario::run(&args, *path, variant) {
+                Ok(result) => {
+                    failures += result.failures.len();
+                    print!("{}", report::render(&args, &result));
+                    compared.push((path.name(), variant.label, report::pickup(&result)));
+                    if let Some(csv) = &args.csv {
+                        let file = csv.with_extension(format!("{}.csv", path.name()));
+                        if let Err(e) = std::fs::write(&file, report::csv(&result)) {
+                            eprintln!("autogit-bench-runners: write {}: {e}", file.display());
+                        }
+                    }
+                }
+                Err(e) => {
+                    eprintln!("autogit-bench-runners: {} path: {e:#}", path.name());
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    }
+    if let Some((_, image)) = &registry {
+        print!("{}", report::render_cold_comparison(&compared));
+        if let Err(e) = autogit_tests::registry::remove_local_image(image) {
+            eprintln!("autogit-bench-runners: {e:#}");
         }
     }
     if failures == 0 {
@@ -676,6 +725,8 @@ mod scenario {
     #[derive(Debug, Clone)]
     pub struct PathResult {
         pub path: DemandPath,
+        /// What the variant was (empty for the local image).
+        pub variant: &'static str,
         pub samples: Vec<Sample>,
         /// Jobs that did not get a running container, with why.
         pub failures: Vec<String>,
@@ -722,7 +773,43 @@ mod scenario {
         }
     }
 
-    fn coordinator_config(sim: &Sim, path: DemandPath, args: &Args) -> String {
+    /// Where the runner image comes from, and whether each batch finds it
+    /// on the host.
+    pub struct Variant {
+        pub image: String,
+        /// Removed from the host before every batch (each batch pulls it).
+        pub cold: bool,
+        pub label: &'static str,
+    }
+
+    impl Variant {
+        /// The locally built test image (never pulled).
+        pub fn local() -> Self {
+            Variant {
+                image: harness::test_runner_image(),
+                cold: false,
+                label: "",
+            }
+        }
+        /// From the local registry, kept on the host after its first pull.
+        pub fn warm(image: &str) -> Self {
+            Variant {
+                image: image.to_owned(),
+                cold: false,
+                label: "warm image",
+            }
+        }
+        /// From the local registry, pulled by every batch.
+        pub fn cold(image: &str) -> Self {
+            Variant {
+                image: image.to_owned(),
+                cold: true,
+                label: "cold image (pulled from a local registry)",
+            }
+        }
+    }
+
+    fn coordinator_config(sim: &Sim, path: DemandPath, args: &Args, image: &str) -> String {
         let poll = match path {
             DemandPath::Webhook => Duration::from_secs(300),
             DemandPath::Poll => args.poll_interval,
@@ -753,7 +840,6 @@ max_runners = {max_runners}
             max_runners = args.concurrency.max(16),
             gitlab = sim.gitlab_config(),
             poll = humantime::format_duration(poll),
-            image = harness::test_runner_image(),
         )
     }
 
@@ -836,8 +922,8 @@ max_runners = {max_runners}
     }
 
     /// Runs one path and returns its samples.
-    pub fn run(args: &Args, path: DemandPath) -> anyhow::Result<PathResult> {
-        let image = harness::test_runner_image();
+    pub fn run(args: &Args, path: DemandPath, variant: &Variant) -> anyhow::Result<PathResult> {
+        let image = variant.image.clone();
         progress(&format!(
             "{} path: image {image} present; starting",
             path.name()
@@ -852,7 +938,7 @@ max_runners = {max_runners}
             project_ids: (1..=PROJECTS).collect(),
         });
         let mut c = Coordinator::init("").context("init coordinator data dir")?;
-        std::fs::write(&c.config, coordinator_config(&sim, path, args))
+        std::fs::write(&c.config, coordinator_config(&sim, path, args, &image))
             .context("write coordinator config")?;
         let mut fleet = Fleet {
             agents: Vec::new(),
@@ -915,6 +1001,10 @@ max_runners = {max_runners}
                 DemandPath::Webhook => rng.random_range(0..500),
             };
             std::thread::sleep(Duration::from_millis(200 + jitter));
+            if variant.cold {
+                autogit_tests::registry::remove_local_image(&image)
+                    .with_context(|| format!("remove {image} before batch {batch}"))?;
+            }
             let n = if warmup {
                 args.concurrency
             } else {
@@ -1107,6 +1197,7 @@ max_runners = {max_runners}
             .collect();
         drop(fleet);
         Ok(PathResult {
+            variant: variant.label,
             path,
             samples,
             failures,
@@ -1171,7 +1262,10 @@ max_runners = {max_runners}
             let v = create_log_times(log);
             assert_eq!(
                 v,
-                vec![("0b7c".to_string(), clock::parse("2025-01-01T00:00:02.25Z").expect("ts"))]
+                vec![(
+                    "0b7c".to_string(),
+                    clock::parse("2025-01-01T00:00:02.25Z").expect("ts")
+                )]
             );
         }
 
@@ -1227,6 +1321,57 @@ mod report {
             .collect()
     }
 
+    /// The headline latency: T0 (webhook delivered, or job created on the
+    /// poll path) to the container running.
+    pub fn pickup(r: &PathResult) -> Option<Summary> {
+        summarize(&series(
+            &r.samples,
+            |s| s.t0(r.path),
+            |s| s.container_started,
+        ))
+    }
+
+    /// `--compare-cold`: warm and cold pickup of each path next to each
+    /// other, and what the pull costs.
+    pub fn render_cold_comparison(rows: &[(&str, &str, Option<Summary>)]) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "== warm against cold image, T0 -> container running (ms)"
+        );
+        let _ = writeln!(
+            out,
+            "  {:<8} {:<44} {:>4} {:>8} {:>8} {:>8}",
+            "path", "image", "n", "p50", "p99", "max"
+        );
+        for (path, label, s) in rows {
+            match s {
+                Some(s) => {
+                    let _ = writeln!(
+                        out,
+                        "  {path:<8} {label:<44} {:>4} {:>8.0} {:>8.0} {:>8.0}",
+                        s.n, s.p50, s.p99, s.max
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "  {path:<8} {label:<44}    0        -");
+                }
+            }
+        }
+        for pair in rows.chunks(2) {
+            if let [(path, _, Some(w)), (_, _, Some(c))] = pair {
+                let _ = writeln!(
+                    out,
+                    "  {path}: a cold pull adds {:.0} ms at p50 and {:.0} ms at p99",
+                    c.p50 - w.p50,
+                    c.p99 - w.p99
+                );
+            }
+        }
+        out
+    }
+
     pub fn render(args: &Args, r: &PathResult) -> String {
         let mut out = String::new();
         let p = r.path;
@@ -1234,8 +1379,13 @@ mod report {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "== {} path: {measured} measured jobs (+{} warm-up), concurrency {}, {} agent(s), job duration {:?}{}",
+            "== {} path{}: {measured} measured jobs (+{} warm-up), concurrency {}, {} agent(s), job duration {:?}{}",
             p.name(),
+            if r.variant.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", r.variant)
+            },
             r.samples.len() - measured,
             args.concurrency,
             args.agents,
