@@ -129,6 +129,61 @@ impl Drop for RemoveImage {
     }
 }
 
+/// A burst of jobs that all miss the image on one host: one pull, which
+/// the other runners wait for, not one pull each.
+#[test]
+fn a_burst_of_runners_missing_the_same_image_shares_one_pull() {
+    let reg = Registry::start().unwrap();
+    // The test image plus a layer of its own (16 MiB of random bytes), so
+    // that the pull really downloads something and takes long enough for
+    // the burst's creates to meet it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut noise = vec![0u8; 16 << 20];
+    rand::fill(&mut noise[..]);
+    std::fs::write(dir.path().join("noise.bin"), &noise).unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!("FROM {}\nCOPY noise.bin /noise.bin\n", test_runner_image()),
+    )
+    .unwrap();
+    let local = format!("autogit-test/burst-{}:1", std::process::id());
+    let built = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", &local])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let image = reg.push(&local, &format!("{REPO}:burst")).unwrap();
+    remove_local_image(&local).unwrap();
+    let _cleanup = RemoveImage(image.clone());
+    assert!(!local_image_exists(&image));
+    let (sim, c) = setup(&test_pool_with_image(
+        "amd64",
+        &["amd64"],
+        "x86_64",
+        &image,
+        "",
+    ));
+    let (a, agent_id) = agent(&c);
+    let jobs: Vec<u64> = (0..4).map(|_| job(&sim, "amd64")).collect();
+    for id in &jobs {
+        wait_job_done(&sim, &c, &a, *id);
+    }
+    let logs = a.logs();
+    let starts = logs.matches("creating container").count();
+    assert!(starts >= 4, "four runners were created:\n{logs}");
+    assert_eq!(
+        logs.matches("pulling image").count(),
+        1,
+        "one pull for the burst:\n{logs}"
+    );
+    assert_nothing_left(&sim, &c, &agent_id);
+}
+
 #[test]
 fn runner_image_is_pulled_from_the_local_registry_on_first_use_and_not_on_second() {
     let reg = Registry::start().unwrap();

@@ -219,6 +219,11 @@ pub struct DockerEngine {
     /// Image reference → its architecture (normalised), for images already
     /// checked; a pull forgets the reference (the tag may move).
     image_arch: Arc<std::sync::Mutex<HashMap<String, String>>>,
+    /// One pull per image reference at a time: runners of a burst that all
+    /// miss the same image wait for the first one's pull instead of asking
+    /// dockerd for the same image N times (which it resolves one after
+    /// another; `docs/benchmarks.md`, "Cold images").
+    pulls: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl DockerEngine {
@@ -268,6 +273,7 @@ impl DockerEngine {
             socket: socket.to_owned(),
             daemon_arch: Arc::default(),
             image_arch: Arc::default(),
+            pulls: Arc::default(),
         })
     }
 
@@ -462,6 +468,20 @@ impl ContainerEngine for DockerEngine {
         auth: Option<&RegistryAuth>,
     ) -> Result<(), EngineError> {
         let reference = mapping::pull_reference(image);
+        let gate = {
+            let mut pulls = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
+            // Bounded: forget gates nobody holds.
+            if pulls.len() >= 64 {
+                pulls.retain(|_, g| Arc::strong_count(g) > 1);
+            }
+            pulls.entry(reference.clone()).or_default().clone()
+        };
+        let _one_at_a_time = gate.lock().await;
+        // Another runner's pull of this image may have finished meanwhile.
+        if self.docker.inspect_image(&reference).await.is_ok() {
+            tracing::debug!(image = %reference, "image arrived with another runner's pull");
+            return Ok(());
+        }
         tracing::info!(image = %reference, authenticated = auth.is_some(), "pulling image");
         let opts = CreateImageOptionsBuilder::new()
             .from_image(&reference)
