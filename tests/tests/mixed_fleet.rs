@@ -216,4 +216,9 @@ fn jobs_tagged_for_an_arch_run_only_on_agents_of_that_arch() {
         })
         .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
     }
+    for tagged in [&x86_image, &arm_image] {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", tagged.as_str()])
+            .output();
+    }
 }
