@@ -56,7 +56,8 @@ pub struct PoolChanges {
     /// limits, ...): idle and provisioning runners are replaced.
     pub changed: Vec<String>,
     /// Changed only in sizing (`max_runners`, `idle_min`, `idle_timeout`,
-    /// `schedule`) or `wait_objective`: runners are kept.
+    /// `schedule`), `wait_objective` or `registry` credentials (read again
+    /// from their file: a reload rotates them): runners are kept.
     pub resized: Vec<String>,
 }
 

@@ -31,10 +31,8 @@ pub struct Bound {
 }
 
 /// Run the coordinator until `shutdown` is cancelled. `on_bound` is called
-/// once the listeners are bound.
-/// Runs the coordinator until `shutdown`. `reload_from` reads the config
-/// again for a reload (SIGHUP, `POST /api/v1/reload`); `None` refuses
-/// reloads.
+/// once the listeners are bound. `reload_from` reads the config again for a
+/// reload (SIGHUP, `POST /api/v1/reload`); `None` refuses reloads.
 pub async fn run(
     cfg: Config,
     reload_from: Option<ConfigSource>,
