@@ -365,6 +365,9 @@ impl Agent {
                     ),
                 }
             }
+            Some(pb::coordinator_message::Msg::WarmImages(cmd)) => {
+                tracing::debug!(images = cmd.images.len(), "warm images: not handled yet");
+            }
             Some(pb::coordinator_message::Msg::StopRunner(cmd)) => {
                 let runner_id = cmd.runner_id.clone();
                 match (StopRequest::try_from(cmd), &self.docker) {

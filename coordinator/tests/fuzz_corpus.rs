@@ -55,6 +55,11 @@ fn write_protobuf_seeds() {
             error: String::new(),
         }),
         labels: [("rack".to_string(), "b3".to_string())].into(),
+        images: vec![pb::HeldImage {
+            reference: "registry.example:5000/ci/runner:v1".into(),
+            id: "sha256:4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945".into(),
+            size_bytes: 300 << 20,
+        }],
         gpus: vec![pb::Gpu {
             vendor: pb::GpuVendor::Nvidia as i32,
             index: 0,
@@ -105,6 +110,7 @@ fn write_protobuf_seeds() {
         reason: "image not found".into(),
         log_tail: vec!["line 1".into(), "line 2".into()],
         at_unix_ms: 1_700_000_000_000,
+        image_pull_ms: 12_300,
     };
     write("runner_report", "status-valid", status.encode_to_vec());
     write(

@@ -101,6 +101,7 @@ impl From<RunnerEvent> for pb::RunnerStatus {
             reason,
             log_tail,
             at_unix_ms: unix_ms(ev.at),
+            image_pull_ms: 0,
         }
     }
 }

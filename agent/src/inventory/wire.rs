@@ -65,6 +65,7 @@ impl From<&Inventory> for pb::Inventory {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             gpus: inv.gpus.iter().map(pb::Gpu::from).collect(),
+            images: Vec::new(),
         }
     }
 }
