@@ -170,6 +170,12 @@ pub async fn run(
         server_cert_expiry,
         pools: pools.clone(),
     });
+    // Agents pull the pools' images ahead of demand (`fleet/warm.rs`).
+    background.push(tokio::spawn(fleet::warm::run(
+        fleet.clone(),
+        pools.clone(),
+        tasks.clone(),
+    )));
     let reloader = Reloader::new(reload_from, cfg.clone(), pools.clone(), audit.clone());
     background.push(tokio::spawn(reload_on_sighup(
         reloader.clone(),

@@ -22,8 +22,19 @@ pub enum AgentCommand {
         /// `None`: the agent's default.
         grace: Option<Duration>,
     },
+    /// The whole set of images this agent should hold (replaces the last
+    /// set; `fleet/warm.rs`).
+    WarmImages(Vec<WarmImage>),
     /// End the session.
     Close(CloseReason),
+}
+
+/// One image to hold, with the credentials to pull it (`Debug` hides the
+/// password).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WarmImage {
+    pub reference: String,
+    pub registry_auth: Option<crate::scheduler::RegistryAuth>,
 }
 
 /// Why the coordinator ends a session.

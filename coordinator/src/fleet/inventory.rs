@@ -26,6 +26,22 @@ pub struct Inventory {
     /// read by placement.
     pub labels: BTreeMap<String, String>,
     pub gpus: Vec<Gpu>,
+    /// The images on the host, one entry per reference. A claim too: it
+    /// only orders the agents that trust labels, architecture and
+    /// resources already admit (`scheduler/placement.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<HeldImage>,
+}
+
+/// One reference of an image on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldImage {
+    /// As Docker lists it: `registry:5000/ci/runner:v1`, `alpine:latest`,
+    /// `alpine@sha256:...`.
+    pub reference: String,
+    /// The image id, `sha256:...`.
+    pub id: String,
+    pub size_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -6,6 +6,8 @@
 //! * [`session`]: one agent's session as domain events (the gRPC adapter
 //!   in `grpc/session.rs` drives it).
 //! * [`command`]: what the coordinator tells an agent.
+//! * [`warm`]: which images each agent should hold ahead of demand, and the
+//!   loop that tells it.
 //! * [`inventory`] / [`agent`]: domain types.
 
 pub mod agent;
@@ -14,6 +16,7 @@ pub mod inventory;
 pub mod monitor;
 pub mod registry;
 pub mod session;
+pub mod warm;
 
 pub use agent::{AgentState, AgentView, Drain, Load, rfc3339};
 pub use command::{AgentCommand, CloseReason};

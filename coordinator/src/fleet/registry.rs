@@ -7,7 +7,7 @@
 //! not cost a write per heartbeat. Revocation is checked here on every session
 //! open and renewal; revoking cuts the live session at once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -65,6 +65,8 @@ struct Live {
     cordoned: bool,
     state: AgentState,
     inventory: Option<Inventory>,
+    /// The inventory's images, normalised once per inventory for placement.
+    held: Arc<BTreeSet<String>>,
     load: Option<Load>,
     last_seen: Option<Instant>,
     last_seen_wall: Option<OffsetDateTime>,
@@ -96,6 +98,19 @@ pub struct Fleet {
     inner: Arc<Inner>,
 }
 
+/// The normalised references of the images an inventory lists.
+fn held_images(inv: Option<&Inventory>) -> Arc<BTreeSet<String>> {
+    Arc::new(
+        inv.map(|i| {
+            i.images
+                .iter()
+                .map(|h| scheduler::images::normalise(&h.reference))
+                .collect()
+        })
+        .unwrap_or_default(),
+    )
+}
+
 fn live_from_row(row: &AgentRow) -> Live {
     let stored: AgentState = row.state.parse().unwrap_or(AgentState::Unreachable);
     // After a restart nobody has a session yet: agents that were up are
@@ -113,6 +128,7 @@ fn live_from_row(row: &AgentRow) -> Live {
         cordoned: row.cordoned,
         state,
         inventory: view.as_ref().and_then(|v| v.inventory.clone()),
+        held: held_images(view.as_ref().and_then(|v| v.inventory.as_ref())),
         load: view.and_then(|v| v.load),
         last_seen: None,
         last_seen_wall: row.last_seen.map(db::from_ms),
@@ -230,6 +246,7 @@ impl Fleet {
             live.hostname = inventory.hostname.clone();
             live.arch = inventory.arch.clone();
             live.known_arch = inventory.arch.parse().ok();
+            live.held = held_images(Some(&inventory));
             live.inventory = Some(inventory);
             live.state = AgentState::Ready;
             live.last_seen = Some(Instant::now());
@@ -262,6 +279,7 @@ impl Fleet {
                     live.hostname = inventory.hostname.clone();
                     live.arch = inventory.arch.clone();
                     live.known_arch = inventory.arch.parse().ok();
+                    live.held = held_images(Some(&inventory));
                     live.inventory = Some(inventory);
                     true
                 }
@@ -402,6 +420,14 @@ impl Fleet {
         }
     }
 
+    /// The live session of every connected agent.
+    pub fn session_ids(&self) -> HashMap<AgentId, SessionId> {
+        self.lock()
+            .iter()
+            .filter_map(|(id, l)| l.session.as_ref().map(|(sid, _)| (*id, *sid)))
+            .collect()
+    }
+
     /// Close every live session (shutdown); agents reconnect on their own.
     pub fn close_all_sessions(&self) {
         for live in self.lock().values_mut() {
@@ -519,6 +545,7 @@ impl Fleet {
                         render_node: g.render_node.clone(),
                     })
                     .collect();
+                v.images = l.held.clone();
                 Some(v)
             })
             .collect();

@@ -12,12 +12,14 @@ use tonic::Status;
 use super::ProtocolError;
 use crate::fleet::Load;
 use crate::fleet::command::{AgentCommand, CloseReason, StartRunner};
-use crate::fleet::inventory::{DockerInfo, Gpu, GpuVendor, Inventory, normalize_arch};
+use crate::fleet::inventory::{DockerInfo, Gpu, GpuVendor, HeldImage, Inventory, normalize_arch};
 use crate::fleet::session::{AgentReport, ContainerState, Hello, RunnerReport};
 
 const MAX_STR: usize = 1024;
 const MAX_GPUS: usize = 64;
 const MAX_LABELS: usize = 64;
+/// As many image references as an agent reports (`fleet.proto`).
+const MAX_IMAGES: usize = 1000;
 
 fn opt(s: String) -> Option<String> {
     if s.is_empty() { None } else { Some(s) }
@@ -104,6 +106,30 @@ impl TryFrom<pb::Inventory> for Inventory {
                 render_node: opt(bounded("inventory.gpus.render_node", g.render_node)?),
             });
         }
+        if p.images.len() > MAX_IMAGES {
+            return Err(ProtocolError::invalid(
+                "inventory.images",
+                format!("more than {MAX_IMAGES} image references"),
+            ));
+        }
+        let images = p
+            .images
+            .into_iter()
+            .map(|i| {
+                let reference = bounded("inventory.images.reference", i.reference)?;
+                if reference.is_empty() || reference.chars().any(char::is_whitespace) {
+                    return Err(ProtocolError::invalid(
+                        "inventory.images.reference",
+                        "must be a non-empty reference without whitespace",
+                    ));
+                }
+                Ok(HeldImage {
+                    reference,
+                    id: bounded("inventory.images.id", i.id)?,
+                    size_bytes: i.size_bytes,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let d = p.docker.unwrap_or_default();
         Ok(Inventory {
             hostname,
@@ -125,6 +151,7 @@ impl TryFrom<pb::Inventory> for Inventory {
             },
             labels: p.labels.into_iter().collect(),
             gpus,
+            images,
         })
     }
 }
@@ -310,6 +337,18 @@ pub fn coordinator_message(cmd: AgentCommand) -> Result<pb::CoordinatorMessage, 
             // 0 on the wire is the agent's default: a set grace is at least 1 ms.
             grace_period_ms: grace
                 .map_or(0, |g| g.as_millis().clamp(1, u128::from(u64::MAX)) as u64),
+        }),
+        AgentCommand::WarmImages(images) => Msg::WarmImages(pb::WarmImages {
+            images: images
+                .into_iter()
+                .map(|i| pb::WarmImage {
+                    reference: i.reference,
+                    registry_auth: i.registry_auth.map(|a| pb::RegistryAuth {
+                        username: a.username,
+                        password: a.password.expose_secret().to_owned(),
+                    }),
+                })
+                .collect(),
         }),
         AgentCommand::Close(reason) => return Err(reason.into()),
     };

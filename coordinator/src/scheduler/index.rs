@@ -19,12 +19,13 @@ use std::collections::BTreeSet;
 use uuid::Uuid;
 
 use super::placement::{
-    self, AgentView, Placement, Strategy, Unplaceable, free_gpus, milli_cpu, placement_on,
+    self, AgentView, Placement, RunnerImages, Strategy, Unplaceable, free_gpus, milli_cpu,
+    placement_on,
 };
 use super::pool::Pool;
 
 /// The strategy's order among candidates: smallest first.
-type Key = (u64, u64, Uuid);
+type Key = (bool, u64, u64, Uuid);
 
 /// One pool's candidates in order, and each agent's key among them.
 type Candidates = (BTreeSet<(Key, usize)>, Vec<Option<Key>>);
@@ -58,6 +59,8 @@ pub(crate) struct Placer {
     strategy: Strategy,
     /// Per pool: its candidates, and each agent's key in that set.
     sets: Vec<Option<Candidates>>,
+    /// Per pool: its runner images, once its set is built.
+    images: Vec<Option<RunnerImages>>,
 }
 
 impl Placer {
@@ -66,6 +69,7 @@ impl Placer {
             agents,
             strategy,
             sets: (0..pools).map(|_| None).collect(),
+            images: (0..pools).map(|_| None).collect(),
         }
     }
 
@@ -74,11 +78,13 @@ impl Placer {
             return;
         }
         let p = &pools[pool];
+        let images = RunnerImages::of(p);
         let keys: Vec<Option<Key>> = self
             .agents
             .iter()
-            .map(|a| key(p, a, self.strategy))
+            .map(|a| key(p, &images, a, self.strategy))
             .collect();
+        self.images[pool] = Some(images);
         let set = keys
             .iter()
             .enumerate()
@@ -90,11 +96,13 @@ impl Placer {
     /// Re-key agent `i` in every set built so far.
     fn rekey(&mut self, pools: &[Pool], i: usize) {
         for (p, entry) in self.sets.iter_mut().enumerate() {
-            let Some((set, keys)) = entry else { continue };
+            let (Some((set, keys)), Some(images)) = (entry, &self.images[p]) else {
+                continue;
+            };
             if let Some(old) = keys[i].take() {
                 set.remove(&(old, i));
             }
-            keys[i] = key(&pools[p], &self.agents[i], self.strategy);
+            keys[i] = key(&pools[p], images, &self.agents[i], self.strategy);
             if let Some(k) = keys[i] {
                 set.insert((k, i));
             }
@@ -123,7 +131,7 @@ impl Place for Placer {
 
 /// `a`'s key among the candidates for one more runner of `pool`, or `None`
 /// when `place` would not consider it (the same filters, in one pass).
-fn key(pool: &Pool, a: &AgentView, strategy: Strategy) -> Option<Key> {
+fn key(pool: &Pool, images: &RunnerImages, a: &AgentView, strategy: Strategy) -> Option<Key> {
     if !placement::is_open_for(pool, a) {
         return None;
     }
@@ -134,5 +142,11 @@ fn key(pool: &Pool, a: &AgentView, strategy: Strategy) -> Option<Key> {
     if a.free_cpu_milli() < need_cpu || a.free_memory() < need_mem {
         return None;
     }
-    Some(placement::strategy_key(a, strategy, need_cpu, need_mem))
+    Some(placement::strategy_key(
+        a,
+        strategy,
+        need_cpu,
+        need_mem,
+        images.cold_on(a),
+    ))
 }

@@ -40,7 +40,8 @@
 //! A new runner goes to an agent whose trust labels meet the pool's
 //! `agent_selector`, of the pool's arch, that is `Ready`, not
 //! cordoned, has enough unassigned GPUs of the vendor (with `min_memory`),
-//! and enough free CPU and memory for the pool's limits. `Spread` prefers
+//! and enough free CPU and memory for the pool's limits. Agents that hold
+//! the pool's runner image come first ([`images`]); then `Spread` prefers
 //! the fewest runners then the most free resources, `BinPack` the fullest
 //! agent that fits; ties go to the lowest agent id. When nothing fits, the
 //! error names the most relevant blocker ("all NVIDIA GPUs busy (4 of 4
@@ -61,6 +62,7 @@
 
 pub mod bytesize;
 pub mod hardware;
+pub mod images;
 mod index;
 pub mod labels;
 pub mod matching;

@@ -16,7 +16,10 @@
 //! 6. free CPU and memory for the pool's `cpu_limit` and `mem_limit`
 //!    (free = capacity - sum of the limits of the runners already there).
 //!
-//! Among the agents that remain, [`Strategy::Spread`] picks the one with the
+//! Among the agents that remain, those that already hold the pool's runner
+//! image (for their architecture; `images.rs`) come first: a runner there
+//! starts in about a second, one that must pull its image first may take
+//! minutes. Among those equally warm, [`Strategy::Spread`] picks the one with the
 //! fewest runners, then the most free resources; [`Strategy::BinPack`] picks
 //! the one left with the least free resources after placing (so others stay
 //! empty), then the most runners. "Free resources" is the scarcer of CPU and
@@ -33,11 +36,13 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 use uuid::Uuid;
 
 use super::bytesize::ByteSize;
 use super::hardware::{Arch, Archs, GpuVendor};
+use super::images::normalise;
 use super::labels::{self, Labels};
 use super::pool::Pool;
 
@@ -101,6 +106,9 @@ pub struct AgentView {
     pub gpus: Vec<GpuView>,
     /// Uuids of this agent's GPUs that runners hold.
     pub assigned_gpus: BTreeSet<String>,
+    /// The images it holds, as normalised references ([`normalise`]);
+    /// shared, as the fleet keeps it between inventories.
+    pub images: Arc<BTreeSet<String>>,
 }
 
 /// Thousandths of a CPU, rounded; negative or non-finite counts as zero.
@@ -134,7 +142,13 @@ impl AgentView {
             runner_count: 0,
             gpus: Vec::new(),
             assigned_gpus: BTreeSet::new(),
+            images: Arc::default(),
         }
+    }
+
+    /// Whether it holds `image` (any spelling of the reference).
+    pub fn holds(&self, image: &str) -> bool {
+        !self.images.is_empty() && self.images.contains(&normalise(image))
     }
 
     fn cpu_capacity_milli(&self) -> u64 {
@@ -448,18 +462,43 @@ pub(crate) fn is_open_for(pool: &Pool, a: &AgentView) -> bool {
         && !a.cordoned
 }
 
-/// The order among agents that fit: the smallest key is chosen. Ends in the
-/// agent id, so it is total.
+/// A pool's runner image per architecture, normalised once per pool, to
+/// tell warm agents from cold ones.
+pub(crate) struct RunnerImages(Vec<(Arch, String)>);
+
+impl RunnerImages {
+    pub(crate) fn of(pool: &Pool) -> Self {
+        RunnerImages(
+            pool.arch
+                .iter()
+                .map(|arch| (arch, normalise(pool.image_for(arch))))
+                .collect(),
+        )
+    }
+
+    /// Whether `a` must pull the runner image first.
+    pub(crate) fn cold_on(&self, a: &AgentView) -> bool {
+        !self
+            .0
+            .iter()
+            .any(|(arch, image)| *arch == a.arch && a.images.contains(image))
+    }
+}
+
+/// The order among agents that fit: the smallest key is chosen. Warm agents
+/// (`cold` false) first, then the strategy's order; ends in the agent id,
+/// so it is total.
 pub(crate) fn strategy_key(
     a: &AgentView,
     strategy: Strategy,
     need_cpu: u64,
     need_mem: u64,
-) -> (u64, u64, Uuid) {
+    cold: bool,
+) -> (bool, u64, u64, Uuid) {
     let free = a.free_ppm_after(need_cpu, need_mem);
     match strategy {
-        Strategy::Spread => (u64::from(a.runner_count), u64::MAX - free, a.id),
-        Strategy::BinPack => (free, u64::from(u32::MAX - a.runner_count), a.id),
+        Strategy::Spread => (cold, u64::from(a.runner_count), u64::MAX - free, a.id),
+        Strategy::BinPack => (cold, free, u64::from(u32::MAX - a.runner_count), a.id),
     }
 }
 
@@ -590,10 +629,11 @@ pub fn place(
 
     let need_cpu = milli_cpu(pool.cpu_limit);
     let need_mem = pool.mem_limit.bytes();
+    let images = RunnerImages::of(pool);
     let chosen = candidates
         .iter()
         .filter(|(a, _)| a.free_cpu_milli() >= need_cpu && a.free_memory() >= need_mem)
-        .min_by_key(|(a, _)| strategy_key(a, strategy, need_cpu, need_mem));
+        .min_by_key(|(a, _)| strategy_key(a, strategy, need_cpu, need_mem, images.cold_on(a)));
     let Some((agent, gpus)) = chosen else {
         return Err(Unplaceable::NoResources {
             gpu: pool.gpu.as_ref().map(|g| (g.vendor, g.count)),
