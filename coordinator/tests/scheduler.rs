@@ -1418,3 +1418,67 @@ fn a_riscv64_pool_asks_for_a_helper_flavour_that_exists() {
             .any(|a| a.starts_with("--docker-helper-image"))
     );
 }
+
+// ------------------------------------------------------------ warm images
+
+fn holding(mut a: AgentView, images: &[&str]) -> AgentView {
+    a.images = std::sync::Arc::new(images.iter().map(|i| images::normalise(i)).collect());
+    a
+}
+
+#[test]
+fn a_warm_agent_is_chosen_over_emptier_cold_ones_under_either_strategy() {
+    let mut pool = small_pool("p", Arch::X86_64, 1.0, 1);
+    pool.image = "registry.example:5000/ci/runner".into();
+    let mut busy_warm = holding(
+        agent(3, Arch::X86_64, 8, 16),
+        &["registry.example:5000/ci/runner:latest"],
+    );
+    busy_warm.runner_count = 5;
+    busy_warm.allocated_cpu = 5.0;
+    busy_warm.allocated_memory = 5 * GIB;
+    let empty_cold = agent(1, Arch::X86_64, 8, 16);
+    let other_image = holding(
+        agent(2, Arch::X86_64, 8, 16),
+        &["registry.example:5000/ci/other"],
+    );
+    let agents = [empty_cold, other_image, busy_warm];
+    for strategy in [Strategy::Spread, Strategy::BinPack] {
+        let p = place(&pool, &agents, strategy).unwrap();
+        assert_eq!(
+            p.agent_id,
+            id(3),
+            "{strategy:?}: the agent holding the image"
+        );
+    }
+    // Without a warm agent the strategy alone decides, as before.
+    let p = place(&pool, &agents[..2], Strategy::Spread).unwrap();
+    assert_eq!(p.agent_id, id(1));
+    // Warm but full: the cold agent that fits gets it.
+    let mut full = agents.clone();
+    full[2].allocated_cpu = 8.0;
+    assert_eq!(
+        place(&pool, &full, Strategy::Spread).unwrap().agent_id,
+        id(1)
+    );
+}
+
+#[test]
+fn a_two_arch_pool_is_warm_where_the_agent_holds_its_own_architectures_image() {
+    let mut pool = small_pool("p", Arch::X86_64, 1.0, 1);
+    pool.arch = Archs::of([Arch::X86_64, Arch::Aarch64]).unwrap();
+    pool.image = "reg:5000/runner:amd64".into();
+    pool.images
+        .insert(Arch::Aarch64, "reg:5000/runner:arm64".into());
+    // The x86 agent holds only the arm image: cold for it.
+    let x86 = holding(agent(1, Arch::X86_64, 8, 16), &["reg:5000/runner:arm64"]);
+    let arm = holding(agent(2, Arch::Aarch64, 8, 16), &["reg:5000/runner:arm64"]);
+    let mut loaded_arm = arm.clone();
+    loaded_arm.runner_count = 3;
+    let p = place(&pool, &[x86.clone(), loaded_arm], Strategy::Spread).unwrap();
+    assert_eq!((p.agent_id, p.arch), (id(2), Arch::Aarch64));
+    // Any spelling of the reference counts.
+    let mut x86_warm = x86;
+    x86_warm.images = std::sync::Arc::new([images::normalise("reg:5000/runner:amd64")].into());
+    assert!(x86_warm.holds("reg:5000/runner:amd64") && !arm.holds("reg:5000/runner:amd64"));
+}

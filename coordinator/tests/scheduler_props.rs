@@ -204,6 +204,7 @@ fn build_pool(i: usize, s: &PoolSpec) -> Pool {
         .map(|(_, a)| a);
     let mut pool = Pool::new(&name, &[name.as_str()], Arch::X86_64);
     pool.arch = Archs::of(archs).expect("at least one arch");
+    pool.image = format!("reg:5000/{name}:v1");
     if let Some((vendor, count, min)) = s.gpu {
         let vendor = VENDORS[vendor];
         // Device-node vendors get one GPU in the default command.
@@ -238,6 +239,13 @@ fn build_agent(i: usize, s: &AgentSpec) -> AgentView {
     a.state = STATES[s.state];
     a.cordoned = s.cordoned;
     a.trust_labels = label_set(s.trust);
+    // Some hold some pools' runner images (placement prefers those).
+    a.images = std::sync::Arc::new(
+        (0..8)
+            .filter(|k| (s.id_hi >> (8 + k)) & 1 == 1)
+            .map(|k| format!("reg:5000/p{k}:v1"))
+            .collect(),
+    );
     // The same GPU ids on every host, as PCI-derived ids can be.
     a.gpus = s
         .gpus

@@ -27,6 +27,8 @@ pub struct RunnerRow {
     pub busy_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub gitlab_deleted_at: Option<i64>,
+    /// NULL until the container runs; 0: the image was on the host.
+    pub image_pull_ms: Option<i64>,
 }
 
 fn row_to_runner(r: SqliteRow) -> Result<RunnerRow, sqlx::Error> {
@@ -50,6 +52,7 @@ fn row_to_runner(r: SqliteRow) -> Result<RunnerRow, sqlx::Error> {
         busy_at: r.try_get("busy_at")?,
         finished_at: r.try_get("finished_at")?,
         gitlab_deleted_at: r.try_get("gitlab_deleted_at")?,
+        image_pull_ms: r.try_get("image_pull_ms")?,
     })
 }
 
@@ -69,8 +72,8 @@ fn upsert_runner_query(
     sqlx::query(
         "INSERT OR REPLACE INTO runners (id, pool, agent_id, gitlab_runner_id, state, container_id, gpus, cpu,
              memory_bytes, project_id, job_id, exit_code, reason, log_tail, created_at, started_at, busy_at,
-             finished_at, gitlab_deleted_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             finished_at, gitlab_deleted_at, image_pull_ms)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&r.id)
     .bind(&r.pool)
@@ -91,6 +94,7 @@ fn upsert_runner_query(
     .bind(r.busy_at)
     .bind(r.finished_at)
     .bind(r.gitlab_deleted_at)
+    .bind(r.image_pull_ms)
 }
 
 impl Db {

@@ -61,6 +61,9 @@ pub struct RunnerReport {
     pub exit_code: i32,
     pub reason: Option<String>,
     pub log_tail: Vec<String>,
+    /// How long the container waited for its image (0: it was on the host);
+    /// `None` where the message does not say.
+    pub image_pull: Option<std::time::Duration>,
 }
 
 /// The first message of a session, validated.

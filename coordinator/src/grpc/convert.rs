@@ -195,6 +195,9 @@ impl TryFrom<pb::RunnerStatus> for RunnerReport {
                 .take(MAX_LOG_TAIL)
                 .map(|l| l.chars().take(4096).collect())
                 .collect(),
+            // A day at most: a larger figure is a broken clock, not a pull.
+            image_pull: (s.state == pb::RunnerState::Running as i32)
+                .then(|| std::time::Duration::from_millis(s.image_pull_ms.min(24 * 3600 * 1000))),
         })
     }
 }
@@ -215,6 +218,7 @@ impl TryFrom<pb::ManagedContainer> for RunnerReport {
             exit_code: c.exit_code,
             reason: None,
             log_tail: Vec::new(),
+            image_pull: None,
         })
     }
 }

@@ -423,7 +423,8 @@ pub struct JobOut {
     pub tags: Vec<String>,
     /// The pool serving it, if any.
     pub pool: Option<String>,
-    /// Why it is still pending: no pool fits, or the pool's unmet reason.
+    /// Why it is still pending: no pool fits, the pool's unmet reason, or
+    /// its runner is pulling the image on an agent that lacked it.
     pub reason: Option<String>,
     pub seen_at: String,
     pub via: String,
@@ -433,7 +434,8 @@ async fn list_jobs(State(s): State<HttpState>) -> ApiResult<Vec<JobOut>> {
     let Some(demand) = &s.demand else {
         return Ok(Json(Vec::new()));
     };
-    let unmet = s.reconciler.status().unmet;
+    let status = s.reconciler.status();
+    let (unmet, cold) = (status.unmet, status.cold_starts);
     Ok(Json(
         demand
             .snapshot()
@@ -443,7 +445,8 @@ async fn list_jobs(State(s): State<HttpState>) -> ApiResult<Vec<JobOut>> {
                 reason: j
                     .unmatched_reason
                     .clone()
-                    .or_else(|| j.pool.as_ref().and_then(|p| unmet.get(p).cloned())),
+                    .or_else(|| j.pool.as_ref().and_then(|p| unmet.get(p).cloned()))
+                    .or_else(|| j.pool.as_ref().and_then(|p| cold.get(p).cloned())),
                 project_id: j.project_id,
                 job_id: j.job_id,
                 name: j.name,

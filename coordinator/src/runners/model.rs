@@ -107,6 +107,19 @@ pub struct RunnerView {
     pub busy_at: Option<String>,
     pub finished_at: Option<String>,
     pub gitlab_deleted_at: Option<String>,
+    /// Milliseconds it waited for its image; 0: the image was on the host.
+    pub image_pull_ms: Option<i64>,
+    /// The same for people: "warm image" or "cold pull 12.3 s".
+    pub image: Option<String>,
+}
+
+/// "warm image" for no pull, "cold pull 12.3 s" for one.
+pub fn image_note(pull_ms: i64) -> String {
+    if pull_ms <= 0 {
+        "warm image".to_owned()
+    } else {
+        format!("cold pull {:.1} s", pull_ms as f64 / 1000.0)
+    }
 }
 
 impl From<&RunnerRow> for RunnerView {
@@ -133,6 +146,8 @@ impl From<&RunnerRow> for RunnerView {
             busy_at: r.busy_at.map(rfc3339),
             finished_at: r.finished_at.map(rfc3339),
             gitlab_deleted_at: r.gitlab_deleted_at.map(rfc3339),
+            image_pull_ms: r.image_pull_ms,
+            image: r.image_pull_ms.map(image_note),
         }
     }
 }

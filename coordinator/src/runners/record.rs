@@ -37,6 +37,9 @@ pub struct RunnerRecord {
     /// It reached a final phase.
     pub finished_at: Option<OffsetDateTime>,
     pub gitlab_deleted_at: Option<OffsetDateTime>,
+    /// How long it waited for its image, once its container runs: zero
+    /// when the image was on the host.
+    pub image_pull: Option<std::time::Duration>,
 }
 
 /// A stored runner that does not parse back (a field names the problem).
@@ -78,6 +81,7 @@ impl RunnerRecord {
             started_at: None,
             busy_at: None,
             finished_at: None,
+            image_pull: None,
             gitlab_deleted_at: None,
         }
     }
@@ -107,6 +111,9 @@ impl RunnerRecord {
             busy_at: ms(&self.busy_at),
             finished_at: ms(&self.finished_at),
             gitlab_deleted_at: ms(&self.gitlab_deleted_at),
+            image_pull_ms: self
+                .image_pull
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
         }
     }
 
@@ -152,6 +159,8 @@ impl RunnerRecord {
             busy_at: row.busy_at.map(db::from_ms),
             finished_at: row.finished_at.map(db::from_ms),
             gitlab_deleted_at: row.gitlab_deleted_at.map(db::from_ms),
+            image_pull: nonneg("image_pull_ms", row.image_pull_ms)?
+                .map(std::time::Duration::from_millis),
         })
     }
 }
@@ -182,7 +191,9 @@ mod tests {
         r.exit_code = Some(-1);
         r.log_tail = vec!["a".into(), "b".into()];
         r.started_at = Some(at(2_000));
+        r.image_pull = Some(std::time::Duration::from_millis(12_300));
         let row = r.to_row();
+        assert_eq!(row.image_pull_ms, Some(12_300));
         assert_eq!(row.state, "busy");
         assert_eq!(RunnerRecord::from_row(&row).unwrap(), r);
     }

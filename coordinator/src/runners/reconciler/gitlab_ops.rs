@@ -94,6 +94,7 @@ impl Reconciler {
         pool_name: &str,
         placement: Placement,
         hostname: &str,
+        cold_image: Option<String>,
     ) {
         let Some(pool) = self.pool(pool_name) else {
             return;
@@ -113,7 +114,13 @@ impl Reconciler {
         self.event(
             "runner.created",
             &rec,
-            json!({"pool": pool.name, "agent": hostname, "gpus": placement.gpus}),
+            json!({
+                "pool": pool.name,
+                "agent": hostname,
+                "gpus": placement.gpus,
+                "image": pool.image_for(placement.arch),
+                "image_warm": cold_image.is_none(),
+            }),
         );
         tracing::info!(runner = %id, pool = %pool.name, agent = %wire(hostname), "provisioning runner");
         self.active.insert(
@@ -126,6 +133,10 @@ impl Reconciler {
                 spec: Some(Arc::new(pool.clone())),
                 start: None,
                 stop: None,
+                cold: cold_image.map(|image| super::ColdStart {
+                    image,
+                    hostname: hostname.to_owned(),
+                }),
             },
         );
         let mut req = CreateRunner::new(match pool.runner_type {

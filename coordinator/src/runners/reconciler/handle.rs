@@ -29,6 +29,9 @@ pub struct ReconcilerStatus {
     pub per_agent: BTreeMap<String, u32>,
     /// GPUs held by active runners, as `<agent id>/<gpu uuid>`.
     pub gpus_in_use: Vec<String>,
+    /// Per pool: a runner still starting on an agent that must pull the
+    /// runner image first, said for "why pending".
+    pub cold_starts: BTreeMap<String, String>,
 }
 
 /// Requests from operators.

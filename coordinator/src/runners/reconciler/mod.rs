@@ -143,6 +143,16 @@ struct Active {
     start: Option<StartRunner>,
     /// Set once the runner is asked to stop; cleared only with the runner.
     stop: Option<stops::WantedStop>,
+    /// Placed on an agent that did not hold the runner image: the image
+    /// and the agent's hostname, for "why pending".
+    cold: Option<ColdStart>,
+}
+
+/// A runner whose agent must pull its image first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ColdStart {
+    pub image: String,
+    pub hostname: String,
 }
 
 impl Active {
@@ -454,6 +464,7 @@ impl Reconciler {
                             Instant::now() + self.cfg.stop_grace,
                         )
                     }),
+                    cold: None,
                     rec,
                 },
             );

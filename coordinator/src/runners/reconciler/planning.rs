@@ -68,13 +68,20 @@ impl Reconciler {
                     .or_insert_with(|| format!("GitLab refused to create a runner: {}", b.error));
                 continue;
             }
-            let hostname = input
+            let agent = input
                 .agents
                 .iter()
-                .find(|a| a.id == start.placement.agent_id)
-                .map(|a| a.hostname.clone())
-                .unwrap_or_default();
-            self.start_runner(&start.pool, start.placement, &hostname)
+                .find(|a| a.id == start.placement.agent_id);
+            let hostname = agent.map(|a| a.hostname.clone()).unwrap_or_default();
+            // Placement preferred a warm agent; this one must pull first.
+            let cold_image = input
+                .pools
+                .iter()
+                .find(|p| p.name == start.pool)
+                .map(|p| p.image_for(start.placement.arch))
+                .filter(|image| agent.is_some_and(|a| !a.holds(image)))
+                .map(str::to_owned);
+            self.start_runner(&start.pool, start.placement, &hostname, cold_image)
                 .await;
         }
         for stop in plan.stops {
@@ -133,6 +140,17 @@ impl Reconciler {
             ..Default::default()
         };
         for a in self.active.values() {
+            if let Some(c) = &a.cold
+                && matches!(a.rec.phase, Phase::Provisioning | Phase::Starting)
+            {
+                st.cold_starts.entry(a.rec.pool.clone()).or_insert_with(|| {
+                    format!(
+                        "runner starting on {}: pulling {} first (no agent that fits holds it yet)",
+                        crate::edge::logsafe::clean(&c.hostname),
+                        c.image
+                    )
+                });
+            }
             let agent = a.rec.agent.to_string();
             st.gpus_in_use
                 .extend(a.placement.gpus.iter().map(|g| format!("{agent}/{g}")));

@@ -124,16 +124,26 @@ impl Reconciler {
                 }
                 a.start = None; // the token is no longer needed here
                 a.rec.started_at = Some(now);
+                a.rec.image_pull = s.image_pull;
                 let rec = a.rec.clone();
                 if let Some(m) = &self.cfg.metrics {
                     m.provisioned(&rec.pool, (now - rec.created_at).as_seconds_f64().max(0.0));
                 }
-                tracing::info!(runner = %id, "runner container running");
+                let image = rec.image_pull.map(|d| {
+                    crate::runners::model::image_note(
+                        i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+                    )
+                });
+                tracing::info!(runner = %id, image = image.as_deref().unwrap_or("-"), "runner container running");
                 self.persist(&rec);
                 self.event(
                     "runner.running",
                     &rec,
-                    json!({"container_id": rec.container_id}),
+                    json!({
+                        "container_id": rec.container_id,
+                        "image_pull_ms": rec.image_pull.map(|d| d.as_millis() as u64),
+                        "image": image,
+                    }),
                 );
             }
             ContainerState::Exited => {

@@ -102,6 +102,7 @@ fn report(runner: Uuid, state: ContainerState, exit_code: i32) -> RunnerReport {
         exit_code,
         reason: None,
         log_tail: Vec::new(),
+        image_pull: None,
     }
 }
 
@@ -996,4 +997,81 @@ async fn each_job_a_runner_takes_counts_its_wait_against_the_pools_objective() {
     let shares = h.handle.wait_shares(&pool).unwrap();
     assert_eq!(shares.last_hour.ratio(), None);
     assert_eq!(shares.last_day.ratio(), Some(0.5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_runner_on_an_agent_without_its_image_says_so_until_it_runs_and_records_the_pull() {
+    let mut h = Harness::start().await;
+    let mut rx = h.connect(vec![]);
+    h.pending(1);
+    let AgentCommand::StartRunner(start) = next_msg(&mut rx).await else {
+        panic!("expected StartRunner");
+    };
+    h.settle().await;
+    let id = start.runner_id;
+    let why = h.handle.status().cold_starts.get("amd64").cloned();
+    assert_eq!(
+        why.as_deref(),
+        Some(
+            "runner starting on build-1: pulling gitlab/gitlab-runner:latest first \
+             (no agent that fits holds it yet)"
+        ),
+        "why pending names the host and the image"
+    );
+    let mut running = report(id, ContainerState::Running, 0);
+    running.image_pull = Some(Duration::from_millis(12_300));
+    h.agent_reports(running);
+    h.settle().await;
+    let rec = h.record(id).await;
+    assert_eq!(rec.image_pull, Some(Duration::from_millis(12_300)));
+    let row = h.db.get_runner(&id.to_string()).await.unwrap().unwrap();
+    let view = crate::runners::model::RunnerView::from(&row);
+    assert_eq!(view.image.as_deref(), Some("cold pull 12.3 s"));
+    assert!(
+        h.handle.status().cold_starts.is_empty(),
+        "running: nothing to explain"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_runner_on_an_agent_holding_its_image_is_warm() {
+    let mut h = Harness::start().await;
+    let (tx, mut rx) = mpsc::channel(256);
+    let mut inv = inventory();
+    inv.images = vec![crate::fleet::inventory::HeldImage {
+        reference: "gitlab/gitlab-runner:latest".into(),
+        id: "sha256:1".into(),
+        size_bytes: 1,
+    }];
+    let (sid, _) = h.fleet.connect(h.agent, inv, tx).unwrap();
+    h.session = Some(sid);
+    h.events
+        .send(AgentEvent::Connected {
+            agent: h.agent,
+            containers: vec![],
+        })
+        .unwrap();
+    h.pending(1);
+    let AgentCommand::StartRunner(start) = next_msg(&mut rx).await else {
+        panic!("expected StartRunner");
+    };
+    h.settle().await;
+    assert!(
+        h.handle.status().cold_starts.is_empty(),
+        "warm: no pull to wait for"
+    );
+    let mut running = report(start.runner_id, ContainerState::Running, 0);
+    running.image_pull = Some(Duration::ZERO);
+    h.agent_reports(running);
+    h.settle().await;
+    let row =
+        h.db.get_runner(&start.runner_id.to_string())
+            .await
+            .unwrap()
+            .unwrap();
+    let view = crate::runners::model::RunnerView::from(&row);
+    assert_eq!(
+        (view.image_pull_ms, view.image.as_deref()),
+        (Some(0), Some("warm image"))
+    );
 }
