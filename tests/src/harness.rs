@@ -330,6 +330,11 @@ fn read_line_timeout(
 /// The agent setting that lets test runners use host networking.
 pub const HOST_NETWORK_ENV: &str = "AUTOGIT_POLICY__ALLOW_HOST_NETWORK";
 
+/// The agent's `images.prepull`. Off in tests by default: the default pools
+/// name Docker Hub images, and tests send nothing beyond loopback; a test
+/// of warm images sets it to `true` in the agent's `env`.
+pub const PREPULL_ENV: &str = "AUTOGIT_IMAGES__PREPULL";
+
 /// Short reconnect timings for tests.
 pub const FAST_AGENT_CONFIG: &str = r#"
 [session]
@@ -385,6 +390,7 @@ impl Agent {
         // only loopback), which the host policy refuses by default; a test of
         // that refusal sets `AUTOGIT_POLICY__ALLOW_HOST_NETWORK=false` in `env`.
         cmd.env(HOST_NETWORK_ENV, "true");
+        cmd.env(PREPULL_ENV, "false");
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }

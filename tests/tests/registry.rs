@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use autogit_tests::gitlab_sim::{NewHook, NewJob};
 use autogit_tests::harness::{
-    Agent, Coordinator, Sim, docker_containers, test_pool_with_image, test_runner_image, wait_for,
+    Agent, Coordinator, PREPULL_ENV, Sim, docker_containers, test_pool_with_image,
+    test_runner_image, wait_for,
 };
 use autogit_tests::registry::{
     FailingRegistry, Registry, local_image_exists, remove_local_image, unreachable_registry,
@@ -44,7 +45,13 @@ fn setup(pools: &str) -> (Sim, Coordinator) {
 }
 
 fn agent(c: &Coordinator) -> (Agent, String) {
+    agent_with(c, &[])
+}
+
+fn agent_with(c: &Coordinator, env: &[(&str, &str)]) -> (Agent, String) {
     let mut a = Agent::new("").unwrap();
+    a.env
+        .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     // Debug logging: pull progress is logged, secrets still are not.
     a.env.push(("AUTOGIT_LOG".into(), "debug".into()));
     let id = a.join_ok(&c.grpc_addr(), &c.token(&[]).unwrap()).unwrap();
@@ -448,4 +455,68 @@ max_runners = 2
         docker_containers("com.gitlab.gitlab-runner.managed=true").is_empty(),
         "the build container is gone"
     );
+}
+
+/// Warm images: a pool that a reload adds is pulled onto the agent before
+/// any job of it exists (the agent reports the image in its inventory), so
+/// even the pool's first runner finds its image on the host and the
+/// registry sees no request for it.
+#[test]
+fn a_pool_added_by_a_reload_is_pulled_ahead_so_even_its_first_job_is_warm() {
+    let reg = Registry::start().unwrap();
+    let image = reg
+        .push(&test_runner_image(), &format!("{REPO}:warm"))
+        .unwrap();
+    let _cleanup = RemoveImage(image.clone());
+    assert!(!local_image_exists(&image));
+    // A pool whose image is on the host already: nothing to pull for it.
+    let first_pool = test_pool_with_image("other", &["other"], "x86_64", &test_runner_image(), "");
+    let (sim, c) = setup(&first_pool);
+    let (a, agent_id) = agent_with(&c, &[(PREPULL_ENV, "true")]);
+    assert!(!local_image_exists(&image), "no pool wants {image} yet");
+
+    // The reload adds the pool; no job of it exists.
+    let text = std::fs::read_to_string(&c.config).unwrap();
+    let added = test_pool_with_image("warm", &["warm"], "x86_64", &image, "");
+    std::fs::write(
+        &c.config,
+        text.replacen(&first_pool, &format!("{first_pool}{added}"), 1),
+    )
+    .unwrap();
+    c.proc
+        .as_ref()
+        .expect("running")
+        .signal(nix::sys::signal::Signal::SIGHUP);
+    wait_for(T, "the agent pulled the new pool's image", || {
+        local_image_exists(&image).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\ncoordinator:\n{}\nagent:\n{}", c.logs(), a.logs()));
+    wait_for(T, "the agent's inventory lists the image", || {
+        c.cli_ok(&["agents", "list", "--output", "json"])
+            .ok()
+            .filter(|out| out.contains(&image))
+            .map(|_| ())
+    })
+    .unwrap();
+    let pulled = reg.manifest_requests(REPO);
+    assert!(
+        sim.handle.runners().is_empty(),
+        "no runner was needed for the pull"
+    );
+
+    let first = job(&sim, "warm");
+    wait_job_done(&sim, &c, &a, first);
+    let runner = runners(&c)
+        .into_iter()
+        .find(|r| r["pool"] == "warm")
+        .expect("a runner of the pool");
+    assert_eq!(runner["image"], "warm image", "{runner:#}");
+    assert_eq!(runner["image_pull_ms"], 0, "{runner:#}");
+    assert_eq!(
+        reg.manifest_requests(REPO),
+        pulled,
+        "the first job did not ask the registry:\n{}",
+        reg.logs()
+    );
+    assert_nothing_left(&sim, &c, &agent_id);
 }
