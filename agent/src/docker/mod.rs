@@ -15,6 +15,7 @@
 
 pub mod engine;
 pub mod events;
+pub mod images;
 pub mod issued;
 pub mod leftovers;
 mod lifecycle;
