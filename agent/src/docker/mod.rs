@@ -15,13 +15,16 @@
 
 pub mod engine;
 pub mod events;
+pub mod image_gc;
 pub mod images;
 pub mod issued;
 pub mod leftovers;
 mod lifecycle;
 pub mod mapping;
+pub mod pulled;
 pub mod spec;
 pub mod supervisor;
+pub mod warm;
 
 pub use engine::{
     ContainerEngine, DockerEngine, EngineError, EngineInfo, normalise_arch, unavailable_info,
