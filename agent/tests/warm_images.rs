@@ -167,13 +167,15 @@ async fn pulls_missing_images_at_most_n_at_a_time_and_records_them() {
         store.pulls().len() == 6 && store.st().running == 0
     })
     .await;
-    let s = store.st();
-    assert_eq!(s.max_running, 2, "images.pull_concurrency bounds the pulls");
+    assert_eq!(
+        store.st().max_running,
+        2,
+        "images.pull_concurrency bounds the pulls"
+    );
     assert!(
-        !s.pulls.contains(&"reg/have:1".to_owned()),
+        !store.pulls().contains(&"reg/have:1".to_owned()),
         "a present image is not pulled"
     );
-    drop(s);
     assert!(
         changed.recv().await.is_some(),
         "the session hears of the pulls"
