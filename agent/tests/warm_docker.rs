@@ -67,9 +67,10 @@ impl Drop for Images {
 
 #[tokio::test]
 async fn held_images_show_up_in_the_inventory_with_their_id() {
-    let reference = format!("autogit-test/held-{}:1", uniq());
+    let u = uniq();
+    let reference = format!("autogit-test/held-{u}:1");
     let id = make_image(&reference);
-    let second = format!("autogit-test/held-{}:2", uniq());
+    let second = format!("autogit-test/held-{u}:2");
     docker(&["tag", &reference, &second]);
     let _cleanup = Images(vec![reference.clone(), second.clone()]);
     let engine = support::engine().await;
