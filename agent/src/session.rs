@@ -463,3 +463,23 @@ fn report_failure(out: &mpsc::Sender<pb::AgentMessage>, runner_id: &str, reason:
         }),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::HeldImage;
+
+    #[test]
+    fn image_changes_resend_the_inventory_free_space_churn_does_not() {
+        let mut a = Inventory::default();
+        a.docker.root_free_bytes = Some(10 << 30);
+        let mut b = a.clone();
+        b.docker.root_free_bytes = Some((10 << 30) + 12345);
+        assert!(same_inventory(&a, &b), "free bytes within the same GiB");
+        b.docker.images.push(HeldImage { reference: "reg/runner:1".into(), id: "sha256:a".into(), size_bytes: 1 });
+        assert!(!same_inventory(&a, &b), "a pulled image is a change");
+        let mut c = b.clone();
+        c.docker.images[0].id = "sha256:b".into();
+        assert!(!same_inventory(&b, &c), "a moved tag is a change");
+    }
+}

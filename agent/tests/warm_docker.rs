@@ -307,6 +307,26 @@ async fn the_collector_removes_only_autogit_images_nobody_wants_lru_first_until_
     .await;
     let removed_ids: Vec<_> = removed.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(removed_ids, [ids[2].as_str()]);
+    // An image AutoGit pulled under two tags goes with both (untagged one
+    // by one; removal by id would conflict).
+    let twice = format!("autogit-test/gc-{u}-twice:1");
+    let twice_id = make_image(&twice);
+    let again = format!("autogit-test/gc-{u}-twice:2");
+    docker(&["tag", &twice, &again]);
+    let _cleanup2 = Images(vec![twice.clone(), again.clone()]);
+    pulled.record_pull(&twice_id, &twice, 400);
+    pulled.record_pull(&twice_id, &again, 400);
+    let removed = image_gc::collect(
+        &engine,
+        &free,
+        &mut pulled,
+        std::slice::from_ref(&wanted),
+        threshold,
+    )
+    .await;
+    let removed_ids: Vec<_> = removed.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(removed_ids, [twice_id.as_str()]);
+    assert_eq!(engine.image_id(&twice_id).await.unwrap(), None);
     // Disabled: nothing at all.
     let removed = image_gc::collect(&engine, &free, &mut pulled, &[], 0).await;
     assert!(removed.is_empty());
