@@ -17,7 +17,7 @@ use crate::policy::PolicyConfig;
 /// The system-wide config file read when no `--config` is given.
 pub const DEFAULT_CONFIG: &str = "/etc/autogit/agent.toml";
 
-const KEYS: &[&str] = &["state_dir", "labels", "docker", "inventory", "session", "policy"];
+const KEYS: &[&str] = &["state_dir", "labels", "docker", "inventory", "session", "policy", "images"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +36,82 @@ pub struct Config {
     /// What this host lets the coordinator run (the owner's veto).
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// Warm image pulls and disk-pressure image collection.
+    #[serde(default)]
+    pub images: ImagesConfig,
+}
+
+/// `[images]`: pulling the images the coordinator wants here ahead of
+/// runners, and removing AutoGit's images when the disk runs short.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImagesConfig {
+    /// Warm pulls at a time (at least 1).
+    pub pull_concurrency: usize,
+    /// When Docker's root dir has less free space than this (bytes, or a
+    /// string such as `"10GiB"`), images AutoGit pulled that are not wanted
+    /// and not used are removed, least recently used first. `0` disables it.
+    #[serde(with = "byte_size")]
+    pub gc_below_free: u64,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        ImagesConfig { pull_concurrency: 2, gc_below_free: 10 << 30 }
+    }
+}
+
+/// A byte size: a number of bytes, or a string such as `"10GiB"`, `"500MB"`
+/// or `"0"` (units B, KB/MB/GB/TB in powers of 1000, KiB/MiB/GiB/TiB in
+/// powers of 1024); written as a number.
+pub mod byte_size {
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::Serializer;
+
+    /// Parse `"10GiB"`, `"500 MB"`, `"123"`.
+    pub fn parse(text: &str) -> Result<u64, String> {
+        let t = text.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num.parse().map_err(|_| format!("{text:?} is not a byte size such as \"10GiB\""))?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            "TB" => 1_000_000_000_000,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "TiB" => 1 << 40,
+            u => return Err(format!("unknown unit {u:?} in {text:?} (use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)")),
+        };
+        n.checked_mul(mult).ok_or_else(|| format!("{text:?} is too large"))
+    }
+
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(*v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = u64;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of bytes or a string such as \"10GiB\"")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+                Ok(v)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+                u64::try_from(v).map_err(|_| E::custom(format!("byte size must not be negative, got {v}")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+                parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,6 +207,7 @@ impl Default for Config {
             inventory: InventoryConfig::default(),
             session: SessionConfig::default(),
             policy: PolicyConfig::default(),
+            images: ImagesConfig::default(),
         }
     }
 }
@@ -185,6 +262,9 @@ impl Config {
         }
         if self.inventory.rescan_interval < Duration::from_secs(1) {
             return Err(ConfigError::Invalid { key: "inventory.rescan_interval", problem: "must be at least 1s".into() });
+        }
+        if self.images.pull_concurrency == 0 {
+            return Err(ConfigError::Invalid { key: "images.pull_concurrency", problem: "must be at least 1".into() });
         }
         self.policy.validate().map_err(|(key, problem)| ConfigError::Invalid { key, problem })?;
         test_only_options(&self.inventory, BuildKind::current())?;
@@ -314,6 +394,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn images_section_defaults_sizes_and_bad_values() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("a.toml");
+        std::fs::write(&f, "").unwrap();
+        let c = Config::load(Some(&f), &[], &Overrides::default()).unwrap();
+        assert_eq!((c.images.pull_concurrency, c.images.gc_below_free), (2, 10 << 30));
+        std::fs::write(&f, "[images]\npull_concurrency = 4\ngc_below_free = \"500MB\"\n").unwrap();
+        let c = Config::load(Some(&f), &[], &Overrides::default()).unwrap();
+        assert_eq!((c.images.pull_concurrency, c.images.gc_below_free), (4, 500_000_000));
+        let env = vec![("AUTOGIT_IMAGES__GC_BELOW_FREE".to_string(), "0".to_string())];
+        assert_eq!(Config::load(Some(&f), &env, &Overrides::default()).unwrap().images.gc_below_free, 0);
+        let env = vec![("AUTOGIT_IMAGES__GC_BELOW_FREE".to_string(), "2GiB".to_string())];
+        assert_eq!(Config::load(Some(&f), &env, &Overrides::default()).unwrap().images.gc_below_free, 2 << 30);
+        std::fs::write(&f, "[images]\ngc_below_free = \"10 potatoes\"\n").unwrap();
+        let e = Config::load(Some(&f), &[], &Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("images.gc_below_free") && e.contains("potatoes"), "{e}");
+        std::fs::write(&f, "[images]\npull_concurrency = 0\n").unwrap();
+        let e = Config::load(Some(&f), &[], &Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("images.pull_concurrency"), "{e}");
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //!
 //! Per session: send `Hello` (inventory + every managed container on the
 //! host), then heartbeats (CPU, memory, runner containers), inventory when it
-//! changes, and runner status events; execute `StartRunner` / `StopRunner`.
+//! changes (also right after an image pull or removal), and runner status
+//! events; execute `StartRunner` / `StopRunner`, and hand `WarmImages` to the
+//! image keeper ([`crate::docker::warm`]), which pulls in the background.
 //! The runner supervisor outlives sessions: containers keep running while the
 //! agent reconnects, and events queue until the next session. Docker that
 //! does not answer at start is retried in the background ([`docker_link`]);
@@ -23,7 +25,8 @@ use tonic::Code;
 
 use crate::backoff::Backoff;
 use crate::config::Config;
-use crate::docker::{self, DockerEngine, RunnerEvent, RunnerSpec, StopRequest, SupervisorConfig};
+use crate::docker::warm::{ImageKeeper, KeeperConfig, WantedImage};
+use crate::docker::{self, DockerEngine, RunnerEvent, RunnerState, RunnerSpec, StopRequest, SupervisorConfig};
 use crate::inventory::{Collector, DockerInfo, Inventory, InventoryOptions};
 use crate::policy::HostPolicy;
 use crate::state::StateDir;
@@ -73,6 +76,13 @@ struct Agent {
     /// A runner event taken from the queue whose send failed: sent first in
     /// the next session, so no report is lost to a broken stream.
     unsent: Option<RunnerEvent>,
+    /// Warm pulls and image collection, once Docker answers.
+    images: Option<ImageKeeper>,
+    /// The last `WarmImages` (handed to the keeper when Docker comes late).
+    wanted: Vec<WantedImage>,
+    /// The keeper pulled or removed an image: resend the inventory.
+    images_changed: mpsc::Receiver<()>,
+    images_changed_tx: mpsc::Sender<()>,
 }
 
 pub fn inventory_options(cfg: &Config) -> InventoryOptions {
@@ -95,7 +105,8 @@ pub async fn collect_inventory(collector: Arc<Collector>, engine: Option<&Docker
 }
 
 /// Inventories equal for change detection: free disk is compared in GiB so
-/// that ordinary churn does not resend the inventory every scan.
+/// that ordinary churn does not resend the inventory every scan; held
+/// images (in `docker.images`) are compared exactly.
 fn same_inventory(a: &Inventory, b: &Inventory) -> bool {
     let mut a = a.clone();
     let mut b = b.clone();
@@ -132,6 +143,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
         }
     };
     let renewals = tokio::spawn(renew::run(state.clone(), cfg.session.connect_timeout, shutdown.clone()));
+    let (images_changed_tx, images_changed) = mpsc::channel::<()>(1);
     let mut agent = Agent {
         collector: Arc::new(Collector::new(inventory_options(&cfg))),
         // The socket this agent really talks to (config, else DOCKER_HOST)
@@ -153,7 +165,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
         system: System::new(),
         last_inventory: None,
         unsent: None,
+        images: None,
+        wanted: Vec::new(),
+        images_changed,
+        images_changed_tx,
     };
+    agent.start_image_keeper();
     let mut backoff = Backoff::new(agent.cfg.session.reconnect_initial, agent.cfg.session.reconnect_max);
     let result = loop {
         let started = Instant::now();
@@ -277,22 +294,65 @@ impl Agent {
                         return End::Retry("session stream closed".into());
                     }
                 }
-                _ = rescan.tick() => self.report_inventory(&out).await,
+                _ = rescan.tick() => {
+                    self.report_inventory(&out).await;
+                    if let Some(k) = &self.images {
+                        k.collect();
+                    }
+                }
+                Some(()) = self.images_changed.recv() => self.report_inventory(&out).await,
                 Some(link) = self.docker_late.recv() => {
                     self.docker = Some(link);
                     self.docker_error = None;
+                    self.start_image_keeper();
                     // docker.available is part of the inventory: tell the coordinator now.
                     self.report_inventory(&out).await;
                 }
                 Some(ev) = events.recv() => {
+                    let pulled = self.runner_event_images(&ev);
                     let status = pb::RunnerStatus::from(ev.clone());
                     if out.send(pb::AgentMessage { msg: Some(pb::agent_message::Msg::RunnerStatus(status)) }).await.is_err() {
                         self.unsent = Some(ev);
                         return End::Retry("session stream closed".into());
                     }
+                    if pulled {
+                        self.report_inventory(&out).await;
+                    }
                 }
             }
         }
+    }
+
+    /// Start the image keeper once Docker answers, with the last wanted set.
+    fn start_image_keeper(&mut self) {
+        let (Some((engine, _)), None) = (&self.docker, &self.images) else { return };
+        let keeper = ImageKeeper::spawn(
+            Arc::new(engine.clone()),
+            Arc::new(docker::image_gc::DockerRootFree(engine.clone())),
+            docker::pulled::PulledImages::load(&self.state.path().join(docker::pulled::PULLED_FILE)),
+            KeeperConfig {
+                pull_concurrency: self.cfg.images.pull_concurrency,
+                gc_below_free: self.cfg.images.gc_below_free,
+                allowed_images: self.cfg.policy.allowed_images.clone(),
+                retry_after: docker::warm::RETRY_AFTER,
+            },
+            self.images_changed_tx.clone(),
+        );
+        if !self.wanted.is_empty() {
+            keeper.want(self.wanted.clone());
+        }
+        self.images = Some(keeper);
+    }
+
+    /// Tell the keeper a runner started from its image; true when the
+    /// image was pulled for it (the inventory changed).
+    fn runner_event_images(&self, ev: &RunnerEvent) -> bool {
+        let (RunnerState::Running, Some(image)) = (&ev.state, &ev.image) else { return false };
+        let pulled = ev.image_pull_ms > 0;
+        if let Some(k) = &self.images {
+            k.runner_started(image.clone(), pulled);
+        }
+        pulled
     }
 
     /// A Docker link reached in the background since the last look, if any.
@@ -300,6 +360,7 @@ impl Agent {
         if let Ok(link) = self.docker_late.try_recv() {
             self.docker = Some(link);
             self.docker_error = None;
+            self.start_image_keeper();
         }
     }
 
@@ -366,7 +427,10 @@ impl Agent {
                 }
             }
             Some(pb::coordinator_message::Msg::WarmImages(cmd)) => {
-                tracing::debug!(images = cmd.images.len(), "warm images: not handled yet");
+                self.wanted = WantedImage::from_proto(cmd);
+                if let Some(k) = &self.images {
+                    k.want(self.wanted.clone());
+                }
             }
             Some(pb::coordinator_message::Msg::StopRunner(cmd)) => {
                 let runner_id = cmd.runner_id.clone();
@@ -398,4 +462,24 @@ fn report_failure(out: &mpsc::Sender<pb::AgentMessage>, runner_id: &str, reason:
             ..Default::default()
         }),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::HeldImage;
+
+    #[test]
+    fn image_changes_resend_the_inventory_free_space_churn_does_not() {
+        let mut a = Inventory::default();
+        a.docker.root_free_bytes = Some(10 << 30);
+        let mut b = a.clone();
+        b.docker.root_free_bytes = Some((10 << 30) + 12345);
+        assert!(same_inventory(&a, &b), "free bytes within the same GiB");
+        b.docker.images.push(HeldImage { reference: "reg/runner:1".into(), id: "sha256:a".into(), size_bytes: 1 });
+        assert!(!same_inventory(&a, &b), "a pulled image is a change");
+        let mut c = b.clone();
+        c.docker.images[0].id = "sha256:b".into();
+        assert!(!same_inventory(&b, &c), "a moved tag is a change");
+    }
 }

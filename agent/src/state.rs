@@ -111,7 +111,7 @@ pub enum StateError {
 
 /// Write `contents` to `path` durably: a temporary file with `mode`,
 /// fsynced, renamed over `path`, and the directory fsynced.
-fn write_durable(dir: &Path, name: &str, contents: &[u8], mode: u32) -> std::io::Result<()> {
+pub(crate) fn write_durable(dir: &Path, name: &str, contents: &[u8], mode: u32) -> std::io::Result<()> {
     let tmp = dir.join(format!("{name}.new"));
     {
         let mut f = fs::OpenOptions::new()

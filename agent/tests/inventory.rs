@@ -308,6 +308,7 @@ fn collect_on_this_host_reports_the_real_machine() {
         root_dir: Some("/var/lib/docker".to_owned()),
         root_free_bytes: Some(1),
         error: None,
+        images: Vec::new(),
     };
     let opts = InventoryOptions {
         labels: labels.clone(),
@@ -389,6 +390,7 @@ fn proto_conversion_keeps_every_field() {
         root_dir: Some("/var/lib/docker".to_owned()),
         root_free_bytes: Some(123_456),
         error: None,
+        images: Vec::new(),
     });
     let wire = pb::Inventory::from(&inv);
     assert_eq!(wire.hostname, inv.hostname);

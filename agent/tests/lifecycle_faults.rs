@@ -500,3 +500,29 @@ async fn an_image_that_cannot_be_pulled_fails_the_runner_naming_it() {
         "no create after a failed pull"
     );
 }
+
+/// RUNNING carries how long the runner waited for its image: the pull's
+/// time for a missing image, 0 for one already there.
+#[tokio::test(start_paused = true)]
+async fn running_reports_the_image_pull_time_and_zero_without_a_pull() {
+    let mut h = harness().await;
+    h.fake.set_pull_delay(Duration::from_millis(1500));
+    let runner = RunnerId::new_v4();
+    let s = spec(runner);
+    h.fake.remove_image(&s.image, true);
+    h.sup.start(s.clone()).await.expect("start");
+    let evs = events_until(&mut h.events, runner, LONG, |st| *st == RunnerState::Running)
+        .await
+        .unwrap_or_else(|seen| panic!("not running: {seen:?}"));
+    let running = evs.last().expect("running");
+    assert_eq!(running.image_pull_ms, 1500, "{running:?}");
+    assert_eq!(running.image.as_deref(), Some(s.image.as_str()));
+    assert_eq!(autogit_proto::v1::RunnerStatus::from(running.clone()).image_pull_ms, 1500);
+
+    let present = RunnerId::new_v4();
+    h.sup.start(spec(present)).await.expect("start");
+    let evs = events_until(&mut h.events, present, LONG, |st| *st == RunnerState::Running)
+        .await
+        .unwrap_or_else(|seen| panic!("not running: {seen:?}"));
+    assert_eq!(evs.last().expect("running").image_pull_ms, 0);
+}

@@ -91,7 +91,7 @@ pub enum EngineError {
 }
 
 impl EngineError {
-    fn from_bollard(op: &'static str, err: BollardError) -> Self {
+    pub(crate) fn from_bollard(op: &'static str, err: BollardError) -> Self {
         match err {
             BollardError::DockerResponseServerError {
                 status_code: 404,
@@ -332,8 +332,16 @@ impl DockerEngine {
                         None
                     }
                 };
+                let images = match super::images::ImageStore::list_images(self).await {
+                    Ok(list) => super::images::held_images(&list),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "images on the host unknown");
+                        Vec::new()
+                    }
+                };
                 DockerInfo {
                     available: true,
+                    images,
                     version: Some(info.version).filter(|v| !v.is_empty()),
                     api_version: Some(info.api_version).filter(|v| !v.is_empty()),
                     root_dir: Some(info.root_dir).filter(|v| !v.is_empty()),

@@ -64,6 +64,13 @@ pub struct RunnerEvent {
     /// and the agent removed); sent as the status's `reason` when the state
     /// has none of its own.
     pub detail: Option<String>,
+    /// On `Running` of a runner this agent just started: the image its
+    /// container runs (to record when an image was last used).
+    pub image: Option<String>,
+    /// On `Running`: how long the runner waited for its image to be pulled
+    /// (its own pull or another runner's of the same image); 0 when the
+    /// image was already there.
+    pub image_pull_ms: u64,
 }
 
 impl RunnerEvent {
@@ -75,7 +82,16 @@ impl RunnerEvent {
             state,
             at: SystemTime::now(),
             detail: None,
+            image: None,
+            image_pull_ms: 0,
         }
+    }
+
+    /// The same event naming the runner's image and its pull wait.
+    pub fn with_image(mut self, image: Option<String>, pull_ms: u64) -> Self {
+        self.image = image;
+        self.image_pull_ms = pull_ms;
+        self
     }
 
     /// The same event with a note for the operator.
@@ -88,6 +104,10 @@ impl RunnerEvent {
 impl From<RunnerEvent> for pb::RunnerStatus {
     fn from(ev: RunnerEvent) -> Self {
         let state = ev.state.to_proto() as i32;
+        let image_pull_ms = match ev.state {
+            RunnerState::Running => ev.image_pull_ms,
+            _ => 0,
+        };
         let (exit_code, reason, log_tail) = match ev.state {
             RunnerState::Exited { code } => (clamp_exit_code(code), String::new(), Vec::new()),
             RunnerState::Failed { reason, log_tail } => (0, reason, log_tail),
@@ -101,7 +121,7 @@ impl From<RunnerEvent> for pb::RunnerStatus {
             reason,
             log_tail,
             at_unix_ms: unix_ms(ev.at),
-            image_pull_ms: 0,
+            image_pull_ms,
         }
     }
 }
@@ -184,6 +204,8 @@ mod tests {
             },
             at: UNIX_EPOCH + Duration::from_millis(1234),
             detail: None,
+            image: None,
+            image_pull_ms: 7,
         };
         let st = pb::RunnerStatus::from(ev);
         assert_eq!(st.runner_id, id.to_string());
@@ -192,6 +214,14 @@ mod tests {
         assert_eq!(st.reason, "boom");
         assert_eq!(st.log_tail, vec!["l1".to_owned()]);
         assert_eq!(st.at_unix_ms, 1234);
+        assert_eq!(st.image_pull_ms, 0, "pull time goes on RUNNING only");
+    }
+
+    #[test]
+    fn running_event_carries_its_image_pull_time() {
+        let ev = RunnerEvent::now(RunnerId::new_v4(), Some("c".into()), RunnerState::Running)
+            .with_image(Some("r:1".into()), 1500);
+        assert_eq!(pb::RunnerStatus::from(ev).image_pull_ms, 1500);
     }
 
     #[test]

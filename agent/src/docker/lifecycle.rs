@@ -77,6 +77,10 @@ pub(super) struct Lifecycle {
     stop_signal: Option<String>,
     short_tokens: Vec<String>,
     backoff: Backoff,
+    /// The image of a runner started here (not adopted), for `Running`.
+    image: Option<String>,
+    /// Time spent waiting for the image to be pulled, for `Running`.
+    image_pull: Duration,
 }
 
 impl Lifecycle {
@@ -105,6 +109,8 @@ impl Lifecycle {
             stop_signal: None,
             short_tokens: Vec::new(),
             backoff,
+            image: None,
+            image_pull: Duration::ZERO,
         }
     }
 
@@ -212,6 +218,7 @@ impl Lifecycle {
 
     async fn run_new(&mut self, spec: &RunnerSpec, issued: tokio::task::JoinHandle<()>) {
         self.short_tokens = spec.short_tokens.clone();
+        self.image = Some(spec.image.clone());
         if self.stop_requested {
             tracing::info!(runner = %self.runner_id, "stopped before its container was created");
             return self.remove_and_report().await;
@@ -283,6 +290,8 @@ impl Lifecycle {
         let engine = Arc::clone(&self.engine);
         let pull = engine.pull_image(image, spec.registry_auth.as_ref());
         tokio::pin!(pull);
+        // Includes waiting on another runner's pull of the same image.
+        let started = Instant::now();
         let result = loop {
             tokio::select! {
                 res = &mut pull => break Some(res),
@@ -297,7 +306,10 @@ impl Lifecycle {
             }
         };
         match result {
-            Some(Ok(())) => true,
+            Some(Ok(())) => {
+                self.image_pull = started.elapsed();
+                true
+            }
             Some(Err(e)) => {
                 let reason = match super::engine::pull_failure_cause(&e) {
                     Some(cause) => format!("pull image {image}: {cause}: {e}"),
@@ -362,7 +374,12 @@ impl Lifecycle {
             self.retain_failed().await;
             return self.remove_and_report().await;
         }
-        self.emit(RunnerState::Running);
+        let pull_ms = u64::try_from(self.image_pull.as_millis()).unwrap_or(u64::MAX);
+        // A pull that took under a millisecond still was one.
+        let pull_ms = if self.image_pull.is_zero() { 0 } else { pull_ms.max(1) };
+        let ev = RunnerEvent::now(self.runner_id, self.container_id.clone(), RunnerState::Running)
+            .with_image(self.image.clone(), pull_ms);
+        let _ = self.events.send(ev);
         self.watch().await;
     }
 

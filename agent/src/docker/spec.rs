@@ -348,7 +348,7 @@ impl TryFrom<pb::StartRunner> for RunnerSpec {
 /// Registry credentials as the wire carries them. Docker sends them as
 /// HTTP basic auth, so the user name may not hold a `:`; errors never
 /// print the password.
-fn parse_registry_auth(auth: pb::RegistryAuth) -> Result<RegistryAuth, SpecError> {
+pub(crate) fn parse_registry_auth(auth: pb::RegistryAuth) -> Result<RegistryAuth, SpecError> {
     let field = "spec.registry_auth.username";
     if auth.username.is_empty() {
         return Err(SpecError::new(field, "is empty"));

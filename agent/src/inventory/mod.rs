@@ -27,7 +27,7 @@ use std::path::PathBuf;
 pub use disk::free_bytes;
 pub use gpu::drm::{DrmDevice, DrmError};
 pub use gpu::nvidia::{NvidiaError, NvidiaFixture, NvidiaFixtureFile, NvidiaSource, Nvml};
-pub use model::{DockerInfo, Gpu, GpuVendor, Inventory};
+pub use model::{DockerInfo, Gpu, GpuVendor, HeldImage, Inventory, MAX_HELD_IMAGES};
 
 use notes::Notes;
 

@@ -56,6 +56,26 @@ pub struct DockerInfo {
     pub root_free_bytes: Option<u64>,
     /// Why the engine is unavailable, when it is.
     pub error: Option<String>,
+    /// The images on the host, one entry per reference (see [`HeldImage`]),
+    /// sorted by reference, at most [`MAX_HELD_IMAGES`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<HeldImage>,
+}
+
+/// The most images an inventory lists (the first by reference).
+pub const MAX_HELD_IMAGES: usize = 1000;
+
+/// One image on the host under one reference: a tag (`RepoTags`) or a
+/// digest reference (`RepoDigests`) as Docker lists it; `<none>` ones are
+/// left out, so an image with two tags is two entries with one id.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HeldImage {
+    /// `registry/repo:tag` or `registry/repo@sha256:...`.
+    pub reference: String,
+    /// Docker's image id (`sha256:...`).
+    pub id: String,
+    /// The image's size as Docker reports it.
+    pub size_bytes: u64,
 }
 
 /// Who made a GPU.

@@ -3,7 +3,7 @@
 
 use autogit_proto::v1 as pb;
 
-use super::model::{DockerInfo, Gpu, GpuVendor, Inventory};
+use super::model::{DockerInfo, Gpu, GpuVendor, HeldImage, Inventory};
 
 impl From<GpuVendor> for pb::GpuVendor {
     fn from(vendor: GpuVendor) -> Self {
@@ -46,6 +46,16 @@ impl From<&DockerInfo> for pb::DockerInfo {
     }
 }
 
+impl From<&HeldImage> for pb::HeldImage {
+    fn from(image: &HeldImage) -> Self {
+        pb::HeldImage {
+            reference: image.reference.clone(),
+            id: image.id.clone(),
+            size_bytes: image.size_bytes,
+        }
+    }
+}
+
 impl From<&Inventory> for pb::Inventory {
     fn from(inv: &Inventory) -> Self {
         pb::Inventory {
@@ -65,7 +75,7 @@ impl From<&Inventory> for pb::Inventory {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             gpus: inv.gpus.iter().map(pb::Gpu::from).collect(),
-            images: Vec::new(),
+            images: inv.docker.images.iter().map(pb::HeldImage::from).collect(),
         }
     }
 }

@@ -49,6 +49,8 @@ struct Inner {
     calls: Vec<&'static str>,
     /// Each pull's image and the user name of its credentials, if any.
     pulls: Vec<(String, Option<String>)>,
+    /// How long each pull takes.
+    pull_delay: std::time::Duration,
 }
 
 /// See the module docs.
@@ -104,6 +106,11 @@ impl FakeEngine {
     pub fn set_up(&self, up: bool) {
         self.lock().down = !up;
         self.notify();
+    }
+
+    /// Each pull takes this long (tokio's clock, paused or not).
+    pub fn set_pull_delay(&self, delay: std::time::Duration) {
+        self.lock().pull_delay = delay;
     }
 
     /// The image is not on the host; `pullable` says whether a pull gets it.
@@ -239,6 +246,8 @@ impl ContainerEngine for FakeEngine {
         auth: Option<&RegistryAuth>,
     ) -> Result<(), EngineError> {
         self.check_up("pull image")?;
+        let delay = self.lock().pull_delay;
+        tokio::time::sleep(delay).await;
         let mut inner = self.lock();
         inner.calls.push("pull");
         inner
