@@ -46,6 +46,10 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ImagesConfig {
+    /// Pull the images the coordinator wants here ahead of runners
+    /// (default `true`). `false`: runners pull their own image when they
+    /// start, and nothing else is pulled (a metered link, a tiny disk).
+    pub prepull: bool,
     /// Warm pulls at a time (at least 1).
     pub pull_concurrency: usize,
     /// When Docker's root dir has less free space than this (bytes, or a
@@ -57,7 +61,7 @@ pub struct ImagesConfig {
 
 impl Default for ImagesConfig {
     fn default() -> Self {
-        ImagesConfig { pull_concurrency: 2, gc_below_free: 10 << 30 }
+        ImagesConfig { prepull: true, pull_concurrency: 2, gc_below_free: 10 << 30 }
     }
 }
 

@@ -331,6 +331,7 @@ impl Agent {
             Arc::new(docker::image_gc::DockerRootFree(engine.clone())),
             docker::pulled::PulledImages::load(&self.state.path().join(docker::pulled::PULLED_FILE)),
             KeeperConfig {
+                prepull: self.cfg.images.prepull,
                 pull_concurrency: self.cfg.images.pull_concurrency,
                 gc_below_free: self.cfg.images.gc_below_free,
                 allowed_images: self.cfg.policy.allowed_images.clone(),

@@ -180,6 +180,7 @@ async fn warm_images_pulls_a_missing_image_from_the_registry_and_records_it() {
         Arc::new(Plenty),
         PulledImages::load(&state.path().join(PULLED_FILE)),
         KeeperConfig {
+            prepull: true,
             pull_concurrency: 2,
             gc_below_free: 1 << 30,
             allowed_images: vec!["*".into()],

@@ -107,6 +107,7 @@ impl FreeSpace for Plenty {
 
 fn cfg(concurrency: usize, allowed: &[&str]) -> KeeperConfig {
     KeeperConfig {
+        prepull: true,
         pull_concurrency: concurrency,
         gc_below_free: 1 << 30,
         allowed_images: allowed.iter().map(|s| s.to_string()).collect(),
@@ -287,4 +288,15 @@ fn registry_credentials_never_show_in_debug() {
         Some("puller")
     );
     assert!(!format!("{w:?}").contains("s3cret"), "{w:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_prepull_off_nothing_is_pulled_ahead() {
+    let store = FakeStore::with_delay(Duration::from_secs(1));
+    let mut c = cfg(2, &["*"]);
+    c.prepull = false;
+    let (k, _changed) = keeper(store.clone(), c, PulledImages::in_memory());
+    k.want(wanted(&["reg/a:1", "reg/b:1"]));
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert!(store.pulls().is_empty(), "images.prepull = false: {:?}", store.pulls());
 }

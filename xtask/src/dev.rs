@@ -131,7 +131,7 @@ pub fn run(a: &DevArgs) -> anyhow::Result<()> {
             // on the first runner (and not again), as it would in production.
             let reg = Registry::start().context("start the local image registry (docker-registry)")?;
             let image = reg.push(&local, "autogit-test/runner:dev").context("push the test runner image")?;
-            println!("dev: runner image {image} served by a local registry (docker-registry, log in {}); the agent pulls it on first use", reg.dir().join("registry.log").display());
+            println!("dev: runner image {image} served by a local registry (docker-registry, log in {}); the agent pulls it as soon as it joins, ahead of the first job", reg.dir().join("registry.log").display());
             registry = Some(reg);
             gitlab_section = s.gitlab_config();
             pools = format!(

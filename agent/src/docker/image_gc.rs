@@ -72,20 +72,25 @@ pub fn canonical_reference(reference: &str) -> String {
     r
 }
 
+/// How long an image pulled or used by a runner is spared: a runner that
+/// pulled an image no pool wants (yet) must get to create its container.
+pub const RECENTLY_USED_S: u64 = 600;
+
 /// The images that may be removed, least recently used first: pulled by
 /// AutoGit (every tag one AutoGit pulled), not wanted (by id), not used by a
-/// container.
+/// container, and last used before `used_before` (Unix seconds).
 pub fn candidates<'a>(
     images: &'a [LocalImage],
     pulled: &PulledImages,
     wanted_ids: &HashSet<String>,
     in_use: &HashSet<String>,
+    used_before: u64,
 ) -> Vec<&'a LocalImage> {
     let mut out: Vec<(&LocalImage, u64)> = images
         .iter()
         .filter(|i| !wanted_ids.contains(&i.id) && !in_use.contains(&i.id))
         .filter_map(|i| {
-            let p = pulled.get(&i.id)?;
+            let p = pulled.get(&i.id).filter(|p| p.last_used_unix < used_before)?;
             let ours = i
                 .tags
                 .iter()
@@ -144,7 +149,8 @@ pub async fn collect(
             }
         }
     }
-    for image in candidates(&images, pulled, &wanted_ids, &in_use) {
+    let used_before = super::pulled::now_unix().saturating_sub(RECENTLY_USED_S);
+    for image in candidates(&images, pulled, &wanted_ids, &in_use, used_before) {
         if free_now >= threshold {
             break;
         }
@@ -245,10 +251,15 @@ mod tests {
         ];
         let wanted = HashSet::from(["wanted".to_owned()]);
         let in_use = HashSet::from(["busy".to_owned()]);
-        let got: Vec<_> = candidates(&images, &pulled, &wanted, &in_use)
+        let got: Vec<_> = candidates(&images, &pulled, &wanted, &in_use, u64::MAX)
             .into_iter()
             .map(|i| i.id.as_str())
             .collect();
         assert_eq!(got, ["old", "new"]);
+        let spared: Vec<_> = candidates(&images, &pulled, &wanted, &in_use, 300)
+            .into_iter()
+            .map(|i| i.id.as_str())
+            .collect();
+        assert_eq!(spared, ["old"], "an image used at or after the cutoff is spared");
     }
 }

@@ -68,6 +68,9 @@ impl WantedImage {
 /// How the keeper works (`[images]` and `policy.allowed_images`).
 #[derive(Debug, Clone)]
 pub struct KeeperConfig {
+    /// `false`: keep the wanted set (the collector spares it) but pull
+    /// nothing ahead (`images.prepull`).
+    pub prepull: bool,
     /// Pulls at a time (at least 1).
     pub pull_concurrency: usize,
     /// Collect images when Docker's free space is below this; 0: never.
@@ -222,6 +225,9 @@ impl Keeper {
     /// Start a pull for each wanted image not being pulled, not waiting for
     /// a retry and allowed by the host policy.
     fn schedule(&mut self) {
+        if !self.cfg.prepull {
+            return;
+        }
         let now = Instant::now();
         self.retry_at.retain(|_, at| *at > now);
         for w in &self.wanted {
