@@ -83,6 +83,7 @@ pub async fn issue(
     db: &Db,
     ca: &ClusterCa,
     name: &str,
+    role: super::Role,
     ttl: Duration,
 ) -> Result<IssuedAdminCert, IssueError> {
     if !valid_name(name) {
@@ -96,6 +97,7 @@ pub async fn issue(
         created_at: db::to_ms(OffsetDateTime::now_utc()),
         not_after: db::to_ms(cert.info.not_after),
         revoked_at: None,
+        role: role.to_string(),
     };
     db.insert_admin_cert(&row).await?;
     Ok(IssuedAdminCert {
@@ -129,7 +131,8 @@ pub async fn verify(db: &Db, cert: &PresentedCert) -> Result<Actor, CertRefusal>
             name: row.name,
         });
     }
-    Ok(Actor(format!("cert:{}", row.name)))
+    let role = row.role.parse().map_err(|_| CertRefusal::Unavailable)?;
+    Ok(Actor(format!("cert:{}", row.name), role))
 }
 
 /// Revoke by serial, or else every certificate of that name. Returns the
@@ -170,11 +173,20 @@ mod tests {
     async fn an_issued_certificate_works_until_revoked_by_serial() {
         let (db, _d) = db().await;
         let ca = ClusterCa::generate("t").unwrap();
-        let alice = issue(&db, &ca, "alice", Duration::from_secs(600))
-            .await
-            .unwrap();
+        let alice = issue(
+            &db,
+            &ca,
+            "alice",
+            super::super::Role::Viewer,
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
         let p = presented(&alice);
-        assert_eq!(verify(&db, &p).await, Ok(Actor("cert:alice".into())));
+        assert_eq!(
+            verify(&db, &p).await,
+            Ok(Actor("cert:alice".into(), super::super::Role::Viewer))
+        );
         let typed = p.serial.to_ascii_uppercase();
         let revoked = revoke(&db, &typed).await.unwrap();
         assert_eq!(revoked.len(), 1);
@@ -193,15 +205,33 @@ mod tests {
     async fn revoking_a_name_revokes_all_of_its_certificates_and_no_other() {
         let (db, _d) = db().await;
         let ca = ClusterCa::generate("t").unwrap();
-        let a1 = issue(&db, &ca, "alice", Duration::from_secs(600))
-            .await
-            .unwrap();
-        let a2 = issue(&db, &ca, "alice", Duration::from_secs(600))
-            .await
-            .unwrap();
-        let bob = issue(&db, &ca, "bob", Duration::from_secs(600))
-            .await
-            .unwrap();
+        let a1 = issue(
+            &db,
+            &ca,
+            "alice",
+            super::super::Role::Viewer,
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
+        let a2 = issue(
+            &db,
+            &ca,
+            "alice",
+            super::super::Role::Viewer,
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
+        let bob = issue(
+            &db,
+            &ca,
+            "bob",
+            super::super::Role::Viewer,
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
         assert!(
             revoke(&db, "ALICE").await.unwrap().is_empty(),
             "names are case-sensitive"
@@ -230,9 +260,15 @@ mod tests {
         let e = verify(&db, &p).await.unwrap_err();
         assert!(matches!(e, CertRefusal::Unknown { .. }), "{e}");
         assert!(e.to_string().contains("admin-cert create"), "{e}");
-        let alice = issue(&db, &ca, "alice", Duration::from_secs(600))
-            .await
-            .unwrap();
+        let alice = issue(
+            &db,
+            &ca,
+            "alice",
+            super::super::Role::Viewer,
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
         let mut p = presented(&alice);
         p.name = "root".into();
         assert!(matches!(
@@ -246,9 +282,15 @@ mod tests {
         let (db, _d) = db().await;
         let ca = ClusterCa::generate("t").unwrap();
         for name in ["", "a b", "../x", &"x".repeat(65)] {
-            let e = issue(&db, &ca, name, Duration::from_secs(60))
-                .await
-                .unwrap_err();
+            let e = issue(
+                &db,
+                &ca,
+                name,
+                super::super::Role::Viewer,
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap_err();
             assert!(matches!(e, IssueError::BadName(_)), "{name}: {e}");
         }
         assert!(db.list_admin_certs().await.unwrap().is_empty());

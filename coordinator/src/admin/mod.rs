@@ -6,7 +6,9 @@
 
 pub mod actions;
 pub mod certs;
+pub mod roles;
 pub mod sessions;
 pub mod tokens;
 
+pub use roles::Role;
 pub use tokens::Actor;

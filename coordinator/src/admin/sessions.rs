@@ -81,7 +81,7 @@ pub async fn verify(db: &Db, presented: &str) -> Option<Actor> {
     }
     let now = db::to_ms(OffsetDateTime::now_utc());
     let (_, token) = db.live_admin_session(&hash(presented), now).await.ok()??;
-    Some(actor_of(&token.name))
+    actor_of(&token)
 }
 
 /// End a session (logout); true if it existed.
@@ -123,7 +123,9 @@ mod tests {
     async fn fixture() -> (tempfile::TempDir, Db, String, String) {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = Db::open(dir.path()).await.expect("open db");
-        let t = tokens::create(&db, "alice", None).await.expect("token");
+        let t = tokens::create(&db, "alice", crate::admin::Role::Operator, None)
+            .await
+            .expect("token");
         (dir, db, t.id.clone(), t.token.clone())
     }
 
@@ -135,7 +137,10 @@ mod tests {
         assert_ne!(a.id, b.id);
         assert_ne!(a.id, token);
         assert!(!a.id.contains(&token_id), "id must not reveal the token id");
-        assert_eq!(verify(&db, &a.id).await, Some(Actor("token:alice".into())));
+        assert_eq!(
+            verify(&db, &a.id).await,
+            Some(Actor("token:alice".into(), crate::admin::Role::Operator))
+        );
         let raw: Vec<Vec<u8>> = sqlx::query_scalar("SELECT id_hash FROM admin_sessions")
             .fetch_all(db.pool())
             .await
@@ -170,13 +175,18 @@ mod tests {
     #[tokio::test]
     async fn revoking_the_admin_token_ends_its_sessions_only() {
         let (_d, db, token_id, _) = fixture().await;
-        let other = tokens::create(&db, "bob", None).await.expect("token");
+        let other = tokens::create(&db, "bob", crate::admin::Role::Admin, None)
+            .await
+            .expect("token");
         let s = create(&db, &token_id, DEFAULT_TTL).await.expect("session");
         let kept = create(&db, &other.id, DEFAULT_TTL).await.expect("session");
         assert!(db.revoke_admin_token(&token_id, 1).await.expect("revoke"));
         assert_eq!(verify(&db, &s.id).await, None);
         assert_eq!(db.count_admin_sessions().await.expect("count"), 1);
-        assert_eq!(verify(&db, &kept.id).await, Some(Actor("token:bob".into())));
+        assert_eq!(
+            verify(&db, &kept.id).await,
+            Some(Actor("token:bob".into(), crate::admin::Role::Admin))
+        );
     }
 
     #[tokio::test]

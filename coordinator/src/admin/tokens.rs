@@ -11,14 +11,16 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
+use super::roles::Role;
 use crate::bounds::{self, MAX_ADMIN_TOKEN_TTL, OutOfRange};
 use crate::db::{self, AdminTokenRow, Db, DbError};
 
 const PREFIX: &str = "AGA1";
 
-/// Who made an authenticated admin request.
+/// Who made an authenticated admin request (`token:<name>`,
+/// `cert:<name>`), and with which role.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor(pub String);
+pub struct Actor(pub String, pub Role);
 
 /// A freshly created token (the only copy of the secret).
 pub struct NewAdminToken {
@@ -48,11 +50,12 @@ pub enum CreateError {
     Db(#[from] DbError),
 }
 
-/// Create a token named `name` valid for `ttl` (None: until revoked; at most
-/// [`MAX_ADMIN_TOKEN_TTL`]).
+/// Create a token named `name` with `role`, valid for `ttl` (None: until
+/// revoked; at most [`MAX_ADMIN_TOKEN_TTL`]).
 pub async fn create(
     db: &Db,
     name: &str,
+    role: Role,
     ttl: Option<Duration>,
 ) -> Result<NewAdminToken, CreateError> {
     let now = OffsetDateTime::now_utc();
@@ -78,6 +81,7 @@ pub async fn create(
         expires_at,
         revoked_at: None,
         last_used_at: None,
+        role: role.to_string(),
     })
     .await?;
     Ok(NewAdminToken {
@@ -108,11 +112,19 @@ pub async fn verify_with_id(db: &Db, presented: &str) -> Option<(String, Actor)>
     if row.revoked_at.is_some() || row.expires_at.is_some_and(|e| e <= now) {
         return None;
     }
+    let actor = actor_of(&row)?;
     let _ = db.touch_admin_token(id, now).await;
-    Some((row.id, actor_of(&row.name)))
+    Some((row.id, actor))
 }
 
-/// The actor an admin token acts as (also for sessions created from it).
-pub fn actor_of(token_name: &str) -> Actor {
-    Actor(format!("token:{token_name}"))
+/// The actor an admin token acts as (also for sessions created from it);
+/// `None`, logged, when its stored role is not one this version knows.
+pub fn actor_of(row: &AdminTokenRow) -> Option<Actor> {
+    match row.role.parse::<Role>() {
+        Ok(role) => Some(Actor(format!("token:{}", row.name), role)),
+        Err(e) => {
+            tracing::error!(token = %row.id, error = %e, "admin token refused: stored role unknown");
+            None
+        }
+    }
 }

@@ -158,6 +158,10 @@ pub enum AdminTokenCmd {
         /// Who or what uses it (shown in the audit log as token:<name>).
         #[arg(long, default_value = "admin")]
         name: String,
+        /// What it may do: viewer (read), operator (also cordon, drain,
+        /// stop runners) or admin (also tokens, labels, revoke, reload).
+        #[arg(long, default_value = "admin")]
+        role: crate::admin::Role,
         /// Expire after this long (default: valid until revoked; at most 1825 days).
         #[arg(long, value_parser = crate::bounds::parser("--ttl", crate::bounds::MAX_ADMIN_TOKEN_TTL))]
         ttl: Option<Duration>,
@@ -181,6 +185,9 @@ pub enum AdminCertCmd {
         /// Directory for <name>.pem, <name>-key.pem and ca.pem.
         #[arg(long)]
         out: PathBuf,
+        /// What it may do: viewer, operator or admin (see `admin-token create --help`).
+        #[arg(long, default_value = "admin")]
+        role: crate::admin::Role,
         /// Validity (at most 1825 days).
         #[arg(long, default_value = "30d", value_parser = crate::bounds::parser("--ttl", crate::bounds::MAX_ADMIN_CERT_TTL))]
         ttl: Duration,
@@ -621,8 +628,8 @@ async fn drain(b: &Backend, d: &DrainArgs) -> anyhow::Result<()> {
 
 async fn admin_token_cmd(db: &Db, cmd: &AdminTokenCmd) -> anyhow::Result<()> {
     match cmd {
-        AdminTokenCmd::Create { name, ttl } => {
-            let t = crate::admin::tokens::create(db, name, *ttl)
+        AdminTokenCmd::Create { name, role, ttl } => {
+            let t = crate::admin::tokens::create(db, name, *role, *ttl)
                 .await
                 .context("create admin token")?;
             crate::audit::Audit::new(db.clone())
@@ -631,10 +638,10 @@ async fn admin_token_cmd(db: &Db, cmd: &AdminTokenCmd) -> anyhow::Result<()> {
                     "cli",
                     None,
                     None,
-                    json!({"id": t.id, "name": name}),
+                    json!({"id": t.id, "name": name, "role": role}),
                 )
                 .await;
-            eprintln!("admin token {} for {name:?}:", t.id);
+            eprintln!("admin token {} for {name:?} ({role}):", t.id);
             println!("{}", t.token);
         }
         AdminTokenCmd::List { output } => {
@@ -643,7 +650,7 @@ async fn admin_token_cmd(db: &Db, cmd: &AdminTokenCmd) -> anyhow::Result<()> {
                 .await?
                 .into_iter()
                 .map(|r| {
-                    json!({"id": r.id, "name": r.name, "created_at": crate::fleet::rfc3339(r.created_at),
+                    json!({"id": r.id, "name": r.name, "role": r.role, "created_at": crate::fleet::rfc3339(r.created_at),
                            "expires_at": r.expires_at.map(crate::fleet::rfc3339), "revoked": r.revoked_at.is_some(),
                            "last_used_at": r.last_used_at.map(crate::fleet::rfc3339)})
                 })
@@ -672,9 +679,9 @@ async fn admin_cert_cmd(data_dir: &Path, cmd: &AdminCertCmd) -> anyhow::Result<(
     let audit = crate::audit::Audit::new(db.clone());
     let r = async {
         match cmd {
-            AdminCertCmd::Create { name, out, ttl } => {
+            AdminCertCmd::Create { name, out, role, ttl } => {
                 let ca = pki::load(data_dir)?;
-                let cert = certs::issue(&db, &ca, name, *ttl).await.map_err(|e| match e {
+                let cert = certs::issue(&db, &ca, name, *role, *ttl).await.map_err(|e| match e {
                     certs::IssueError::BadName(_) => CliError::Usage(e.to_string()).into(),
                     e => anyhow::Error::from(e),
                 })?;
@@ -687,7 +694,7 @@ async fn admin_cert_cmd(data_dir: &Path, cmd: &AdminCertCmd) -> anyhow::Result<(
                     .with_context(|| format!("write {}", out.join("ca.pem").display()))?;
                 let not_after = crate::fleet::rfc3339(cert.row.not_after);
                 audit
-                    .record("admin_cert.issued", "cli", None, None, json!({"name": name, "serial": cert.row.serial, "not_after": not_after}))
+                    .record("admin_cert.issued", "cli", None, None, json!({"name": name, "role": role, "serial": cert.row.serial, "not_after": not_after}))
                     .await;
                 println!(
                     "admin certificate {} for {name:?} in {} (valid until {not_after})",
@@ -701,7 +708,7 @@ async fn admin_cert_cmd(data_dir: &Path, cmd: &AdminCertCmd) -> anyhow::Result<(
                     .await?
                     .into_iter()
                     .map(|r| {
-                        json!({"serial": r.serial, "name": r.name, "created_at": crate::fleet::rfc3339(r.created_at),
+                        json!({"serial": r.serial, "name": r.name, "role": r.role, "created_at": crate::fleet::rfc3339(r.created_at),
                                "not_after": crate::fleet::rfc3339(r.not_after), "revoked": r.revoked_at.is_some(),
                                "revoked_at": r.revoked_at.map(crate::fleet::rfc3339)})
                     })

@@ -164,11 +164,20 @@ pub fn admin_tokens(out: Output, rows: &[Value]) -> anyhow::Result<()> {
     print(
         out,
         rows,
-        &["ID", "NAME", "CREATED", "EXPIRES", "REVOKED", "LAST USED"],
+        &[
+            "ID",
+            "NAME",
+            "ROLE",
+            "CREATED",
+            "EXPIRES",
+            "REVOKED",
+            "LAST USED",
+        ],
         |t| {
             vec![
                 s(&t["id"]),
                 s(&t["name"]),
+                s(&t["role"]),
                 s(&t["created_at"]),
                 s(&t["expires_at"]),
                 s(&t["revoked"]),
@@ -182,11 +191,12 @@ pub fn admin_certs(out: Output, rows: &[Value]) -> anyhow::Result<()> {
     print(
         out,
         rows,
-        &["SERIAL", "NAME", "CREATED", "NOT AFTER", "REVOKED"],
+        &["SERIAL", "NAME", "ROLE", "CREATED", "NOT AFTER", "REVOKED"],
         |c| {
             vec![
                 s(&c["serial"]),
                 s(&c["name"]),
+                s(&c["role"]),
                 s(&c["created_at"]),
                 s(&c["not_after"]),
                 s(&c["revoked_at"]),

@@ -13,6 +13,8 @@ pub struct AdminTokenRow {
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
     pub last_used_at: Option<i64>,
+    /// `viewer`, `operator` or `admin` (`admin/roles.rs`).
+    pub role: String,
 }
 
 fn row(r: sqlx::sqlite::SqliteRow) -> Result<AdminTokenRow, sqlx::Error> {
@@ -24,17 +26,19 @@ fn row(r: sqlx::sqlite::SqliteRow) -> Result<AdminTokenRow, sqlx::Error> {
         expires_at: r.try_get("expires_at")?,
         revoked_at: r.try_get("revoked_at")?,
         last_used_at: r.try_get("last_used_at")?,
+        role: r.try_get("role")?,
     })
 }
 
 impl Db {
     pub async fn insert_admin_token(&self, t: &AdminTokenRow) -> Result<(), DbError> {
-        sqlx::query("INSERT INTO admin_tokens (id, name, secret_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO admin_tokens (id, name, secret_hash, created_at, expires_at, role) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(&t.id)
             .bind(&t.name)
             .bind(&t.secret_hash)
             .bind(t.created_at)
             .bind(t.expires_at)
+            .bind(&t.role)
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -12,6 +12,8 @@ pub struct AdminCertRow {
     pub created_at: i64,
     pub not_after: i64,
     pub revoked_at: Option<i64>,
+    /// `viewer`, `operator` or `admin` (`admin/roles.rs`).
+    pub role: String,
 }
 
 /// Which column [`Db::revoke_admin_certs`] matches.
@@ -28,19 +30,21 @@ fn row(r: sqlx::sqlite::SqliteRow) -> Result<AdminCertRow, sqlx::Error> {
         created_at: r.try_get("created_at")?,
         not_after: r.try_get("not_after")?,
         revoked_at: r.try_get("revoked_at")?,
+        role: r.try_get("role")?,
     })
 }
 
 impl Db {
     pub async fn insert_admin_cert(&self, c: &AdminCertRow) -> Result<(), DbError> {
         sqlx::query(
-            "INSERT INTO admin_certs (serial, name, created_at, not_after, revoked_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO admin_certs (serial, name, created_at, not_after, revoked_at, role) VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(&c.serial)
         .bind(&c.name)
         .bind(c.created_at)
         .bind(c.not_after)
         .bind(c.revoked_at)
+        .bind(&c.role)
         .execute(&self.pool)
         .await?;
         Ok(())

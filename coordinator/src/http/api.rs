@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::HttpState;
-use crate::admin::Actor;
 use crate::admin::actions::{ActionError, Actions};
+use crate::admin::{Actor, Role};
 use crate::bounds;
 use crate::db::{self, EventFilter};
 use crate::fleet::AgentView;
@@ -55,36 +55,75 @@ impl From<crate::db::DbError> for ApiError {
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
-/// Every API route: (method, path, handler).
-pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<HttpState>)> {
+/// Every API route: (method, path, handler, the least role it needs;
+/// `admin/roles.rs`).
+pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<HttpState>, Role)> {
+    use Role::{Admin, Operator, Viewer};
     vec![
-        ("get", "/api/v1/agents", get(list_agents)),
-        ("get", "/api/v1/agents/{id}", get(get_agent)),
-        ("post", "/api/v1/agents/{id}/cordon", post(cordon)),
-        ("post", "/api/v1/agents/{id}/uncordon", post(uncordon)),
-        ("post", "/api/v1/agents/{id}/drain", post(drain)),
-        ("post", "/api/v1/agents/{id}/revoke", post(revoke_agent)),
-        ("post", "/api/v1/agents/{id}/labels", post(change_labels)),
-        ("get", "/api/v1/runners", get(list_runners)),
-        ("get", "/api/v1/runners/{id}", get(get_runner)),
-        ("post", "/api/v1/runners/{id}/stop", post(stop_runner)),
-        ("get", "/api/v1/pools", get(list_pools)),
-        ("get", "/api/v1/jobs", get(list_jobs)),
-        ("post", "/api/v1/reload", post(reload)),
-        ("get", "/api/v1/tokens", get(list_tokens)),
-        ("post", "/api/v1/tokens", post(create_token)),
-        ("post", "/api/v1/tokens/{id}/revoke", post(revoke_token)),
-        ("get", "/api/v1/events", get(list_events)),
-        ("get", "/api/v1/openapi.json", get(openapi)),
+        ("get", "/api/v1/whoami", get(whoami), Viewer),
+        ("get", "/api/v1/agents", get(list_agents), Viewer),
+        ("get", "/api/v1/agents/{id}", get(get_agent), Viewer),
+        ("post", "/api/v1/agents/{id}/cordon", post(cordon), Operator),
+        (
+            "post",
+            "/api/v1/agents/{id}/uncordon",
+            post(uncordon),
+            Operator,
+        ),
+        ("post", "/api/v1/agents/{id}/drain", post(drain), Operator),
+        (
+            "post",
+            "/api/v1/agents/{id}/revoke",
+            post(revoke_agent),
+            Admin,
+        ),
+        (
+            "post",
+            "/api/v1/agents/{id}/labels",
+            post(change_labels),
+            Admin,
+        ),
+        ("get", "/api/v1/runners", get(list_runners), Viewer),
+        ("get", "/api/v1/runners/{id}", get(get_runner), Viewer),
+        (
+            "post",
+            "/api/v1/runners/{id}/stop",
+            post(stop_runner),
+            Operator,
+        ),
+        ("get", "/api/v1/pools", get(list_pools), Viewer),
+        ("get", "/api/v1/jobs", get(list_jobs), Viewer),
+        ("post", "/api/v1/reload", post(reload), Admin),
+        ("get", "/api/v1/tokens", get(list_tokens), Viewer),
+        ("post", "/api/v1/tokens", post(create_token), Admin),
+        (
+            "post",
+            "/api/v1/tokens/{id}/revoke",
+            post(revoke_token),
+            Admin,
+        ),
+        ("get", "/api/v1/events", get(list_events), Viewer),
+        ("get", "/api/v1/openapi.json", get(openapi), Viewer),
     ]
 }
 
+/// The routes, each behind its role check.
 pub fn router() -> Router<HttpState> {
     let mut r = Router::new();
-    for (_, path, handler) in routes() {
-        r = r.route(path, handler);
+    for (_, path, handler, role) in routes() {
+        r = r.route(
+            path,
+            handler.route_layer(axum::middleware::from_fn(move |req, next| {
+                super::auth::require_role(role, req, next)
+            })),
+        );
     }
     r
+}
+
+/// Who the caller is and what it may do (the dashboard hides the rest).
+async fn whoami(Extension(actor): Extension<Actor>) -> Json<Value> {
+    Json(json!({"actor": actor.0, "role": actor.1}))
 }
 
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -560,9 +599,16 @@ mod tests {
         }
         let served: BTreeSet<(String, String)> = super::routes()
             .into_iter()
-            .map(|(m, p, _)| (m.to_string(), p.to_string()))
+            .map(|(m, p, _, _)| (m.to_string(), p.to_string()))
             .collect();
         assert_eq!(documented, served, "openapi.json and the router disagree");
+        for (method, path, _, role) in super::routes() {
+            assert_eq!(
+                doc["paths"][path][method]["x-autogit-role"],
+                role.as_str(),
+                "{method} {path}: the documented role is the enforced one"
+            );
+        }
     }
 
     fn keys(v: &serde_json::Value) -> BTreeSet<String> {

@@ -23,7 +23,7 @@ use axum::response::{Html, IntoResponse, Response};
 use serde_json::json;
 
 use super::HttpState;
-use crate::admin::{Actor, certs, sessions, tokens};
+use crate::admin::{Actor, Role, certs, sessions, tokens};
 
 pub const SESSION_COOKIE: &str = "autogit_session";
 /// The header the dashboard sends with every mutating request; a no-cors
@@ -161,7 +161,7 @@ pub async fn require_admin(State(s): State<HttpState>, mut req: Request, next: N
         (None, Presented::Bearer(t)) => tokens::verify(&s.db, &t).await,
         (None, Presented::Session(id)) => {
             let actor = sessions::verify(&s.db, &id).await;
-            if let Some(Actor(who)) = &actor
+            if let Some(Actor(who, _)) = &actor
                 && let Err(r) = csrf_check(req.method(), req.headers())
             {
                 tracing::warn!(
@@ -180,6 +180,31 @@ pub async fn require_admin(State(s): State<HttpState>, mut req: Request, next: N
         Some(a) => {
             req.extensions_mut().insert(a);
             next.run(req).await
+        }
+        None => unauthorized(req.headers()),
+    }
+}
+
+/// Refuse a request whose actor's role is below `needed` with a 403 naming
+/// both (each API route names its role, `http/api.rs::routes`); runs after
+/// [`require_admin`] put the [`Actor`] in the request.
+pub async fn require_role(needed: Role, req: Request, next: Next) -> Response {
+    match req.extensions().get::<Actor>() {
+        Some(Actor(_, role)) if role.allows(needed) => next.run(req).await,
+        Some(Actor(who, role)) => {
+            tracing::warn!(
+                actor = %crate::edge::wire(who),
+                %role,
+                %needed,
+                method = %req.method(),
+                path = %crate::edge::wire(req.uri().path()),
+                "refused: role too low"
+            );
+            (
+                StatusCode::FORBIDDEN,
+                Json(json!({"error": format!("{who} has role {role}; this needs {needed}")})),
+            )
+                .into_response()
         }
         None => unauthorized(req.headers()),
     }
@@ -245,7 +270,7 @@ pub async fn login(
         )
             .into_response();
     };
-    let Some((token_id, Actor(who))) = tokens::verify_with_id(&s.db, &token).await else {
+    let Some((token_id, Actor(who, _))) = tokens::verify_with_id(&s.db, &token).await else {
         return (
             StatusCode::UNAUTHORIZED,
             Json(json!({"error": "invalid admin token"})),

@@ -147,8 +147,15 @@ function stateCell(a) {
   return out;
 }
 
+// The caller's role (GET /api/v1/whoami): what it may not do is not shown.
+// The server checks every request anyway (403).
+let role = "viewer";
+const RANK = { viewer: 0, operator: 1, admin: 2 };
+function may(needed) { return (RANK[role] ?? 0) >= RANK[needed]; }
+
 function actionsCell(a) {
   if (a.state === "revoked") return el("span", { class: "sub" }, "revoked");
+  if (!may("operator")) return el("span", { class: "sub" }, "\u2014");
   const name = a.hostname || shortId(a.id);
   const out = [];
   if (a.cordoned) {
@@ -170,7 +177,7 @@ function actionsCell(a) {
 // about itself is shown apart, as a claim.
 function labelsCell(a) {
   const name = a.hostname || shortId(a.id);
-  const live = a.state !== "revoked";
+  const live = a.state !== "revoked" && may("admin");
   const out = Object.entries(a.trust_labels || {}).sort().map(([k, v]) =>
     el("span", { class: "tag trust", "data-trust-label": k + "=" + v, title: "Trust label, set by an operator" }, k + "=" + v,
       live ? el("button", { type: "button", "data-key": a.id + ":label-rm:" + k, "aria-label": "Remove trust label " + k + " from " + name,
@@ -374,12 +381,16 @@ async function refresh() {
   inFlight = true;
   clearTimeout(timer);
   try {
-    const [agents, pools, jobs, events] = await Promise.all([
+    const [me, agents, pools, jobs, events] = await Promise.all([
+      api("/api/v1/whoami"),
       api("/api/v1/agents"),
       api("/api/v1/pools"),
       api("/api/v1/jobs"),
       api("/api/v1/events?limit=20"),
     ]);
+    role = me.role;
+    $("who").textContent = me.actor + " (" + me.role + ")";
+    document.body.dataset.role = me.role;
     const focusKey = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.key : null;
     renderSummary(agents, pools, jobs);
     renderAgents(agents);
