@@ -621,6 +621,56 @@ fn dashboard_in_chromium_shows_the_fleet_as_the_cli_sees_it() {
     );
 }
 
+/// A viewer's dashboard shows the fleet and says who it is, but offers no
+/// change it may not make: no Cordon, Drain or label buttons. (The server
+/// refuses them anyway: `tests/tests/roles.rs`.)
+#[test]
+fn a_viewers_dashboard_shows_the_fleet_without_the_actions_it_may_not_take() {
+    let Some(chrome) = chromium() else { return };
+    let sim = Sim::start().unwrap();
+    let mut c = Coordinator::init(&format!("{}\n{POOLS}", sim.gitlab_config())).unwrap();
+    c.start().unwrap();
+    let viewer = c
+        .cli_ok(&[
+            "admin-token",
+            "create",
+            "--name",
+            "vera",
+            "--role",
+            "viewer",
+        ])
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let (_a, agent_id) = agent(&c, "");
+    let dom = load(
+        &chrome,
+        &c.http_url(&format!("/#token={viewer}")),
+        None,
+        &[],
+    );
+    assert_eq!(
+        body_state(&dom),
+        "ok",
+        "the page did not finish a refresh:\n{dom}"
+    );
+    assert_eq!(by_id(&dom, "span", "who").text(), "token:vera (viewer)");
+    let rows = elems(&dom, "tr", "data-agent-id");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].attr("data-agent-id"), agent_id);
+    let row = rows[0].text();
+    for hidden in ["Cordon", "Drain", "+ label"] {
+        assert!(!row.contains(hidden), "a viewer sees {hidden:?}: {row}");
+    }
+    assert!(
+        !rows[0].inner.contains("<button"),
+        "no action buttons: {}",
+        rows[0].inner
+    );
+}
+
 #[test]
 fn without_a_session_the_dashboard_shows_only_the_login_form() {
     let Some(chrome) = chromium() else { return };
