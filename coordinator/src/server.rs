@@ -196,6 +196,7 @@ pub async fn run(
             ttl: cfg.session_ttl,
             secure: cfg.http_tls,
         },
+        proxy: Arc::new(http::proxy::ProxyTrust::new(&cfg.proxy, &cfg.roles)),
     });
     let grpc_task = tokio::spawn(grpc::serve(
         grpc_listener,

@@ -18,6 +18,7 @@ pub mod pool;
 mod registry;
 mod values;
 
+pub mod proxy;
 pub use pool::{PoolError, default_command, pools_or_defaults, validate_pools};
 
 /// Top-level keys, so `AUTOGIT_*` variables meant for other programs (the
@@ -36,6 +37,8 @@ const KEYS: &[&str] = &[
     "pools",
     "limits",
     "session_ttl",
+    "proxy",
+    "roles",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -76,6 +79,12 @@ pub struct Config {
     /// (at most 7 days).
     #[serde(default = "default_session_ttl", with = "humantime_serde")]
     pub session_ttl: Duration,
+    /// Reverse proxies in front of the HTTP listener, and forward auth.
+    #[serde(default)]
+    pub proxy: proxy::ProxyConfig,
+    /// Which of a person's groups give which role.
+    #[serde(default)]
+    pub roles: proxy::RolesConfig,
 }
 
 fn default_session_ttl() -> Duration {
@@ -359,6 +368,8 @@ impl Default for Config {
             pools: Vec::new(),
             limits: LimitsConfig::default(),
             session_ttl: default_session_ttl(),
+            proxy: proxy::ProxyConfig::default(),
+            roles: proxy::RolesConfig::default(),
         }
     }
 }
@@ -430,6 +441,9 @@ impl Config {
                 "agents.lost_after",
                 "must be longer than agents.unreachable_after".into(),
             );
+        }
+        if let Err((key, problem)) = self.proxy.validate(&self.roles) {
+            return invalid(key, problem);
         }
         if self.tls.agent_cert_ttl < Duration::from_secs(5) {
             return invalid("tls.agent_cert_ttl", "must be at least 5s".into());

@@ -23,6 +23,7 @@ use axum::response::{Html, IntoResponse, Response};
 use serde_json::json;
 
 use super::HttpState;
+use super::proxy::ProxyIdentity;
 use crate::admin::{Actor, Role, certs, sessions, tokens};
 
 pub const SESSION_COOKIE: &str = "autogit_session";
@@ -95,6 +96,12 @@ impl CsrfRefusal {
 /// the same server. `Origin: null` (sandboxed frames, some redirects) is
 /// foreign.
 pub fn origin_ok(headers: &HeaderMap) -> bool {
+    origin_matches(headers, None)
+}
+
+/// [`origin_ok`] against `host` when given (the host a trusted proxy says
+/// the client asked for), else against `Host`.
+fn origin_matches(headers: &HeaderMap, host: Option<&str>) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
@@ -107,7 +114,8 @@ pub fn origin_ok(headers: &HeaderMap) -> bool {
     else {
         return false;
     };
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+    let Some(host) = host.or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+    else {
         return false;
     };
     !authority.is_empty() && authority.eq_ignore_ascii_case(host.trim())
@@ -115,6 +123,16 @@ pub fn origin_ok(headers: &HeaderMap) -> bool {
 
 /// The CSRF rules for a cookie-authenticated request that changes state.
 pub fn csrf_check(method: &Method, headers: &HeaderMap) -> Result<(), CsrfRefusal> {
+    csrf_check_for(method, headers, None)
+}
+
+/// [`csrf_check`], with the `Origin` compared to `host` when a trusted
+/// proxy named the host the client asked for (`X-Forwarded-Host`).
+pub fn csrf_check_for(
+    method: &Method,
+    headers: &HeaderMap,
+    host: Option<&str>,
+) -> Result<(), CsrfRefusal> {
     if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return Ok(());
     }
@@ -126,7 +144,7 @@ pub fn csrf_check(method: &Method, headers: &HeaderMap) -> Result<(), CsrfRefusa
     if !json && !headers.contains_key(REQUEST_HEADER) {
         return Err(CsrfRefusal::NoJsonOrHeader);
     }
-    if !origin_ok(headers) {
+    if !origin_matches(headers, host) {
         return Err(CsrfRefusal::ForeignOrigin);
     }
     Ok(())
@@ -136,12 +154,33 @@ fn forbidden(r: CsrfRefusal) -> Response {
     (StatusCode::FORBIDDEN, Json(json!({"error": r.message()}))).into_response()
 }
 
-/// Require an admin; the [`Actor`] goes into request extensions.
+/// Require an admin; the [`Actor`] goes into request extensions. In order:
+/// an admin certificate, a bearer token, a forward-auth identity from a
+/// trusted proxy (`http/proxy.rs`), a dashboard session. Requests that a
+/// browser authenticates by itself (session cookie, forward auth) and that
+/// change something must pass the CSRF rules.
 pub async fn require_admin(State(s): State<HttpState>, mut req: Request, next: Next) -> Response {
-    let cert_admin = req
+    let peer = req
         .extensions()
         .get::<axum::extract::ConnectInfo<super::tls::PeerInfo>>()
-        .and_then(|c| c.0.admin.clone());
+        .map(|c| (c.0.addr, c.0.admin.clone()));
+    let (peer_addr, cert_admin) = match peer {
+        Some((addr, cert)) => (Some(addr), cert),
+        None => (None, None),
+    };
+    let client = peer_addr.map(|p| s.proxy.client(p, req.headers()));
+    let forwarded_host = client.as_ref().and_then(|c| c.host.clone());
+    let browser_check = |req: &Request, who: &str| -> Result<(), Response> {
+        csrf_check_for(req.method(), req.headers(), forwarded_host.as_deref()).map_err(|r| {
+            tracing::warn!(
+                actor = %crate::edge::wire(who),
+                path = %crate::edge::wire(req.uri().path()),
+                rule = ?r,
+                "refused a browser-authenticated request that may come from another site (CSRF rule)"
+            );
+            forbidden(r)
+        })
+    };
     let actor = match (cert_admin, presented(req.headers())) {
         // A presented admin certificate decides alone: one that is revoked
         // or unrecorded is a 401 naming why, whatever else the request carries.
@@ -159,22 +198,49 @@ pub async fn require_admin(State(s): State<HttpState>, mut req: Request, next: N
             }
         },
         (None, Presented::Bearer(t)) => tokens::verify(&s.db, &t).await,
-        (None, Presented::Session(id)) => {
-            let actor = sessions::verify(&s.db, &id).await;
-            if let Some(Actor(who, _)) = &actor
-                && let Err(r) = csrf_check(req.method(), req.headers())
-            {
-                tracing::warn!(
-                    actor = %crate::edge::wire(who),
-                    path = %crate::edge::wire(req.uri().path()),
-                    rule = ?r,
-                    "refused a cookie-authenticated request that may come from another site (CSRF rule)"
-                );
-                return forbidden(r);
+        (None, cookie) => {
+            let identity =
+                peer_addr.map_or(ProxyIdentity::None, |p| s.proxy.identity(p, req.headers()));
+            match identity {
+                ProxyIdentity::Person(actor) => {
+                    if let Err(refused) = browser_check(&req, &actor.0) {
+                        return refused;
+                    }
+                    Some(actor)
+                }
+                ProxyIdentity::NoRole { user, groups } => {
+                    let msg = ProxyIdentity::no_role_message(&user, &groups);
+                    tracing::warn!(
+                        user = %crate::edge::wire(&user),
+                        path = %crate::edge::wire(req.uri().path()),
+                        "refused a forward-auth person without a role"
+                    );
+                    return (StatusCode::FORBIDDEN, Json(json!({"error": msg}))).into_response();
+                }
+                other => {
+                    if let ProxyIdentity::Untrusted { user } = &other {
+                        tracing::warn!(
+                            user = %crate::edge::wire(user),
+                            peer = %peer_addr.map(|p| p.to_string()).unwrap_or_default(),
+                            path = %crate::edge::wire(req.uri().path()),
+                            "ignored an identity header from a peer that is not a trusted proxy (proxy.trusted)"
+                        );
+                    }
+                    match cookie {
+                        Presented::Session(id) => {
+                            let actor = sessions::verify(&s.db, &id).await;
+                            if let Some(Actor(who, _)) = &actor
+                                && let Err(refused) = browser_check(&req, who)
+                            {
+                                return refused;
+                            }
+                            actor
+                        }
+                        _ => None,
+                    }
+                }
             }
-            actor
         }
-        (None, Presented::None) => None,
     };
     match actor {
         Some(a) => {
@@ -183,6 +249,22 @@ pub async fn require_admin(State(s): State<HttpState>, mut req: Request, next: N
         }
         None => unauthorized(req.headers()),
     }
+}
+
+/// The request's client as a trusted proxy describes it (`http/proxy.rs`).
+fn client_of(s: &HttpState, req: &Request) -> Option<super::proxy::Client> {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<super::tls::PeerInfo>>()
+        .map(|c| s.proxy.client(c.0.addr, req.headers()))
+}
+
+/// 401 for an admin certificate that is verified but no longer good.
+fn cert_refused(r: &certs::CertRefusal) -> Response {
+    let status = match r {
+        certs::CertRefusal::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::UNAUTHORIZED,
+    };
+    (status, Json(json!({"error": r.to_string()}))).into_response()
 }
 
 /// Refuse a request whose actor's role is below `needed` with a 403 naming
@@ -208,15 +290,6 @@ pub async fn require_role(needed: Role, req: Request, next: Next) -> Response {
         }
         None => unauthorized(req.headers()),
     }
-}
-
-/// 401 for an admin certificate that is verified but no longer good.
-fn cert_refused(r: &certs::CertRefusal) -> Response {
-    let status = match r {
-        certs::CertRefusal::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::UNAUTHORIZED,
-    };
-    (status, Json(json!({"error": r.to_string()}))).into_response()
 }
 
 /// 401: JSON for API clients, the login form for browsers.
@@ -251,14 +324,24 @@ fn cookie(value: &str, max_age: Option<u64>, secure: bool) -> String {
 /// `POST /login` with form or JSON `token`: opens a session and sets its
 /// cookie. The login form is a plain form post, so only the Origin rule
 /// applies here (a foreign page must not sign a browser in either).
-pub async fn login(
-    State(s): State<HttpState>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    if !origin_ok(&headers) {
+pub async fn login(State(s): State<HttpState>, req: Request) -> Response {
+    let client = client_of(&s, &req);
+    let headers = req.headers().clone();
+    if !origin_matches(&headers, client.as_ref().and_then(|c| c.host.as_deref())) {
         return forbidden(CsrfRefusal::ForeignOrigin);
     }
+    // A TLS-terminating proxy in front: the cookie is for HTTPS only too.
+    let secure = s.sessions.secure
+        || client
+            .as_ref()
+            .is_some_and(|c| c.proto.as_deref() == Some("https"));
+    let Ok(body) = axum::body::to_bytes(req.into_body(), 64 * 1024).await else {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Json(json!({"error": "login body larger than 64 KiB"})),
+        )
+            .into_response();
+    };
     let token = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v["token"].as_str().map(str::to_string))
@@ -289,11 +372,7 @@ pub async fn login(
         }
     };
     tracing::info!(actor = %crate::edge::wire(&who), "dashboard login");
-    let cookie = cookie(
-        &session.id,
-        Some(s.sessions.ttl.as_secs()),
-        s.sessions.secure,
-    );
+    let cookie = cookie(&session.id, Some(s.sessions.ttl.as_secs()), secure);
     (
         StatusCode::SEE_OTHER,
         [
@@ -307,7 +386,12 @@ pub async fn login(
 /// `POST /logout`: ends the session server-side and clears the cookie.
 /// Same CSRF rules as any mutating request.
 pub async fn logout(State(s): State<HttpState>, req: Request) -> Response {
-    if let Err(r) = csrf_check(req.method(), req.headers()) {
+    let client = client_of(&s, &req);
+    if let Err(r) = csrf_check_for(
+        req.method(),
+        req.headers(),
+        client.as_ref().and_then(|c| c.host.as_deref()),
+    ) {
         return forbidden(r);
     }
     if let Some(id) = session_cookie(req.headers())

@@ -11,6 +11,7 @@ pub mod api;
 pub mod auth;
 pub mod dashboard;
 pub mod metrics;
+pub mod proxy;
 pub mod serve;
 pub mod tls;
 
@@ -45,6 +46,8 @@ pub struct HttpState {
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
     pub metrics_access: crate::config::MetricsAccess,
     pub sessions: SessionSettings,
+    /// Reverse proxies believed, and forward auth (`[proxy]`, `[roles]`).
+    pub proxy: Arc<proxy::ProxyTrust>,
 }
 
 /// Dashboard session cookie settings.
