@@ -215,6 +215,56 @@ fn each_role_may_do_its_part_and_is_refused_the_rest() {
         200
     );
 
+    // Sessions: only an admin lists and ends them; an ended session is
+    // signed out at its next request.
+    assert_eq!(call(&c, "GET", "/api/v1/sessions", (v, &vb), None).0, 403);
+    assert_eq!(call(&c, "GET", "/api/v1/sessions", (o, &ob), None).0, 403);
+    let (status, live) = call(&c, "GET", "/api/v1/sessions", (ad, &adb), None);
+    assert_eq!(status, 200, "{live}");
+    let live = live.as_array().unwrap().clone();
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(
+        (&live[0]["actor"], &live[0]["role"]),
+        (&json!("token:vera"), &json!("viewer"))
+    );
+    let session = live[0]["id"].as_str().unwrap().to_string();
+    assert!(
+        !cookie.contains(&session),
+        "the handle is not the session id"
+    );
+    let listed: Vec<Value> = serde_json::from_str(
+        &c.cli_ok(&["admin-session", "list", "--output", "json"])
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        listed[0]["id"],
+        session.as_str(),
+        "the CLI shows the same handle"
+    );
+    let revoke = format!("/api/v1/sessions/{session}/revoke");
+    assert_eq!(
+        call(&c, "POST", &revoke, (o, &ob), None).0,
+        403,
+        "an operator may not"
+    );
+    assert_eq!(call(&c, "POST", &revoke, (ad, &adb), None).0, 200);
+    assert_eq!(
+        call(&c, "GET", "/api/v1/whoami", ("Cookie", &cookie), None).0,
+        401,
+        "the revoked session is signed out"
+    );
+    assert_eq!(call(&c, "POST", &revoke, (ad, &adb), None).0, 404, "gone");
+    let (_, ev) = call(&c, "GET", "/api/v1/events?limit=50", (ad, &adb), None);
+    assert!(
+        ev["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "admin_session.revoked" && e["actor"] == "token:ada"),
+        "{ev}"
+    );
+
     // The CLI lists each token's role and refuses an unknown one by name.
     let listed: Vec<Value> = serde_json::from_str(
         &c.cli_ok(&["admin-token", "list", "--output", "json"])

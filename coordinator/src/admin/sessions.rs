@@ -84,6 +84,59 @@ pub async fn verify(db: &Db, presented: &str) -> Option<Actor> {
     actor_of(&token)
 }
 
+/// A live session as operators see it. `id` is a handle: the first 16 hex
+/// digits of the SHA-256 of the session id, which the database keeps and
+/// which reveals nothing of the id itself.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionView {
+    pub id: String,
+    /// The admin token it was opened with.
+    pub token_id: String,
+    pub actor: String,
+    pub role: String,
+    pub created_at: String,
+    pub expires_at: String,
+}
+
+fn handle(id_hash: &[u8]) -> String {
+    hex::encode(&id_hash[..id_hash.len().min(8)])
+}
+
+/// Every live session, oldest first.
+pub async fn list(db: &Db) -> Result<Vec<SessionView>, DbError> {
+    let now = db::to_ms(OffsetDateTime::now_utc());
+    Ok(db
+        .list_admin_sessions(now)
+        .await?
+        .into_iter()
+        .map(|(s, t)| SessionView {
+            id: handle(&s.id_hash),
+            token_id: t.id.clone(),
+            actor: format!("token:{}", t.name),
+            role: t.role.clone(),
+            created_at: crate::fleet::rfc3339(s.created_at),
+            expires_at: crate::fleet::rfc3339(s.expires_at),
+        })
+        .collect())
+}
+
+/// End the live session whose handle ([`SessionView::id`]) is `id`; false
+/// when there is none. The browser holding it is signed out at its next
+/// request.
+pub async fn revoke(db: &Db, id: &str) -> Result<bool, DbError> {
+    let id = id.trim().to_ascii_lowercase();
+    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(false);
+    }
+    let now = db::to_ms(OffsetDateTime::now_utc());
+    for (s, _) in db.list_admin_sessions(now).await? {
+        if handle(&s.id_hash) == id {
+            return db.delete_admin_session(&s.id_hash).await;
+        }
+    }
+    Ok(false)
+}
+
 /// End a session (logout); true if it existed.
 pub async fn end(db: &Db, presented: &str) -> Result<bool, DbError> {
     if !well_formed(presented) {

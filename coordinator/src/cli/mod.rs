@@ -82,6 +82,9 @@ pub enum Command {
     /// Admin client certificates (for `http_tls = true`). Data dir only.
     #[command(subcommand, name = "admin-cert")]
     AdminCert(AdminCertCmd),
+    /// Dashboard sessions: list the live ones, end one. Data dir only.
+    #[command(subcommand, name = "admin-session")]
+    AdminSession(AdminSessionCmd),
     /// Agents: list, inspect, cordon, drain, revoke.
     #[command(subcommand, visible_alias = "agent")]
     Agents(AgentsCmd),
@@ -172,6 +175,17 @@ pub enum AdminTokenCmd {
         output: Output,
     },
     /// Revoke an admin token by id.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminSessionCmd {
+    /// List live dashboard sessions: handle, token, role, start, end.
+    List {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// End a session by the handle `list` shows; its browser is signed out.
     Revoke { id: String },
 }
 
@@ -449,6 +463,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             db.close().await;
             return r;
         }
+        Command::AdminSession(cmd) => {
+            let cfg = load_config(&cli, Overrides::default())?;
+            let db = open_db(&cfg.data_dir).await?;
+            let r = admin_session_cmd(&db, cmd).await;
+            db.close().await;
+            return r;
+        }
         Command::AdminCert(cmd) => {
             let cfg = load_config(&cli, Overrides::default())?;
             return admin_cert_cmd(&cfg.data_dir, cmd).await;
@@ -536,6 +557,7 @@ async fn fleet_cmd(b: &Backend, cmd: &Command) -> anyhow::Result<()> {
         Command::Init { .. }
         | Command::Serve(_)
         | Command::AdminToken(_)
+        | Command::AdminSession(_)
         | Command::AdminCert(_)
         | Command::Completions { .. } => {}
     }
@@ -624,6 +646,39 @@ async fn drain(b: &Backend, d: &DrainArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     Err(CliError::Unavailable(format!("agent {} did not report drained in time", d.id)).into())
+}
+
+async fn admin_session_cmd(db: &Db, cmd: &AdminSessionCmd) -> anyhow::Result<()> {
+    use crate::admin::sessions;
+    match cmd {
+        AdminSessionCmd::List { output } => {
+            let rows: Vec<Value> = sessions::list(db)
+                .await?
+                .into_iter()
+                .map(|s| serde_json::to_value(s).unwrap_or_default())
+                .collect();
+            render::admin_sessions(*output, &rows)?;
+        }
+        AdminSessionCmd::Revoke { id } => {
+            if !sessions::revoke(db, id).await? {
+                return Err(CliError::NotFound(format!(
+                    "no live session with id {id:?} (see `admin-session list`)"
+                ))
+                .into());
+            }
+            crate::audit::Audit::new(db.clone())
+                .record(
+                    "admin_session.revoked",
+                    "cli",
+                    None,
+                    None,
+                    json!({"session": id}),
+                )
+                .await;
+            println!("session {id} ended");
+        }
+    }
+    Ok(())
 }
 
 async fn admin_token_cmd(db: &Db, cmd: &AdminTokenCmd) -> anyhow::Result<()> {

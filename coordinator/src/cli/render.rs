@@ -187,6 +187,24 @@ pub fn admin_tokens(out: Output, rows: &[Value]) -> anyhow::Result<()> {
     )
 }
 
+pub fn admin_sessions(out: Output, rows: &[Value]) -> anyhow::Result<()> {
+    print(
+        out,
+        rows,
+        &["ID", "ACTOR", "ROLE", "TOKEN", "CREATED", "EXPIRES"],
+        |r| {
+            vec![
+                s(&r["id"]),
+                s(&r["actor"]),
+                s(&r["role"]),
+                s(&r["token_id"]),
+                s(&r["created_at"]),
+                s(&r["expires_at"]),
+            ]
+        },
+    )
+}
+
 pub fn admin_certs(out: Output, rows: &[Value]) -> anyhow::Result<()> {
     print(
         out,

@@ -171,6 +171,37 @@ impl Db {
         Ok(r.rows_affected())
     }
 
+    /// Every live session (not expired at `now`, its token neither revoked
+    /// nor expired), oldest first, with its token.
+    pub async fn list_admin_sessions(
+        &self,
+        now: i64,
+    ) -> Result<Vec<(AdminSessionRow, AdminTokenRow)>, DbError> {
+        let rows = sqlx::query(
+            "SELECT s.id_hash, s.token_id, s.created_at AS s_created_at, s.expires_at AS s_expires_at, t.* \
+             FROM admin_sessions s JOIN admin_tokens t ON t.id = s.token_id \
+             WHERE s.expires_at > ? AND t.revoked_at IS NULL \
+               AND (t.expires_at IS NULL OR t.expires_at > ?) \
+             ORDER BY s.created_at, s.id_hash",
+        )
+        .bind(now)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let session = AdminSessionRow {
+                    id_hash: r.try_get("id_hash")?,
+                    token_id: r.try_get("token_id")?,
+                    created_at: r.try_get("s_created_at")?,
+                    expires_at: r.try_get("s_expires_at")?,
+                };
+                Ok((session, row(r)?))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
     pub async fn count_admin_sessions(&self) -> Result<i64, DbError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM admin_sessions")
             .fetch_one(&self.pool)

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::HttpState;
 use crate::admin::actions::{ActionError, Actions};
-use crate::admin::{Actor, Role};
+use crate::admin::{Actor, Role, sessions};
 use crate::bounds;
 use crate::db::{self, EventFilter};
 use crate::fleet::AgentView;
@@ -100,6 +100,13 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<HttpState>, Rol
             "post",
             "/api/v1/tokens/{id}/revoke",
             post(revoke_token),
+            Admin,
+        ),
+        ("get", "/api/v1/sessions", get(list_sessions), Admin),
+        (
+            "post",
+            "/api/v1/sessions/{id}/revoke",
+            post(revoke_session),
             Admin,
         ),
         ("get", "/api/v1/events", get(list_events), Viewer),
@@ -558,6 +565,32 @@ async fn revoke_token(
     Path(id): Path<String>,
 ) -> ApiResult<Value> {
     actions(&s).revoke_token(&actor.0, &id).await?;
+    Ok(Json(json!({"id": id, "revoked": true})))
+}
+
+// ---------------------------------------------------------------- sessions
+
+async fn list_sessions(State(s): State<HttpState>) -> ApiResult<Vec<sessions::SessionView>> {
+    Ok(Json(sessions::list(&s.db).await?))
+}
+
+async fn revoke_session(
+    State(s): State<HttpState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> ApiResult<Value> {
+    if !sessions::revoke(&s.db, &id).await? {
+        return Err(ApiError::not_found(format!("no live session with id {id}")));
+    }
+    s.audit
+        .record(
+            "admin_session.revoked",
+            &actor.0,
+            None,
+            None,
+            json!({"session": id}),
+        )
+        .await;
     Ok(Json(json!({"id": id, "revoked": true})))
 }
 
