@@ -170,15 +170,14 @@ pub async fn require_admin(State(s): State<HttpState>, mut req: Request, next: N
     };
     let client = peer_addr.map(|p| s.proxy.client(p, req.headers()));
     let forwarded_host = client.as_ref().and_then(|c| c.host.clone());
-    let browser_check = |req: &Request, who: &str| -> Result<(), Response> {
-        csrf_check_for(req.method(), req.headers(), forwarded_host.as_deref()).map_err(|r| {
+    let browser_check = |req: &Request, who: &str| -> Result<(), CsrfRefusal> {
+        csrf_check_for(req.method(), req.headers(), forwarded_host.as_deref()).inspect_err(|r| {
             tracing::warn!(
                 actor = %crate::edge::wire(who),
                 path = %crate::edge::wire(req.uri().path()),
                 rule = ?r,
                 "refused a browser-authenticated request that may come from another site (CSRF rule)"
             );
-            forbidden(r)
         })
     };
     let actor = match (cert_admin, presented(req.headers())) {
@@ -203,8 +202,8 @@ pub async fn require_admin(State(s): State<HttpState>, mut req: Request, next: N
                 peer_addr.map_or(ProxyIdentity::None, |p| s.proxy.identity(p, req.headers()));
             match identity {
                 ProxyIdentity::Person(actor) => {
-                    if let Err(refused) = browser_check(&req, &actor.0) {
-                        return refused;
+                    if let Err(r) = browser_check(&req, &actor.0) {
+                        return forbidden(r);
                     }
                     Some(actor)
                 }
@@ -230,9 +229,9 @@ pub async fn require_admin(State(s): State<HttpState>, mut req: Request, next: N
                         Presented::Session(id) => {
                             let actor = sessions::verify(&s.db, &id).await;
                             if let Some(Actor(who, _)) = &actor
-                                && let Err(refused) = browser_check(&req, who)
+                                && let Err(r) = browser_check(&req, who)
                             {
-                                return refused;
+                                return forbidden(r);
                             }
                             actor
                         }
