@@ -1,5 +1,5 @@
 //! Admin authentication for everything but `/healthz`, `/readyz`, `/metrics`
-//! (unless `metrics = "authenticated"`) and the login form. Three ways in:
+//! (unless `metrics = "authenticated"`) and the login form. Four ways in:
 //!
 //! * an admin bearer token (`Authorization: Bearer AGA1…`): CLI, scripts;
 //! * with `http_tls = true`, an admin client certificate from the cluster CA,
@@ -7,13 +7,20 @@
 //!   checked on every request; a refused one is a 401 naming why);
 //! * the dashboard's session cookie: an opaque session id from `POST /login`
 //!   ([`crate::admin::sessions`]), never the admin token itself. The cookie
-//!   is `HttpOnly; SameSite=Strict; Path=/`, plus `Secure` under `http_tls`.
+//!   is `HttpOnly; SameSite=Strict; Path=/`, plus `Secure` under `http_tls`
+//!   (or behind a trusted proxy that says the client used https);
+//! * with `[proxy] user_header`, the person a trusted reverse proxy names
+//!   (forward auth, [`super::proxy`]), with the role their groups map to.
+//!
+//! Each caller is an [`Actor`] with a [`Role`]; [`require_role`] holds every
+//! API route to the least role it names (`http/api.rs::routes`).
 //!
 //! A browser attaches the cookie on its own, also to requests a page on
 //! another port of the same host makes (same-site, so `SameSite` does not
-//! help). Cookie-authenticated requests that change something (any method
-//! but GET/HEAD/OPTIONS) therefore pass [`csrf_check`] too; bearer and
-//! certificate callers are not cookie-based and skip it.
+//! help). Cookie- and forward-auth-authenticated requests that change
+//! something (any method but GET/HEAD/OPTIONS) therefore pass the CSRF
+//! rules ([`csrf_check`]) too; bearer and certificate callers are not
+//! browser-based and skip them.
 
 use axum::Json;
 use axum::extract::{Request, State};
