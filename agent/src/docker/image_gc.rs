@@ -1,8 +1,10 @@
 //! Disk-pressure image collection: when the free space of Docker's root dir
 //! is below `images.gc_below_free`, remove images that AutoGit pulled
-//! ([`super::pulled`]), that no wanted reference names and that no container
-//! uses, least recently used first, until free space is back at the
-//! threshold or nothing is left to remove.
+//! ([`super::pulled`]), that no wanted reference names, that no container
+//! uses and that no runner pulled or used in the last [`RECENTLY_USED_S`]
+//! seconds (its container may be about to be created), least recently used
+//! first, until free space is back at the threshold or nothing is left to
+//! remove.
 //!
 //! Removal is never forced: Docker refuses (conflict) an image a container
 //! uses, and that image is skipped. An image that also carries a tag AutoGit

@@ -10,7 +10,9 @@
 //! once (a new set while a pull runs does not start a second one). An
 //! image that the host policy's `allowed_images` refuses is never pulled
 //! (logged once). A failed pull is retried after [`RETRY_AFTER`] or when a
-//! new set arrives. Registry credentials stay in memory; `Debug` hides them.
+//! new set arrives. With `images.prepull = false` nothing is pulled ahead,
+//! but the wanted set still protects its images from the collector.
+//! Registry credentials stay in memory; `Debug` hides them.
 //! After each pull or removal the keeper signals `changed`, and the session
 //! resends the inventory.
 
