@@ -406,3 +406,31 @@ fn compose_runs_the_coordinator_image_and_a_real_agent_enrolls() {
     let left = ok(Command::new("docker").args(["ps", "-aq", "--filter", &format!("id={id2}")]));
     assert!(left.trim().is_empty(), "container survived down -v");
 }
+
+/// The Traefik overlay composes with the shipped file, and the coordinator
+/// trusts exactly the address Traefik gets (`docs/operations.md`, "Behind a
+/// reverse proxy"). Only `docker-compose config`: no Traefik image offline.
+#[test]
+fn the_traefik_overlay_composes_and_trusts_only_traefiks_address() {
+    if !has("docker-compose") {
+        assert!(
+            std::env::var_os("AUTOGIT_REQUIRE_DOCKER").is_none(),
+            "AUTOGIT_REQUIRE_DOCKER is set but docker-compose is missing"
+        );
+        skipped("SKIPPED: needs docker-compose".into());
+        return;
+    }
+    let deploy = repo().join("deploy");
+    let config = ok(Command::new("docker-compose")
+        .current_dir(&deploy)
+        .env_remove("TRAEFIK_IP")
+        .args(["-f", "compose.yaml", "-f", "compose.traefik.yaml", "config"]));
+    for line in [
+        "ipv4_address: 172.30.0.2",
+        "AUTOGIT_PROXY__TRUSTED: '[\"172.30.0.2\"]'",
+        "AUTOGIT_PROXY__USER_HEADER: Remote-User",
+        "forwardauth.authResponseHeaders: Remote-User,Remote-Groups",
+    ] {
+        assert!(config.contains(line), "{line:?} missing from:\n{config}");
+    }
+}
