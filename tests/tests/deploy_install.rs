@@ -653,8 +653,8 @@ fn every_documented_agent_config_key_is_accepted_by_the_agent() {
         .join("\n");
     let sections = uncommented.lines().filter(|l| l.starts_with('[')).count();
     assert_eq!(
-        sections, 5,
-        "labels, docker, inventory, session, policy:\n{uncommented}"
+        sections, 6,
+        "labels, docker, inventory, session, images, policy:\n{uncommented}"
     );
     let run = |toml: &str| {
         let f = tmp.path().join("agent.toml");
