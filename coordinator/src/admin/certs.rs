@@ -158,6 +158,22 @@ mod tests {
         (Db::open(d.path()).await.unwrap(), d)
     }
 
+    /// A viewer's certificate for `name`, valid for ten minutes.
+    async fn issue_viewer(
+        db: &Db,
+        ca: &ClusterCa,
+        name: &str,
+    ) -> Result<IssuedAdminCert, IssueError> {
+        issue(
+            db,
+            ca,
+            name,
+            super::super::Role::Viewer,
+            Duration::from_secs(600),
+        )
+        .await
+    }
+
     fn presented(c: &IssuedAdminCert) -> PresentedCert {
         let info = autogit_certs::CertInfo::from_pem(&c.cert_pem).unwrap();
         let Some(autogit_certs::identity::Principal::Admin(name)) = info.principal else {
@@ -173,15 +189,7 @@ mod tests {
     async fn an_issued_certificate_works_until_revoked_by_serial() {
         let (db, _d) = db().await;
         let ca = ClusterCa::generate("t").unwrap();
-        let alice = issue(
-            &db,
-            &ca,
-            "alice",
-            super::super::Role::Viewer,
-            Duration::from_secs(600),
-        )
-        .await
-        .unwrap();
+        let alice = issue_viewer(&db, &ca, "alice").await.unwrap();
         let p = presented(&alice);
         assert_eq!(
             verify(&db, &p).await,
@@ -205,33 +213,9 @@ mod tests {
     async fn revoking_a_name_revokes_all_of_its_certificates_and_no_other() {
         let (db, _d) = db().await;
         let ca = ClusterCa::generate("t").unwrap();
-        let a1 = issue(
-            &db,
-            &ca,
-            "alice",
-            super::super::Role::Viewer,
-            Duration::from_secs(600),
-        )
-        .await
-        .unwrap();
-        let a2 = issue(
-            &db,
-            &ca,
-            "alice",
-            super::super::Role::Viewer,
-            Duration::from_secs(600),
-        )
-        .await
-        .unwrap();
-        let bob = issue(
-            &db,
-            &ca,
-            "bob",
-            super::super::Role::Viewer,
-            Duration::from_secs(600),
-        )
-        .await
-        .unwrap();
+        let a1 = issue_viewer(&db, &ca, "alice").await.unwrap();
+        let a2 = issue_viewer(&db, &ca, "alice").await.unwrap();
+        let bob = issue_viewer(&db, &ca, "bob").await.unwrap();
         assert!(
             revoke(&db, "ALICE").await.unwrap().is_empty(),
             "names are case-sensitive"
@@ -260,15 +244,7 @@ mod tests {
         let e = verify(&db, &p).await.unwrap_err();
         assert!(matches!(e, CertRefusal::Unknown { .. }), "{e}");
         assert!(e.to_string().contains("admin-cert create"), "{e}");
-        let alice = issue(
-            &db,
-            &ca,
-            "alice",
-            super::super::Role::Viewer,
-            Duration::from_secs(600),
-        )
-        .await
-        .unwrap();
+        let alice = issue_viewer(&db, &ca, "alice").await.unwrap();
         let mut p = presented(&alice);
         p.name = "root".into();
         assert!(matches!(

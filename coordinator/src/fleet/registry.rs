@@ -607,6 +607,27 @@ impl Fleet {
     }
 }
 
+/// A freshly enrolled x86_64 agent's stored row, for tests.
+#[cfg(test)]
+pub(crate) fn enrolled_row(id: &AgentId, hostname: &str) -> AgentRow {
+    AgentRow {
+        id: id.to_string(),
+        hostname: hostname.into(),
+        arch: "x86_64".into(),
+        state: "enrolled".into(),
+        cordoned: false,
+        labels: "{}".into(),
+        inventory: None,
+        load: None,
+        cert_serial: "01".into(),
+        cert_not_after: 0,
+        token_id: None,
+        enrolled_at: 0,
+        last_seen: None,
+        revoked_at: None,
+    }
+}
+
 /// The agent has no live session to send to.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("agent {0} has no live session")]
@@ -617,22 +638,7 @@ mod tests {
     use super::*;
 
     fn row(id: &AgentId) -> AgentRow {
-        AgentRow {
-            id: id.to_string(),
-            hostname: "h".into(),
-            arch: "x86_64".into(),
-            state: "enrolled".into(),
-            cordoned: false,
-            labels: "{}".into(),
-            inventory: None,
-            load: None,
-            cert_serial: "01".into(),
-            cert_not_after: 0,
-            token_id: None,
-            enrolled_at: 0,
-            last_seen: None,
-            revoked_at: None,
-        }
+        enrolled_row(id, "h")
     }
 
     fn timings() -> Timings {

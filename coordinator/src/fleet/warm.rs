@@ -32,7 +32,7 @@ use super::command::{AgentCommand, WarmImage};
 use super::registry::{Fleet, SessionId};
 use crate::pools::LivePools;
 use crate::scheduler::images::{normalise, registry_host};
-use crate::scheduler::{AgentView, Pool, labels};
+use crate::scheduler::{AgentView, Pool, placement};
 
 /// How often the sets are compared even when nothing signalled a change.
 const RESEND_CHECK: Duration = Duration::from_secs(60);
@@ -44,8 +44,7 @@ const MIN_PASS_GAP: Duration = Duration::from_secs(1);
 /// architecture and GPUs (state, cordon and free resources change too often
 /// to un-warm an agent for).
 fn could_serve(pool: &Pool, a: &AgentView) -> bool {
-    labels::satisfies(&a.trust_labels, &pool.agent_selector)
-        && pool.arch.contains(a.arch)
+    placement::admits(pool, a)
         && pool.gpu.as_ref().is_none_or(|g| {
             a.gpus.iter().filter(|x| x.vendor == g.vendor).count() >= g.count as usize
         })
@@ -283,25 +282,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_set_is_sent_once_per_session_and_again_when_the_pools_change() {
-        use crate::db::AgentRow;
         use crate::fleet::{Inventory, Timings};
         let id = AgentId::new_random();
-        let row = AgentRow {
-            id: id.to_string(),
-            hostname: "h".into(),
-            arch: "x86_64".into(),
-            state: "enrolled".into(),
-            cordoned: false,
-            labels: "{}".into(),
-            inventory: None,
-            load: None,
-            cert_serial: "01".into(),
-            cert_not_after: 0,
-            token_id: None,
-            enrolled_at: 0,
-            last_seen: None,
-            revoked_at: None,
-        };
+        let row = crate::fleet::registry::enrolled_row(&id, "h");
         let fleet = Fleet::new(
             &[row],
             &[],

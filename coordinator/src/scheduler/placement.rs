@@ -453,13 +453,16 @@ impl fmt::Display for Unplaceable {
 
 impl std::error::Error for Unplaceable {}
 
+/// Whether `pool`'s runners may ever go to `a`: its trust labels hold the
+/// pool's `agent_selector` and its architecture is one of the pool's.
+pub fn admits(pool: &Pool, a: &AgentView) -> bool {
+    labels::satisfies(&a.trust_labels, &pool.agent_selector) && pool.arch.contains(a.arch)
+}
+
 /// The trust labels, state and flags that let `a` take a new runner of
 /// `pool` at all, before GPUs and free resources are looked at.
 pub(crate) fn is_open_for(pool: &Pool, a: &AgentView) -> bool {
-    labels::satisfies(&a.trust_labels, &pool.agent_selector)
-        && pool.arch.contains(a.arch)
-        && a.state == AgentState::Ready
-        && !a.cordoned
+    admits(pool, a) && a.state == AgentState::Ready && !a.cordoned
 }
 
 /// A pool's runner image per architecture, normalised once per pool, to

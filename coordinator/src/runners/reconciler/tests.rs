@@ -76,22 +76,7 @@ fn inventory() -> Inventory {
 }
 
 fn agent_row(id: &AgentId) -> AgentRow {
-    AgentRow {
-        id: id.to_string(),
-        hostname: "build-1".into(),
-        arch: "x86_64".into(),
-        state: "enrolled".into(),
-        cordoned: false,
-        labels: "{}".into(),
-        inventory: None,
-        load: None,
-        cert_serial: "01".into(),
-        cert_not_after: 0,
-        token_id: None,
-        enrolled_at: 0,
-        last_seen: None,
-        revoked_at: None,
-    }
+    crate::fleet::registry::enrolled_row(id, "build-1")
 }
 
 fn report(runner: Uuid, state: ContainerState, exit_code: i32) -> RunnerReport {
