@@ -220,6 +220,18 @@ impl Coordinator {
             .ok_or_else(|| anyhow!("token create printed nothing"))
     }
 
+    /// `admin-token create --name <name>` with `args` (e.g. `--role
+    /// viewer`); returns the token (last stdout line).
+    pub fn admin_token(&self, name: &str, args: &[&str]) -> anyhow::Result<String> {
+        let mut a = vec!["admin-token", "create", "--name", name];
+        a.extend_from_slice(args);
+        let out = self.cli_ok(&a)?;
+        out.lines()
+            .last()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("admin-token create printed nothing"))
+    }
+
     /// `agents list --output json`.
     pub fn agents(&self) -> anyhow::Result<Vec<Value>> {
         let out = self.cli_ok(&["agents", "list", "--output", "json"])?;

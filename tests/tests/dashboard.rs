@@ -234,12 +234,7 @@ fn get_json(url: &str, admin: &str) -> Value {
 }
 
 fn admin_token(c: &Coordinator) -> String {
-    c.cli_ok(&["admin-token", "create", "--name", "dashboard-test"])
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_string()
+    c.admin_token("dashboard-test", &[]).unwrap()
 }
 
 fn agent(c: &Coordinator, extra: &str) -> (Agent, String) {
@@ -630,20 +625,7 @@ fn a_viewers_dashboard_shows_the_fleet_without_the_actions_it_may_not_take() {
     let sim = Sim::start().unwrap();
     let mut c = Coordinator::init(&format!("{}\n{POOLS}", sim.gitlab_config())).unwrap();
     c.start().unwrap();
-    let viewer = c
-        .cli_ok(&[
-            "admin-token",
-            "create",
-            "--name",
-            "vera",
-            "--role",
-            "viewer",
-        ])
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_string();
+    let viewer = c.admin_token("vera", &["--role", "viewer"]).unwrap();
     let (_a, agent_id) = agent(&c, "");
     let dom = load(
         &chrome,

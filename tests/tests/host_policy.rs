@@ -25,12 +25,7 @@ fn of_pool(c: &Coordinator, pool: &str) -> Vec<Value> {
 }
 
 fn admin_token(c: &Coordinator) -> String {
-    c.cli_ok(&["admin-token", "create", "--name", "policy-test"])
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_string()
+    c.admin_token("policy-test", &[]).unwrap()
 }
 
 fn get_json(url: &str, admin: &str) -> Value {

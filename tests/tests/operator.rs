@@ -33,13 +33,7 @@ fn env(pool_extra: &str) -> Env {
             project_id: None,
         })
         .unwrap();
-    let admin = c
-        .cli_ok(&["admin-token", "create", "--name", "tester"])
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_string();
+    let admin = c.admin_token("tester", &[]).unwrap();
     Env { sim, c, admin }
 }
 
@@ -620,13 +614,7 @@ fn a_fresh_coordinator_exports_known_gauges_at_zero() {
     // a series to look at.
     let mut c = Coordinator::init("").unwrap();
     c.start().unwrap();
-    let admin = c
-        .cli_ok(&["admin-token", "create", "--name", "scraper"])
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_string();
+    let admin = c.admin_token("scraper", &[]).unwrap();
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()

@@ -39,13 +39,7 @@ impl Env {
                 project_id: None,
             })
             .unwrap();
-        let admin = c
-            .cli_ok(&["admin-token", "create", "--name", "reloader"])
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap()
-            .to_string();
+        let admin = c.admin_token("reloader", &[]).unwrap();
         Env {
             sim,
             c,

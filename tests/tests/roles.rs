@@ -13,11 +13,8 @@ use serde_json::{Value, json};
 const T: Duration = Duration::from_secs(45);
 
 fn token(c: &Coordinator, name: &str, role: Option<&str>) -> String {
-    let mut args = vec!["admin-token", "create", "--name", name];
-    if let Some(r) = role {
-        args.extend(["--role", r]);
-    }
-    c.cli_ok(&args).unwrap().lines().last().unwrap().to_string()
+    let args = role.map(|r| vec!["--role", r]).unwrap_or_default();
+    c.admin_token(name, &args).unwrap()
 }
 
 /// One request; returns the status and the JSON body (`null` if none).

@@ -23,13 +23,7 @@ fn client() -> reqwest::Client {
 fn start(extra: &str) -> (Coordinator, String) {
     let mut c = Coordinator::init(extra).unwrap();
     c.start().unwrap();
-    let admin = c
-        .cli_ok(&["admin-token", "create", "--name", "tester"])
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_string();
+    let admin = c.admin_token("tester", &[]).unwrap();
     (c, admin)
 }
 

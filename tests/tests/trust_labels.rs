@@ -180,13 +180,7 @@ impl Env {
         );
         let mut c = Coordinator::init(&cfg).unwrap();
         c.start().unwrap();
-        let admin = c
-            .cli_ok(&["admin-token", "create", "--name", "ops"])
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap()
-            .to_string();
+        let admin = c.admin_token("ops", &[]).unwrap();
         Env { sim, c, admin }
     }
 
