@@ -181,6 +181,21 @@ pub async fn run(
         reloader.clone(),
         tasks.clone(),
     )));
+    // Single sign-on (`[oidc]`): the client secret is read now, so a
+    // missing one stops startup with the key named.
+    let oidc =
+        match &cfg.oidc {
+            Some(o) => {
+                let secret = o.client_secret(|name| std::env::var(name).ok()).map_err(
+                    |(key, problem)| anyhow::anyhow!("invalid configuration: {key}: {problem}"),
+                )?;
+                Some(Arc::new(
+                    crate::admin::oidc::Oidc::new(o.clone(), secret, cfg.roles.clone())
+                        .map_err(anyhow::Error::msg)?,
+                ))
+            }
+            None => None,
+        };
     let router = http::router(http::HttpState {
         db: db.clone(),
         fleet: fleet.clone(),
@@ -197,6 +212,7 @@ pub async fn run(
             secure: cfg.http_tls,
         },
         proxy: Arc::new(http::proxy::ProxyTrust::new(&cfg.proxy, &cfg.roles)),
+        oidc,
     });
     let grpc_task = tokio::spawn(grpc::serve(
         grpc_listener,

@@ -1,5 +1,6 @@
 //! `cargo xtask test`: install missing Debian packages from
-//! `xtask/debian-packages.txt` (as root; otherwise say how), build every
+//! `xtask/debian-packages.txt` (as root; otherwise say how), install the
+//! SSO tests' npm packages (`tests/oidc`, `npm ci`), build every
 //! binary, make sure a Docker engine answers (starting a private `dockerd`
 //! without a bridge network when none runs and we are root), run the whole
 //! workspace's tests, stop what we started.
@@ -119,8 +120,35 @@ fn nix_is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// `npm ci` in `tests/oidc` (the OpenID provider and the browser driver of
+/// `tests/tests/oidc.rs`) unless `node_modules` is already newer than the
+/// lock file. Needs Node.js 20 and npm, which the machine has.
+fn ensure_oidc_packages() -> anyhow::Result<()> {
+    let dir = root().join("tests/oidc");
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let (Some(lock), Some(installed)) = (
+        modified(&dir.join("package-lock.json")),
+        modified(&dir.join("node_modules/.package-lock.json")),
+    ) && installed >= lock
+    {
+        return Ok(());
+    }
+    eprintln!("xtask: npm ci in tests/oidc (the SSO tests' OpenID provider and browser driver)");
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(&dir)
+        .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+        .status()
+        .context("run npm: the SSO tests need Node.js 20 and npm")?;
+    if !status.success() {
+        bail!("`npm ci` in tests/oidc failed ({status})");
+    }
+    Ok(())
+}
+
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     crate::packages::ensure("tests")?;
+    ensure_oidc_packages()?;
     let mut build = cargo();
     build.args(["build", "--workspace", "--bins"]);
     crate::run(build)?;
@@ -131,5 +159,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     t.env("AUTOGIT_BIN_DIR", root().join("target/debug"));
     // Docker-backed tests must fail, not skip, when run through this command.
     t.env("AUTOGIT_REQUIRE_DOCKER", "1");
+    // And the SSO tests, when their npm packages or Chromium are missing.
+    t.env("AUTOGIT_REQUIRE_OIDC", "1");
     crate::run(t)
 }

@@ -18,6 +18,7 @@ pub mod pool;
 mod registry;
 mod values;
 
+pub mod oidc;
 pub mod proxy;
 pub use pool::{PoolError, default_command, pools_or_defaults, validate_pools};
 
@@ -39,6 +40,7 @@ const KEYS: &[&str] = &[
     "session_ttl",
     "proxy",
     "roles",
+    "oidc",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,6 +87,9 @@ pub struct Config {
     /// Which of a person's groups give which role.
     #[serde(default)]
     pub roles: proxy::RolesConfig,
+    /// Single sign-on through an OpenID Connect provider; off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<oidc::OidcConfig>,
 }
 
 fn default_session_ttl() -> Duration {
@@ -370,6 +375,7 @@ impl Default for Config {
             session_ttl: default_session_ttl(),
             proxy: proxy::ProxyConfig::default(),
             roles: proxy::RolesConfig::default(),
+            oidc: None,
         }
     }
 }
@@ -443,6 +449,9 @@ impl Config {
             );
         }
         if let Err((key, problem)) = self.proxy.validate(&self.roles) {
+            return invalid(key, problem);
+        }
+        if let Some(Err((key, problem))) = self.oidc.as_ref().map(oidc::OidcConfig::validate) {
             return invalid(key, problem);
         }
         if self.tls.agent_cert_ttl < Duration::from_secs(5) {

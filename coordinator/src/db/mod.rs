@@ -10,6 +10,9 @@
 //!   write here; a running coordinator polls it and cuts live sessions.
 //! * `runners`: every runner's lifecycle with timestamps (see `runners.rs`).
 //! * `events`: the audit log.
+//! * `admin_sessions` / `person_sessions`: dashboard sessions (only the
+//!   SHA-256 of each cookie's id), of an admin token or of a person signed
+//!   in through single sign-on.
 //! * `admin_certs`: serial, name, expiry and revocation of every admin
 //!   client certificate; one without a row, or revoked, is refused.
 //!
@@ -21,6 +24,7 @@ mod admin_certs;
 mod agent_certs;
 mod agents;
 mod events;
+mod person_sessions;
 mod runners;
 mod tokens;
 
@@ -37,6 +41,7 @@ pub use admin_certs::{AdminCertKey, AdminCertRow};
 pub use agent_certs::AgentCerts;
 pub use agents::{AgentRow, GpuRow, Liveness};
 pub use events::{EventFilter, EventRow, NewEvent};
+pub use person_sessions::PersonSessionRow;
 pub use runners::{ACTIVE_STATES, RunnerRow, RunnerWrite};
 pub use tokens::{TokenRow, TokenUse};
 

@@ -253,12 +253,12 @@ pub async fn require_admin(State(s): State<HttpState>, mut req: Request, next: N
             req.extensions_mut().insert(a);
             next.run(req).await
         }
-        None => unauthorized(req.headers()),
+        None => unauthorized(req.headers(), s.oidc.as_deref()),
     }
 }
 
 /// The request's client as a trusted proxy describes it (`http/proxy.rs`).
-fn client_of(s: &HttpState, req: &Request) -> Option<super::proxy::Client> {
+pub(super) fn client_of(s: &HttpState, req: &Request) -> Option<super::proxy::Client> {
     req.extensions()
         .get::<axum::extract::ConnectInfo<super::tls::PeerInfo>>()
         .map(|c| s.proxy.client(c.0.addr, req.headers()))
@@ -294,18 +294,22 @@ pub async fn require_role(needed: Role, req: Request, next: Next) -> Response {
             )
                 .into_response()
         }
-        None => unauthorized(req.headers()),
+        None => unauthorized(req.headers(), None),
     }
 }
 
 /// 401: JSON for API clients, the login form for browsers.
-fn unauthorized(headers: &HeaderMap) -> Response {
+fn unauthorized(headers: &HeaderMap, oidc: Option<&crate::admin::oidc::Oidc>) -> Response {
     let wants_html = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/html"));
     if wants_html {
-        (StatusCode::UNAUTHORIZED, Html(LOGIN_PAGE)).into_response()
+        (
+            StatusCode::UNAUTHORIZED,
+            Html(login_page(oidc.map(|o| o.display_name()))),
+        )
+            .into_response()
     } else {
         (
             StatusCode::UNAUTHORIZED,
@@ -316,7 +320,7 @@ fn unauthorized(headers: &HeaderMap) -> Response {
     }
 }
 
-fn cookie(value: &str, max_age: Option<u64>, secure: bool) -> String {
+pub(super) fn cookie(value: &str, max_age: Option<u64>, secure: bool) -> String {
     let mut c = format!("{SESSION_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/");
     if let Some(s) = max_age {
         c.push_str(&format!("; Max-Age={s}"));
@@ -423,6 +427,18 @@ fn url_form_value(body: &[u8], key: &str) -> Option<String> {
     pairs.into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
 }
 
+/// The login page, with a single sign-on button named `sso` when `[oidc]`
+/// is configured.
+pub(super) fn login_page(sso: Option<&str>) -> String {
+    let button = sso.map_or(String::new(), |name| {
+        format!(
+            "<p><a id=\"sso\" class=\"sso\" href=\"/oidc/login\">Sign in with {}</a></p><p>or</p>",
+            super::oidc::escape(name)
+        )
+    });
+    LOGIN_PAGE.replace("<!--sso-->", &button)
+}
+
 /// Shown to browsers without a session: no fleet data, only a form. A token
 /// in the URL fragment (`/#token=…`, never sent to the server) is submitted
 /// automatically.
@@ -430,8 +446,10 @@ const LOGIN_PAGE: &str = r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>AutoGit — sign in</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>body{font-family:system-ui,sans-serif;max-width:28rem;margin:4rem auto;padding:0 1rem}
-input,button{font-size:1rem;padding:.5rem;width:100%;box-sizing:border-box;margin:.25rem 0}</style></head>
+input,button,.sso{font-size:1rem;padding:.5rem;width:100%;box-sizing:border-box;margin:.25rem 0}
+.sso{display:block;text-align:center;border:1px solid #888;border-radius:4px;text-decoration:none}</style></head>
 <body><main><h1>AutoGit</h1>
+<!--sso-->
 <form id="login" method="post" action="/login">
 <label for="token">Admin token (from <code>autogit-coordinator admin-token create</code>)</label>
 <input id="token" name="token" type="password" autocomplete="off" required autofocus>

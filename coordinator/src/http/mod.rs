@@ -2,7 +2,9 @@
 //! the dashboard.
 //!
 //! Anonymous: `/healthz`, `/readyz`, `/metrics` (when `anonymous`), the
-//! login form and `POST /login`. `POST /logout` ends a dashboard session.
+//! login form, `POST /login` and the single sign-on pair `GET /oidc/login`
+//! and `GET /oidc/callback` ([`oidc`]). `POST /logout` ends a dashboard
+//! session.
 //! Everything else needs an admin ([`auth`]: bearer token, client
 //! certificate, or a session cookie under the CSRF rules). GitLab webhooks
 //! authenticate with their own secret.
@@ -11,6 +13,7 @@ pub mod api;
 pub mod auth;
 pub mod dashboard;
 pub mod metrics;
+pub mod oidc;
 pub mod proxy;
 pub mod serve;
 pub mod tls;
@@ -48,6 +51,8 @@ pub struct HttpState {
     pub sessions: SessionSettings,
     /// Reverse proxies believed, and forward auth (`[proxy]`, `[roles]`).
     pub proxy: Arc<proxy::ProxyTrust>,
+    /// Single sign-on (`[oidc]`); `None`: off.
+    pub oidc: Option<Arc<crate::admin::oidc::Oidc>>,
 }
 
 /// Dashboard session cookie settings.
@@ -68,7 +73,9 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/login", post(auth::login))
-        .route("/logout", post(auth::logout));
+        .route("/logout", post(auth::logout))
+        .route("/oidc/login", get(oidc::login))
+        .route("/oidc/callback", get(oidc::callback));
     match (state.metrics.is_some(), state.metrics_access) {
         (true, MetricsAccess::Anonymous) => public = public.route("/metrics", get(metrics::scrape)),
         (true, MetricsAccess::Authenticated) => {
