@@ -504,6 +504,34 @@ fn a_callback_from_another_browser_replayed_or_with_another_sign_ins_code_is_ref
     assert_eq!(replay.status, 400, "{}", replay.body);
     assert!(replay.body.contains("already used"), "{}", replay.body);
 
+    // A callback claiming another issuer (RFC 9207 mix-up) is refused.
+    let mixed_up = call(
+        "GET",
+        &format!(
+            "{}?code={}&state={}&iss=https%3A%2F%2Fevil.example",
+            c.http_url("/oidc/callback"),
+            param(&cb1, "code"),
+            param(&cb1, "state")
+        ),
+        &[state_cookie(&one)],
+    );
+    assert_eq!(mixed_up.status, 401, "{}", mixed_up.body);
+    assert!(mixed_up.body.contains("evil.example"), "{}", mixed_up.body);
+
+    // A callback claiming another issuer (RFC 9207 mix-up) is refused.
+    let mixed_up = call(
+        "GET",
+        &format!(
+            "{}?code={}&state={}&iss=https%3A%2F%2Fevil.example",
+            c.http_url("/oidc/callback"),
+            param(&cb1, "code"),
+            param(&cb1, "state")
+        ),
+        &[state_cookie(&one)],
+    );
+    assert_eq!(mixed_up.status, 401, "{}", mixed_up.body);
+    assert!(mixed_up.body.contains("evil.example"), "{}", mixed_up.body);
+
     // The provider's own refusal is shown, not a session.
     let denied = call(
         "GET",

@@ -191,12 +191,13 @@ pub fn admin_sessions(out: Output, rows: &[Value]) -> anyhow::Result<()> {
     print(
         out,
         rows,
-        &["ID", "ACTOR", "ROLE", "TOKEN", "CREATED", "EXPIRES"],
+        &["ID", "ACTOR", "ROLE", "VIA", "TOKEN", "CREATED", "EXPIRES"],
         |r| {
             vec![
                 s(&r["id"]),
                 s(&r["actor"]),
                 s(&r["role"]),
+                s(&r["via"]),
                 s(&r["token_id"]),
                 s(&r["created_at"]),
                 s(&r["expires_at"]),

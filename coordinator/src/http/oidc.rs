@@ -20,7 +20,7 @@ use serde_json::json;
 
 use super::HttpState;
 use super::auth::{client_of, cookie};
-use crate::admin::oidc::SignInError;
+use crate::admin::oidc::{Oidc, SignInError};
 use crate::admin::sessions::{self, Person};
 
 const STATE_COOKIE: &str = "autogit_oidc_state";
@@ -63,8 +63,10 @@ fn not_configured() -> Response {
 
 /// Whether cookies must be `Secure`: served over TLS, behind a trusted
 /// proxy the client reached over https, or with an https redirect URL.
-fn secure(s: &HttpState, req: &Request) -> bool {
-    s.sessions.secure || client_of(s, req).is_some_and(|c| c.proto.as_deref() == Some("https"))
+fn secure(s: &HttpState, oidc: &Oidc, req: &Request) -> bool {
+    s.sessions.secure
+        || oidc.redirect_url().starts_with("https://")
+        || client_of(s, req).is_some_and(|c| c.proto.as_deref() == Some("https"))
 }
 
 fn state_cookie(value: &str, max_age: u64, secure: bool) -> String {
@@ -94,7 +96,7 @@ pub async fn login(State(s): State<HttpState>, req: Request) -> Response {
     let Some(oidc) = s.oidc.clone() else {
         return not_configured();
     };
-    let secure = secure(&s, &req);
+    let secure = secure(&s, &oidc, &req);
     match oidc.begin().await {
         Ok(b) => (
             StatusCode::SEE_OTHER,
@@ -130,6 +132,8 @@ pub struct CallbackQuery {
     state: Option<String>,
     error: Option<String>,
     error_description: Option<String>,
+    /// RFC 9207: the issuer that sent the browser back, when it says.
+    iss: Option<String>,
 }
 
 /// `GET /oidc/callback?code=…&state=…` (or `?error=…`): finish the sign-in.
@@ -137,7 +141,7 @@ pub async fn callback(State(s): State<HttpState>, req: Request) -> Response {
     let Some(oidc) = s.oidc.clone() else {
         return not_configured();
     };
-    let secure = secure(&s, &req);
+    let secure = secure(&s, &oidc, &req);
     let q = match Query::<CallbackQuery>::try_from_uri(req.uri()) {
         Ok(Query(q)) => q,
         Err(_) => {
@@ -149,6 +153,17 @@ pub async fn callback(State(s): State<HttpState>, req: Request) -> Response {
     let cookie_state = cookie_value(req.headers(), STATE_COOKIE);
     let clear_state = state_cookie("", 0, secure);
     let result = match (&q.error, &q.code, &q.state) {
+        // A response from another provider than ours (mix-up, RFC 9207).
+        _ if q.iss.as_deref().is_some_and(|i| i != oidc.issuer()) => Err(SignInError::Refused(
+            format!(
+                "the callback comes from issuer {:?}, not {:?}",
+                q.iss.as_deref().unwrap_or_default(),
+                oidc.issuer()
+            )
+            .chars()
+            .take(300)
+            .collect(),
+        )),
         (Some(error), _, _) => Err(SignInError::Refused(
             match &q.error_description {
                 Some(d) => format!("{error}: {d}"),

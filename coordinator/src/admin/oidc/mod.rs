@@ -216,6 +216,10 @@ impl Oidc {
         &self.cfg.issuer
     }
 
+    pub fn redirect_url(&self) -> &str {
+        &self.cfg.redirect_url
+    }
+
     /// Start a sign-in.
     pub async fn begin(&self) -> Result<Begin, SignInError> {
         let p = self.provider().await?;
