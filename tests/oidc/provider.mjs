@@ -3,6 +3,7 @@
 // Usage:
 //   node provider.mjs --port P --client-id ID --client-secret SECRET --redirect-uri URI
 //                     [--kid KID] [--id-token-claims]
+// Test hook: POST /__test__/id-token?mode=MODE (see below) breaks ID tokens.
 //
 // Observed flow (oidc-provider 9.13.3, Node 20.20.2; checked with curl, a fetch
 // script and browser.mjs):
@@ -174,6 +175,67 @@ const configuration = {
 };
 
 const provider = new Provider(ISSUER, configuration);
+
+// Test-only misbehaviour, so the coordinator's refusals can be observed end
+// to end: `POST /__test__/id-token?mode=MODE` makes the token endpoint hand
+// out broken ID tokens until the mode is set back to `honest`.
+//   tampered        payload changed (sub → ada), original signature kept
+//   foreign-key     signed by another key under the published kid
+//   expired         exp an hour ago, signed with the real key
+//   wrong-audience  aud "someone-else", signed with the real key
+//   wrong-nonce     nonce not the one the client sent, signed with the real key
+//   wrong-issuer    iss another URL, signed with the real key
+const MODES = new Set(['honest', 'tampered', 'foreign-key', 'expired', 'wrong-audience', 'wrong-nonce', 'wrong-issuer']);
+let idTokenMode = 'honest';
+const { privateKey: foreignKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+
+const b64url = (data) => Buffer.from(data).toString('base64url');
+
+function signJwt(header, payload, key) {
+  const input = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(payload))}`;
+  return `${input}.${crypto.sign('sha256', Buffer.from(input), key).toString('base64url')}`;
+}
+
+function misbehave(jwt, mode) {
+  const [h, p, sig] = jwt.split('.');
+  const header = JSON.parse(Buffer.from(h, 'base64url'));
+  const payload = JSON.parse(Buffer.from(p, 'base64url'));
+  const now = Math.floor(Date.now() / 1000);
+  switch (mode) {
+    case 'tampered':
+      return `${h}.${b64url(JSON.stringify({ ...payload, sub: 'ada' }))}.${sig}`;
+    case 'foreign-key':
+      return signJwt(header, payload, foreignKey);
+    case 'expired':
+      return signJwt(header, { ...payload, iat: now - 7200, exp: now - 3600 }, privateKey);
+    case 'wrong-audience':
+      return signJwt(header, { ...payload, aud: 'someone-else' }, privateKey);
+    case 'wrong-nonce':
+      return signJwt(header, { ...payload, nonce: 'not-the-nonce-that-was-sent' }, privateKey);
+    case 'wrong-issuer':
+      return signJwt(header, { ...payload, iss: 'http://127.0.0.1:1' }, privateKey);
+    default:
+      return jwt;
+  }
+}
+
+provider.use(async (ctx, next) => {
+  if (ctx.path === '/__test__/id-token' && ctx.method === 'POST') {
+    const mode = String(ctx.query.mode || '');
+    if (!MODES.has(mode)) {
+      ctx.status = 400;
+      ctx.body = { error: `unknown mode ${JSON.stringify(mode)}` };
+      return;
+    }
+    idTokenMode = mode;
+    ctx.body = { mode };
+    return;
+  }
+  await next();
+  if (ctx.path === '/token' && ctx.status === 200 && idTokenMode !== 'honest' && ctx.body?.id_token) {
+    ctx.body = { ...ctx.body, id_token: misbehave(ctx.body.id_token, idTokenMode) };
+  }
+});
 
 for (const event of ['server_error', 'authorization.error', 'grant.error', 'userinfo.error', 'introspection.error', 'end_session.error']) {
   provider.on(event, (_ctx, err) => {

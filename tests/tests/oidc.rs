@@ -10,10 +10,12 @@
 //! * Sessions from SSO are listed and revoked like token sessions, and
 //!   expire.
 //! * The provider rotating its signing key does not break sign-in.
-//! * A callback without the browser's state cookie, a replayed one, and one
-//!   carrying another sign-in's code (PKCE) are refused. (Tampered, expired,
-//!   wrong-audience and wrong-nonce ID tokens are refused by the validator,
-//!   tested with real signatures in `coordinator/src/admin/oidc/id_token.rs`.)
+//! * A callback without the browser's state cookie, a replayed one, one
+//!   carrying another sign-in's code (PKCE) and one naming another issuer
+//!   are refused.
+//! * Tampered, foreign-signed, expired, wrong-audience, wrong-nonce and
+//!   wrong-issuer ID tokens (made by the provider's test hook, the rest of
+//!   the flow real) are refused with the reason named.
 //! * Admin tokens keep working with `[oidc]` configured.
 //!
 //! Needs Node.js with `tests/oidc/node_modules` (`npm ci` there; `cargo
@@ -544,6 +546,58 @@ fn a_callback_from_another_browser_replayed_or_with_another_sign_ins_code_is_ref
         "{}",
         denied.body
     );
+}
+
+#[test]
+fn tampered_expired_wrong_audience_wrong_nonce_and_foreign_id_tokens_are_refused() {
+    if !available() {
+        return;
+    }
+    let (idp_port, http_port) = (free_port(), free_port());
+    let redirect = format!("http://127.0.0.1:{http_port}/oidc/callback");
+    let idp = Provider::start(idp_port, &redirect, "k1", false);
+    let c = coordinator(http_port, &idp.issuer(), "");
+    let dashboard = c.http_url("/");
+    // The provider's test hook makes its token endpoint hand out this kind
+    // of broken ID token; the coordinator must say what is wrong and open
+    // no session.
+    let cases = [
+        ("tampered", "signature does not verify"),
+        ("foreign-key", "signature does not verify"),
+        ("expired", "ID token has expired"),
+        ("wrong-audience", "not meant for this client"),
+        ("wrong-nonce", "nonce does not match"),
+        ("wrong-issuer", "issuer is not"),
+        ("honest", "Signed in as sso:Otto Operator (otto)"),
+    ];
+    for (mode, says) in cases {
+        let set = call(
+            "POST",
+            &format!("{}/__test__/id-token?mode={mode}", idp.issuer()),
+            &[],
+        );
+        assert_eq!(set.status, 200, "{}", set.body);
+        let signin = browser(&dashboard, "otto", &["--stop-at-callback"]);
+        let callback = signin["callback"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{mode}: no callback URL: {signin}"));
+        let state = cookie(&signin, "autogit_oidc_state").expect("state cookie");
+        let r = call(
+            "GET",
+            callback,
+            &[("Cookie", format!("autogit_oidc_state={state}"))],
+        );
+        assert!(r.body.contains(says), "{mode}: {}\n{}", r.body, c.logs());
+        let session = r
+            .set_cookies
+            .iter()
+            .any(|c| c.starts_with("autogit_session=") && !c.starts_with("autogit_session=;"));
+        if mode == "honest" {
+            assert_eq!((r.status, session), (200, true), "{mode}");
+        } else {
+            assert_eq!((r.status, session), (401, false), "{mode}");
+        }
+    }
 }
 
 #[test]
