@@ -711,6 +711,34 @@ mod tests {
     }
 
     #[test]
+    fn oidc_comes_from_the_environment_too_and_a_missing_key_is_named() {
+        let e = env(&[
+            ("AUTOGIT_OIDC__ISSUER", "https://id.example/realms/ci"),
+            ("AUTOGIT_OIDC__CLIENT_ID", "autogit"),
+            ("AUTOGIT_OIDC__CLIENT_SECRET_FILE", "/run/secrets/oidc"),
+            (
+                "AUTOGIT_OIDC__REDIRECT_URL",
+                "https://ci.example/oidc/callback",
+            ),
+        ]);
+        let c = Config::load(None, &e, &Overrides::default()).unwrap();
+        let o = c.oidc.expect("[oidc] from AUTOGIT_OIDC__*");
+        assert_eq!(o.client_id, "autogit");
+        assert_eq!(o.groups_claim, "groups", "default kept");
+        assert!(
+            Config::load(None, &[], &Overrides::default())
+                .unwrap()
+                .oidc
+                .is_none()
+        );
+        let e = env(&[("AUTOGIT_OIDC__ISSUER", "https://id.example")]);
+        let err = Config::load(None, &e, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("client_id"), "{err}");
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("c.toml");
