@@ -416,23 +416,28 @@ fn metrics_follow_a_real_run() {
     let job = e.sim.handle.create_job(NewJob {
         project_id: 6,
         tags: vec!["amd64".into()],
-        duration_ms: Some(1500),
+        duration_ms: Some(4000),
         ..Default::default()
     });
     wait_for(T, "job running", || {
         (e.sim.handle.job(job.id)?.status == "running").then_some(())
     })
     .unwrap();
-    let during = scrape();
-    assert_eq!(
+    // The coordinator learns that its runner took the job a moment after
+    // GitLab does (the job webhook, or the next poll): wait for the gauge
+    // while the job still runs.
+    let busy = |m: &str| {
         metric(
-            &during,
+            m,
             "autogit_runners",
-            &[("pool", "amd64"), ("state", "busy")]
-        ),
-        Some(1.0),
-        "{during}"
-    );
+            &[("pool", "amd64"), ("state", "busy")],
+        )
+    };
+    wait_for(T, "a busy runner in the metrics", || {
+        let m = scrape();
+        (busy(&m) == Some(1.0)).then_some(())
+    })
+    .unwrap_or_else(|err| panic!("{err}\n{}", scrape()));
     wait_for(T, "job done and runner gone", || {
         (e.sim.handle.job(job.id)?.status == "success"
             && e.sim.handle.runners().iter().all(|r| r.deleted))
