@@ -61,6 +61,11 @@ fn presented(headers: &HeaderMap) -> Presented {
 
 /// The session id in the request's cookie, if any.
 pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    cookie_value(headers, SESSION_COOKIE)
+}
+
+/// The value of cookie `name` in the request, if any.
+pub(super) fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -68,7 +73,7 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .flat_map(|v| v.split(';'))
         .find_map(|c| {
             c.trim()
-                .strip_prefix(&format!("{SESSION_COOKIE}="))
+                .strip_prefix(&format!("{name}="))
                 .map(str::to_string)
         })
 }

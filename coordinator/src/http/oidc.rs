@@ -13,13 +13,13 @@
 //! began at the provider.
 
 use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::HttpState;
-use super::auth::{client_of, cookie};
+use super::auth::{client_of, cookie, cookie_value};
 use crate::admin::oidc::{Oidc, SignInError};
 use crate::admin::sessions::{self, Person};
 
@@ -78,19 +78,6 @@ fn state_cookie(value: &str, max_age: u64, secure: bool) -> String {
     c
 }
 
-fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| {
-            c.trim()
-                .strip_prefix(&format!("{name}="))
-                .map(str::to_string)
-        })
-}
-
 /// `GET /oidc/login`: start a sign-in and send the browser to the provider.
 pub async fn login(State(s): State<HttpState>, req: Request) -> Response {
     let Some(oidc) = s.oidc.clone() else {
@@ -108,7 +95,7 @@ pub async fn login(State(s): State<HttpState>, req: Request) -> Response {
         )
             .into_response(),
         Err(e) => {
-            tracing::warn!(issuer = %oidc.issuer(), error = %e, "cannot start a single sign-on");
+            tracing::warn!(issuer = %oidc.issuer(), error = %crate::edge::wire(&e.to_string()), "cannot start a single sign-on");
             failure(&e)
         }
     }

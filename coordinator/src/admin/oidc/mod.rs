@@ -153,7 +153,7 @@ fn text(v: &str) -> String {
 }
 
 /// The display name: `name`, else `preferred_username`, `email`, `sub`.
-pub fn display_name(claims: &Map<String, Value>, sub: &str) -> String {
+pub fn person_name(claims: &Map<String, Value>, sub: &str) -> String {
     ["name", "preferred_username", "email"]
         .iter()
         .filter_map(|k| claims.get(*k).and_then(Value::as_str).map(text))
@@ -305,7 +305,7 @@ impl Oidc {
                 all.entry(k).or_insert(v);
             }
         }
-        let name = display_name(&all, &claims.sub);
+        let name = person_name(&all, &claims.sub);
         let subject = text(&claims.sub);
         let groups = groups(&all, &self.cfg.groups_claim);
         let actor = Person::actor_name(&name, &subject);
@@ -622,11 +622,11 @@ mod tests {
     fn names_and_groups_come_from_the_usual_claims() {
         let c = json!({"preferred_username": "otto", "email": "o@x", "groups": ["ci-ops", "", "dev\u{7}"]});
         let c = c.as_object().unwrap();
-        assert_eq!(display_name(c, "u-1"), "otto");
+        assert_eq!(person_name(c, "u-1"), "otto");
         assert_eq!(groups(c, "groups"), vec!["ci-ops", "dev"]);
         let c = json!({"roles": "a, b"});
         assert_eq!(groups(c.as_object().unwrap(), "roles"), vec!["a", "b"]);
-        assert_eq!(display_name(c.as_object().unwrap(), "u-1"), "u-1");
+        assert_eq!(person_name(c.as_object().unwrap(), "u-1"), "u-1");
         assert!(groups(json!({"groups": 7}).as_object().unwrap(), "groups").is_empty());
     }
 
