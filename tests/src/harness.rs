@@ -238,6 +238,21 @@ impl Coordinator {
         Ok(serde_json::from_str(&out)?)
     }
 
+    /// `runners list --output json`: every runner record, ended ones too.
+    pub fn runners(&self) -> anyhow::Result<Vec<Value>> {
+        let out = self.cli_ok(&["runners", "list", "--output", "json"])?;
+        Ok(serde_json::from_str(&out)?)
+    }
+
+    /// The runners not over yet ([`ACTIVE_RUNNER_STATES`]).
+    pub fn active_runners(&self) -> anyhow::Result<Vec<Value>> {
+        Ok(self
+            .runners()?
+            .into_iter()
+            .filter(|r| ACTIVE_RUNNER_STATES.contains(&r["state"].as_str().unwrap_or("")))
+            .collect())
+    }
+
     /// `token list --output json`.
     pub fn tokens(&self) -> anyhow::Result<Vec<Value>> {
         let out = self.cli_ok(&["token", "list", "--output", "json"])?;
@@ -546,6 +561,47 @@ impl Drop for Sim {
         if let Some(s) = self.server.take() {
             let _ = self.rt.block_on(s.shutdown());
         }
+    }
+}
+
+/// A free port on loopback address `ip`, found by binding port 0 and
+/// letting it go.
+pub fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("bind a port on {ip}: {e}"))
+}
+
+/// A runner record's states before it is over (`stopped`, `failed`).
+pub const ACTIVE_RUNNER_STATES: [&str; 5] =
+    ["provisioning", "starting", "idle", "busy", "stopping"];
+
+/// After jobs: no runner active, no container of `agent_id` left, every
+/// GitLab runner deleted, and every record that had a GitLab runner says
+/// when it was deleted. Waits up to 30 s for each.
+pub fn assert_nothing_left(sim: &Sim, c: &Coordinator, agent_id: &str) {
+    let t = Duration::from_secs(30);
+    let runners = || c.runners().unwrap_or_default();
+    wait_for(t, "no active runners", || {
+        c.active_runners().ok()?.is_empty().then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:#?}", runners()));
+    wait_for(t, "containers removed", || {
+        docker_containers(&format!("autogit.scope={agent_id}"))
+            .is_empty()
+            .then_some(())
+    })
+    .unwrap();
+    wait_for(t, "GitLab runners deleted", || {
+        sim.handle.runners().iter().all(|r| r.deleted).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:#?}", sim.handle.runners()));
+    for r in runners() {
+        assert!(
+            r["gitlab_deleted_at"].is_string() || r["gitlab_runner_id"].is_null(),
+            "{r:#}"
+        );
     }
 }
 

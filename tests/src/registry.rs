@@ -28,15 +28,12 @@ use crate::harness::wait_for;
 /// The registry binary of Debian's `docker-registry` package.
 pub const REGISTRY_BIN: &str = "docker-registry";
 
-/// A free loopback port, found by binding port 0 and letting it go.
-fn free_port() -> anyhow::Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("bind a loopback port")?;
-    Ok(l.local_addr()?.port())
-}
-
 /// A loopback `host:port` with nothing listening: pulls from it are refused.
 pub fn unreachable_registry() -> anyhow::Result<String> {
-    Ok(format!("127.0.0.1:{}", free_port()?))
+    Ok(format!(
+        "127.0.0.1:{}",
+        crate::harness::free_port("127.0.0.1")
+    ))
 }
 
 /// Basic-auth credentials of a test registry.
@@ -74,7 +71,7 @@ impl Registry {
         let dir = tempfile::tempdir().context("create the registry's directory")?;
         let storage = dir.path().join("storage");
         std::fs::create_dir_all(&storage)?;
-        let port = free_port()?;
+        let port = crate::harness::free_port("127.0.0.1");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let auth_section = match &auth {
             Some(c) => {

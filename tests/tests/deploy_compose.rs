@@ -13,12 +13,11 @@
 //! else is the shipped compose file. Everything is torn down (`down -v`,
 //! image removed) even when the test fails.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use autogit_tests::harness::{Agent, wait_for};
+use autogit_tests::harness::{Agent, free_port, wait_for};
 use serde_json::Value;
 
 /// Says why a test did nothing, past libtest's output capture (a passing
@@ -118,14 +117,6 @@ fn without_coordinator_ports(compose: &str) -> String {
     let mut out: Vec<&str> = lines[..start].to_vec();
     out.extend_from_slice(&lines[start + 1 + len..]);
     out.join("\n") + "\n"
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// One compose project on the test daemon; `down -v` and the image removal
@@ -249,7 +240,7 @@ fn compose_runs_the_coordinator_image_and_a_real_agent_enrolls() {
         "services:\n  coordinator:\n    network_mode: host\n",
     )
     .unwrap();
-    let (grpc, http) = (free_port(), free_port());
+    let (grpc, http) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
     let project = Project {
         name: format!("autogitcompose{unique}"),
         image: image.clone(),

@@ -16,12 +16,12 @@ const T: Duration = Duration::from_secs(45);
 /// polls: the coordinator ticks every 500 ms and polls every second).
 const WATCH: Duration = Duration::from_secs(8);
 
-fn runners(c: &Coordinator) -> Vec<Value> {
-    serde_json::from_str(&c.cli_ok(&["runners", "list", "--output", "json"]).unwrap()).unwrap()
-}
-
 fn of_pool(c: &Coordinator, pool: &str) -> Vec<Value> {
-    runners(c).into_iter().filter(|r| r["pool"] == pool).collect()
+    c.runners()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r["pool"] == pool)
+        .collect()
 }
 
 fn admin_token(c: &Coordinator) -> String {
@@ -70,15 +70,26 @@ fn an_agent_refuses_what_its_policy_forbids_once_with_the_rule_named_and_creates
         });
     }
     let expected = [
-        ("rootfs", r#"refused by host policy: mount source "/" is not in policy.allowed_mount_sources"#),
-        ("rawdisk", r#"refused by host policy: mount source "/dev/sda" is not in policy.allowed_mount_sources"#),
-        ("hostnet", r#"refused by host policy: network mode "host" is refused (policy.allow_host_network = false)"#),
+        (
+            "rootfs",
+            r#"refused by host policy: mount source "/" is not in policy.allowed_mount_sources"#,
+        ),
+        (
+            "rawdisk",
+            r#"refused by host policy: mount source "/dev/sda" is not in policy.allowed_mount_sources"#,
+        ),
+        (
+            "hostnet",
+            r#"refused by host policy: network mode "host" is refused (policy.allow_host_network = false)"#,
+        ),
     ];
     for (pool, reason) in expected {
         let rec = wait_for(T, &format!("pool {pool}: a failed runner"), || {
-            of_pool(&c, pool).into_iter().find(|r| r["state"] == "failed")
+            of_pool(&c, pool)
+                .into_iter()
+                .find(|r| r["state"] == "failed")
         })
-        .unwrap_or_else(|e| panic!("{e}\n{:#?}\nagent:\n{}", runners(&c), a.logs()));
+        .unwrap_or_else(|e| panic!("{e}\n{:#?}\nagent:\n{}", c.runners().unwrap(), a.logs()));
         assert_eq!(rec["reason"], reason, "{rec:#}");
     }
 
@@ -87,18 +98,31 @@ fn an_agent_refuses_what_its_policy_forbids_once_with_the_rule_named_and_creates
     while Instant::now() < until {
         for (pool, _) in expected {
             let n = of_pool(&c, pool).len();
-            assert_eq!(n, 1, "pool {pool} retried on the refusing agent: {:#?}", runners(&c));
+            assert_eq!(
+                n,
+                1,
+                "pool {pool} retried on the refusing agent: {:#?}",
+                c.runners().unwrap()
+            );
         }
         std::thread::sleep(Duration::from_millis(500));
     }
     // Nothing was created in Docker for this agent.
-    assert_eq!(docker_containers(&format!("autogit.scope={agent_id}")), Vec::<String>::new());
+    assert_eq!(
+        docker_containers(&format!("autogit.scope={agent_id}")),
+        Vec::<String>::new()
+    );
 
     // "Why pending" names the host and the rule.
     let admin = admin_token(&c);
     let pools = get_json(&c.http_url("/api/v1/pools"), &admin);
     for (pool, reason) in expected {
-        let p = pools.as_array().unwrap().iter().find(|p| p["name"] == pool).unwrap();
+        let p = pools
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == pool)
+            .unwrap();
         let unmet = p["unmet_reason"].as_str().unwrap_or_default();
         let rule = reason.trim_start_matches("refused by host policy: ");
         assert!(

@@ -24,12 +24,12 @@
 //! it).
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use autogit_tests::harness::{Agent, Coordinator, Sim, wait_for};
+use autogit_tests::harness::{Agent, Coordinator, Sim, free_port, wait_for};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(30);
@@ -68,14 +68,6 @@ fn available() -> bool {
     );
     eprintln!("SKIPPED: the SSO tests lack {}", missing.join(", "));
     false
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `provider.mjs` on a loopback port; SIGTERMed on drop.
@@ -252,7 +244,7 @@ fn people_sign_in_through_the_provider_and_the_server_holds_each_to_their_role()
         return;
     }
     let sim = Sim::start().unwrap();
-    let (idp_port, http_port) = (free_port(), free_port());
+    let (idp_port, http_port) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
     let redirect = format!("http://127.0.0.1:{http_port}/oidc/callback");
     let idp = Provider::start(idp_port, &redirect, "k1", false);
     let c = coordinator(http_port, &idp.issuer(), &sim.gitlab_config());
@@ -396,7 +388,7 @@ fn a_rotated_provider_key_still_signs_in_and_sso_sessions_expire() {
     if !available() {
         return;
     }
-    let (idp_port, http_port) = (free_port(), free_port());
+    let (idp_port, http_port) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
     let redirect = format!("http://127.0.0.1:{http_port}/oidc/callback");
     // Name and groups in the ID token itself this time (no userinfo call).
     let idp = Provider::start(idp_port, &redirect, "k1", true);
@@ -437,7 +429,7 @@ fn a_callback_from_another_browser_replayed_or_with_another_sign_ins_code_is_ref
     if !available() {
         return;
     }
-    let (idp_port, http_port) = (free_port(), free_port());
+    let (idp_port, http_port) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
     let redirect = format!("http://127.0.0.1:{http_port}/oidc/callback");
     let idp = Provider::start(idp_port, &redirect, "k1", false);
     let c = coordinator(http_port, &idp.issuer(), "");
@@ -520,20 +512,6 @@ fn a_callback_from_another_browser_replayed_or_with_another_sign_ins_code_is_ref
     assert_eq!(mixed_up.status, 401, "{}", mixed_up.body);
     assert!(mixed_up.body.contains("evil.example"), "{}", mixed_up.body);
 
-    // A callback claiming another issuer (RFC 9207 mix-up) is refused.
-    let mixed_up = call(
-        "GET",
-        &format!(
-            "{}?code={}&state={}&iss=https%3A%2F%2Fevil.example",
-            c.http_url("/oidc/callback"),
-            param(&cb1, "code"),
-            param(&cb1, "state")
-        ),
-        &[state_cookie(&one)],
-    );
-    assert_eq!(mixed_up.status, 401, "{}", mixed_up.body);
-    assert!(mixed_up.body.contains("evil.example"), "{}", mixed_up.body);
-
     // The provider's own refusal is shown, not a session.
     let denied = call(
         "GET",
@@ -553,7 +531,7 @@ fn tampered_expired_wrong_audience_wrong_nonce_and_foreign_id_tokens_are_refused
     if !available() {
         return;
     }
-    let (idp_port, http_port) = (free_port(), free_port());
+    let (idp_port, http_port) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
     let redirect = format!("http://127.0.0.1:{http_port}/oidc/callback");
     let idp = Provider::start(idp_port, &redirect, "k1", false);
     let c = coordinator(http_port, &idp.issuer(), "");

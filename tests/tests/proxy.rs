@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use autogit_tests::harness::{Agent, Coordinator, Sim, wait_for};
+use autogit_tests::harness::{Agent, Coordinator, Sim, free_port, wait_for};
 use base64::Engine;
 use serde_json::{Value, json};
 
@@ -43,14 +43,6 @@ fn nginx() -> &'static str {
          `cargo xtask test` installs it as root)"
     );
     path
-}
-
-fn free_port(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The forward-auth service nginx's `auth_request` asks: 200 with

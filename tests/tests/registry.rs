@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use autogit_tests::gitlab_sim::{NewHook, NewJob};
 use autogit_tests::harness::{
-    Agent, Coordinator, PREPULL_ENV, Sim, docker_containers, test_pool_with_image,
-    test_runner_image, wait_for,
+    Agent, Coordinator, PREPULL_ENV, Sim, assert_nothing_left, docker_containers,
+    test_pool_with_image, test_runner_image, wait_for,
 };
 use autogit_tests::registry::{
     FailingRegistry, Registry, local_image_exists, remove_local_image, unreachable_registry,
@@ -60,10 +60,6 @@ fn agent_with(c: &Coordinator, env: &[(&str, &str)]) -> (Agent, String) {
     (a, id)
 }
 
-fn runners(c: &Coordinator) -> Vec<Value> {
-    serde_json::from_str(&c.cli_ok(&["runners", "list", "--output", "json"]).unwrap()).unwrap()
-}
-
 fn job(sim: &Sim, tag: &str) -> u64 {
     sim.handle
         .create_job(NewJob {
@@ -85,7 +81,7 @@ fn wait_job_done(sim: &Sim, c: &Coordinator, a: &Agent, id: u64) {
     .unwrap_or_else(|e| {
         panic!(
             "{e}\nrunners: {:#?}\ncoordinator:\n{}\nagent:\n{}",
-            runners(c),
+            c.runners().unwrap(),
             c.logs(),
             a.logs()
         )
@@ -95,36 +91,11 @@ fn wait_job_done(sim: &Sim, c: &Coordinator, a: &Agent, id: u64) {
 /// The first failed runner of `pool`, once its GitLab runner is deleted.
 fn failed_runner(c: &Coordinator, a: &Agent, pool: &str) -> Value {
     wait_for(T, &format!("pool {pool}: a failed runner"), || {
-        runners(c).into_iter().find(|r| {
+        c.runners().unwrap().into_iter().find(|r| {
             r["pool"] == pool && r["state"] == "failed" && r["gitlab_deleted_at"].is_string()
         })
     })
-    .unwrap_or_else(|e| panic!("{e}\n{:#?}\nagent:\n{}", runners(c), a.logs()))
-}
-
-/// No runner active, no container of this agent, every GitLab runner deleted.
-fn assert_nothing_left(sim: &Sim, c: &Coordinator, agent_id: &str) {
-    let active = || {
-        runners(c)
-            .into_iter()
-            .filter(|r| {
-                ["provisioning", "starting", "idle", "busy", "stopping"]
-                    .contains(&r["state"].as_str().unwrap_or(""))
-            })
-            .count()
-    };
-    wait_for(T, "no active runners", || (active() == 0).then_some(()))
-        .unwrap_or_else(|e| panic!("{e}: {:#?}", runners(c)));
-    wait_for(T, "no containers", || {
-        docker_containers(&format!("autogit.scope={agent_id}"))
-            .is_empty()
-            .then_some(())
-    })
-    .unwrap();
-    wait_for(T, "GitLab runners deleted", || {
-        sim.handle.runners().iter().all(|r| r.deleted).then_some(())
-    })
-    .unwrap_or_else(|e| panic!("{e}: {:#?}", sim.handle.runners()));
+    .unwrap_or_else(|e| panic!("{e}\n{:#?}\nagent:\n{}", c.runners().unwrap(), a.logs()))
 }
 
 /// Removes a pulled image when the test ends, pass or fail.
@@ -506,7 +477,9 @@ fn a_pool_added_by_a_reload_is_pulled_ahead_so_even_its_first_job_is_warm() {
 
     let first = job(&sim, "warm");
     wait_job_done(&sim, &c, &a, first);
-    let runner = runners(&c)
+    let runner = c
+        .runners()
+        .unwrap()
         .into_iter()
         .find(|r| r["pool"] == "warm")
         .expect("a runner of the pool");

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use autogit_tests::gitlab_sim::{AttemptOutcome, FaultSpec, NewHook, NewJob};
 use autogit_tests::harness::{
-    Agent, Coordinator, Sim, agent_fixture, docker_containers, docker_inspect, test_pool, wait_for,
+    Agent, Coordinator, Sim, agent_fixture, assert_nothing_left, docker_containers, docker_inspect,
+    test_pool, wait_for,
 };
-use serde_json::Value;
 
 const T: Duration = Duration::from_secs(45);
 const SECRET: &str = "hook-secret-1";
@@ -46,46 +46,8 @@ fn agent(c: &Coordinator, extra: &str) -> (Agent, String) {
     (a, id)
 }
 
-fn runners(c: &Coordinator) -> Vec<Value> {
-    serde_json::from_str(&c.cli_ok(&["runners", "list", "--output", "json"]).unwrap()).unwrap()
-}
-
-fn active(c: &Coordinator) -> Vec<Value> {
-    runners(c)
-        .into_iter()
-        .filter(|r| {
-            ["provisioning", "starting", "idle", "busy", "stopping"]
-                .contains(&r["state"].as_str().unwrap_or(""))
-        })
-        .collect()
-}
-
 fn job_done(sim: &Sim, id: u64) -> bool {
     sim.handle.job(id).is_some_and(|j| j.status == "success")
-}
-
-/// After a job: the container is gone, the GitLab runner deleted, nothing active.
-fn assert_nothing_left(sim: &Sim, c: &Coordinator, agent_id: &str) {
-    wait_for(T, "no active runners", || {
-        active(c).is_empty().then_some(())
-    })
-    .unwrap_or_else(|e| panic!("{e}: {:#?}", runners(c)));
-    wait_for(T, "containers removed", || {
-        docker_containers(&format!("autogit.scope={agent_id}"))
-            .is_empty()
-            .then_some(())
-    })
-    .unwrap();
-    wait_for(T, "GitLab runners deleted", || {
-        sim.handle.runners().iter().all(|r| r.deleted).then_some(())
-    })
-    .unwrap_or_else(|e| panic!("{e}: {:#?}", sim.handle.runners()));
-    for r in runners(c) {
-        assert!(
-            r["gitlab_deleted_at"].is_string() || r["gitlab_runner_id"].is_null(),
-            "{r:#}"
-        );
-    }
 }
 
 #[test]
@@ -129,7 +91,7 @@ fn webhook_job_gets_a_runner_container_that_takes_it_and_everything_is_cleaned_u
     assert_eq!(j.runner_id, Some(gl.id));
     // 5.-6. container removed, runner deleted; the fleet is back at idle_min (0)
     assert_nothing_left(&sim, &c, &agent_id);
-    let r = &runners(&c)[0];
+    let r = &c.runners().unwrap()[0];
     assert_eq!(r["state"], "exited");
     assert_eq!(r["exit_code"], 0);
     assert_eq!(r["job_id"], job.id, "the runner was seen taking the job");
@@ -246,7 +208,10 @@ fn gpu_job_goes_only_to_the_agent_with_the_gpu_with_the_right_device_request() {
         ..Default::default()
     });
     let r = wait_for(T, "GPU runner placed", || {
-        runners(&c).into_iter().find(|r| r["pool"] == "nvidia")
+        c.runners()
+            .unwrap()
+            .into_iter()
+            .find(|r| r["pool"] == "nvidia")
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
     assert_eq!(r["agent_id"], gpu_id.as_str(), "placed on the GPU agent");
@@ -266,11 +231,11 @@ fn gpu_job_goes_only_to_the_agent_with_the_gpu_with_the_right_device_request() {
     assert_eq!(req["Capabilities"], serde_json::json!([["gpu"]]));
     // No NVIDIA runtime on this machine: the start fails, and is cleaned up.
     wait_for(T, "GPU runner failed cleanly", || {
-        runners(&c).into_iter().find(|r| {
+        c.runners().unwrap().into_iter().find(|r| {
             r["pool"] == "nvidia" && r["state"] == "failed" && r["gitlab_deleted_at"].is_string()
         })
     })
-    .unwrap_or_else(|e| panic!("{e}: {:#?}", runners(&c)));
+    .unwrap_or_else(|e| panic!("{e}: {:#?}", c.runners().unwrap()));
 }
 
 #[test]
@@ -334,5 +299,5 @@ fn wrong_webhook_secret_gets_401_and_changes_nothing() {
         sim.handle.runners().is_empty(),
         "a forged webhook created a runner"
     );
-    assert!(runners(&c).is_empty());
+    assert!(c.runners().unwrap().is_empty());
 }
