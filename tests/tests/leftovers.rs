@@ -104,13 +104,15 @@ fn leftovers(short: &str) -> Vec<String> {
 /// against the candidates the agent recorded on the runner container (job
 /// ids repeat across simulators sharing the daemon, so both must match).
 fn short_token_of_job(agent_id: &str, job: u64) -> String {
+    // Listed and inspected in one step: a container listed a moment before
+    // it is removed is skipped, not a failure.
     let runner = wait_for(T, "the runner container", || {
         docker_containers(&format!("autogit.scope={agent_id}"))
             .into_iter()
-            .next()
+            .find_map(|id| docker_inspect(&id).ok())
     })
     .unwrap();
-    let labels = docker_inspect(&runner).unwrap()["Config"]["Labels"].clone();
+    let labels = runner["Config"]["Labels"].clone();
     assert!(
         !labels.to_string().contains("glrt-"),
         "the runner token is never a label: {labels:#}"

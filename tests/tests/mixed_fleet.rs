@@ -160,6 +160,13 @@ fn jobs_tagged_for_an_arch_run_only_on_agents_of_that_arch() {
 
     // Two jobs for the two-architecture pool at once: spread places one on
     // each of its architectures, each runner from its architecture's image.
+    // Spread counts runners per agent, so first let the runners above (one
+    // job each) be gone: one still stopping on the slower emulated agent
+    // would tip the balance.
+    wait_for(T, "the first jobs' runners are gone", || {
+        c.active_runners().ok()?.is_empty().then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:#?}", c.runners()));
     let portable_jobs: Vec<u64> = (0..2)
         .map(|_| {
             sim.handle
