@@ -35,6 +35,7 @@ use serde_json::Value;
 const T: Duration = Duration::from_secs(30);
 const CLIENT_ID: &str = "autogit";
 const CLIENT_SECRET: &str = "oidc-client-s3cret";
+const SECRET_ENV: &str = "AUTOGIT_TEST_OIDC_CLIENT_SECRET";
 
 fn oidc_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("oidc")
@@ -212,17 +213,16 @@ fn session(id: &str) -> (&'static str, String) {
 /// front (the redirect URL names it). Roles: ci-admins, ci-operators,
 /// ci-viewers, as `provider.mjs`'s accounts are in them.
 fn coordinator(http_port: u16, issuer: &str, extra: &str) -> Coordinator {
-    let secret = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(secret.path(), format!("{CLIENT_SECRET}\n")).unwrap();
-    let (_, secret_path) = secret.keep().unwrap();
+    // The client secret reaches the coordinator through the environment
+    // (`client_secret_env`); `config/oidc.rs` tests the file variant.
     let cfg = format!(
         "{extra}\n[roles]\nadmin = [\"ci-admins\"]\noperator = [\"ci-operators\"]\nviewer = [\"ci-viewers\"]\n\
-         [oidc]\nissuer = \"{issuer}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret_file = \"{}\"\n\
+         [oidc]\nissuer = \"{issuer}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret_env = \"{SECRET_ENV}\"\n\
          redirect_url = \"http://127.0.0.1:{http_port}/oidc/callback\"\n\
-         scopes = [\"openid\", \"profile\", \"email\", \"groups\"]\ndisplay_name = \"Test IdP\"\n",
-        secret_path.display()
+         scopes = [\"openid\", \"profile\", \"email\", \"groups\"]\ndisplay_name = \"Test IdP\"\n"
     );
     let mut c = Coordinator::init(&cfg).unwrap();
+    c.env.push((SECRET_ENV.into(), CLIENT_SECRET.into()));
     c.http = Some(SocketAddr::from(([127, 0, 0, 1], http_port)));
     c.start().unwrap();
     c
