@@ -453,20 +453,8 @@ mod tests {
         let (dir, _, db) = offline().await;
         let id = AgentId::new_random();
         let row = db::AgentRow {
-            id: id.to_string(),
-            hostname: "h".into(),
-            arch: "x86_64".into(),
-            state: "enrolled".into(),
-            cordoned: false,
             labels: r#"{"rack":"b3"}"#.into(),
-            inventory: None,
-            load: None,
-            cert_serial: "01".into(),
-            cert_not_after: 0,
-            token_id: None,
-            enrolled_at: 0,
-            last_seen: None,
-            revoked_at: None,
+            ..crate::fleet::registry::enrolled_row(&id, "h")
         };
         let mut conn = db.pool().acquire().await.expect("conn");
         Db::insert_agent(&mut conn, &row).await.expect("insert");
