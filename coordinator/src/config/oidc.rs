@@ -88,16 +88,17 @@ pub(crate) fn secure_or_loopback(url: &str) -> bool {
 impl OidcConfig {
     /// Every problem, named with its key.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        let url_ok = |u: &str| secure_or_loopback(u) && reqwest::Url::parse(u).is_ok();
-        if !url_ok(&self.issuer) {
-            return Err((
-                "oidc.issuer",
-                format!(
-                    "{:?} must be an https:// URL (http:// only on a loopback address)",
-                    self.issuer
-                ),
-            ));
-        }
+        let secure_url = |key, u: &str| {
+            if secure_or_loopback(u) && reqwest::Url::parse(u).is_ok() {
+                Ok(())
+            } else {
+                Err((
+                    key,
+                    format!("{u:?} must be an https:// URL (http:// only on a loopback address)"),
+                ))
+            }
+        };
+        secure_url("oidc.issuer", &self.issuer)?;
         if self.client_id.trim().is_empty() {
             return Err(("oidc.client_id", "must not be empty".into()));
         }
@@ -117,15 +118,7 @@ impl OidcConfig {
             }
             _ => {}
         }
-        if !url_ok(&self.redirect_url) {
-            return Err((
-                "oidc.redirect_url",
-                format!(
-                    "{:?} must be an https:// URL (http:// only on a loopback address)",
-                    self.redirect_url
-                ),
-            ));
-        }
+        secure_url("oidc.redirect_url", &self.redirect_url)?;
         if reqwest::Url::parse(&self.redirect_url).map(|u| u.path().to_string())
             != Ok(CALLBACK_PATH.to_string())
         {
