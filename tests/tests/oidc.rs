@@ -228,6 +228,22 @@ fn coordinator(http_port: u16, issuer: &str, extra: &str) -> Coordinator {
     c
 }
 
+/// A provider (signing key `k1`; name and groups also in the ID token with
+/// `id_token_claims`) and a coordinator signing people in through it.
+fn sso(id_token_claims: bool, extra: &str) -> (Provider, Coordinator) {
+    let (idp_port, http_port) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
+    let redirect = format!("http://127.0.0.1:{http_port}/oidc/callback");
+    let idp = Provider::start(idp_port, &redirect, "k1", id_token_claims);
+    let c = coordinator(http_port, &idp.issuer(), extra);
+    (idp, c)
+}
+
+/// The `Cookie` header with the sign-in state cookie `browser.mjs` saw.
+fn state_cookie(signin: &Value) -> (&'static str, String) {
+    let state = cookie(signin, "autogit_oidc_state").expect("state cookie");
+    ("Cookie", format!("autogit_oidc_state={state}"))
+}
+
 fn events(c: &Coordinator, admin: &str) -> Vec<Value> {
     let r = call(
         "GET",
@@ -244,10 +260,7 @@ fn people_sign_in_through_the_provider_and_the_server_holds_each_to_their_role()
         return;
     }
     let sim = Sim::start().unwrap();
-    let (idp_port, http_port) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
-    let redirect = format!("http://127.0.0.1:{http_port}/oidc/callback");
-    let idp = Provider::start(idp_port, &redirect, "k1", false);
-    let c = coordinator(http_port, &idp.issuer(), &sim.gitlab_config());
+    let (_idp, c) = sso(false, &sim.gitlab_config());
     let admin = c.admin_token("ops-bot", &[]).unwrap();
     let mut a = Agent::new("").unwrap();
     let agent_id = a.join_ok(&c.grpc_addr(), &c.token(&[]).unwrap()).unwrap();
@@ -388,12 +401,8 @@ fn a_rotated_provider_key_still_signs_in_and_sso_sessions_expire() {
     if !available() {
         return;
     }
-    let (idp_port, http_port) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
-    let redirect = format!("http://127.0.0.1:{http_port}/oidc/callback");
     // Name and groups in the ID token itself this time (no userinfo call).
-    let idp = Provider::start(idp_port, &redirect, "k1", true);
-    let issuer = idp.issuer();
-    let c = coordinator(http_port, &issuer, "session_ttl = \"6s\"");
+    let (idp, c) = sso(true, "session_ttl = \"6s\"");
     let dashboard = c.http_url("/");
     let whoami = |id: &str| call("GET", &c.http_url("/api/v1/whoami"), &[session(id)]);
     let first = browser(&dashboard, "ada", &[]);
@@ -409,8 +418,9 @@ fn a_rotated_provider_key_still_signs_in_and_sso_sessions_expire() {
 
     // The provider restarts with a new signing key; the coordinator holds
     // the old JWKS and must fetch the new one.
+    let idp_port = idp.port;
     drop(idp);
-    let _idp = Provider::start(idp_port, &redirect, "k2", true);
+    let _idp = Provider::start(idp_port, &c.http_url("/oidc/callback"), "k2", true);
     let second = browser(&dashboard, "ada", &[]);
     assert!(second["error"].is_null(), "{second}\n{}", c.logs());
     assert!(c.logs().contains("key rotation"), "{}", c.logs());
@@ -429,23 +439,11 @@ fn a_callback_from_another_browser_replayed_or_with_another_sign_ins_code_is_ref
     if !available() {
         return;
     }
-    let (idp_port, http_port) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
-    let redirect = format!("http://127.0.0.1:{http_port}/oidc/callback");
-    let idp = Provider::start(idp_port, &redirect, "k1", false);
-    let c = coordinator(http_port, &idp.issuer(), "");
+    let (_idp, c) = sso(false, "");
     let dashboard = c.http_url("/");
     let stop = ["--stop-at-callback"];
     let one = browser(&dashboard, "otto", &stop);
     let two = browser(&dashboard, "otto", &stop);
-    let state_cookie = |r: &Value| {
-        (
-            "Cookie",
-            format!(
-                "autogit_oidc_state={}",
-                cookie(r, "autogit_oidc_state").expect("state cookie")
-            ),
-        )
-    };
     let callback_of = |r: &Value| {
         r["callback"]
             .as_str()
@@ -531,10 +529,7 @@ fn tampered_expired_wrong_audience_wrong_nonce_and_foreign_id_tokens_are_refused
     if !available() {
         return;
     }
-    let (idp_port, http_port) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
-    let redirect = format!("http://127.0.0.1:{http_port}/oidc/callback");
-    let idp = Provider::start(idp_port, &redirect, "k1", false);
-    let c = coordinator(http_port, &idp.issuer(), "");
+    let (idp, c) = sso(false, "");
     let dashboard = c.http_url("/");
     // The provider's test hook makes its token endpoint hand out this kind
     // of broken ID token; the coordinator must say what is wrong and open
@@ -559,12 +554,7 @@ fn tampered_expired_wrong_audience_wrong_nonce_and_foreign_id_tokens_are_refused
         let callback = signin["callback"]
             .as_str()
             .unwrap_or_else(|| panic!("{mode}: no callback URL: {signin}"));
-        let state = cookie(&signin, "autogit_oidc_state").expect("state cookie");
-        let r = call(
-            "GET",
-            callback,
-            &[("Cookie", format!("autogit_oidc_state={state}"))],
-        );
+        let r = call("GET", callback, &[state_cookie(&signin)]);
         assert!(r.body.contains(says), "{mode}: {}\n{}", r.body, c.logs());
         let session = r
             .set_cookies
