@@ -119,8 +119,9 @@ impl OidcConfig {
             _ => {}
         }
         secure_url("oidc.redirect_url", &self.redirect_url)?;
-        if reqwest::Url::parse(&self.redirect_url).map(|u| u.path().to_string())
-            != Ok(CALLBACK_PATH.to_string())
+        if reqwest::Url::parse(&self.redirect_url)
+            .map(|u| u.path() == CALLBACK_PATH && u.query().is_none() && u.fragment().is_none())
+            != Ok(true)
         {
             return Err((
                 "oidc.redirect_url",
@@ -247,6 +248,10 @@ mod tests {
             (
                 "oidc.redirect_url",
                 Box::new(|c| c.redirect_url = "http://ci.example/oidc/callback".into()),
+            ),
+            (
+                "oidc.redirect_url",
+                Box::new(|c| c.redirect_url = "https://ci.example/oidc/callback?next=/".into()),
             ),
             ("oidc.scopes", Box::new(|c| c.scopes = vec!["a b".into()])),
             (
