@@ -75,7 +75,12 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(mut cmd: Command, log: PathBuf) -> anyhow::Result<(Self, std::process::ChildStdout)> {
+    /// Start `cmd` with stderr to `log`; its stdout is returned for
+    /// [`read_line_timeout`]. SIGKILLed on drop.
+    pub fn spawn(
+        mut cmd: Command,
+        log: PathBuf,
+    ) -> anyhow::Result<(Self, std::process::ChildStdout)> {
         let f = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
         let mut child = cmd
             .stdout(Stdio::piped())
@@ -329,7 +334,9 @@ impl Coordinator {
     }
 }
 
-fn read_line_timeout(
+/// The first line `stdout` prints, within `timeout`; the rest is drained,
+/// so the process never blocks on (or dies of) a closed pipe.
+pub fn read_line_timeout(
     stdout: std::process::ChildStdout,
     timeout: Duration,
 ) -> anyhow::Result<String> {

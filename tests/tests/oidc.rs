@@ -23,13 +23,14 @@
 //! is missing, unless `AUTOGIT_REQUIRE_OIDC` is set (`cargo xtask test` sets
 //! it).
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use autogit_tests::harness::{Agent, Coordinator, Sim, free_port, wait_for};
+use autogit_tests::harness::{
+    Agent, Coordinator, Proc, Sim, free_port, read_line_timeout, wait_for,
+};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(30);
@@ -71,9 +72,10 @@ fn available() -> bool {
     false
 }
 
-/// `provider.mjs` on a loopback port; SIGTERMed on drop.
+/// `provider.mjs` on a loopback port; killed on drop. Its stderr goes to
+/// `$TMPDIR/autogit-oidc-provider-<port>.log`.
 struct Provider {
-    child: Child,
+    _proc: Proc,
     port: u16,
 }
 
@@ -84,52 +86,20 @@ impl Provider {
             .arg("provider.mjs")
             .args(["--port", &port.to_string()])
             .args(["--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET])
-            .args(["--redirect-uri", redirect, "--kid", kid])
-            .stdout(Stdio::piped())
-            .stderr(
-                std::fs::File::create(
-                    std::env::temp_dir().join(format!("autogit-oidc-provider-{port}.log")),
-                )
-                .map(Stdio::from)
-                .unwrap_or_else(|_| Stdio::null()),
-            );
+            .args(["--redirect-uri", redirect, "--kid", kid]);
         if id_token_claims {
             cmd.arg("--id-token-claims");
         }
-        let mut child = cmd.spawn().expect("start node provider.mjs");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Keep reading to the end: the provider prints notices later, and a
-        // closed pipe would kill it (EPIPE).
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = tx.send(lines.next().and_then(Result::ok).unwrap_or_default());
-            lines.for_each(drop);
-        });
-        let line = rx.recv_timeout(T).expect("provider READY line");
+        let log = std::env::temp_dir().join(format!("autogit-oidc-provider-{port}.log"));
+        let (proc, stdout) = Proc::spawn(cmd, log).expect("start node provider.mjs");
+        let line = read_line_timeout(stdout, T)
+            .unwrap_or_else(|e| panic!("provider READY line: {e}\n{}", proc.logs()));
         assert_eq!(line.trim(), format!("READY http://127.0.0.1:{port}"));
-        Provider { child, port }
+        Provider { _proc: proc, port }
     }
 
     fn issuer(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Provider {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
