@@ -269,6 +269,12 @@ pub(super) fn client_of(s: &HttpState, req: &Request) -> Option<super::proxy::Cl
         .map(|c| s.proxy.client(c.0.addr, req.headers()))
 }
 
+/// Whether session cookies must be `Secure`: served over TLS (`http_tls`),
+/// or behind a trusted TLS-terminating proxy the client reached over https.
+pub(super) fn https_client(s: &HttpState, client: Option<&super::proxy::Client>) -> bool {
+    s.sessions.secure || client.is_some_and(|c| c.proto.as_deref() == Some("https"))
+}
+
 /// 401 for an admin certificate that is verified but no longer good.
 fn cert_refused(r: &certs::CertRefusal) -> Response {
     let status = match r {
@@ -345,11 +351,7 @@ pub async fn login(State(s): State<HttpState>, req: Request) -> Response {
     if !origin_matches(&headers, client.as_ref().and_then(|c| c.host.as_deref())) {
         return forbidden(CsrfRefusal::ForeignOrigin);
     }
-    // A TLS-terminating proxy in front: the cookie is for HTTPS only too.
-    let secure = s.sessions.secure
-        || client
-            .as_ref()
-            .is_some_and(|c| c.proto.as_deref() == Some("https"));
+    let secure = https_client(&s, client.as_ref());
     let Ok(body) = axum::body::to_bytes(req.into_body(), 64 * 1024).await else {
         return (
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::HttpState;
-use super::auth::{client_of, cookie, cookie_value};
+use super::auth::{client_of, cookie, cookie_value, https_client};
 use crate::admin::oidc::{Oidc, SignInError};
 use crate::admin::sessions::{self, Person};
 
@@ -64,9 +64,7 @@ fn not_configured() -> Response {
 /// Whether cookies must be `Secure`: served over TLS, behind a trusted
 /// proxy the client reached over https, or with an https redirect URL.
 fn secure(s: &HttpState, oidc: &Oidc, req: &Request) -> bool {
-    s.sessions.secure
-        || oidc.redirect_url().starts_with("https://")
-        || client_of(s, req).is_some_and(|c| c.proto.as_deref() == Some("https"))
+    oidc.redirect_url().starts_with("https://") || https_client(s, client_of(s, req).as_ref())
 }
 
 fn state_cookie(value: &str, max_age: u64, secure: bool) -> String {
