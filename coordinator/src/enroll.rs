@@ -144,16 +144,17 @@ impl Enroller {
             last_seen: None,
             revoked_at: None,
         };
-        let mut tx = self.db.pool().begin().await.map_err(DbError::from)?;
-        match Db::consume_token(&mut tx, &stored.id, db::to_ms(now)).await? {
+        match self
+            .db
+            .enroll_with_token(&stored.id, db::to_ms(now), &row)
+            .await?
+        {
             TokenUse::Consumed => {}
             TokenUse::Unknown => return Err(EnrollError::InvalidToken),
             TokenUse::Revoked => return Err(EnrollError::Revoked),
             TokenUse::Expired => return Err(EnrollError::Expired),
             TokenUse::UsedUp => return Err(EnrollError::UsedUp),
         }
-        Db::insert_agent(&mut tx, &row).await?;
-        tx.commit().await.map_err(DbError::from)?;
         self.fleet.insert_enrolled(&row);
         self.audit
             .record(

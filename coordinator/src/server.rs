@@ -46,7 +46,7 @@ pub async fn run(
         crate::datadir::make_private_logged(&cfg.data_dir)?;
     }
     let ca = Arc::new(pki::load(&cfg.data_dir)?);
-    let db = Db::open(&cfg.data_dir)
+    let db = Db::connect(&cfg.database_url())
         .await
         .context("open state database")?;
     let audit = Audit::new(db.clone());

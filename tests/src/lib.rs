@@ -11,5 +11,6 @@ pub mod faults;
 pub mod gitlab_sim;
 pub mod harness;
 pub mod machine;
+pub mod postgres;
 pub mod registry;
 pub mod runner_image;

@@ -161,5 +161,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     t.env("AUTOGIT_REQUIRE_DOCKER", "1");
     // And the SSO tests, when their npm packages or Chromium are missing.
     t.env("AUTOGIT_REQUIRE_OIDC", "1");
+    // And the database tests' PostgreSQL half (tests/src/postgres.rs).
+    t.env("AUTOGIT_REQUIRE_POSTGRES", "1");
     crate::run(t)
 }

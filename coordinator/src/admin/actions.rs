@@ -456,9 +456,7 @@ mod tests {
             labels: r#"{"rack":"b3"}"#.into(),
             ..crate::fleet::registry::enrolled_row(&id, "h")
         };
-        let mut conn = db.pool().acquire().await.expect("conn");
-        Db::insert_agent(&mut conn, &row).await.expect("insert");
-        drop(conn);
+        db.insert_agent(&row).await.expect("insert");
         let timings = crate::fleet::Timings {
             heartbeat_interval: Duration::from_secs(1),
             unreachable_after: Duration::from_secs(3),

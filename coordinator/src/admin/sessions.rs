@@ -285,7 +285,7 @@ mod tests {
             Some(Actor("token:alice".into(), crate::admin::Role::Operator))
         );
         let raw: Vec<Vec<u8>> = sqlx::query_scalar("SELECT id_hash FROM admin_sessions")
-            .fetch_all(db.pool())
+            .fetch_all(db.sqlite_pool())
             .await
             .expect("select");
         assert_eq!(raw.len(), 2);
@@ -340,7 +340,7 @@ mod tests {
         let s = create(&db, &token_id, DEFAULT_TTL).await.expect("session");
         sqlx::query("UPDATE admin_tokens SET revoked_at = 1 WHERE id = ?")
             .bind(&token_id)
-            .execute(db.pool())
+            .execute(db.sqlite_pool())
             .await
             .expect("update");
         assert_eq!(verify(&db, &s.id).await, None);

@@ -41,6 +41,9 @@ pub struct Cli {
     /// State directory: cluster CA, SQLite database.
     #[arg(long, global = true, env = "AUTOGIT_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// State database, as `database.url`: sqlite://PATH or postgres://USER@HOST/DB (default: the data dir's autogit.db).
+    #[arg(long, global = true, value_name = "URL")]
+    pub database: Option<String>,
     /// TOML configuration file (see docs/configuration.md).
     #[arg(long, global = true, env = "AUTOGIT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -114,6 +117,15 @@ pub enum Command {
     Cordon { id: String },
     /// Allow placements on an agent again (also ends a drain).
     Uncordon { id: String },
+    /// Move the whole state (agents, tokens, runners, audit log) into another, empty database; stop the coordinator first.
+    Migrate {
+        /// The database to read (default: --database, else the data dir's SQLite file).
+        #[arg(long, value_name = "URL")]
+        from: Option<String>,
+        /// The empty database to fill, e.g. postgres://autogit@db/autogit.
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
 }
@@ -372,13 +384,33 @@ fn env_pairs() -> Vec<(String, String)> {
 fn load_config(cli: &Cli, extra: Overrides) -> anyhow::Result<Config> {
     let flags = Overrides {
         data_dir: cli.data_dir.clone(),
+        database: database_flag(cli),
         ..extra
     };
     Ok(Config::load(cli.config.as_deref(), &env_pairs(), &flags)?)
 }
 
-/// Open the data dir's database, with a clear error when it is not one.
-pub async fn open_db(dir: &Path) -> anyhow::Result<Db> {
+fn database_flag(cli: &Cli) -> Option<crate::config::DatabaseOverride> {
+    cli.database
+        .clone()
+        .map(|url| crate::config::DatabaseOverride { url })
+}
+
+fn parse_database_url(flag: &str, url: &str) -> anyhow::Result<db::DatabaseUrl> {
+    db::DatabaseUrl::parse(url).map_err(|e| CliError::Usage(format!("{flag}: {e}")).into())
+}
+
+/// Open the configured database: PostgreSQL as given, or the data dir's
+/// SQLite file, with a clear error when the data dir is not one.
+pub async fn open_db(cfg: &Config) -> anyhow::Result<Db> {
+    let url = cfg.database_url();
+    if url.is_postgres() {
+        return Ok(Db::connect(&url).await?);
+    }
+    open_sqlite_db(&cfg.data_dir).await
+}
+
+async fn open_sqlite_db(dir: &Path) -> anyhow::Result<Db> {
     if !dir.join(db::DB_FILE).exists() && !dir.join(pki::CA_CERT_FILE).exists() {
         return Err(CliError::Usage(format!(
             "{} is not an AutoGit data dir: run `autogit-coordinator init --data-dir {}` first, or pass --server to use a running coordinator",
@@ -409,7 +441,7 @@ async fn backend(cli: &Cli) -> anyhow::Result<Backend> {
         None => {
             let cfg = load_config(cli, Overrides::default())?;
             Ok(Backend::Local {
-                db: open_db(&cfg.data_dir).await?,
+                db: open_db(&cfg).await?,
                 data_dir: cfg.data_dir,
             })
         }
@@ -422,7 +454,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = load_config(&cli, Overrides::default())?;
             let ca = pki::init(&cfg.data_dir, *force)?;
             // Create the database now so the data dir is complete.
-            Db::open(&cfg.data_dir).await?.close().await;
+            Db::connect(&cfg.database_url()).await?.close().await;
             println!("cluster CA created in {}", cfg.data_dir.display());
             println!("CA fingerprint (SHA-256): {}", ca.fingerprint());
             return Ok(());
@@ -442,6 +474,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let (file, env) = (cli.config.clone(), env_pairs());
             let flags = Overrides {
                 data_dir: cli.data_dir.clone(),
+                database: database_flag(&cli),
                 grpc_listen: a.grpc_listen,
                 http_listen: a.http_listen,
             };
@@ -458,21 +491,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::AdminToken(cmd) => {
             let cfg = load_config(&cli, Overrides::default())?;
-            let db = open_db(&cfg.data_dir).await?;
+            let db = open_db(&cfg).await?;
             let r = admin_token_cmd(&db, cmd).await;
             db.close().await;
             return r;
         }
         Command::AdminSession(cmd) => {
             let cfg = load_config(&cli, Overrides::default())?;
-            let db = open_db(&cfg.data_dir).await?;
+            let db = open_db(&cfg).await?;
             let r = admin_session_cmd(&db, cmd).await;
             db.close().await;
             return r;
         }
         Command::AdminCert(cmd) => {
             let cfg = load_config(&cli, Overrides::default())?;
-            return admin_cert_cmd(&cfg.data_dir, cmd).await;
+            return admin_cert_cmd(&cfg, cmd).await;
+        }
+        Command::Migrate { from, to } => {
+            let cfg = load_config(&cli, Overrides::default())?;
+            let from = match from {
+                Some(url) => parse_database_url("--from", url)?,
+                None => cfg.database_url(),
+            };
+            let to = parse_database_url("--to", to)?;
+            return migrate(&cfg, &from, &to).await;
         }
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -559,6 +601,7 @@ async fn fleet_cmd(b: &Backend, cmd: &Command) -> anyhow::Result<()> {
         | Command::AdminToken(_)
         | Command::AdminSession(_)
         | Command::AdminCert(_)
+        | Command::Migrate { .. }
         | Command::Completions { .. } => {}
     }
     Ok(())
@@ -728,9 +771,44 @@ async fn admin_token_cmd(db: &Db, cmd: &AdminTokenCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn admin_cert_cmd(data_dir: &Path, cmd: &AdminCertCmd) -> anyhow::Result<()> {
+/// `migrate`: copy every table from one store into another, empty one.
+async fn migrate(cfg: &Config, from: &db::DatabaseUrl, to: &db::DatabaseUrl) -> anyhow::Result<()> {
+    if from.to_string() == to.to_string() {
+        return Err(
+            CliError::Usage(format!("--from and --to are the same database ({to})")).into(),
+        );
+    }
+    let source = match from {
+        db::DatabaseUrl::Sqlite(path) if !path.exists() => {
+            return Err(CliError::Usage(format!(
+                "{from} does not exist: nothing to migrate (is --data-dir {} right?)",
+                cfg.data_dir.display()
+            ))
+            .into());
+        }
+        _ => Db::connect(from)
+            .await
+            .with_context(|| format!("open {from}"))?,
+    };
+    let target = Db::connect(to)
+        .await
+        .with_context(|| format!("open {to}"))?;
+    let moved = db::migrate::copy_all(&source, &target).await;
+    source.close().await;
+    target.close().await;
+    let moved = moved?;
+    for (table, rows) in &moved {
+        println!("{table:<16} {rows:>8} rows");
+    }
+    println!("moved the state from {from} to {to}");
+    println!("next: set database.url (or --database) to {to} and start the coordinator there");
+    Ok(())
+}
+
+async fn admin_cert_cmd(cfg: &Config, cmd: &AdminCertCmd) -> anyhow::Result<()> {
     use crate::admin::certs;
-    let db = open_db(data_dir).await?;
+    let data_dir = &cfg.data_dir;
+    let db = open_db(cfg).await?;
     let audit = crate::audit::Audit::new(db.clone());
     let r = async {
         match cmd {

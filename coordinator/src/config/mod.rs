@@ -41,6 +41,7 @@ const KEYS: &[&str] = &[
     "proxy",
     "roles",
     "oidc",
+    "database",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,6 +49,9 @@ const KEYS: &[&str] = &[
 pub struct Config {
     /// Where the CA, the SQLite database and other state live.
     pub data_dir: PathBuf,
+    /// Where the state lives when not in the data dir's SQLite file.
+    #[serde(default, skip_serializing)]
+    pub database: DatabaseConfig,
     /// gRPC (mTLS) listener for agents.
     pub grpc_listen: SocketAddr,
     /// HTTP listener: /healthz, /readyz, webhooks, admin API.
@@ -90,6 +94,25 @@ pub struct Config {
     /// Single sign-on through an OpenID Connect provider; off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oidc: Option<oidc::OidcConfig>,
+}
+
+/// `[database]`: the state store (`db/url.rs`, ADR 0017).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`;
+    /// unset: `sqlite://<data_dir>/autogit.db`.
+    pub url: Option<crate::db::DatabaseUrl>,
+}
+
+impl Config {
+    /// The store to open: `database.url`, or the data dir's SQLite file.
+    pub fn database_url(&self) -> crate::db::DatabaseUrl {
+        self.database
+            .url
+            .clone()
+            .unwrap_or_else(|| crate::db::DatabaseUrl::in_data_dir(&self.data_dir))
+    }
 }
 
 fn default_session_ttl() -> Duration {
@@ -361,6 +384,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("/var/lib/autogit"),
+            database: DatabaseConfig::default(),
             grpc_listen: "0.0.0.0:7443".parse().expect("valid literal"),
             http_listen: "0.0.0.0:8080".parse().expect("valid literal"),
             http_tls: false,
@@ -385,10 +409,28 @@ impl Default for Config {
 pub struct Overrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    /// `--database`, as `database.url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseOverride>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc_listen: Option<SocketAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_listen: Option<SocketAddr>,
+}
+
+#[derive(Clone, Default, Serialize)]
+pub struct DatabaseOverride {
+    pub url: String,
+}
+
+impl std::fmt::Debug for DatabaseOverride {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password; show it as the parsed form would.
+        match crate::db::DatabaseUrl::parse(&self.url) {
+            Ok(u) => write!(f, "{u}"),
+            Err(_) => f.write_str("<invalid database URL>"),
+        }
+    }
 }
 
 /// A configuration problem, naming the key.

@@ -1,10 +1,8 @@
 //! Admin client certificates: which ones were issued, and which are revoked.
 
-use sqlx::Row;
+use super::{Db, DbError, on_pool};
 
-use super::{Db, DbError};
-
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AdminCertRow {
     /// Lower-case hex, no separators (as `CertInfo::serial_hex`).
     pub serial: String,
@@ -23,46 +21,36 @@ pub enum AdminCertKey {
     Name,
 }
 
-fn row(r: sqlx::sqlite::SqliteRow) -> Result<AdminCertRow, sqlx::Error> {
-    Ok(AdminCertRow {
-        serial: r.try_get("serial")?,
-        name: r.try_get("name")?,
-        created_at: r.try_get("created_at")?,
-        not_after: r.try_get("not_after")?,
-        revoked_at: r.try_get("revoked_at")?,
-        role: r.try_get("role")?,
-    })
-}
+const CERT_COLUMNS: &str = "serial, name, created_at, not_after, revoked_at, role";
 
 impl Db {
     pub async fn insert_admin_cert(&self, c: &AdminCertRow) -> Result<(), DbError> {
-        sqlx::query(
-            "INSERT INTO admin_certs (serial, name, created_at, not_after, revoked_at, role) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&c.serial)
-        .bind(&c.name)
-        .bind(c.created_at)
-        .bind(c.not_after)
-        .bind(c.revoked_at)
-        .bind(&c.role)
-        .execute(&self.pool)
-        .await?;
+        on_pool!(self, p => {
+            sqlx::query(
+                "INSERT INTO admin_certs (serial, name, created_at, not_after, revoked_at, role) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&c.serial)
+            .bind(&c.name)
+            .bind(c.created_at)
+            .bind(c.not_after)
+            .bind(c.revoked_at)
+            .bind(&c.role)
+            .execute(p)
+            .await
+            .map(drop)
+        })?;
         Ok(())
     }
 
     pub async fn get_admin_cert(&self, serial: &str) -> Result<Option<AdminCertRow>, DbError> {
-        let r = sqlx::query("SELECT * FROM admin_certs WHERE serial = ?")
-            .bind(serial)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(r.map(row).transpose()?)
+        let q = format!("SELECT {CERT_COLUMNS} FROM admin_certs WHERE serial = $1");
+        Ok(on_pool!(self, p => sqlx::query_as(&q).bind(serial).fetch_optional(p).await)?)
     }
 
     pub async fn list_admin_certs(&self) -> Result<Vec<AdminCertRow>, DbError> {
-        let rows = sqlx::query("SELECT * FROM admin_certs ORDER BY created_at, serial")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(row).collect::<Result<_, _>>()?)
+        let q = format!("SELECT {CERT_COLUMNS} FROM admin_certs ORDER BY created_at, serial");
+        Ok(on_pool!(self, p => sqlx::query_as(&q).fetch_all(p).await)?)
     }
 
     /// Revoke the certificates whose `by` column equals `key` (those already
@@ -77,21 +65,18 @@ impl Db {
             AdminCertKey::Serial => "serial",
             AdminCertKey::Name => "name",
         };
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(&format!(
-            "UPDATE admin_certs SET revoked_at = COALESCE(revoked_at, ?) WHERE {column} = ?"
-        ))
-        .bind(now)
-        .bind(key)
-        .execute(&mut *tx)
-        .await?;
-        let rows = sqlx::query(&format!(
-            "SELECT * FROM admin_certs WHERE {column} = ? ORDER BY created_at, serial"
-        ))
-        .bind(key)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(rows.into_iter().map(row).collect::<Result<_, _>>()?)
+        let update = format!(
+            "UPDATE admin_certs SET revoked_at = COALESCE(revoked_at, $1) WHERE {column} = $2"
+        );
+        let select = format!(
+            "SELECT {CERT_COLUMNS} FROM admin_certs WHERE {column} = $1 ORDER BY created_at, serial"
+        );
+        Ok(on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query(&update).bind(now).bind(key).execute(&mut *tx).await?;
+            let rows = sqlx::query_as(&select).bind(key).fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            rows
+        }))
     }
 }

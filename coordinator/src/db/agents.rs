@@ -1,12 +1,9 @@
 //! Agents, their GPUs and revocations.
 
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
-
-use super::{Db, DbError};
+use super::{Db, DbError, on_pool};
 
 /// An agent as stored.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AgentRow {
     pub id: String,
     pub hostname: String,
@@ -25,7 +22,7 @@ pub struct AgentRow {
 }
 
 /// A GPU as stored (the full record is in the inventory JSON).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct GpuRow {
     pub uuid: String,
     pub idx: i64,
@@ -43,40 +40,24 @@ pub struct Liveness {
     pub load: Option<String>,
 }
 
-fn row_to_agent(r: SqliteRow) -> Result<AgentRow, sqlx::Error> {
-    Ok(AgentRow {
-        id: r.try_get("id")?,
-        hostname: r.try_get("hostname")?,
-        arch: r.try_get("arch")?,
-        state: r.try_get("state")?,
-        cordoned: r.try_get::<i64, _>("cordoned")? != 0,
-        labels: r.try_get("labels")?,
-        inventory: r.try_get("inventory")?,
-        load: r.try_get("load")?,
-        cert_serial: r.try_get("cert_serial")?,
-        cert_not_after: r.try_get("cert_not_after")?,
-        token_id: r.try_get("token_id")?,
-        enrolled_at: r.try_get("enrolled_at")?,
-        last_seen: r.try_get("last_seen")?,
-        revoked_at: r.try_get("revoked_at")?,
-    })
-}
+const AGENT_COLUMNS: &str = "id, hostname, arch, state, cordoned, labels, inventory, load, cert_serial, \
+     cert_not_after, token_id, enrolled_at, last_seen, revoked_at";
 
-impl Db {
-    pub async fn insert_agent(
-        conn: &mut sqlx::SqliteConnection,
-        a: &AgentRow,
-    ) -> Result<(), DbError> {
+/// The INSERT of a whole agent row, for [`Db::insert_agent`] and enrolment's
+/// transaction.
+macro_rules! insert_agent_query {
+    ($a:expr) => {{
+        let a: &$crate::db::AgentRow = $a;
         sqlx::query(
-            "INSERT INTO agents (id, hostname, arch, state, cordoned, labels, inventory, load, cert_serial,
-                                 cert_not_after, token_id, enrolled_at, last_seen, revoked_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO agents (id, hostname, arch, state, cordoned, labels, inventory, load, cert_serial, \
+                                 cert_not_after, token_id, enrolled_at, last_seen, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(&a.id)
         .bind(&a.hostname)
         .bind(&a.arch)
         .bind(&a.state)
-        .bind(a.cordoned as i64)
+        .bind(a.cordoned)
         .bind(&a.labels)
         .bind(&a.inventory)
         .bind(&a.load)
@@ -86,27 +67,25 @@ impl Db {
         .bind(a.enrolled_at)
         .bind(a.last_seen)
         .bind(a.revoked_at)
-        .execute(&mut *conn)
-        .await?;
+    }};
+}
+pub(super) use insert_agent_query;
+
+impl Db {
+    /// Store a newly enrolled agent.
+    pub async fn insert_agent(&self, a: &AgentRow) -> Result<(), DbError> {
+        on_pool!(self, p => insert_agent_query!(a).execute(p).await.map(drop))?;
         Ok(())
     }
 
     pub async fn get_agent(&self, id: &str) -> Result<Option<AgentRow>, DbError> {
-        let r = sqlx::query("SELECT * FROM agents WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(r.map(row_to_agent).transpose()?)
+        let q = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1");
+        Ok(on_pool!(self, p => sqlx::query_as(&q).bind(id).fetch_optional(p).await)?)
     }
 
     pub async fn list_agents(&self) -> Result<Vec<AgentRow>, DbError> {
-        let rows = sqlx::query("SELECT * FROM agents ORDER BY hostname, id")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(row_to_agent)
-            .collect::<Result<_, _>>()?)
+        let q = format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY hostname, id");
+        Ok(on_pool!(self, p => sqlx::query_as(&q).fetch_all(p).await)?)
     }
 
     /// Replace an agent's inventory and GPU rows in one transaction.
@@ -118,20 +97,24 @@ impl Db {
         inventory_json: &str,
         gpus: &[GpuRow],
     ) -> Result<(), DbError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE agents SET hostname = ?, arch = ?, inventory = ? WHERE id = ?")
-            .bind(hostname)
-            .bind(arch)
-            .bind(inventory_json)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM gpus WHERE agent_id = ?")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        for g in gpus {
-            sqlx::query("INSERT INTO gpus (agent_id, uuid, idx, vendor, name, memory_bytes) VALUES (?, ?, ?, ?, ?, ?)")
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query("UPDATE agents SET hostname = $1, arch = $2, inventory = $3 WHERE id = $4")
+                .bind(hostname)
+                .bind(arch)
+                .bind(inventory_json)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM gpus WHERE agent_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            for g in gpus {
+                sqlx::query(
+                    "INSERT INTO gpus (agent_id, uuid, idx, vendor, name, memory_bytes) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
                 .bind(id)
                 .bind(&g.uuid)
                 .bind(g.idx)
@@ -140,28 +123,15 @@ impl Db {
                 .bind(g.memory_bytes)
                 .execute(&mut *tx)
                 .await?;
-        }
-        tx.commit().await?;
+            }
+            tx.commit().await
+        })?;
         Ok(())
     }
 
     pub async fn list_gpus(&self, agent_id: &str) -> Result<Vec<GpuRow>, DbError> {
-        let rows = sqlx::query("SELECT * FROM gpus WHERE agent_id = ? ORDER BY idx")
-            .bind(agent_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(GpuRow {
-                    uuid: r.try_get("uuid")?,
-                    idx: r.try_get("idx")?,
-                    vendor: r.try_get("vendor")?,
-                    name: r.try_get("name")?,
-                    memory_bytes: r.try_get("memory_bytes")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(DbError::from)
+        let q = "SELECT uuid, idx, vendor, name, memory_bytes FROM gpus WHERE agent_id = $1 ORDER BY idx";
+        Ok(on_pool!(self, p => sqlx::query_as(q).bind(agent_id).fetch_all(p).await)?)
     }
 
     pub async fn update_agent_cert(
@@ -170,12 +140,8 @@ impl Db {
         serial: &str,
         not_after: i64,
     ) -> Result<(), DbError> {
-        sqlx::query("UPDATE agents SET cert_serial = ?, cert_not_after = ? WHERE id = ?")
-            .bind(serial)
-            .bind(not_after)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let q = "UPDATE agents SET cert_serial = $1, cert_not_after = $2 WHERE id = $3";
+        on_pool!(self, p => sqlx::query(q).bind(serial).bind(not_after).bind(id).execute(p).await.map(drop))?;
         Ok(())
     }
 
@@ -185,33 +151,24 @@ impl Db {
         state: &str,
         last_seen: Option<i64>,
     ) -> Result<(), DbError> {
-        sqlx::query("UPDATE agents SET state = ?, last_seen = COALESCE(?, last_seen) WHERE id = ? AND state != 'revoked'")
-            .bind(state)
-            .bind(last_seen)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let q = "UPDATE agents SET state = $1, last_seen = COALESCE($2, last_seen) \
+                 WHERE id = $3 AND state != 'revoked'";
+        on_pool!(self, p => sqlx::query(q).bind(state).bind(last_seen).bind(id).execute(p).await.map(drop))?;
         Ok(())
     }
 
     /// Replace an agent's trust labels (a JSON object). Returns false if the
     /// agent is unknown.
     pub async fn set_agent_labels(&self, id: &str, labels_json: &str) -> Result<bool, DbError> {
-        let r = sqlx::query("UPDATE agents SET labels = ? WHERE id = ?")
-            .bind(labels_json)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected() == 1)
+        let q = "UPDATE agents SET labels = $1 WHERE id = $2";
+        let n = on_pool!(self, p => sqlx::query(q).bind(labels_json).bind(id).execute(p).await?.rows_affected());
+        Ok(n == 1)
     }
 
     pub async fn set_cordoned(&self, id: &str, cordoned: bool) -> Result<bool, DbError> {
-        let r = sqlx::query("UPDATE agents SET cordoned = ? WHERE id = ?")
-            .bind(cordoned as i64)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected() == 1)
+        let q = "UPDATE agents SET cordoned = $1 WHERE id = $2";
+        let n = on_pool!(self, p => sqlx::query(q).bind(cordoned).bind(id).execute(p).await?.rows_affected());
+        Ok(n == 1)
     }
 
     /// Write many agents' liveness in one transaction (heartbeats are held in
@@ -220,19 +177,22 @@ impl Db {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
-        for l in batch {
-            sqlx::query(
-                "UPDATE agents SET state = ?, last_seen = ?, load = COALESCE(?, load) WHERE id = ? AND state != 'revoked'",
-            )
-            .bind(&l.state)
-            .bind(l.last_seen)
-            .bind(&l.load)
-            .bind(&l.id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            for l in batch {
+                sqlx::query(
+                    "UPDATE agents SET state = $1, last_seen = $2, load = COALESCE($3, load) \
+                     WHERE id = $4 AND state != 'revoked'",
+                )
+                .bind(&l.state)
+                .bind(l.last_seen)
+                .bind(&l.load)
+                .bind(&l.id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await
+        })?;
         Ok(())
     }
 
@@ -245,33 +205,35 @@ impl Db {
         actor: &str,
         reason: &str,
     ) -> Result<bool, DbError> {
-        let mut tx = self.pool.begin().await?;
-        let r = sqlx::query("UPDATE agents SET state = 'revoked', revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
+        let revoked = on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let r = sqlx::query(
+                "UPDATE agents SET state = 'revoked', revoked_at = COALESCE(revoked_at, $1) WHERE id = $2",
+            )
             .bind(now)
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        if r.rows_affected() == 0 {
-            return Ok(false);
-        }
-        sqlx::query("INSERT OR IGNORE INTO revocations (agent_id, revoked_at, actor, reason) VALUES (?, ?, ?, ?)")
-            .bind(id)
-            .bind(now)
-            .bind(actor)
-            .bind(reason)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(true)
+            if r.rows_affected() == 1 {
+                sqlx::query(
+                    "INSERT INTO revocations (agent_id, revoked_at, actor, reason) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (agent_id) DO NOTHING",
+                )
+                .bind(id)
+                .bind(now)
+                .bind(actor)
+                .bind(reason)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+            }
+            Ok::<_, sqlx::Error>(r.rows_affected() == 1)
+        })?;
+        Ok(revoked)
     }
 
     pub async fn revoked_agent_ids(&self) -> Result<Vec<String>, DbError> {
-        let rows = sqlx::query("SELECT agent_id FROM revocations")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| r.try_get("agent_id"))
-            .collect::<Result<_, _>>()?)
+        let q = "SELECT agent_id FROM revocations";
+        Ok(on_pool!(self, p => sqlx::query_scalar(q).fetch_all(p).await)?)
     }
 }

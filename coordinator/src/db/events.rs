@@ -1,8 +1,6 @@
 //! The audit log: who did what to which agent or runner, and when.
 
-use sqlx::Row;
-
-use super::{Db, DbError};
+use super::{Db, DbError, on_pool};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EventRow {
@@ -36,18 +34,48 @@ pub struct NewEvent {
     pub detail: String,
 }
 
-pub(super) fn insert_event_query(
-    e: &NewEvent,
-) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'_>> {
-    sqlx::query(
-        "INSERT INTO events (at, kind, actor, agent_id, runner_id, detail) VALUES (?, ?, ?, ?, ?, ?)",
-    )
-    .bind(e.at)
-    .bind(&e.kind)
-    .bind(&e.actor)
-    .bind(&e.agent_id)
-    .bind(&e.runner_id)
-    .bind(&e.detail)
+/// The INSERT of one [`NewEvent`]; the database assigns its id.
+macro_rules! insert_event_query {
+    ($e:expr) => {{
+        let e: &$crate::db::NewEvent = $e;
+        sqlx::query(
+            "INSERT INTO events (at, kind, actor, agent_id, runner_id, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(e.at)
+        .bind(&e.kind)
+        .bind(&e.actor)
+        .bind(&e.agent_id)
+        .bind(&e.runner_id)
+        .bind(&e.detail)
+    }};
+}
+pub(super) use insert_event_query;
+
+/// An event as stored, before its detail is parsed.
+#[derive(sqlx::FromRow)]
+struct StoredEvent {
+    id: i64,
+    at: i64,
+    kind: String,
+    actor: String,
+    agent_id: Option<String>,
+    runner_id: Option<String>,
+    detail: String,
+}
+
+impl From<StoredEvent> for EventRow {
+    fn from(e: StoredEvent) -> Self {
+        EventRow {
+            id: e.id,
+            at: e.at,
+            kind: e.kind,
+            actor: e.actor,
+            agent_id: e.agent_id,
+            runner_id: e.runner_id,
+            detail: serde_json::from_str(&e.detail).unwrap_or(serde_json::Value::String(e.detail)),
+        }
+    }
 }
 
 impl Db {
@@ -68,38 +96,25 @@ impl Db {
             runner_id: runner_id.map(str::to_string),
             detail: detail.to_string(),
         };
-        insert_event_query(&e).execute(&self.pool).await?;
+        on_pool!(self, p => insert_event_query!(&e).execute(p).await.map(drop))?;
         Ok(())
     }
 
     pub async fn list_events(&self, f: &EventFilter) -> Result<Vec<EventRow>, DbError> {
         let limit = if f.limit == 0 { 100 } else { f.limit.min(1000) };
-        let rows = sqlx::query(
-            "SELECT * FROM events
-             WHERE (?1 IS NULL OR agent_id = ?1) AND (?2 IS NULL OR runner_id = ?2) AND (?3 IS NULL OR id < ?3)
-             ORDER BY id DESC LIMIT ?4",
-        )
-        .bind(&f.agent_id)
-        .bind(&f.runner_id)
-        .bind(f.before)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|r| {
-                let detail: String = r.try_get("detail")?;
-                Ok(EventRow {
-                    id: r.try_get("id")?,
-                    at: r.try_get("at")?,
-                    kind: r.try_get("kind")?,
-                    actor: r.try_get("actor")?,
-                    agent_id: r.try_get("agent_id")?,
-                    runner_id: r.try_get("runner_id")?,
-                    detail: serde_json::from_str(&detail)
-                        .unwrap_or(serde_json::Value::String(detail)),
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(DbError::from)
+        let q = "SELECT id, at, kind, actor, agent_id, runner_id, detail FROM events \
+                 WHERE ($1 IS NULL OR agent_id = $1) AND ($2 IS NULL OR runner_id = $2) \
+                   AND ($3 IS NULL OR id < $3) \
+                 ORDER BY id DESC LIMIT $4";
+        let rows: Vec<StoredEvent> = on_pool!(self, p => {
+            sqlx::query_as(q)
+                .bind(&f.agent_id)
+                .bind(&f.runner_id)
+                .bind(f.before)
+                .bind(i64::from(limit))
+                .fetch_all(p)
+                .await
+        })?;
+        Ok(rows.into_iter().map(EventRow::from).collect())
     }
 }

@@ -16,7 +16,13 @@
 //! * `admin_certs`: serial, name, expiry and revocation of every admin
 //!   client certificate; one without a row, or revoked, is refused.
 //!
-//! SQLite in WAL mode, so CLI commands can read and write while `serve` runs.
+//! Two backends behind this one interface (ADR 0017): SQLite in WAL mode,
+//! the embedded default (so CLI commands can read and write while `serve`
+//! runs), and PostgreSQL for several coordinators sharing one state. Every
+//! statement is written once, in the SQL both understand (`$1` parameters,
+//! `ON CONFLICT`, `IS NOT DISTINCT FROM`), and [`on_pool!`] compiles it
+//! against each driver; each backend has its own migrations
+//! (`migrations/sqlite`, `migrations/postgres`) for its own column types.
 //! Row structs stay in this module; callers get domain types.
 
 mod admin;
@@ -24,16 +30,20 @@ mod admin_certs;
 mod agent_certs;
 mod agents;
 mod events;
+pub mod migrate;
 mod person_sessions;
 mod runners;
 mod tokens;
+mod url;
 
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use time::OffsetDateTime;
 
 pub use admin::{AdminSessionRow, AdminTokenRow};
@@ -44,8 +54,10 @@ pub use events::{EventFilter, EventRow, NewEvent};
 pub use person_sessions::PersonSessionRow;
 pub use runners::{ACTIVE_STATES, RunnerRow, RunnerWrite};
 pub use tokens::{TokenRow, TokenUse};
+pub use url::{DatabaseUrl, UrlError};
 
-/// Errors from the state store.
+/// Errors from the state store. None of them carries a password: a
+/// PostgreSQL URL is named by [`DatabaseUrl`]'s `Display`, which hides it.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("open database {path}: {source}")]
@@ -58,49 +70,131 @@ pub enum DbError {
     Corrupt { what: &'static str, detail: String },
 }
 
-/// The coordinator's state store. Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct Db {
-    pool: SqlitePool,
+/// Which kind of database a [`Db`] stores its state in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
 }
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// The coordinator's state store. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+    /// For messages: the URL with any password hidden.
+    shown: String,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the pools: PostgreSQL's connect options hold the password.
+        f.debug_struct("Db").field("url", &self.shown).finish()
+    }
+}
+
+/// Run one body against whichever pool a [`Db`] has, binding it to `$p`.
+/// The body is compiled once per driver, so a statement that one of them
+/// cannot encode or decode fails the build, not a deployment.
+macro_rules! on_pool {
+    ($db:expr, $p:ident => $body:expr) => {
+        match &$db.pool {
+            $crate::db::Pool::Sqlite($p) => $body,
+            $crate::db::Pool::Postgres($p) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
 
 /// The database file inside a data dir.
 pub const DB_FILE: &str = "autogit.db";
 
 impl Db {
-    /// Open (creating if needed) `<data_dir>/autogit.db`, enable WAL and run
-    /// the embedded migrations.
+    /// Open (creating if needed) the default store, `<data_dir>/autogit.db`.
     pub async fn open(data_dir: &Path) -> Result<Self, DbError> {
-        let path = data_dir.join(DB_FILE);
-        let url = format!("sqlite://{}", path.display());
-        let opts = SqliteConnectOptions::from_str(&url)
-            .map_err(|source| DbError::Open {
-                path: path.display().to_string(),
-                source,
-            })?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await
-            .map_err(|source| DbError::Open {
-                path: path.display().to_string(),
-                source,
-            })?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Db { pool })
+        Self::connect(&DatabaseUrl::in_data_dir(data_dir)).await
     }
 
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// Open the store at `url` and run its backend's migrations: SQLite
+    /// (created if missing, WAL) or PostgreSQL (the database must exist).
+    pub async fn connect(url: &DatabaseUrl) -> Result<Self, DbError> {
+        let shown = url.to_string();
+        let open = |source| DbError::Open {
+            path: shown.clone(),
+            source,
+        };
+        let pool = match url {
+            DatabaseUrl::Sqlite(path) => {
+                let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+                    .map_err(open)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(10));
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .connect_with(opts)
+                    .await
+                    .map_err(open)?;
+                sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+                Pool::Sqlite(pool)
+            }
+            DatabaseUrl::Postgres(raw) => {
+                let opts = PgConnectOptions::from_str(raw.expose())
+                    .map_err(open)?
+                    .application_name("autogit-coordinator");
+                let pool = PgPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(opts)
+                    .await
+                    .map_err(open)?;
+                sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+                Pool::Postgres(pool)
+            }
+        };
+        Ok(Db { pool, shown })
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Whether the database answers (`/readyz`).
+    pub async fn ping(&self) -> Result<(), DbError> {
+        on_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.map(drop))?;
+        Ok(())
+    }
+
+    /// The SQLite pool, for tests that reach under the interface.
+    #[cfg(test)]
+    pub fn sqlite_pool(&self) -> &SqlitePool {
+        match &self.pool {
+            Pool::Sqlite(p) => p,
+            Pool::Postgres(_) => panic!("not a SQLite store"),
+        }
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        on_pool!(self, p => p.close().await);
     }
 }
 

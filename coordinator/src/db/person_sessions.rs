@@ -1,10 +1,8 @@
 //! Dashboard sessions of people signed in through single sign-on.
 
-use sqlx::Row;
+use super::{Db, DbError, on_pool};
 
-use super::{Db, DbError};
-
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PersonSessionRow {
     pub id_hash: Vec<u8>,
     /// The provider (`iss`) and the person's id there (`sub`).
@@ -18,34 +16,27 @@ pub struct PersonSessionRow {
     pub expires_at: i64,
 }
 
-fn row(r: sqlx::sqlite::SqliteRow) -> Result<PersonSessionRow, sqlx::Error> {
-    Ok(PersonSessionRow {
-        id_hash: r.try_get("id_hash")?,
-        issuer: r.try_get("issuer")?,
-        subject: r.try_get("subject")?,
-        name: r.try_get("name")?,
-        role: r.try_get("role")?,
-        created_at: r.try_get("created_at")?,
-        expires_at: r.try_get("expires_at")?,
-    })
-}
+const COLUMNS: &str = "id_hash, issuer, subject, name, role, created_at, expires_at";
 
 impl Db {
     pub async fn insert_person_session(&self, s: &PersonSessionRow) -> Result<(), DbError> {
-        sqlx::query(
-            "INSERT INTO person_sessions \
-             (id_hash, issuer, subject, name, role, created_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&s.id_hash)
-        .bind(&s.issuer)
-        .bind(&s.subject)
-        .bind(&s.name)
-        .bind(&s.role)
-        .bind(s.created_at)
-        .bind(s.expires_at)
-        .execute(&self.pool)
-        .await?;
+        on_pool!(self, p => {
+            sqlx::query(
+                "INSERT INTO person_sessions \
+                 (id_hash, issuer, subject, name, role, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&s.id_hash)
+            .bind(&s.issuer)
+            .bind(&s.subject)
+            .bind(&s.name)
+            .bind(&s.role)
+            .bind(s.created_at)
+            .bind(s.expires_at)
+            .execute(p)
+            .await
+            .map(drop)
+        })?;
         Ok(())
     }
 
@@ -55,43 +46,29 @@ impl Db {
         id_hash: &[u8],
         now: i64,
     ) -> Result<Option<PersonSessionRow>, DbError> {
-        let r = sqlx::query("SELECT * FROM person_sessions WHERE id_hash = ? AND expires_at > ?")
-            .bind(id_hash)
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(r.map(row).transpose()?)
+        let q =
+            format!("SELECT {COLUMNS} FROM person_sessions WHERE id_hash = $1 AND expires_at > $2");
+        Ok(on_pool!(self, p => sqlx::query_as(&q).bind(id_hash).bind(now).fetch_optional(p).await)?)
     }
 
     /// Every session not expired at `now`, oldest first.
     pub async fn list_person_sessions(&self, now: i64) -> Result<Vec<PersonSessionRow>, DbError> {
-        let rows = sqlx::query(
-            "SELECT * FROM person_sessions WHERE expires_at > ? ORDER BY created_at, id_hash",
-        )
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(row)
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
+        let q = format!(
+            "SELECT {COLUMNS} FROM person_sessions WHERE expires_at > $1 ORDER BY created_at, id_hash"
+        );
+        Ok(on_pool!(self, p => sqlx::query_as(&q).bind(now).fetch_all(p).await)?)
     }
 
     /// End one session; true if it existed.
     pub async fn delete_person_session(&self, id_hash: &[u8]) -> Result<bool, DbError> {
-        let r = sqlx::query("DELETE FROM person_sessions WHERE id_hash = ?")
-            .bind(id_hash)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected() == 1)
+        let q = "DELETE FROM person_sessions WHERE id_hash = $1";
+        let n = on_pool!(self, p => sqlx::query(q).bind(id_hash).execute(p).await?.rows_affected());
+        Ok(n == 1)
     }
 
     /// Delete sessions expired at `now`; the number deleted.
     pub async fn purge_person_sessions(&self, now: i64) -> Result<u64, DbError> {
-        let r = sqlx::query("DELETE FROM person_sessions WHERE expires_at <= ?")
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected())
+        let q = "DELETE FROM person_sessions WHERE expires_at <= $1";
+        Ok(on_pool!(self, p => sqlx::query(q).bind(now).execute(p).await?.rows_affected()))
     }
 }

@@ -95,7 +95,7 @@ pub fn router(state: HttpState) -> Router {
 }
 
 async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {
-    match sqlx::query("SELECT 1").execute(s.db.pool()).await {
+    match s.db.ping().await {
         Ok(_) => (StatusCode::OK, "ready\n"),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n"),
     }
