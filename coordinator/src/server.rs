@@ -46,9 +46,11 @@ pub async fn run(
         crate::datadir::make_private_logged(&cfg.data_dir)?;
     }
     let ca = Arc::new(pki::load(&cfg.data_dir)?);
-    let db = Db::connect(&cfg.database_url())
+    let database = cfg.database_url();
+    let db = Db::connect(&database)
         .await
         .context("open state database")?;
+    tracing::info!(%database, "state store opened");
     let audit = Audit::new(db.clone());
     let timings = Timings {
         heartbeat_interval: cfg.agents.heartbeat_interval,
