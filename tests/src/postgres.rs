@@ -36,13 +36,18 @@ impl Postgres {
             eprintln!("skipping: no PostgreSQL server installed (apt-get install postgresql)");
             return None;
         };
-        let dir = tempfile::Builder::new()
-            .prefix("autogit-pg-")
-            .tempdir()
-            .expect("temp dir for PostgreSQL");
         let run_as = nix::unistd::geteuid()
             .is_root()
             .then(|| "postgres".to_string());
+        // As root, under /tmp: a TMPDIR in root's home is closed to `postgres`.
+        let parent = match run_as {
+            Some(_) => PathBuf::from("/tmp"),
+            None => std::env::temp_dir(),
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("autogit-pg-")
+            .tempdir_in(parent)
+            .expect("temp dir for PostgreSQL");
         if let Some(user) = &run_as {
             let u = nix::unistd::User::from_name(user)
                 .expect("look up the postgres user")
