@@ -99,6 +99,7 @@ impl Db {
     ) -> Result<(), DbError> {
         on_pool!(self, p => {
             let mut tx = p.begin().await?;
+            super::cluster::check_fence!(self, tx);
             sqlx::query("UPDATE agents SET hostname = $1, arch = $2, inventory = $3 WHERE id = $4")
                 .bind(hostname)
                 .bind(arch)
@@ -153,7 +154,12 @@ impl Db {
     ) -> Result<(), DbError> {
         let q = "UPDATE agents SET state = $1, last_seen = COALESCE($2, last_seen) \
                  WHERE id = $3 AND state != 'revoked'";
-        on_pool!(self, p => sqlx::query(q).bind(state).bind(last_seen).bind(id).execute(p).await.map(drop))?;
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            super::cluster::check_fence!(self, tx);
+            sqlx::query(q).bind(state).bind(last_seen).bind(id).execute(&mut *tx).await?;
+            tx.commit().await
+        })?;
         Ok(())
     }
 
@@ -179,6 +185,7 @@ impl Db {
         }
         on_pool!(self, p => {
             let mut tx = p.begin().await?;
+            super::cluster::check_fence!(self, tx);
             for l in batch {
                 sqlx::query(
                     "UPDATE agents SET state = $1, last_seen = $2, load = COALESCE($3, load) \
@@ -207,6 +214,7 @@ impl Db {
     ) -> Result<bool, DbError> {
         let revoked = on_pool!(self, p => {
             let mut tx = p.begin().await?;
+            super::cluster::check_fence!(self, tx);
             let r = sqlx::query(
                 "UPDATE agents SET state = 'revoked', revoked_at = COALESCE(revoked_at, $1) WHERE id = $2",
             )

@@ -96,7 +96,12 @@ impl Db {
             runner_id: runner_id.map(str::to_string),
             detail: detail.to_string(),
         };
-        on_pool!(self, p => insert_event_query!(&e).execute(p).await.map(drop))?;
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            super::cluster::check_fence!(self, tx);
+            insert_event_query!(&e).execute(&mut *tx).await?;
+            tx.commit().await
+        })?;
         Ok(())
     }
 

@@ -6,7 +6,9 @@
 //! are all empty: it lands whole or not at all, and never merges two
 //! installations. Each table's columns are listed here and checked against
 //! both databases first, so a column added by a later migration and
-//! forgotten here stops the move instead of being dropped.
+//! forgotten here stops the move instead of being dropped. The leader
+//! lease is not moved, but its epoch is: the target's next leader gets a
+//! higher one than any the agents have seen.
 
 use super::{Db, DbError, Pool, on_pool};
 
@@ -147,6 +149,10 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
         ],
     ),
     (
+        "leader_epochs",
+        &[("epoch", Int), ("holder", Text), ("acquired_at", Int)],
+    ),
+    (
         "person_sessions",
         &[
             ("id_hash", Blob),
@@ -209,6 +215,9 @@ pub async fn copy_all(from: &Db, to: &Db) -> Result<Moved, MigrateError> {
             return Err(MigrateError::TargetNotEmpty { table, rows });
         }
     }
+    // Agents refuse commands from an epoch lower than one they have seen:
+    // the moved state goes on from the source's epoch.
+    let epoch_floor = from.lease().await?.epoch;
     let mut read = Vec::with_capacity(TABLES.len());
     for (table, columns) in TABLES {
         read.push(select_all(from, table, columns).await?);
@@ -242,6 +251,12 @@ pub async fn copy_all(from: &Db, to: &Db) -> Result<Moved, MigrateError> {
                 insert.execute(&mut *tx).await?;
             }
         }
+        sqlx::query(
+            "UPDATE leader_lease SET epoch = $1, holder = NULL, expires_at = 0 WHERE id = 1 AND epoch < $1",
+        )
+        .bind(epoch_floor)
+        .execute(&mut *tx)
+        .await?;
         if let Pool::Postgres(_) = &to.pool {
             // Explicit ids do not move an identity; the next event must
             // follow the last one moved.

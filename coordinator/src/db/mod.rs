@@ -29,6 +29,7 @@ mod admin;
 mod admin_certs;
 mod agent_certs;
 mod agents;
+mod cluster;
 mod events;
 pub mod migrate;
 mod person_sessions;
@@ -50,6 +51,7 @@ pub use admin::{AdminSessionRow, AdminTokenRow};
 pub use admin_certs::{AdminCertKey, AdminCertRow};
 pub use agent_certs::AgentCerts;
 pub use agents::{AgentRow, GpuRow, Liveness};
+pub use cluster::{EpochRow, Fence, LeaseRow, ReplicaRow};
 pub use events::{EventFilter, EventRow, NewEvent};
 pub use person_sessions::PersonSessionRow;
 pub use runners::{ACTIVE_STATES, RunnerRow, RunnerWrite};
@@ -68,6 +70,10 @@ pub enum DbError {
     Sql(#[from] sqlx::Error),
     #[error("corrupt {what} in database: {detail}")]
     Corrupt { what: &'static str, detail: String },
+    /// A write of a leader whose lease (epoch) another replica has taken:
+    /// refused, nothing of it committed.
+    #[error("write refused: this replica's leadership (epoch {epoch}) has passed to another")]
+    Fenced { epoch: i64 },
 }
 
 /// Which kind of database a [`Db`] stores its state in.
@@ -98,12 +104,18 @@ pub struct Db {
     pool: Pool,
     /// For messages: the URL with any password hidden.
     shown: String,
+    /// Set on a leader's handle ([`Db::fenced`]): its writes commit only
+    /// while it holds the lease.
+    fence: Option<std::sync::Arc<Fence>>,
 }
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Not the pools: PostgreSQL's connect options hold the password.
-        f.debug_struct("Db").field("url", &self.shown).finish()
+        f.debug_struct("Db")
+            .field("url", &self.shown)
+            .field("fence", &self.fence)
+            .finish()
     }
 }
 
@@ -168,7 +180,11 @@ impl Db {
                 Pool::Postgres(pool)
             }
         };
-        Ok(Db { pool, shown })
+        Ok(Db {
+            pool,
+            shown,
+            fence: None,
+        })
     }
 
     pub fn backend(&self) -> Backend {

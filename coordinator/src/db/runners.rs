@@ -87,8 +87,8 @@ macro_rules! upsert_runner_query {
 impl Db {
     /// Insert or fully replace a runner record.
     pub async fn upsert_runner(&self, r: &RunnerRow) -> Result<(), DbError> {
-        on_pool!(self, p => upsert_runner_query!(r).execute(p).await.map(drop))?;
-        Ok(())
+        self.write_runners(&[RunnerWrite::Runner(Box::new(r.clone()))])
+            .await
     }
 
     /// Runner records and audit events in one transaction, in order: the
@@ -97,6 +97,7 @@ impl Db {
     pub async fn write_runners(&self, writes: &[RunnerWrite]) -> Result<(), DbError> {
         on_pool!(self, p => {
             let mut tx = p.begin().await?;
+            super::cluster::check_fence!(self, tx);
             for w in writes {
                 match w {
                     RunnerWrite::Runner(r) => {

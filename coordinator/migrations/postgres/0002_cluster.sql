@@ -1,0 +1,25 @@
+-- Leadership (ADR 0018): as coordinator/migrations/sqlite/0010_cluster.sql.
+
+CREATE TABLE leader_lease (
+    id           BIGINT PRIMARY KEY CHECK (id = 1),
+    holder       TEXT COLLATE "C",
+    epoch        BIGINT NOT NULL,
+    acquired_at  BIGINT NOT NULL,
+    expires_at   BIGINT NOT NULL
+);
+INSERT INTO leader_lease (id, holder, epoch, acquired_at, expires_at) VALUES (1, NULL, 0, 0, 0);
+
+CREATE TABLE leader_epochs (
+    epoch        BIGINT PRIMARY KEY,
+    holder       TEXT COLLATE "C" NOT NULL,
+    acquired_at  BIGINT NOT NULL
+);
+
+CREATE TABLE replicas (
+    id          TEXT COLLATE "C" PRIMARY KEY,
+    hostname    TEXT COLLATE "C" NOT NULL,
+    http_addr   TEXT COLLATE "C" NOT NULL,
+    grpc_addr   TEXT COLLATE "C" NOT NULL,
+    started_at  BIGINT NOT NULL,
+    last_seen   BIGINT NOT NULL
+);
