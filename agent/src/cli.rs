@@ -40,8 +40,8 @@ pub struct Cli {
 pub enum Command {
     /// Enroll this host with a join token (the key is generated here and never leaves it).
     Join {
-        /// Coordinator gRPC address, HOST:PORT.
-        #[arg(long, value_name = "HOST:PORT")]
+        /// Coordinator gRPC address, HOST:PORT; several replicas comma-separated (HOST:PORT,HOST:PORT,...): the agent uses whichever leads.
+        #[arg(long, value_name = "HOST:PORT[,HOST:PORT...]")]
         coordinator: String,
         /// Join token from `autogit-coordinator token create` (or AUTOGIT_JOIN_TOKEN).
         #[arg(long, env = "AUTOGIT_JOIN_TOKEN", hide_env_values = true)]

@@ -63,6 +63,8 @@ enum End {
 
 /// Long-lived parts shared by every session.
 struct Agent {
+    /// The highest leader epoch any coordinator message carried.
+    epochs: EpochGuard,
     cfg: Config,
     state: StateDir,
     collector: Arc<Collector>,
@@ -145,6 +147,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     let renewals = tokio::spawn(renew::run(state.clone(), cfg.session.connect_timeout, shutdown.clone()));
     let (images_changed_tx, images_changed) = mpsc::channel::<()>(1);
     let mut agent = Agent {
+        epochs: EpochGuard::default(),
         collector: Arc::new(Collector::new(inventory_options(&cfg))),
         // The socket this agent really talks to (config, else DOCKER_HOST)
         // is "the Docker socket" for policy.allow_docker_socket.
@@ -201,6 +204,32 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     }
     renewals.abort();
     result
+}
+
+/// The agent's side of leader fencing (ADR 0018): the highest epoch seen,
+/// and a refusal for anything lower.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EpochGuard {
+    highest: u64,
+}
+
+/// A message from a leader older than one already heard from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("leader epoch {got} is older than epoch {highest}, already seen")]
+pub struct StaleEpoch {
+    pub got: u64,
+    pub highest: u64,
+}
+
+impl EpochGuard {
+    /// Accept `epoch` (remembering it when higher) or refuse it.
+    pub fn admit(&mut self, epoch: u64) -> Result<(), StaleEpoch> {
+        if epoch < self.highest {
+            return Err(StaleEpoch { got: epoch, highest: self.highest });
+        }
+        self.highest = epoch;
+        Ok(())
+    }
 }
 
 fn end_from_status(s: &tonic::Status) -> End {
@@ -263,7 +292,12 @@ impl Agent {
             Err(s) => return end_from_status(&s),
         };
         let heartbeat_every = match inbound.message().await {
-            Ok(Some(pb::CoordinatorMessage { msg: Some(pb::coordinator_message::Msg::Welcome(w)) })) => {
+            Ok(Some(pb::CoordinatorMessage { msg: Some(pb::coordinator_message::Msg::Welcome(w)), epoch })) => {
+                if let Err(stale) = self.epochs.admit(epoch) {
+                    // A leader that lost its lease and does not know it yet.
+                    transport::forget_last_good();
+                    return End::Retry(format!("coordinator is a deposed leader: {stale}"));
+                }
                 Duration::from_millis(u64::from(w.heartbeat_interval_ms.max(100)))
             }
             Ok(_) => return End::Retry("coordinator did not send Welcome".into()),
@@ -395,6 +429,13 @@ impl Agent {
     }
 
     async fn handle(&mut self, m: pb::CoordinatorMessage, out: &mpsc::Sender<pb::AgentMessage>) {
+        if let Err(stale) = self.epochs.admit(m.epoch) {
+            tracing::warn!(%stale, "refusing a command from a deposed leader");
+            if let Some(pb::coordinator_message::Msg::StartRunner(cmd)) = &m.msg {
+                report_failure(out, &cmd.runner_id, format!("refused: {stale}"));
+            }
+            return;
+        }
         match m.msg {
             Some(pb::coordinator_message::Msg::StartRunner(cmd)) => {
                 let runner_id = cmd.runner_id.clone();
@@ -482,5 +523,18 @@ mod tests {
         let mut c = b.clone();
         c.docker.images[0].id = "sha256:b".into();
         assert!(!same_inventory(&b, &c), "a moved tag is a change");
+    }
+
+    #[test]
+    fn a_deposed_leaders_epoch_is_refused_once_a_newer_one_was_seen() {
+        let mut g = EpochGuard::default();
+        assert_eq!(g.admit(0), Ok(()), "a coordinator from before epochs");
+        assert_eq!(g.admit(3), Ok(()));
+        assert_eq!(g.admit(3), Ok(()), "the same leader again");
+        assert_eq!(g.admit(2), Err(StaleEpoch { got: 2, highest: 3 }));
+        assert_eq!(g.admit(0), Err(StaleEpoch { got: 0, highest: 3 }));
+        assert_eq!(g.admit(7), Ok(()), "a newer leader");
+        assert_eq!(g.admit(3), Err(StaleEpoch { got: 3, highest: 7 }));
+        assert!(StaleEpoch { got: 3, highest: 7 }.to_string().contains("epoch 3 is older than epoch 7"));
     }
 }

@@ -23,9 +23,55 @@ pub enum ConnectError {
     Unreachable { addr: String, detail: String },
 }
 
-/// Open a gRPC channel to `addr` (HOST:PORT) over TLS with `tls`. The server
-/// certificate is verified for [`COORDINATOR_NAME`].
-pub async fn connect(addr: &str, tls: Arc<ClientConfig>, timeout: Duration) -> Result<Channel, ConnectError> {
+/// The coordinator that last answered, tried first next time: with several
+/// replicas, the leader (followers turn agents away).
+static LAST_GOOD: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// The addresses in `addrs` (HOST:PORT, comma-separated for several
+/// coordinator replicas), the one that last answered first.
+pub fn candidates(addrs: &str) -> Vec<String> {
+    let mut list: Vec<String> = addrs.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_string).collect();
+    if let Some(good) = LAST_GOOD.lock().ok().and_then(|g| g.clone())
+        && let Some(i) = list.iter().position(|a| *a == good)
+    {
+        list[..=i].rotate_right(1);
+    }
+    list
+}
+
+/// Forget which coordinator answered last (it turned out to be a deposed
+/// leader): the next connect tries the list in order.
+pub fn forget_last_good() {
+    if let Ok(mut g) = LAST_GOOD.lock() {
+        *g = None;
+    }
+}
+
+/// Open a gRPC channel to the first of `addrs` (HOST:PORT, or several
+/// comma-separated) that completes a TLS handshake with `tls`. The server
+/// certificate is verified for [`COORDINATOR_NAME`]. A CA pin mismatch
+/// stops at once; any other failure moves on to the next address.
+pub async fn connect(addrs: &str, tls: Arc<ClientConfig>, timeout: Duration) -> Result<Channel, ConnectError> {
+    let mut last = None;
+    for addr in candidates(addrs) {
+        match connect_one(&addr, tls.clone(), timeout).await {
+            Ok(channel) => {
+                if let Ok(mut g) = LAST_GOOD.lock() {
+                    *g = Some(addr);
+                }
+                return Ok(channel);
+            }
+            Err(ConnectError::PinMismatch) => return Err(ConnectError::PinMismatch),
+            Err(e) => {
+                tracing::debug!(coordinator = %addr, error = %e, "coordinator did not answer; trying the next");
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| ConnectError::Unreachable { addr: addrs.into(), detail: "no coordinator address".into() }))
+}
+
+async fn connect_one(addr: &str, tls: Arc<ClientConfig>, timeout: Duration) -> Result<Channel, ConnectError> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| ConnectError::Unreachable { addr: addr.into(), detail: format!("bad address: {e}") })?
         .connect_timeout(timeout)
@@ -67,5 +113,40 @@ fn classify(addr: &str, err: &(dyn std::error::Error + 'static)) -> ConnectError
         ConnectError::Tls { addr: addr.into(), detail: deepest }
     } else {
         ConnectError::Unreachable { addr: addr.into(), detail: deepest }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_coordinators_are_tried_the_last_good_one_first() {
+        forget_last_good();
+        assert_eq!(candidates(" a:1, b:2 ,,c:3"), ["a:1", "b:2", "c:3"]);
+        *LAST_GOOD.lock().unwrap() = Some("c:3".into());
+        assert_eq!(candidates("a:1,b:2,c:3"), ["c:3", "a:1", "b:2"]);
+        assert_eq!(candidates("a:1,b:2"), ["a:1", "b:2"], "a last good one not in the list");
+        forget_last_good();
+        assert_eq!(candidates("a:1,b:2,c:3"), ["a:1", "b:2", "c:3"]);
+    }
+
+    #[tokio::test]
+    async fn a_coordinator_that_turns_agents_away_is_skipped_for_the_next() {
+        // One address refuses (nothing listens), one accepts and closes at
+        // once (a follower), one is the leader: here also a plain listener,
+        // so the handshake fails there too and the error names the last.
+        let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let follower = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let follower_addr = follower.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = follower.accept().await {
+                drop(tcp);
+            }
+        });
+        let tls = autogit_certs::tls::enrollment_client_config(autogit_certs::Fingerprint::of_der(b"x")).unwrap();
+        let addrs = format!("{refused},{follower_addr}");
+        let e = connect(&addrs, tls, Duration::from_secs(2)).await.unwrap_err();
+        assert!(e.to_string().contains(&follower_addr.to_string()), "tried both, reports the last: {e}");
     }
 }

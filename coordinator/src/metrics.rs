@@ -87,6 +87,9 @@ pub struct Metrics {
     job_wait: Family<PoolLabel, Histogram, fn() -> Histogram>,
     provisioning: Family<PoolLabel, Histogram, fn() -> Histogram>,
     gitlab_requests: Family<GitLabLabels, Counter>,
+    leader: Gauge<i64>,
+    leader_epoch: Gauge<i64>,
+    leader_changes: Counter<u64>,
     sources: Arc<OnceLock<Sources>>,
 }
 
@@ -130,6 +133,24 @@ impl Metrics {
             latency_histogram as fn() -> Histogram,
         );
         let gitlab_requests = Family::<GitLabLabels, Counter>::default();
+        let leader = Gauge::<i64>::default();
+        let leader_epoch = Gauge::<i64>::default();
+        let leader_changes = Counter::<u64>::default();
+        registry.register(
+            "leader",
+            "1 on the replica that holds the leader lease, 0 on followers",
+            leader.clone(),
+        );
+        registry.register(
+            "leader_epoch",
+            "The lease epoch this replica last saw; it grows at every change of leader",
+            leader_epoch.clone(),
+        );
+        registry.register(
+            "leader_changes",
+            "Changes of leader (epoch increases) this replica has seen",
+            leader_changes.clone(),
+        );
         registry.register(
             "job_wait_seconds",
             "Time from a job first seen pending to a runner taking it",
@@ -155,7 +176,23 @@ impl Metrics {
             job_wait,
             provisioning,
             gitlab_requests,
+            leader,
+            leader_epoch,
+            leader_changes,
             sources,
+        }
+    }
+
+    /// This replica's role and the epoch it saw; a higher epoch than the
+    /// last one counts as a change of leader.
+    pub fn set_leadership(&self, is_leader: bool, epoch: i64) {
+        self.leader.set(i64::from(is_leader));
+        let before = self.leader_epoch.get();
+        if epoch > before {
+            if before > 0 {
+                self.leader_changes.inc();
+            }
+            self.leader_epoch.set(epoch);
         }
     }
 

@@ -1,5 +1,9 @@
-//! `serve`: build every part of the coordinator, run it, and shut it down in
-//! order (listeners, then background tasks, then state) within a deadline.
+//! `serve`: open the store and the listeners, serve as a follower until this
+//! replica holds the leader lease (at once on SQLite), then build every
+//! part of the coordinator, run it, and shut it down in order (listeners,
+//! then background tasks, then state) within a deadline. A leader that
+//! loses its lease stops acting and returns an error: the process exits and
+//! its supervisor starts it again, as a follower (ADR 0018).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,8 +14,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::Audit;
+use crate::cluster::{self, follower, lease};
 use crate::config::Config;
-use crate::db::Db;
+use crate::db::{Backend, Db, Fence};
 use crate::enroll::Enroller;
 use crate::fleet::session::Sessions;
 use crate::fleet::{self, Fleet, Timings};
@@ -51,18 +56,6 @@ pub async fn run(
         .await
         .context("open state database")?;
     tracing::info!(%database, "state store opened");
-    let audit = Audit::new(db.clone());
-    let timings = Timings {
-        heartbeat_interval: cfg.agents.heartbeat_interval,
-        unreachable_after: cfg.agents.unreachable_after,
-        lost_after: cfg.agents.lost_after,
-    };
-    let fleet = Fleet::new(
-        &db.list_agents().await?,
-        &db.revoked_agent_ids().await?,
-        timings,
-    );
-
     let (chain, key) = ca
         .issue_server_cert(&cfg.server_names(), cfg.tls.server_cert_ttl)
         .context("issue coordinator server certificate")?;
@@ -81,6 +74,96 @@ pub async fn run(
     };
     tracing::info!(grpc = %bound.grpc, http = %bound.http, ca_fingerprint = %ca.fingerprint(), "coordinator listening");
     on_bound(bound);
+    let grpc_listener = Arc::new(grpc_listener);
+    let http_listener = Arc::new(http_listener);
+    let http_tls = if cfg.http_tls {
+        let mut c = (*autogit_certs::tls::server_config(ca.cert_pem(), &chain, &key)
+            .context("build HTTPS config")?)
+        .clone();
+        c.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Some(Arc::new(c))
+    } else {
+        None
+    };
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+
+    // Leadership: followers serve health and readiness until the lease is theirs.
+    let replica = cluster::Replica::new(cfg.cluster.advertise_host.as_deref(), bound.http, bound.grpc);
+    let timing = lease::LeaseTiming {
+        ttl: cfg.cluster.lease_ttl,
+    };
+    let store = lease::DbLease {
+        db: db.clone(),
+        force: db.backend() == Backend::Sqlite,
+    };
+    let reporting = CancellationToken::new();
+    let reporter = tokio::spawn(cluster::report_loop(
+        db.clone(),
+        replica.clone(),
+        timing.renew_every(),
+        reporting.clone(),
+    ));
+    let won = match lease::try_once(&store, &replica.id, timing).await {
+        Some(won) => Some(won),
+        None => {
+            tracing::info!(replica = %replica.id, "following: another replica leads; waiting for the lease");
+            let following = CancellationToken::new();
+            let limits = http::HttpLimits::from(&cfg.limits);
+            let metrics_for_followers =
+                (cfg.metrics == crate::config::MetricsAccess::Anonymous).then(|| metrics.clone());
+            let f_http = tokio::spawn(http::serve(
+                http_listener.clone(),
+                http_tls.clone(),
+                follower::router(db.clone(), timing.ttl, metrics_for_followers),
+                limits,
+                following.clone(),
+            ));
+            let f_grpc = tokio::spawn(follower::turn_agents_away(
+                grpc_listener.clone(),
+                following.clone(),
+            ));
+            let won = lease::acquire(&store, &replica.id, timing, &shutdown, |epoch| {
+                metrics.set_leadership(false, epoch)
+            })
+            .await;
+            following.cancel();
+            let _ = f_http.await;
+            let _ = f_grpc.await;
+            won
+        }
+    };
+    let Some(won) = won else {
+        reporting.cancel();
+        let _ = reporter.await;
+        db.close().await;
+        return Ok(());
+    };
+    metrics.set_leadership(true, won.epoch);
+    tracing::info!(replica = %replica.id, epoch = won.epoch, "leading: this replica holds the lease");
+    let unfenced = db.clone();
+    let db = db.fenced(Fence {
+        holder: replica.id.clone(),
+        epoch: won.epoch,
+    });
+    let lost = CancellationToken::new();
+    let keeper = {
+        let (store, holder, lost, shutdown) =
+            (store.clone(), replica.id.clone(), lost.clone(), shutdown.clone());
+        tokio::spawn(async move { lease::keep(&store, &holder, won, timing, &lost, &shutdown).await })
+    };
+
+    let audit = Audit::new(db.clone());
+    let timings = Timings {
+        heartbeat_interval: cfg.agents.heartbeat_interval,
+        unreachable_after: cfg.agents.unreachable_after,
+        lost_after: cfg.agents.lost_after,
+    };
+    let fleet = Fleet::new(
+        &db.list_agents().await?,
+        &db.revoked_agent_ids().await?,
+        timings,
+    );
+
 
     let enroller = Enroller::new(
         db.clone(),
@@ -101,7 +184,6 @@ pub async fn run(
     let tasks = CancellationToken::new();
 
     // Demand and runners exist only when a GitLab instance is configured.
-    let metrics = Arc::new(crate::metrics::Metrics::new());
     let pools = crate::pools::LivePools::new(cfg.effective_pools());
     let mut background = Vec::new();
     let mut reconciler_handle = ReconcilerHandle::default();
@@ -217,24 +299,15 @@ pub async fn run(
         oidc,
     });
     let grpc_task = tokio::spawn(grpc::serve(
-        grpc_listener,
+        grpc_listener.clone(),
         tls,
         grpc::GrpcLimits::from(&cfg.limits),
         grpc::EnrollmentService::new(enroller.clone(), &cfg.limits),
         grpc::FleetService::new(sessions, enroller, &cfg.limits),
         listeners.clone(),
     ));
-    let http_tls = if cfg.http_tls {
-        let mut c = (*autogit_certs::tls::server_config(ca.cert_pem(), &chain, &key)
-            .context("build HTTPS config")?)
-        .clone();
-        c.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Some(Arc::new(c))
-    } else {
-        None
-    };
     let http_task = tokio::spawn(http::serve(
-        http_listener,
+        http_listener.clone(),
         http_tls,
         router,
         http::HttpLimits::from(&cfg.limits),
@@ -254,8 +327,16 @@ pub async fn run(
         tasks.clone(),
     )));
 
-    shutdown.cancelled().await;
-    tracing::info!("shutting down");
+    let lost_leadership = tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = lost.cancelled() => true,
+    };
+    if lost_leadership {
+        // Stop acting at once: no session, no command, no write after this.
+        tracing::error!(replica = %replica.id, epoch = won.epoch, "lost the leader lease: stopping");
+    } else {
+        tracing::info!("shutting down");
+    }
     let drain = async {
         listeners.cancel();
         fleet.close_all_sessions();
@@ -270,8 +351,21 @@ pub async fn run(
     if tokio::time::timeout(DRAIN_DEADLINE, drain).await.is_err() {
         tracing::warn!("shutdown deadline passed; abandoning remaining tasks");
     }
-    db.close().await;
-    Ok(())
+    let why = keeper.await.ok().flatten();
+    reporting.cancel();
+    let _ = reporter.await;
+    if why.is_none() {
+        // A clean stop hands the lease on at once.
+        let _ = unfenced.release_lease(&replica.id, won.epoch).await;
+    }
+    unfenced.close().await;
+    match why {
+        Some(why) => anyhow::bail!(
+            "lost the leader lease (epoch {}, {why:?}); exiting so this replica restarts as a follower",
+            won.epoch
+        ),
+        None => Ok(()),
+    }
 }
 
 /// SIGHUP reloads the config (see [`crate::reload`]); the outcome is logged

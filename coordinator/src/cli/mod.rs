@@ -117,6 +117,9 @@ pub enum Command {
     Cordon { id: String },
     /// Allow placements on an agent again (also ends a drain).
     Uncordon { id: String },
+    /// Replicas sharing this database: the leader, the lease epoch and age (reads the database).
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// Move the whole state (agents, tokens, runners, audit log) into another, empty database; stop the coordinator first.
     Migrate {
         /// The database to read (default: --database, else the data dir's SQLite file).
@@ -188,6 +191,15 @@ pub enum AdminTokenCmd {
     },
     /// Revoke an admin token by id.
     Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// The leader, the epoch, the lease's age, and every replica seen lately.
+    Status {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -507,6 +519,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = load_config(&cli, Overrides::default())?;
             return admin_cert_cmd(&cfg, cmd).await;
         }
+        Command::Cluster(ClusterCmd::Status { output }) => {
+            let cfg = load_config(&cli, Overrides::default())?;
+            let db = open_db(&cfg).await?;
+            let status = crate::cluster::status(&db, cfg.cluster.lease_ttl).await;
+            db.close().await;
+            return render::cluster(*output, &status?);
+        }
         Command::Migrate { from, to } => {
             let cfg = load_config(&cli, Overrides::default())?;
             let from = match from {
@@ -602,6 +621,7 @@ async fn fleet_cmd(b: &Backend, cmd: &Command) -> anyhow::Result<()> {
         | Command::AdminSession(_)
         | Command::AdminCert(_)
         | Command::Migrate { .. }
+        | Command::Cluster(_)
         | Command::Completions { .. } => {}
     }
     Ok(())

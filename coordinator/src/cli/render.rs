@@ -408,3 +408,41 @@ mod tests {
         assert_eq!(super::wait_objective(&serde_json::Value::Null), "-");
     }
 }
+
+/// `cluster status`: the lease, then one row per replica.
+pub fn cluster(out: Output, status: &crate::cluster::Status) -> anyhow::Result<()> {
+    if out == Output::Json {
+        println!("{}", serde_json::to_string_pretty(status)?);
+        return Ok(());
+    }
+    let secs = |ms: i64| format!("{:.1}s", ms as f64 / 1000.0);
+    println!("epoch:  {}", status.epoch);
+    match (&status.leader, status.lease_age_ms) {
+        (Some(id), Some(age)) => println!(
+            "leader: {id} (lease taken {} ago, runs out in {} unless renewed)",
+            secs(age),
+            secs(status.lease_expires_in_ms)
+        ),
+        _ => println!("leader: none (the lease has run out; a replica will take it)"),
+    }
+    let rows: Vec<Value> = status
+        .replicas
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap_or_default())
+        .collect();
+    print(
+        out,
+        &rows,
+        &["ID", "ROLE", "HOST", "HTTP", "GRPC", "LAST SEEN"],
+        |r| {
+            vec![
+                s(&r["id"]),
+                s(&r["role"]),
+                s(&r["hostname"]),
+                s(&r["http_addr"]),
+                s(&r["grpc_addr"]),
+                format!("{} ago", secs(r["last_seen_ms_ago"].as_i64().unwrap_or(0))),
+            ]
+        },
+    )
+}

@@ -42,6 +42,7 @@ const KEYS: &[&str] = &[
     "roles",
     "oidc",
     "database",
+    "cluster",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,6 +53,9 @@ pub struct Config {
     /// Where the state lives when not in the data dir's SQLite file.
     #[serde(default, skip_serializing)]
     pub database: DatabaseConfig,
+    /// Leadership among replicas that share one PostgreSQL.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     /// gRPC (mTLS) listener for agents.
     pub grpc_listen: SocketAddr,
     /// HTTP listener: /healthz, /readyz, webhooks, admin API.
@@ -103,6 +107,30 @@ pub struct DatabaseConfig {
     /// `sqlite://PATH` or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`;
     /// unset: `sqlite://<data_dir>/autogit.db`.
     pub url: Option<crate::db::DatabaseUrl>,
+}
+
+/// `[cluster]`: the leader lease (ADR 0018).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// How long a leader's lease runs without renewal. A dead leader is
+    /// replaced within about `lease_ttl * 4/3`; a leader that cannot renew
+    /// stops acting `lease_ttl / 5` before its lease could end.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// The host name or IP other replicas and operators reach this one by
+    /// (shown by `cluster status` and by followers' `/readyz`). Default:
+    /// the listen address, or the host name when listening on all.
+    pub advertise_host: Option<String>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            lease_ttl: Duration::from_secs(10),
+            advertise_host: None,
+        }
+    }
 }
 
 impl Config {
@@ -385,6 +413,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("/var/lib/autogit"),
             database: DatabaseConfig::default(),
+            cluster: ClusterConfig::default(),
             grpc_listen: "0.0.0.0:7443".parse().expect("valid literal"),
             http_listen: "0.0.0.0:8080".parse().expect("valid literal"),
             http_tls: false,
@@ -495,6 +524,9 @@ impl Config {
         }
         if let Some(Err((key, problem))) = self.oidc.as_ref().map(oidc::OidcConfig::validate) {
             return invalid(key, problem);
+        }
+        if !(Duration::from_secs(3)..=Duration::from_secs(300)).contains(&self.cluster.lease_ttl) {
+            return invalid("cluster.lease_ttl", "must be between 3s and 5m".into());
         }
         if self.tls.agent_cert_ttl < Duration::from_secs(5) {
             return invalid("tls.agent_cert_ttl", "must be at least 5s".into());

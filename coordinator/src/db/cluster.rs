@@ -28,7 +28,7 @@ pub struct ReplicaRow {
 }
 
 /// One change of leader.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
 pub struct EpochRow {
     pub epoch: i64,
     pub holder: String,
@@ -76,6 +76,11 @@ impl Db {
         }
     }
 
+    /// The epoch this handle's writes are fenced by, if any.
+    pub fn epoch(&self) -> Option<i64> {
+        self.fence.as_ref().map(|f| f.epoch)
+    }
+
     /// The database's clock, Unix milliseconds.
     pub async fn now_ms(&self) -> Result<i64, DbError> {
         Ok(match &self.pool {
@@ -93,23 +98,36 @@ impl Db {
         Ok(on_pool!(self, p => sqlx::query_as(q).fetch_one(p).await)?)
     }
 
-    /// Take the lease for `holder` if nobody holds it at `now`: the epoch
-    /// grows by one and is logged. `None` when another holder's lease runs.
+    /// Take the lease for `holder` if nobody holds it at `now` (or at once
+    /// with `force`: a single coordinator on SQLite deposes any earlier
+    /// process on the same file): the epoch grows by one and is logged.
+    /// `None` when another holder's lease runs.
     pub async fn acquire_lease(
         &self,
         holder: &str,
         now: i64,
         ttl_ms: i64,
     ) -> Result<Option<i64>, DbError> {
+        self.take_lease(holder, now, ttl_ms, false).await
+    }
+
+    pub async fn take_lease(
+        &self,
+        holder: &str,
+        now: i64,
+        ttl_ms: i64,
+        force: bool,
+    ) -> Result<Option<i64>, DbError> {
         Ok(on_pool!(self, p => {
             let mut tx = p.begin().await?;
             let epoch: Option<i64> = sqlx::query_scalar(
                 "UPDATE leader_lease SET holder = $1, epoch = epoch + 1, acquired_at = $2, expires_at = $3 \
-                 WHERE id = 1 AND expires_at <= $2 RETURNING epoch",
+                 WHERE id = 1 AND (expires_at <= $2 OR $4) RETURNING epoch",
             )
             .bind(holder)
             .bind(now)
             .bind(now + ttl_ms)
+            .bind(force)
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(epoch) = epoch {

@@ -356,7 +356,10 @@ pub fn coordinator_message(cmd: AgentCommand) -> Result<pb::CoordinatorMessage, 
         }),
         AgentCommand::Close(reason) => return Err(reason.into()),
     };
-    Ok(pb::CoordinatorMessage { msg: Some(msg) })
+    Ok(pb::CoordinatorMessage {
+        msg: Some(msg),
+        epoch: 0,
+    })
 }
 
 #[cfg(test)]

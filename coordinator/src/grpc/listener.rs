@@ -82,7 +82,7 @@ impl Caps {
 }
 
 fn incoming(
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     tls: Arc<ServerConfig>,
     limits: GrpcLimits,
     shutdown: CancellationToken,
@@ -168,7 +168,7 @@ fn incoming(
 
 /// Serve both services on `listener` until `shutdown` is cancelled.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     tls: Arc<ServerConfig>,
     limits: GrpcLimits,
     enrollment: EnrollmentService,

@@ -46,11 +46,14 @@ pub async fn open(
             return Err(ProtocolError::invalid("msg", "the first message must be Hello").into());
         }
     };
+    // Every message carries the leader's epoch; agents refuse lower ones.
+    let epoch = sessions.db.epoch().unwrap_or(0).max(0) as u64;
     let welcome = pb::CoordinatorMessage {
         msg: Some(pb::coordinator_message::Msg::Welcome(pb::Welcome {
             agent_id: agent.to_string(),
             heartbeat_interval_ms: sessions.heartbeat_interval().as_millis() as u32,
         })),
+        epoch,
     };
     let (sid, commands) = sessions
         .open(agent, hello)
@@ -58,7 +61,9 @@ pub async fn open(
         .map_err(|e| Status::permission_denied(e.to_string()))?;
     tokio::spawn(read_loop(sessions.clone(), agent, sid, inbound));
     let out = tokio_stream::once(Ok(welcome))
-        .chain(ReceiverStream::new(commands).map(coordinator_message));
+        .chain(ReceiverStream::new(commands).map(move |c| {
+            coordinator_message(c).map(|m| pb::CoordinatorMessage { epoch, ..m })
+        }));
     Ok(Box::pin(out))
 }
 

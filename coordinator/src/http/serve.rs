@@ -62,7 +62,7 @@ impl Default for HttpLimits {
 
 /// Serve `router` on `listener` until `shutdown`, over TLS when `tls` is given.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     tls: Option<Arc<rustls::ServerConfig>>,
     router: Router,
     limits: HttpLimits,
