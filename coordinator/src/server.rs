@@ -88,7 +88,11 @@ pub async fn run(
     let metrics = Arc::new(crate::metrics::Metrics::new());
 
     // Leadership: followers serve health and readiness until the lease is theirs.
-    let replica = cluster::Replica::new(cfg.cluster.advertise_host.as_deref(), bound.http, bound.grpc);
+    let replica = cluster::Replica::new(
+        cfg.cluster.advertise_host.as_deref(),
+        bound.http,
+        bound.grpc,
+    );
     let timing = lease::LeaseTiming {
         ttl: cfg.cluster.lease_ttl,
     };
@@ -147,9 +151,15 @@ pub async fn run(
     });
     let lost = CancellationToken::new();
     let keeper = {
-        let (store, holder, lost, shutdown) =
-            (store.clone(), replica.id.clone(), lost.clone(), shutdown.clone());
-        tokio::spawn(async move { lease::keep(&store, &holder, won, timing, &lost, &shutdown).await })
+        let (store, holder, lost, shutdown) = (
+            store.clone(),
+            replica.id.clone(),
+            lost.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(
+            async move { lease::keep(&store, &holder, won, timing, &lost, &shutdown).await },
+        )
     };
 
     let audit = Audit::new(db.clone());
@@ -163,7 +173,6 @@ pub async fn run(
         &db.revoked_agent_ids().await?,
         timings,
     );
-
 
     let enroller = Enroller::new(
         db.clone(),

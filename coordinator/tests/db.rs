@@ -9,8 +9,8 @@ use std::pin::Pin;
 
 use autogit_coordinator::db::{
     self, AdminCertKey, AdminCertRow, AdminSessionRow, AdminTokenRow, AgentCerts, AgentRow,
-    DatabaseUrl, Db, DbError, EventFilter, Fence, GpuRow, Liveness, NewEvent, PersonSessionRow, RunnerRow,
-    RunnerWrite, TokenRow, TokenUse,
+    DatabaseUrl, Db, DbError, EventFilter, Fence, GpuRow, Liveness, NewEvent, PersonSessionRow,
+    RunnerRow, RunnerWrite, TokenRow, TokenUse,
 };
 use autogit_tests::postgres::Postgres;
 
@@ -776,51 +776,158 @@ async fn one_leader_at_a_time_with_growing_epochs(db: Db) {
     // Five candidates race for a free lease: one wins.
     let tries = (0..5).map(|i| {
         let db = db.clone();
-        async move { db.acquire_lease(&format!("c{i}"), 1_000, 5_000).await.expect("acquire") }
+        async move {
+            db.acquire_lease(&format!("c{i}"), 1_000, 5_000)
+                .await
+                .expect("acquire")
+        }
     });
-    let won: Vec<i64> = futures::future::join_all(tries).await.into_iter().flatten().collect();
+    let won: Vec<i64> = futures::future::join_all(tries)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
     assert_eq!(won, [1]);
     let first = db.lease().await.expect("lease");
     let leader = first.holder.clone().expect("a holder");
     assert_eq!((first.epoch, first.expires_at), (1, 6_000));
-    assert_eq!(db.acquire_lease("late", 5_999, 5_000).await.expect("acquire"), None, "lease still runs");
-    assert!(db.renew_lease(&leader, 1, 5_000, 5_000).await.expect("renew"));
-    assert_eq!(db.acquire_lease("late", 9_999, 5_000).await.expect("acquire"), None, "renewed to 10,000");
-    assert!(!db.renew_lease(&leader, 1, 10_000, 5_000).await.expect("renew"), "a lapsed lease is not renewed");
-    assert_eq!(db.acquire_lease("late", 10_000, 5_000).await.expect("acquire"), Some(2));
-    assert!(!db.renew_lease(&leader, 1, 10_001, 5_000).await.expect("renew"), "taken over");
+    assert_eq!(
+        db.acquire_lease("late", 5_999, 5_000)
+            .await
+            .expect("acquire"),
+        None,
+        "lease still runs"
+    );
+    assert!(
+        db.renew_lease(&leader, 1, 5_000, 5_000)
+            .await
+            .expect("renew")
+    );
+    assert_eq!(
+        db.acquire_lease("late", 9_999, 5_000)
+            .await
+            .expect("acquire"),
+        None,
+        "renewed to 10,000"
+    );
+    assert!(
+        !db.renew_lease(&leader, 1, 10_000, 5_000)
+            .await
+            .expect("renew"),
+        "a lapsed lease is not renewed"
+    );
+    assert_eq!(
+        db.acquire_lease("late", 10_000, 5_000)
+            .await
+            .expect("acquire"),
+        Some(2)
+    );
+    assert!(
+        !db.renew_lease(&leader, 1, 10_001, 5_000)
+            .await
+            .expect("renew"),
+        "taken over"
+    );
     db.release_lease("late", 2).await.expect("release");
-    assert_eq!(db.acquire_lease(&leader, 10_002, 5_000).await.expect("acquire"), Some(3), "released: free at once");
-    let log: Vec<(i64, String)> = db.epochs().await.expect("epochs").into_iter().map(|e| (e.epoch, e.holder)).collect();
+    assert_eq!(
+        db.acquire_lease(&leader, 10_002, 5_000)
+            .await
+            .expect("acquire"),
+        Some(3),
+        "released: free at once"
+    );
+    let log: Vec<(i64, String)> = db
+        .epochs()
+        .await
+        .expect("epochs")
+        .into_iter()
+        .map(|e| (e.epoch, e.holder))
+        .collect();
     assert_eq!(log, [(1, leader.clone()), (2, "late".into()), (3, leader)]);
 }
 
 async fn a_deposed_leaders_writes_are_fenced(db: Db) {
-    let old = db.acquire_lease("old", 1_000, 1_000).await.expect("acquire").expect("old leads");
-    let old_db = db.fenced(Fence { holder: "old".into(), epoch: old });
-    old_db.upsert_runner(&runner("r1", "busy", 1)).await.expect("the leader writes");
-    old_db.insert_event(1, "k", "test", None, None, &serde_json::json!({})).await.expect("event");
+    let old = db
+        .acquire_lease("old", 1_000, 1_000)
+        .await
+        .expect("acquire")
+        .expect("old leads");
+    let old_db = db.fenced(Fence {
+        holder: "old".into(),
+        epoch: old,
+    });
+    old_db
+        .upsert_runner(&runner("r1", "busy", 1))
+        .await
+        .expect("the leader writes");
+    old_db
+        .insert_event(1, "k", "test", None, None, &serde_json::json!({}))
+        .await
+        .expect("event");
     // It pauses; its lease runs out and another replica takes over.
-    let new = db.acquire_lease("new", 2_001, 1_000).await.expect("acquire").expect("new leads");
-    let new_db = db.fenced(Fence { holder: "new".into(), epoch: new });
+    let new = db
+        .acquire_lease("new", 2_001, 1_000)
+        .await
+        .expect("acquire")
+        .expect("new leads");
+    let new_db = db.fenced(Fence {
+        holder: "new".into(),
+        epoch: new,
+    });
     let stale = vec![
         RunnerWrite::Runner(Box::new(runner("r1", "exited", 1))),
         RunnerWrite::Runner(Box::new(runner("r2", "provisioning", 2))),
     ];
-    assert!(matches!(old_db.write_runners(&stale).await, Err(DbError::Fenced { epoch: 1 })));
     assert!(matches!(
-        old_db.insert_event(2, "k", "test", None, None, &serde_json::json!({})).await,
+        old_db.write_runners(&stale).await,
+        Err(DbError::Fenced { epoch: 1 })
+    ));
+    assert!(matches!(
+        old_db
+            .insert_event(2, "k", "test", None, None, &serde_json::json!({}))
+            .await,
         Err(DbError::Fenced { .. })
     ));
-    assert!(matches!(old_db.set_agent_state("a1", "lost", None).await, Err(DbError::Fenced { .. })));
-    assert!(matches!(old_db.flush_liveness(&[Liveness { id: "a1".into(), state: "lost".into(), last_seen: 1, load: None }]).await, Err(DbError::Fenced { .. })));
-    assert_eq!(db.get_runner("r1").await.expect("get").expect("r1").state, "busy", "nothing of it committed");
+    assert!(matches!(
+        old_db.set_agent_state("a1", "lost", None).await,
+        Err(DbError::Fenced { .. })
+    ));
+    assert!(matches!(
+        old_db
+            .flush_liveness(&[Liveness {
+                id: "a1".into(),
+                state: "lost".into(),
+                last_seen: 1,
+                load: None
+            }])
+            .await,
+        Err(DbError::Fenced { .. })
+    ));
+    assert_eq!(
+        db.get_runner("r1").await.expect("get").expect("r1").state,
+        "busy",
+        "nothing of it committed"
+    );
     assert!(db.get_runner("r2").await.expect("get").is_none());
-    assert_eq!(db.list_events(&EventFilter::default()).await.expect("events").len(), 1);
-    new_db.write_runners(&stale).await.expect("the new leader writes");
-    assert_eq!(db.get_runner("r1").await.expect("get").expect("r1").state, "exited");
+    assert_eq!(
+        db.list_events(&EventFilter::default())
+            .await
+            .expect("events")
+            .len(),
+        1
+    );
+    new_db
+        .write_runners(&stale)
+        .await
+        .expect("the new leader writes");
+    assert_eq!(
+        db.get_runner("r1").await.expect("get").expect("r1").state,
+        "exited"
+    );
     // An unfenced handle (CLI, followers' own bookkeeping) is not fenced.
-    db.insert_event(3, "k", "cli", None, None, &serde_json::json!({})).await.expect("unfenced");
+    db.insert_event(3, "k", "cli", None, None, &serde_json::json!({}))
+        .await
+        .expect("unfenced");
 }
 
 async fn replicas_report_and_age_out(db: Db) {
@@ -834,10 +941,16 @@ async fn replicas_report_and_age_out(db: Db) {
     };
     db.report_replica(&replica("r1", 1_000)).await.expect("r1");
     db.report_replica(&replica("r2", 1_000)).await.expect("r2");
-    db.report_replica(&replica("r1", 5_000)).await.expect("r1 again");
+    db.report_replica(&replica("r1", 5_000))
+        .await
+        .expect("r1 again");
     let seen = db.replicas(2_000).await.expect("replicas");
     assert_eq!(seen, [replica("r1", 5_000)], "r2 aged out, r1 refreshed");
-    assert_eq!(db.replicas(0).await.expect("replicas").len(), 1, "aged-out rows are gone");
+    assert_eq!(
+        db.replicas(0).await.expect("replicas").len(),
+        1,
+        "aged-out rows are gone"
+    );
 }
 
 // ---- migrate ----------------------------------------------------------
@@ -845,7 +958,10 @@ async fn replicas_report_and_age_out(db: Db) {
 /// A store with a row in every table.
 async fn populate(db: &Db) {
     for (holder, now) in [("first", 1_000), ("second", 100_000)] {
-        db.acquire_lease(holder, now, 1_000).await.expect("lease").expect("free");
+        db.acquire_lease(holder, now, 1_000)
+            .await
+            .expect("lease")
+            .expect("free");
     }
     db.insert_token(&token("t1", 3, 10_000))
         .await

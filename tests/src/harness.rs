@@ -186,6 +186,20 @@ impl Coordinator {
         Ok(c)
     }
 
+    /// Another replica of this coordinator: the same data dir (so the same
+    /// CA), config and environment, its own process and ports.
+    pub fn replica(&self) -> Coordinator {
+        Coordinator {
+            dir: self.dir.clone(),
+            config: self.config.clone(),
+            proc: None,
+            grpc: None,
+            http: None,
+            env: self.env.clone(),
+            _tmp: None,
+        }
+    }
+
     fn command(&self) -> Command {
         let mut cmd = Command::new(bin("autogit-coordinator"));
         cmd.arg("--data-dir")

@@ -78,7 +78,13 @@ impl LeaseStore for DbLease {
     async fn take(&self, holder: &str, now: i64, ttl_ms: i64) -> Result<Option<i64>, DbError> {
         self.db.take_lease(holder, now, ttl_ms, self.force).await
     }
-    async fn renew(&self, holder: &str, epoch: i64, now: i64, ttl_ms: i64) -> Result<bool, DbError> {
+    async fn renew(
+        &self,
+        holder: &str,
+        epoch: i64,
+        now: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, DbError> {
         self.db.renew_lease(holder, epoch, now, ttl_ms).await
     }
     async fn epoch(&self) -> Result<i64, DbError> {
@@ -216,7 +222,10 @@ mod tests {
                 std::future::pending::<()>().await;
             }
             if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(DbError::Corrupt { what: "connection", detail: "reset".into() });
+                return Err(DbError::Corrupt {
+                    what: "connection",
+                    detail: "reset".into(),
+                });
             }
             Ok(())
         }
@@ -249,7 +258,13 @@ mod tests {
             }
             Ok(None)
         }
-        async fn renew(&self, holder: &str, epoch: i64, now: i64, ttl: i64) -> Result<bool, DbError> {
+        async fn renew(
+            &self,
+            holder: &str,
+            epoch: i64,
+            now: i64,
+            ttl: i64,
+        ) -> Result<bool, DbError> {
             self.gate().await?;
             let mut l = self.lease.lock().unwrap();
             if l.0.as_deref() == Some(holder) && l.1 == epoch && l.2 > now {
@@ -272,7 +287,9 @@ mod tests {
     async fn a_leader_that_cannot_renew_stops_before_its_lease_can_end() {
         let store = Fake::default();
         let stop = CancellationToken::new();
-        let won = acquire(&store, "a", TIMING, &stop, |_| {}).await.expect("won");
+        let won = acquire(&store, "a", TIMING, &stop, |_| {})
+            .await
+            .expect("won");
         assert_eq!(won.epoch, 1);
         let expires = store.expires();
         // The database stops answering (cut off, or paused with us).
@@ -293,7 +310,9 @@ mod tests {
     async fn renewals_keep_a_leader_and_errors_within_the_lease_are_retried() {
         let store = Fake::default();
         let stop = CancellationToken::new();
-        let won = acquire(&store, "a", TIMING, &stop, |_| {}).await.expect("won");
+        let won = acquire(&store, "a", TIMING, &stop, |_| {})
+            .await
+            .expect("won");
         let lost = CancellationToken::new();
         let keeper = {
             let lost = lost.clone();
@@ -321,13 +340,21 @@ mod tests {
     async fn a_taken_over_lease_is_given_up_and_a_follower_wins_it_after_it_runs_out() {
         let store = Fake::default();
         let stop = CancellationToken::new();
-        let won = acquire(&store, "a", TIMING, &stop, |_| {}).await.expect("won");
+        let won = acquire(&store, "a", TIMING, &stop, |_| {})
+            .await
+            .expect("won");
         let started = Instant::now();
         // "a" dies: nobody renews. "b" keeps trying and wins once it runs out.
         let mut seen = Vec::new();
-        let b = acquire(&store, "b", TIMING, &stop, |e| seen.push(e)).await.expect("b won");
+        let b = acquire(&store, "b", TIMING, &stop, |e| seen.push(e))
+            .await
+            .expect("b won");
         assert_eq!(b.epoch, 2);
-        assert!(started.elapsed() <= TIMING.ttl + TIMING.renew_every(), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() <= TIMING.ttl + TIMING.renew_every(),
+            "{:?}",
+            started.elapsed()
+        );
         assert!(seen.iter().all(|e| *e == 1));
         // "a" wakes up and tries to go on: its renewal is refused.
         let lost = CancellationToken::new();
@@ -335,7 +362,10 @@ mod tests {
             act_until: Instant::now() + TIMING.ttl,
             ..won
         };
-        assert_eq!(keep(&store, "a", late, TIMING, &lost, &stop).await, Some(Lost::TakenOver));
+        assert_eq!(
+            keep(&store, "a", late, TIMING, &lost, &stop).await,
+            Some(Lost::TakenOver)
+        );
         assert!(lost.is_cancelled());
     }
 }

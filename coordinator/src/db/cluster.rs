@@ -163,7 +163,8 @@ impl Db {
     /// Give the lease up at once (a clean shutdown), so a follower need not
     /// wait for it to run out.
     pub async fn release_lease(&self, holder: &str, epoch: i64) -> Result<(), DbError> {
-        let q = "UPDATE leader_lease SET expires_at = 0 WHERE id = 1 AND holder = $1 AND epoch = $2";
+        let q =
+            "UPDATE leader_lease SET expires_at = 0 WHERE id = 1 AND holder = $1 AND epoch = $2";
         on_pool!(self, p => sqlx::query(q).bind(holder).bind(epoch).execute(p).await.map(drop))?;
         Ok(())
     }

@@ -60,10 +60,10 @@ pub async fn open(
         .await
         .map_err(|e| Status::permission_denied(e.to_string()))?;
     tokio::spawn(read_loop(sessions.clone(), agent, sid, inbound));
-    let out = tokio_stream::once(Ok(welcome))
-        .chain(ReceiverStream::new(commands).map(move |c| {
-            coordinator_message(c).map(|m| pb::CoordinatorMessage { epoch, ..m })
-        }));
+    let out = tokio_stream::once(Ok(welcome)).chain(
+        ReceiverStream::new(commands)
+            .map(move |c| coordinator_message(c).map(|m| pb::CoordinatorMessage { epoch, ..m })),
+    );
     Ok(Box::pin(out))
 }
 

@@ -451,6 +451,7 @@ mod sim {
         let interval = match inbound.message().await {
             Ok(Some(pb::CoordinatorMessage {
                 msg: Some(pb::coordinator_message::Msg::Welcome(w)),
+                ..
             })) => Duration::from_millis(u64::from(w.heartbeat_interval_ms)),
             Ok(Some(_)) => bail!("the coordinator's first message was not Welcome"),
             Ok(None) => bail!("the coordinator closed the session before Welcome"),

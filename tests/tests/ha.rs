@@ -1,0 +1,192 @@
+//! Several coordinators on one PostgreSQL (ADR 0018), for real: three
+//! replica processes sharing a private PostgreSQL cluster and a data dir
+//! (the CA), an agent that knows all three, the GitLab simulator, and a
+//! real dockerd.
+
+use std::time::{Duration, Instant};
+
+use autogit_tests::gitlab_sim::NewJob;
+use autogit_tests::harness::{Agent, Coordinator, Sim, assert_nothing_left, test_pool, wait_for};
+use autogit_tests::postgres::Postgres;
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(45);
+
+fn status(c: &Coordinator) -> Value {
+    let out = c
+        .cli_ok(&["cluster", "status", "--output", "json"])
+        .expect("cluster status");
+    serde_json::from_str(&out).expect("status json")
+}
+
+/// The replica `status` names as leader, by its HTTP address.
+fn leader_http(status: &Value) -> Option<String> {
+    status["replicas"]
+        .as_array()?
+        .iter()
+        .find(|r| r["role"] == "leader")
+        .and_then(|r| r["http_addr"].as_str())
+        .map(str::to_string)
+}
+
+fn readyz(c: &Coordinator) -> (u16, String) {
+    let http = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut r = http.get(&c.http_url("/readyz")).call().expect("readyz");
+    let body = r.body_mut().read_to_string().unwrap_or_default();
+    (r.status().as_u16(), body)
+}
+
+#[test]
+fn killing_the_leader_mid_job_elects_another_within_seconds_and_ci_goes_on_with_nothing_lost_or_doubled()
+ {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.create_db("autogit");
+    let sim = Sim::start().unwrap();
+    let cfg = format!(
+        "{}\n[demand]\npoll_interval = \"1s\"\n[scheduler]\ngc_interval = \"2s\"\n[cluster]\nlease_ttl = \"6s\"\n{}",
+        sim.gitlab_config(),
+        test_pool("amd64", &["amd64"], "x86_64", "")
+    );
+    let mut first = Coordinator::init(&cfg).unwrap();
+    first
+        .env
+        .push(("AUTOGIT_DATABASE__URL".into(), url.clone()));
+    first.start().unwrap();
+    let mut replicas = vec![first.replica(), first.replica()];
+    for r in &mut replicas {
+        r.start().unwrap();
+    }
+    replicas.insert(0, first);
+    // One leader, two followers; a load balancer would route to the leader.
+    let s = status(&replicas[0]);
+    assert_eq!(s["epoch"], 1, "{s:#}");
+    assert_eq!(
+        leader_http(&s).as_deref(),
+        Some(replicas[0].http.unwrap().to_string().as_str()),
+        "{s:#}"
+    );
+    assert_eq!(readyz(&replicas[0]).0, 200);
+    let leader_addr = replicas[0].http.unwrap().to_string();
+    for follower in &replicas[1..] {
+        let (code, body) = readyz(follower);
+        assert_eq!(code, 503, "a follower is not ready: {body}");
+        assert!(body.contains(&format!("leader: {leader_addr}")), "{body}");
+    }
+    wait_for(T, "three replicas in cluster status", || {
+        (status(&replicas[0])["replicas"].as_array()?.len() == 3).then_some(())
+    })
+    .unwrap();
+
+    // Two agents that know every replica.
+    let addrs: Vec<String> = replicas.iter().map(|r| r.grpc_addr()).collect();
+    let mut agents = Vec::new();
+    for _ in 0..2 {
+        let mut agent = Agent::new("").unwrap();
+        let id = agent
+            .join_ok(&addrs.join(","), &replicas[0].token(&[]).unwrap())
+            .unwrap();
+        agent.start().unwrap();
+        replicas[0].wait_agent_state(&id, "ready", T).unwrap();
+        agents.push((agent, id));
+    }
+
+    // A job runs on the leader's runner; the leader is SIGKILLed meanwhile.
+    let job = sim.handle.create_job(NewJob {
+        project_id: 7,
+        tags: vec!["amd64".into()],
+        duration_ms: Some(8_000),
+        ..Default::default()
+    });
+    wait_for(T, "job running", || {
+        (sim.handle.job(job.id)?.status == "running").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", replicas[0].logs()));
+    let busy = wait_for(
+        T,
+        "the leader's record of the runner taking the job",
+        || {
+            replicas[0]
+                .runners()
+                .ok()?
+                .into_iter()
+                .find(|r| r["job_id"] == job.id)
+        },
+    )
+    .unwrap();
+    let killed_http = replicas[0].http.unwrap().to_string();
+    replicas[0].kill();
+    let killed_at = Instant::now();
+    let mut leader_idx = None;
+    wait_for(Duration::from_secs(15), "a new leader", || {
+        let s = status(&replicas[1]);
+        let l = leader_http(&s).filter(|l| *l != killed_http)?;
+        leader_idx = replicas
+            .iter()
+            .position(|r| r.http.map(|h| h.to_string()) == Some(l.clone()));
+        (s["epoch"] == 2).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", replicas[1].logs(), replicas[2].logs()));
+    let elected = killed_at.elapsed();
+    let leader = &replicas[leader_idx.expect("the leader is one of ours")];
+    assert_eq!(readyz(leader).0, 200);
+    wait_for(
+        Duration::from_secs(15),
+        "both agents' sessions on the new leader",
+        || {
+            let logs = leader.logs();
+            agents
+                .iter()
+                .all(|(_, id)| {
+                    logs.contains(&format!("agent={id}")) && logs.contains("agent session opened")
+                })
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", leader.logs()));
+    let reconnected = killed_at.elapsed();
+    eprintln!("leader elected {elected:?} after the kill; agent back {reconnected:?} after it");
+
+    // The running job finishes, once; a new job gets a runner.
+    wait_for(T, "the running job finishes", || {
+        (sim.handle.job(job.id)?.status == "success").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", leader.logs()));
+    let second = sim.handle.create_job(NewJob {
+        project_id: 7,
+        tags: vec!["amd64".into()],
+        duration_ms: Some(200),
+        ..Default::default()
+    });
+    wait_for(T, "a new job after failover", || {
+        (sim.handle.job(second.id)?.status == "success").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", leader.logs()));
+
+    // The fault suite's counters: no orphaned container or GitLab runner,
+    // no job served twice, no record lost.
+    for (_, id) in &agents {
+        assert_nothing_left(&sim, leader, id);
+    }
+    for j in [job.id, second.id] {
+        assert_eq!(
+            sim.handle.job(j).unwrap().assignment_count,
+            1,
+            "job {j} served once"
+        );
+    }
+    let runners = leader.runners().unwrap();
+    assert_eq!(runners.len(), 2, "{runners:#?}\n{}", leader.logs());
+    assert!(
+        runners
+            .iter()
+            .any(|r| r["id"] == busy["id"] && r["state"] == "exited"),
+        "the old leader's runner record lives on and ends: {runners:#?}"
+    );
+    assert!(runners.iter().all(|r| r["exit_code"] == 0), "{runners:#?}");
+    // One leader at a time: the epoch log has one entry per change.
+    let epochs = status(leader)["recent_epochs"].as_array().unwrap().len();
+    assert_eq!(epochs, 2);
+}
