@@ -425,3 +425,72 @@ fn the_traefik_overlay_composes_and_trusts_only_traefiks_address() {
         assert!(config.contains(line), "{line:?} missing from:\n{config}");
     }
 }
+
+/// `deploy/compose.ha.yaml` composes: PostgreSQL and two coordinators on
+/// one database and one CA volume, the second started after the first has
+/// made the CA; without a database password it refuses to compose. Only
+/// `docker-compose config`: no PostgreSQL image offline (`tests/tests/ha.rs`
+/// runs the replicas themselves against a real PostgreSQL).
+#[test]
+fn the_ha_compose_file_runs_two_replicas_on_one_database_and_needs_a_password() {
+    if !has("docker-compose") {
+        assert!(
+            std::env::var_os("AUTOGIT_REQUIRE_DOCKER").is_none(),
+            "AUTOGIT_REQUIRE_DOCKER is set but docker-compose is missing"
+        );
+        skipped("SKIPPED: needs docker-compose".into());
+        return;
+    }
+    let deploy = repo().join("deploy");
+    let config = ok(Command::new("docker-compose")
+        .current_dir(&deploy)
+        .env("AUTOGIT_DB_PASSWORD", "s3cret")
+        .args(["-f", "compose.ha.yaml", "config"]));
+    // A service's block: from its name to the next key at its indent.
+    let service = |name: &str| -> String {
+        let start = config
+            .find(&format!("\n  {name}:\n"))
+            .unwrap_or_else(|| panic!("{name} missing from:\n{config}"))
+            + 1;
+        let rest = &config[start..];
+        let end = rest
+            .match_indices("\n  ")
+            .map(|(i, _)| i)
+            .find(|&i| !rest[i + 3..].starts_with(' '))
+            .unwrap_or(rest.len());
+        rest[..end].to_string()
+    };
+    for name in ["coordinator-a", "coordinator-b"] {
+        let s = service(name);
+        for line in [
+            "AUTOGIT_DATABASE__URL: postgres://autogit:s3cret@postgres:5432/autogit",
+            "coordinator-data:/var/lib/autogit",
+            "restart: unless-stopped",
+            "condition: service_healthy",
+        ] {
+            assert!(s.contains(line), "{name}: {line:?} missing from:\n{s}");
+        }
+    }
+    assert!(service("coordinator-a").contains("published: 7443"));
+    assert!(
+        service("coordinator-b").contains("published: 7444"),
+        "each replica has its own ports"
+    );
+    assert!(
+        service("coordinator-b").contains("coordinator-a:\n        condition: service_healthy"),
+        "b starts once a has made the CA:\n{}",
+        service("coordinator-b")
+    );
+    let refused = Command::new("docker-compose")
+        .current_dir(&deploy)
+        .env_remove("AUTOGIT_DB_PASSWORD")
+        .args(["-f", "compose.ha.yaml", "config"])
+        .output()
+        .expect("run docker-compose");
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("set AUTOGIT_DB_PASSWORD"),
+        "{}",
+        text(&refused)
+    );
+}
