@@ -118,7 +118,12 @@ pub async fn run(
             let f_http = tokio::spawn(http::serve(
                 http_listener.clone(),
                 http_tls.clone(),
-                follower::router(db.clone(), timing.ttl, metrics_for_followers),
+                follower::router(
+                    db.clone(),
+                    timing.ttl,
+                    metrics_for_followers,
+                    cfg.demand.webhook_secret.clone(),
+                ),
                 limits,
                 following.clone(),
             ));
@@ -213,6 +218,13 @@ pub async fn run(
                 tasks.clone(),
             );
             demand_handle = Some(demand.clone());
+            // Job Hooks followers kept while this replica was not leading.
+            background.push(tokio::spawn(cluster::inbox::drain_loop(
+                db.clone(),
+                demand.clone(),
+                Duration::from_millis(500),
+                tasks.clone(),
+            )));
             let reconciler = Reconciler::new(
                 ReconcilerConfig {
                     pools: pools.clone(),

@@ -190,3 +190,167 @@ fn killing_the_leader_mid_job_elects_another_within_seconds_and_ci_goes_on_with_
     let epochs = status(leader)["recent_epochs"].as_array().unwrap().len();
     assert_eq!(epochs, 2);
 }
+
+/// Acceptance 2 of the HA issue: a paused leader. SIGSTOP it until a
+/// follower has taken over and serves CI, then SIGCONT: the old leader
+/// stops on its own (it cannot have renewed), without a session, a runner
+/// or a second leader in the epoch log.
+#[test]
+fn a_paused_leader_that_wakes_up_after_a_takeover_stops_without_acting() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.create_db("autogit");
+    let sim = Sim::start().unwrap();
+    let cfg = format!(
+        "{}\n[demand]\npoll_interval = \"1s\"\n[scheduler]\ngc_interval = \"2s\"\n[cluster]\nlease_ttl = \"6s\"\n{}",
+        sim.gitlab_config(),
+        test_pool("amd64", &["amd64"], "x86_64", "")
+    );
+    let mut old = Coordinator::init(&cfg).unwrap();
+    old.env.push(("AUTOGIT_DATABASE__URL".into(), url));
+    old.start().unwrap();
+    let mut new = old.replica();
+    new.start().unwrap();
+    let mut agent = Agent::new("").unwrap();
+    let agent_id = agent
+        .join_ok(
+            &format!("{},{}", old.grpc_addr(), new.grpc_addr()),
+            &old.token(&[]).unwrap(),
+        )
+        .unwrap();
+    agent.start().unwrap();
+    old.wait_agent_state(&agent_id, "ready", T).unwrap();
+
+    let paused = old.proc.as_ref().expect("running");
+    paused.signal(nix::sys::signal::Signal::SIGSTOP);
+    let new_http = new.http.unwrap().to_string();
+    wait_for(Duration::from_secs(20), "the follower takes over", || {
+        let s = status(&new);
+        (s["epoch"] == 2 && leader_http(&s).as_deref() == Some(new_http.as_str())).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", new.logs()));
+    // The agent finds the new leader on its own (its session to the
+    // paused one times out), and CI goes on there.
+    wait_for(
+        Duration::from_secs(60),
+        "the agent's session on the new leader",
+        || new.logs().contains("agent session opened").then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", new.logs(), agent.logs()));
+    let job = sim.handle.create_job(NewJob {
+        project_id: 7,
+        tags: vec!["amd64".into()],
+        duration_ms: Some(200),
+        ..Default::default()
+    });
+    wait_for(T, "the job, served by the new leader", || {
+        (sim.handle.job(job.id)?.status == "success").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", new.logs()));
+    let log_before_wake = old.logs().len();
+
+    paused.signal(nix::sys::signal::Signal::SIGCONT);
+    let exit = old
+        .proc
+        .as_mut()
+        .unwrap()
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}: the old leader went on\n{}", old.logs()));
+    assert!(
+        !exit.success(),
+        "a deposed leader exits with an error: {exit:?}"
+    );
+    let woke = old.logs()[log_before_wake..].to_string();
+    assert!(woke.contains("lost the leader lease"), "{woke}");
+    for action in ["agent session opened", "starting runner", "runner created"] {
+        assert!(
+            !woke.contains(action),
+            "the deposed leader acted ({action}):\n{woke}"
+        );
+    }
+    // One leader at a time, and the job served once, by the new one.
+    let epochs: Vec<i64> = status(&new)["recent_epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["epoch"].as_i64())
+        .collect();
+    assert_eq!(epochs, [2, 1]);
+    assert_eq!(sim.handle.job(job.id).unwrap().assignment_count, 1);
+    assert_nothing_left(&sim, &new, &agent_id);
+}
+
+/// Acceptance 4 of the HA issue: GitLab's webhook reaches a follower while
+/// the leader is dead. The follower checks it and keeps it in PostgreSQL;
+/// the replica that takes over takes it in and serves the job. (Its first
+/// poll would find the job too; the log shows the kept webhook was taken.)
+#[test]
+fn a_webhook_sent_to_a_follower_while_there_is_no_leader_is_served_after_failover() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.create_db("autogit");
+    let sim = Sim::start().unwrap();
+    let cfg = format!(
+        "{}\n[demand]\npoll_interval = \"300s\"\nwebhook_secret = \"hook-secret\"\n[scheduler]\ngc_interval = \"2s\"\n[cluster]\nlease_ttl = \"6s\"\n{}",
+        sim.gitlab_config(),
+        test_pool("amd64", &["amd64"], "x86_64", "")
+    );
+    let mut leader = Coordinator::init(&cfg).unwrap();
+    leader.env.push(("AUTOGIT_DATABASE__URL".into(), url));
+    leader.start().unwrap();
+    let mut follower = leader.replica();
+    follower.start().unwrap();
+    let mut agent = Agent::new("").unwrap();
+    let agent_id = agent
+        .join_ok(
+            &format!("{},{}", leader.grpc_addr(), follower.grpc_addr()),
+            &leader.token(&[]).unwrap(),
+        )
+        .unwrap();
+    agent.start().unwrap();
+    leader.wait_agent_state(&agent_id, "ready", T).unwrap();
+    sim.handle
+        .add_hook(autogit_tests::gitlab_sim::NewHook {
+            url: follower.http_url("/webhooks/gitlab"),
+            token: Some("hook-secret".into()),
+            project_id: None,
+        })
+        .unwrap();
+
+    leader.kill();
+    let job = sim.handle.create_job(NewJob {
+        project_id: 7,
+        tags: vec!["amd64".into()],
+        duration_ms: Some(200),
+        ..Default::default()
+    });
+    wait_for(
+        Duration::from_secs(10),
+        "the follower accepts the webhook",
+        || {
+            sim.handle
+                .deliveries()
+                .iter()
+                .flat_map(|d| d.attempts.iter())
+                .any(|a| {
+                    matches!(
+                        a.outcome,
+                        autogit_tests::gitlab_sim::AttemptOutcome::Delivered { status: 200 }
+                    )
+                })
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:#?}\n{}", sim.handle.deliveries(), follower.logs()));
+    wait_for(T, "the job, served after failover", || {
+        (sim.handle.job(job.id)?.status == "success").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", follower.logs()));
+    assert!(
+        follower
+            .logs()
+            .contains("taking in webhooks that followers kept"),
+        "{}",
+        follower.logs()
+    );
+    assert_eq!(sim.handle.job(job.id).unwrap().assignment_count, 1);
+    assert_nothing_left(&sim, &follower, &agent_id);
+}

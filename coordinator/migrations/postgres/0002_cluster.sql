@@ -23,3 +23,10 @@ CREATE TABLE replicas (
     started_at  BIGINT NOT NULL,
     last_seen   BIGINT NOT NULL
 );
+
+-- As in coordinator/migrations/sqlite/0010_cluster.sql.
+CREATE TABLE webhook_inbox (
+    id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    received_at  BIGINT NOT NULL,
+    body         BYTEA NOT NULL
+);

@@ -25,3 +25,11 @@ CREATE TABLE replicas (
     started_at  INTEGER NOT NULL,
     last_seen   INTEGER NOT NULL
 );
+
+-- Job Hooks a follower accepted (their secret checked, their body parsed)
+-- for the leader to take in: none is lost while there is no leader.
+CREATE TABLE webhook_inbox (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at  INTEGER NOT NULL,
+    body         BLOB NOT NULL
+);

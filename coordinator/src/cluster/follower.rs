@@ -8,7 +8,10 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -20,22 +23,42 @@ struct FollowerState {
     db: Db,
     lease_ttl: Duration,
     metrics: Option<Arc<Metrics>>,
+    webhook_secret: Option<SecretString>,
 }
 
 /// The follower's HTTP routes: `/healthz` 200, `/readyz` 503 naming the
 /// leader (so a load balancer routes to the leader), `/metrics` when they
-/// are anonymous, and 503 with the leader's address for everything else.
-pub fn router(db: Db, lease_ttl: Duration, metrics: Option<Arc<Metrics>>) -> Router {
+/// are anonymous, GitLab's webhooks kept for the leader (`inbox.rs`), and
+/// 503 with the leader's address for everything else.
+pub fn router(
+    db: Db,
+    lease_ttl: Duration,
+    metrics: Option<Arc<Metrics>>,
+    webhook_secret: Option<SecretString>,
+) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(scrape))
+        .route(
+            crate::demand::WEBHOOK_PATH,
+            post(webhook).layer(axum::extract::DefaultBodyLimit::max(
+                crate::demand::MAX_WEBHOOK_BODY,
+            )),
+        )
         .fallback(elsewhere)
         .with_state(FollowerState {
             db,
             lease_ttl,
             metrics,
+            webhook_secret,
         })
+}
+
+async fn webhook(State(s): State<FollowerState>, headers: HeaderMap, body: Bytes) -> Response {
+    let (status, message) =
+        super::inbox::accept(&s.db, s.webhook_secret.as_ref(), &headers, &body).await;
+    (status, format!("{message}\n")).into_response()
 }
 
 async fn leader(s: &FollowerState) -> String {

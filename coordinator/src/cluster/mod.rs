@@ -7,6 +7,8 @@
 //!   readiness (503, naming the leader) and metrics, refuses agent
 //!   connections so agents move on to the next address, and watches the
 //!   lease until it can take it.
+//! * [`inbox`]: Job Hooks a follower accepts wait in the database for the
+//!   leader.
 //! * [`Replica`]: what each replica reports about itself for
 //!   `autogit-coordinator cluster status`.
 //!
@@ -16,6 +18,7 @@
 //! supervisor restarts the process as a follower.
 
 pub mod follower;
+pub mod inbox;
 pub mod lease;
 
 use std::net::SocketAddr;

@@ -208,4 +208,38 @@ impl Db {
             .await?
         }))
     }
+
+    /// Keep a Job Hook a follower accepted, unless `max` are waiting
+    /// already (false: refused, so GitLab sees the failure).
+    pub async fn inbox_webhook(&self, body: &[u8], now: i64, max: i64) -> Result<bool, DbError> {
+        let q = "INSERT INTO webhook_inbox (received_at, body) \
+                 SELECT $1, $2 WHERE (SELECT COUNT(*) FROM webhook_inbox) < $3";
+        let n = on_pool!(self, p => {
+            sqlx::query(q).bind(now).bind(body).bind(max).execute(p).await?.rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// Take up to `limit` kept Job Hooks, oldest first, deleting them in
+    /// the same transaction (the leader's handle is fenced, so a deposed
+    /// leader takes none).
+    pub async fn take_inbox(&self, limit: i64) -> Result<Vec<Vec<u8>>, DbError> {
+        Ok(on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            check_fence!(self, tx);
+            let rows: Vec<(i64, Vec<u8>)> =
+                sqlx::query_as("SELECT id, body FROM webhook_inbox ORDER BY id LIMIT $1")
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            if let Some((last, _)) = rows.last() {
+                sqlx::query("DELETE FROM webhook_inbox WHERE id <= $1")
+                    .bind(last)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            rows.into_iter().map(|(_, body)| body).collect()
+        }))
+    }
 }

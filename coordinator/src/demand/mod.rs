@@ -87,7 +87,7 @@ pub use config::{DemandConfig, DemandConfigError, GITLAB_PENDING_TIMEOUT};
 pub use model::{DemandSnapshot, PendingJob, RunnerActivity, Source, unmatched_reason};
 pub use state::{Coverage, JobEvent, PollResult};
 pub use stats::{DemandStats, WebhookOutcome, WebhookStats};
-pub use webhook::{WEBHOOK_PATH, WebhookHeaders, WebhookReply, webhook_router};
+pub use webhook::{MAX_WEBHOOK_BODY, WEBHOOK_PATH, WebhookHeaders, WebhookReply, webhook_router};
 
 use crate::gitlab::SharedGitLab;
 use crate::pools::LivePools;

@@ -108,6 +108,22 @@ fn reply(r: WebhookReply) -> Response {
 }
 
 impl DemandHandle {
+    /// A Job Hook a follower already accepted (its token checked, its body
+    /// parsed) and kept in the database (`cluster/inbox.rs`): queued as a
+    /// fresh delivery would be.
+    pub fn replay(&self, body: &[u8]) -> WebhookOutcome {
+        let outcome = match parse_job_hook(body) {
+            Ok(hook) => match self.inner.hooks.try_send(JobEvent::from(&hook)) {
+                Ok(()) => WebhookOutcome::Accepted,
+                Err(_) => WebhookOutcome::Overloaded,
+            },
+            Err(WebhookError::NotAJobEvent { .. }) => WebhookOutcome::Ignored,
+            Err(WebhookError::Malformed(_)) => WebhookOutcome::Malformed,
+        };
+        self.inner.counters.webhook(outcome);
+        outcome
+    }
+
     /// Processes one webhook delivery (see the module table). Never blocks
     /// and never calls GitLab.
     pub fn receive_webhook(&self, headers: WebhookHeaders<'_>, body: &[u8]) -> WebhookReply {
