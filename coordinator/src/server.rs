@@ -377,7 +377,9 @@ pub async fn run(
     let _ = reporter.await;
     if why.is_none() {
         // A clean stop hands the lease on at once.
-        let _ = unfenced.release_lease(&replica.id, won.epoch).await;
+        if let Ok(now) = unfenced.now_ms().await {
+            let _ = unfenced.release_lease(&replica.id, won.epoch, now).await;
+        }
     }
     unfenced.close().await;
     match why {

@@ -829,7 +829,7 @@ async fn one_leader_at_a_time_with_growing_epochs(db: Db) {
             .expect("renew"),
         "taken over"
     );
-    db.release_lease("late", 2).await.expect("release");
+    db.release_lease("late", 2, 10_001).await.expect("release");
     assert_eq!(
         db.acquire_lease(&leader, 10_002, 5_000)
             .await
@@ -837,14 +837,22 @@ async fn one_leader_at_a_time_with_growing_epochs(db: Db) {
         Some(3),
         "released: free at once"
     );
-    let log: Vec<(i64, String)> = db
+    let log: Vec<(i64, String, i64, i64)> = db
         .epochs()
         .await
         .expect("epochs")
         .into_iter()
-        .map(|e| (e.epoch, e.holder))
+        .map(|e| (e.epoch, e.holder, e.acquired_at, e.expires_at))
         .collect();
-    assert_eq!(log, [(1, leader.clone()), (2, "late".into()), (3, leader)]);
+    assert_eq!(
+        log,
+        [
+            (1, leader.clone(), 1_000, 10_000),
+            (2, "late".into(), 10_000, 10_001),
+            (3, leader, 10_002, 15_002)
+        ],
+        "renewals move an epoch's end and a release ends it: the leases never overlap"
+    );
 }
 
 async fn a_deposed_leaders_writes_are_fenced(db: Db) {

@@ -12,7 +12,10 @@ INSERT INTO leader_lease (id, holder, epoch, acquired_at, expires_at) VALUES (1,
 CREATE TABLE leader_epochs (
     epoch        BIGINT PRIMARY KEY,
     holder       TEXT COLLATE "C" NOT NULL,
-    acquired_at  BIGINT NOT NULL
+    acquired_at  BIGINT NOT NULL,
+    -- Until when this epoch's lease ran (or runs): renewals move it, a
+    -- release ends it. Consecutive epochs never overlap.
+    expires_at   BIGINT NOT NULL
 );
 
 CREATE TABLE replicas (

@@ -14,7 +14,10 @@ INSERT INTO leader_lease (id, holder, epoch, acquired_at, expires_at) VALUES (1,
 CREATE TABLE leader_epochs (
     epoch        INTEGER PRIMARY KEY,
     holder       TEXT NOT NULL,
-    acquired_at  INTEGER NOT NULL
+    acquired_at  INTEGER NOT NULL,
+    -- Until when this epoch's lease ran (or runs): renewals move it, a
+    -- release ends it. Consecutive epochs never overlap.
+    expires_at   INTEGER NOT NULL
 );
 
 CREATE TABLE replicas (

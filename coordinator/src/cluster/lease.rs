@@ -114,7 +114,7 @@ pub async fn try_once(store: &impl LeaseStore, holder: &str, timing: LeaseTiming
         }),
         Ok(Ok(None)) => None,
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "lease: cannot reach the database");
+            tracing::warn!(error = %e, "lease: the database refused or failed the take");
             None
         }
         Err(_) => {

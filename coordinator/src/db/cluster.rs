@@ -33,6 +33,8 @@ pub struct EpochRow {
     pub epoch: i64,
     pub holder: String,
     pub acquired_at: i64,
+    /// Until when its lease ran (or runs, if it is the current one).
+    pub expires_at: i64,
 }
 
 /// Which leadership a [`Db`]'s writes are made under: a write commits only
@@ -131,12 +133,24 @@ impl Db {
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(epoch) = epoch {
-                sqlx::query("INSERT INTO leader_epochs (epoch, holder, acquired_at) VALUES ($1, $2, $3)")
-                    .bind(epoch)
-                    .bind(holder)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                // A forced take ends the lease it replaces now.
+                sqlx::query(
+                    "UPDATE leader_epochs SET expires_at = $1 WHERE epoch = $2 AND expires_at > $1",
+                )
+                .bind(now)
+                .bind(epoch - 1)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO leader_epochs (epoch, holder, acquired_at, expires_at) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(epoch)
+                .bind(holder)
+                .bind(now)
+                .bind(now + ttl_ms)
+                .execute(&mut *tx)
+                .await?;
             }
             tx.commit().await?;
             epoch
@@ -154,24 +168,60 @@ impl Db {
     ) -> Result<bool, DbError> {
         let q = "UPDATE leader_lease SET expires_at = $1 \
                  WHERE id = 1 AND holder = $2 AND epoch = $3 AND expires_at > $4";
-        let n = on_pool!(self, p => {
-            sqlx::query(q).bind(now + ttl_ms).bind(holder).bind(epoch).bind(now).execute(p).await?.rows_affected()
+        let renewed = on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let n = sqlx::query(q)
+                .bind(now + ttl_ms)
+                .bind(holder)
+                .bind(epoch)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if n == 1 {
+                sqlx::query("UPDATE leader_epochs SET expires_at = $1 WHERE epoch = $2")
+                    .bind(now + ttl_ms)
+                    .bind(epoch)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            n == 1
         });
-        Ok(n == 1)
+        Ok(renewed)
     }
 
     /// Give the lease up at once (a clean shutdown), so a follower need not
     /// wait for it to run out.
-    pub async fn release_lease(&self, holder: &str, epoch: i64) -> Result<(), DbError> {
-        let q =
-            "UPDATE leader_lease SET expires_at = 0 WHERE id = 1 AND holder = $1 AND epoch = $2";
-        on_pool!(self, p => sqlx::query(q).bind(holder).bind(epoch).execute(p).await.map(drop))?;
+    /// Its epoch's record ends at `now`.
+    pub async fn release_lease(&self, holder: &str, epoch: i64, now: i64) -> Result<(), DbError> {
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let n = sqlx::query(
+                "UPDATE leader_lease SET expires_at = 0 WHERE id = 1 AND holder = $1 AND epoch = $2",
+            )
+            .bind(holder)
+            .bind(epoch)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 1 {
+                sqlx::query(
+                    "UPDATE leader_epochs SET expires_at = $1 WHERE epoch = $2 AND expires_at > $1",
+                )
+                .bind(now)
+                .bind(epoch)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await
+        })?;
         Ok(())
     }
 
     /// Every change of leader, oldest first.
     pub async fn epochs(&self) -> Result<Vec<EpochRow>, DbError> {
-        let q = "SELECT epoch, holder, acquired_at FROM leader_epochs ORDER BY epoch";
+        let q = "SELECT epoch, holder, acquired_at, expires_at FROM leader_epochs ORDER BY epoch";
         Ok(on_pool!(self, p => sqlx::query_as(q).fetch_all(p).await)?)
     }
 

@@ -150,7 +150,12 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
     ),
     (
         "leader_epochs",
-        &[("epoch", Int), ("holder", Text), ("acquired_at", Int)],
+        &[
+            ("epoch", Int),
+            ("holder", Text),
+            ("acquired_at", Int),
+            ("expires_at", Int),
+        ],
     ),
     (
         "person_sessions",
