@@ -111,33 +111,24 @@ pub async fn run(
         Some(won) => Some(won),
         None => {
             tracing::info!(replica = %replica.id, "following: another replica leads; waiting for the lease");
-            let following = CancellationToken::new();
-            let limits = http::HttpLimits::from(&cfg.limits);
-            let metrics_for_followers =
-                (cfg.metrics == crate::config::MetricsAccess::Anonymous).then(|| metrics.clone());
-            let f_http = tokio::spawn(http::serve(
-                http_listener.clone(),
-                http_tls.clone(),
-                follower::router(
-                    db.clone(),
-                    timing.ttl,
-                    metrics_for_followers,
-                    cfg.demand.webhook_secret.clone(),
-                ),
-                limits,
-                following.clone(),
-            ));
-            let f_grpc = tokio::spawn(follower::turn_agents_away(
-                grpc_listener.clone(),
-                following.clone(),
-            ));
+            let routes = follower::router(
+                db.clone(),
+                timing.ttl,
+                (cfg.metrics == crate::config::MetricsAccess::Anonymous).then(|| metrics.clone()),
+                cfg.demand.webhook_secret.clone(),
+            );
+            let listeners = follower::Listeners {
+                http: http_listener.clone(),
+                http_tls: http_tls.clone(),
+                http_limits: http::HttpLimits::from(&cfg.limits),
+                grpc: grpc_listener.clone(),
+            };
+            let following = follower::serve(listeners, routes);
             let won = lease::acquire(&store, &replica.id, timing, &shutdown, |epoch| {
                 metrics.set_leadership(false, epoch)
             })
             .await;
-            following.cancel();
-            let _ = f_http.await;
-            let _ = f_grpc.await;
+            following.stop().await;
             won
         }
     };

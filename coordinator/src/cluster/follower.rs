@@ -105,6 +105,54 @@ async fn elsewhere(State(s): State<FollowerState>) -> Response {
         .into_response()
 }
 
+/// The listeners a follower serves on, and hands back to the leader it
+/// becomes.
+pub struct Listeners {
+    pub http: Arc<TcpListener>,
+    pub http_tls: Option<Arc<rustls::ServerConfig>>,
+    pub http_limits: crate::http::HttpLimits,
+    pub grpc: Arc<TcpListener>,
+}
+
+/// A follower's serving tasks, stopped with [`Following::stop`].
+pub struct Following {
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Following {
+    /// Stop serving as a follower; open follower connections are drained.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Serve `routes` on the HTTP listener and turn agents away on the gRPC one.
+pub fn serve(listeners: Listeners, routes: Router) -> Following {
+    let stop = CancellationToken::new();
+    let http = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let _ = crate::http::serve(
+                listeners.http,
+                listeners.http_tls,
+                routes,
+                listeners.http_limits,
+                stop,
+            )
+            .await;
+        }
+    });
+    let grpc = tokio::spawn(turn_agents_away(listeners.grpc, stop.clone()));
+    Following {
+        stop,
+        tasks: vec![http, grpc],
+    }
+}
+
 /// Close every connection on the agents' port at once: an agent tries its
 /// next coordinator address instead of waiting here.
 pub async fn turn_agents_away(listener: Arc<TcpListener>, stop: CancellationToken) {
