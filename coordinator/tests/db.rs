@@ -964,18 +964,50 @@ async fn replicas_report_and_age_out(db: Db) {
 
 async fn kept_webhooks_wait_bounded_and_are_taken_once(db: Db) {
     for i in 0..3u8 {
-        assert!(db.inbox_webhook(&[b'{', i, b'}'], 1_000, 3).await.expect("keep"));
+        assert!(
+            db.inbox_webhook(&[b'{', i, b'}'], 1_000, 3)
+                .await
+                .expect("keep")
+        );
     }
-    assert!(!db.inbox_webhook(b"{}", 1_000, 3).await.expect("keep"), "the fourth is refused");
-    let epoch = db.acquire_lease("leader", 1_000, 5_000).await.expect("lease").expect("free");
-    let leader = db.fenced(Fence { holder: "leader".into(), epoch });
-    assert_eq!(leader.take_inbox(2).await.expect("take"), [vec![b'{', 0, b'}'], vec![b'{', 1, b'}']]);
+    assert!(
+        !db.inbox_webhook(b"{}", 1_000, 3).await.expect("keep"),
+        "the fourth is refused"
+    );
+    let epoch = db
+        .acquire_lease("leader", 1_000, 5_000)
+        .await
+        .expect("lease")
+        .expect("free");
+    let leader = db.fenced(Fence {
+        holder: "leader".into(),
+        epoch,
+    });
+    assert_eq!(
+        leader.take_inbox(2).await.expect("take"),
+        [vec![b'{', 0, b'}'], vec![b'{', 1, b'}']]
+    );
     // A deposed leader takes nothing, and nothing is lost by its try.
-    let deposed = db.fenced(Fence { holder: "leader".into(), epoch: epoch - 1 });
-    assert!(matches!(deposed.take_inbox(10).await, Err(DbError::Fenced { .. })));
-    assert_eq!(leader.take_inbox(10).await.expect("take"), [vec![b'{', 2, b'}']]);
-    assert!(leader.take_inbox(10).await.expect("take").is_empty(), "each taken once");
-    assert!(db.inbox_webhook(b"{}", 1_000, 3).await.expect("keep"), "room again");
+    let deposed = db.fenced(Fence {
+        holder: "leader".into(),
+        epoch: epoch - 1,
+    });
+    assert!(matches!(
+        deposed.take_inbox(10).await,
+        Err(DbError::Fenced { .. })
+    ));
+    assert_eq!(
+        leader.take_inbox(10).await.expect("take"),
+        [vec![b'{', 2, b'}']]
+    );
+    assert!(
+        leader.take_inbox(10).await.expect("take").is_empty(),
+        "each taken once"
+    );
+    assert!(
+        db.inbox_webhook(b"{}", 1_000, 3).await.expect("keep"),
+        "room again"
+    );
 }
 
 // ---- migrate ----------------------------------------------------------

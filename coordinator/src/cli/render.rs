@@ -391,24 +391,6 @@ fn active_windows(p: &Value) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    #[test]
-    fn the_objective_column_shows_the_target_and_both_shares_rounded_down() {
-        let o = json!({"target": "30s", "target_seconds": 30.0,
-            "met_1h": 0.999, "jobs_1h": 1000, "met_24h": 1.0, "jobs_24h": 5000});
-        assert_eq!(super::wait_objective(&o), "30s: 99% 1h / 100% 24h");
-        let quiet = json!({"target": "1m 30s", "target_seconds": 90.0,
-            "met_1h": null, "jobs_1h": 0, "met_24h": 0.5, "jobs_24h": 2});
-        assert_eq!(super::wait_objective(&quiet), "1m 30s: - 1h / 50% 24h");
-        let exact = json!({"target": "5s", "met_1h": 0.29, "met_24h": 0.57});
-        assert_eq!(super::wait_objective(&exact), "5s: 29% 1h / 57% 24h");
-        assert_eq!(super::wait_objective(&serde_json::Value::Null), "-");
-    }
-}
-
 /// `cluster status`: the lease, then one row per replica.
 pub fn cluster(out: Output, status: &crate::cluster::Status) -> anyhow::Result<()> {
     if out == Output::Json {
@@ -445,4 +427,22 @@ pub fn cluster(out: Output, status: &crate::cluster::Status) -> anyhow::Result<(
             ]
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn the_objective_column_shows_the_target_and_both_shares_rounded_down() {
+        let o = json!({"target": "30s", "target_seconds": 30.0,
+            "met_1h": 0.999, "jobs_1h": 1000, "met_24h": 1.0, "jobs_24h": 5000});
+        assert_eq!(super::wait_objective(&o), "30s: 99% 1h / 100% 24h");
+        let quiet = json!({"target": "1m 30s", "target_seconds": 90.0,
+            "met_1h": null, "jobs_1h": 0, "met_24h": 0.5, "jobs_24h": 2});
+        assert_eq!(super::wait_objective(&quiet), "1m 30s: - 1h / 50% 24h");
+        let exact = json!({"target": "5s", "met_1h": 0.29, "met_24h": 0.57});
+        assert_eq!(super::wait_objective(&exact), "5s: 29% 1h / 57% 24h");
+        assert_eq!(super::wait_objective(&serde_json::Value::Null), "-");
+    }
 }

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::body::Bytes;
-use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use secrecy::SecretString;
 use tokio::net::TcpListener;

@@ -28,31 +28,60 @@ pub async fn accept(
     body: &Bytes,
 ) -> (StatusCode, String) {
     let Some(secret) = secret else {
-        return (StatusCode::UNAUTHORIZED, "webhooks are disabled (no secret configured)".into());
+        return (
+            StatusCode::UNAUTHORIZED,
+            "webhooks are disabled (no secret configured)".into(),
+        );
     };
     if !token_matches(secret, headers.get(HEADER_TOKEN).map(|v| v.as_bytes())) {
-        return (StatusCode::UNAUTHORIZED, "missing or wrong X-Gitlab-Token".into());
+        return (
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong X-Gitlab-Token".into(),
+        );
     }
     if headers.get(HEADER_EVENT).and_then(|v| v.to_str().ok()) != Some(JOB_HOOK_EVENT) {
-        return (StatusCode::OK, "ignored: AutoGit only needs Job Hook events".into());
+        return (
+            StatusCode::OK,
+            "ignored: AutoGit only needs Job Hook events".into(),
+        );
     }
     match parse_job_hook(body) {
         Ok(_) => {}
         Err(WebhookError::NotAJobEvent { object_kind }) => {
-            return (StatusCode::OK, format!("ignored: object_kind {object_kind:?} is not a job event"));
+            return (
+                StatusCode::OK,
+                format!("ignored: object_kind {object_kind:?} is not a job event"),
+            );
         }
         Err(WebhookError::Malformed(problem)) => {
-            return (StatusCode::BAD_REQUEST, format!("malformed Job Hook: {problem}"));
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("malformed Job Hook: {problem}"),
+            );
         }
     }
     let now = match db.now_ms().await {
         Ok(now) => now,
-        Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable".into()),
+        Err(_) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database unavailable".into(),
+            );
+        }
     };
     match db.inbox_webhook(body, now, MAX_WAITING).await {
-        Ok(true) => (StatusCode::OK, "accepted by a follower; the leader takes it in".into()),
-        Ok(false) => (StatusCode::SERVICE_UNAVAILABLE, "too many webhooks waiting for a leader".into()),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable".into()),
+        Ok(true) => (
+            StatusCode::OK,
+            "accepted by a follower; the leader takes it in".into(),
+        ),
+        Ok(false) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many webhooks waiting for a leader".into(),
+        ),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database unavailable".into(),
+        ),
     }
 }
 
@@ -64,7 +93,10 @@ pub async fn drain_loop(db: Db, demand: DemandHandle, every: Duration, stop: Can
         let full = match db.take_inbox(BATCH).await {
             Ok(bodies) => {
                 if !bodies.is_empty() {
-                    tracing::info!(count = bodies.len(), "taking in webhooks that followers kept");
+                    tracing::info!(
+                        count = bodies.len(),
+                        "taking in webhooks that followers kept"
+                    );
                 }
                 for body in &bodies {
                     demand.replay(body);
