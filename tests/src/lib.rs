@@ -8,6 +8,7 @@
 //! * [`faults`]: the fault suite's scenarios and counters.
 
 pub mod faults;
+pub mod fleet_sim;
 pub mod gitlab_sim;
 pub mod harness;
 pub mod machine;
