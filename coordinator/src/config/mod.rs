@@ -813,6 +813,50 @@ mod tests {
     }
 
     #[test]
+    fn the_database_url_is_a_secret_and_cluster_keys_are_checked_by_name() {
+        let c = Config::load(None, &[], &Overrides::default()).unwrap();
+        assert_eq!(
+            c.database_url().to_string(),
+            "sqlite:///var/lib/autogit/autogit.db",
+            "the data dir's SQLite file by default"
+        );
+        assert_eq!(c.cluster.lease_ttl, Duration::from_secs(10));
+        let pg = env(&[(
+            "AUTOGIT_DATABASE__URL",
+            "postgres://autogit:hunter2@db/autogit",
+        )]);
+        let c = Config::load(None, &pg, &Overrides::default()).unwrap();
+        assert!(c.database_url().is_postgres());
+        assert!(
+            !format!("{c:?}").contains("hunter2"),
+            "Debug hides the password"
+        );
+        // The flag wins over the environment.
+        let flag = Overrides {
+            database: Some(DatabaseOverride {
+                url: "sqlite:///tmp/x.db".into(),
+            }),
+            ..Default::default()
+        };
+        assert!(!format!("{flag:?}").contains("hunter2"));
+        let c = Config::load(None, &pg, &flag).unwrap();
+        assert_eq!(c.database_url().to_string(), "sqlite:///tmp/x.db");
+        let bad = env(&[("AUTOGIT_DATABASE__URL", "mysql://root:hunter2@db/x")]);
+        let err = Config::load(None, &bad, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database.url"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        for ttl in ["1s", "10m"] {
+            let e = env(&[("AUTOGIT_CLUSTER__LEASE_TTL", ttl)]);
+            let err = Config::load(None, &e, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("cluster.lease_ttl"), "{ttl}: {err}");
+        }
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("c.toml");
