@@ -96,13 +96,21 @@ pub async fn run(
     let timing = lease::LeaseTiming {
         ttl: cfg.cluster.lease_ttl,
     };
+    // The lease and the replica reports on connections of their own: a
+    // renewal must never wait behind the fleet's writes.
+    let lease_db = match db.backend() {
+        Backend::Postgres => Db::connect_pooled(&database, 2)
+            .await
+            .context("open the lease's database connections")?,
+        Backend::Sqlite => db.clone(),
+    };
     let store = lease::DbLease {
-        db: db.clone(),
+        db: lease_db.clone(),
         force: db.backend() == Backend::Sqlite,
     };
     let reporting = CancellationToken::new();
     let reporter = tokio::spawn(cluster::report_loop(
-        db.clone(),
+        lease_db.clone(),
         replica.clone(),
         timing.renew_every(),
         reporting.clone(),
@@ -135,6 +143,7 @@ pub async fn run(
     let Some(won) = won else {
         reporting.cancel();
         let _ = reporter.await;
+        lease_db.close().await;
         db.close().await;
         return Ok(());
     };
@@ -372,6 +381,7 @@ pub async fn run(
             let _ = unfenced.release_lease(&replica.id, won.epoch, now).await;
         }
     }
+    lease_db.close().await;
     unfenced.close().await;
     match why {
         Some(why) => anyhow::bail!(

@@ -144,6 +144,14 @@ impl Db {
     /// Open the store at `url` and run its backend's migrations: SQLite
     /// (created if missing, WAL) or PostgreSQL (the database must exist).
     pub async fn connect(url: &DatabaseUrl) -> Result<Self, DbError> {
+        Self::connect_pooled(url, 8).await
+    }
+
+    /// [`Db::connect`] with at most `max_connections` PostgreSQL
+    /// connections (SQLite keeps its own small pool). The leader lease uses
+    /// a pool of its own, so its renewals never queue behind bulk writes
+    /// (10,000 agents reconnecting at once).
+    pub async fn connect_pooled(url: &DatabaseUrl, max_connections: u32) -> Result<Self, DbError> {
         let shown = url.to_string();
         let open = |source| DbError::Open {
             path: shown.clone(),
@@ -171,7 +179,7 @@ impl Db {
                     .map_err(open)?
                     .application_name("autogit-coordinator");
                 let pool = PgPoolOptions::new()
-                    .max_connections(8)
+                    .max_connections(max_connections)
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_with(opts)
                     .await

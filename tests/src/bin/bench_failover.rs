@@ -361,7 +361,7 @@ impl Outcome {
         };
         let mut out = String::new();
         out += &format!("autogit-bench-failover: {} agents, lease_ttl {:?}, heartbeat {:?}\n", args.agents, args.lease_ttl, args.heartbeat);
-        out += &format!("machine: {}\n", self.machine.render());
+        out += &format!("{}\n", self.machine.render());
         out += &format!("enrolled {} / connected before the kill {}\n", self.enrolled, self.connected_before);
         out += "| from the leader's SIGKILL to | time |\n|---|---:|\n";
         out += &format!("| the other replica leads (`cluster status`) | {} |\n", ms(self.elected));
