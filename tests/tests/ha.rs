@@ -54,6 +54,62 @@ fn assert_one_leader_at_a_time(status: &Value) {
     assert_eq!(status["epoch"].as_i64(), log.last().map(|l| l.0), "{log:?}");
 }
 
+/// A private PostgreSQL, the GitLab simulator, and `n` replicas on one
+/// database and data dir (one CA), with `demand` as their `[demand]`
+/// settings and a 6 s lease; the first leads. `None`: no PostgreSQL here.
+fn cluster(n: usize, demand: &str) -> Option<(Postgres, Sim, Vec<Coordinator>)> {
+    let pg = Postgres::start()?;
+    let url = pg.create_db("autogit");
+    let sim = Sim::start().unwrap();
+    let cfg = format!(
+        "{}\n[demand]\n{demand}\n[scheduler]\ngc_interval = \"2s\"\n[cluster]\nlease_ttl = \"6s\"\n{}",
+        sim.gitlab_config(),
+        test_pool("amd64", &["amd64"], "x86_64", "")
+    );
+    let mut first = Coordinator::init(&cfg).unwrap();
+    first.env.push(("AUTOGIT_DATABASE__URL".into(), url));
+    first.start().unwrap();
+    let mut replicas = vec![first];
+    for _ in 1..n {
+        let mut r = replicas[0].replica();
+        r.start().unwrap();
+        replicas.push(r);
+    }
+    Some((pg, sim, replicas))
+}
+
+/// An agent joined with every replica's address, ready on the first.
+fn join(replicas: &[Coordinator]) -> (Agent, String) {
+    let addrs: Vec<String> = replicas.iter().map(|r| r.grpc_addr()).collect();
+    let mut agent = Agent::new("").unwrap();
+    let id = agent
+        .join_ok(&addrs.join(","), &replicas[0].token(&[]).unwrap())
+        .unwrap();
+    agent.start().unwrap();
+    replicas[0].wait_agent_state(&id, "ready", T).unwrap();
+    (agent, id)
+}
+
+/// A job for the `amd64` pool that runs `duration_ms`.
+fn job(sim: &Sim, duration_ms: u64) -> u64 {
+    sim.handle
+        .create_job(NewJob {
+            project_id: 7,
+            tags: vec!["amd64".into()],
+            duration_ms: Some(duration_ms),
+            ..Default::default()
+        })
+        .id
+}
+
+/// Wait for job `id` to reach `status`; on timeout, show `logs`.
+fn wait_job(sim: &Sim, id: u64, status: &str, what: &str, logs: impl Fn() -> String) {
+    wait_for(T, what, || {
+        (sim.handle.job(id)?.status == status).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
+}
+
 fn readyz(c: &Coordinator) -> (u16, String) {
     let http = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -67,24 +123,9 @@ fn readyz(c: &Coordinator) -> (u16, String) {
 #[test]
 fn killing_the_leader_mid_job_elects_another_within_seconds_and_ci_goes_on_with_nothing_lost_or_doubled()
  {
-    let Some(pg) = Postgres::start() else { return };
-    let url = pg.create_db("autogit");
-    let sim = Sim::start().unwrap();
-    let cfg = format!(
-        "{}\n[demand]\npoll_interval = \"1s\"\n[scheduler]\ngc_interval = \"2s\"\n[cluster]\nlease_ttl = \"6s\"\n{}",
-        sim.gitlab_config(),
-        test_pool("amd64", &["amd64"], "x86_64", "")
-    );
-    let mut first = Coordinator::init(&cfg).unwrap();
-    first
-        .env
-        .push(("AUTOGIT_DATABASE__URL".into(), url.clone()));
-    first.start().unwrap();
-    let mut replicas = vec![first.replica(), first.replica()];
-    for r in &mut replicas {
-        r.start().unwrap();
-    }
-    replicas.insert(0, first);
+    let Some((_pg, sim, mut replicas)) = cluster(3, "poll_interval = \"1s\"") else {
+        return;
+    };
     // One leader, two followers; a load balancer would route to the leader.
     let s = status(&replicas[0]);
     assert_eq!(s["epoch"], 1, "{s:#}");
@@ -106,29 +147,11 @@ fn killing_the_leader_mid_job_elects_another_within_seconds_and_ci_goes_on_with_
     .unwrap();
 
     // Two agents that know every replica.
-    let addrs: Vec<String> = replicas.iter().map(|r| r.grpc_addr()).collect();
-    let mut agents = Vec::new();
-    for _ in 0..2 {
-        let mut agent = Agent::new("").unwrap();
-        let id = agent
-            .join_ok(&addrs.join(","), &replicas[0].token(&[]).unwrap())
-            .unwrap();
-        agent.start().unwrap();
-        replicas[0].wait_agent_state(&id, "ready", T).unwrap();
-        agents.push((agent, id));
-    }
+    let agents = [join(&replicas), join(&replicas)];
 
     // A job runs on the leader's runner; the leader is SIGKILLed meanwhile.
-    let job = sim.handle.create_job(NewJob {
-        project_id: 7,
-        tags: vec!["amd64".into()],
-        duration_ms: Some(8_000),
-        ..Default::default()
-    });
-    wait_for(T, "job running", || {
-        (sim.handle.job(job.id)?.status == "running").then_some(())
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", replicas[0].logs()));
+    let job = job(&sim, 8_000);
+    wait_job(&sim, job, "running", "job running", || replicas[0].logs());
     let busy = wait_for(
         T,
         "the leader's record of the runner taking the job",
@@ -137,7 +160,7 @@ fn killing_the_leader_mid_job_elects_another_within_seconds_and_ci_goes_on_with_
                 .runners()
                 .ok()?
                 .into_iter()
-                .find(|r| r["job_id"] == job.id)
+                .find(|r| r["job_id"] == job)
         },
     )
     .unwrap();
@@ -175,27 +198,20 @@ fn killing_the_leader_mid_job_elects_another_within_seconds_and_ci_goes_on_with_
     eprintln!("leader elected {elected:?} after the kill; agent back {reconnected:?} after it");
 
     // The running job finishes, once; a new job gets a runner.
-    wait_for(T, "the running job finishes", || {
-        (sim.handle.job(job.id)?.status == "success").then_some(())
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", leader.logs()));
-    let second = sim.handle.create_job(NewJob {
-        project_id: 7,
-        tags: vec!["amd64".into()],
-        duration_ms: Some(200),
-        ..Default::default()
+    wait_job(&sim, job, "success", "the running job finishes", || {
+        leader.logs()
     });
-    wait_for(T, "a new job after failover", || {
-        (sim.handle.job(second.id)?.status == "success").then_some(())
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", leader.logs()));
+    let second = self::job(&sim, 200);
+    wait_job(&sim, second, "success", "a new job after failover", || {
+        leader.logs()
+    });
 
     // The fault suite's counters: no orphaned container or GitLab runner,
     // no job served twice, no record lost.
     for (_, id) in &agents {
         assert_nothing_left(&sim, leader, id);
     }
-    for j in [job.id, second.id] {
+    for j in [job, second] {
         assert_eq!(
             sim.handle.job(j).unwrap().assignment_count,
             1,
@@ -223,28 +239,11 @@ fn killing_the_leader_mid_job_elects_another_within_seconds_and_ci_goes_on_with_
 /// or a second leader in the epoch log.
 #[test]
 fn a_paused_leader_that_wakes_up_after_a_takeover_stops_without_acting() {
-    let Some(pg) = Postgres::start() else { return };
-    let url = pg.create_db("autogit");
-    let sim = Sim::start().unwrap();
-    let cfg = format!(
-        "{}\n[demand]\npoll_interval = \"1s\"\n[scheduler]\ngc_interval = \"2s\"\n[cluster]\nlease_ttl = \"6s\"\n{}",
-        sim.gitlab_config(),
-        test_pool("amd64", &["amd64"], "x86_64", "")
-    );
-    let mut old = Coordinator::init(&cfg).unwrap();
-    old.env.push(("AUTOGIT_DATABASE__URL".into(), url));
-    old.start().unwrap();
-    let mut new = old.replica();
-    new.start().unwrap();
-    let mut agent = Agent::new("").unwrap();
-    let agent_id = agent
-        .join_ok(
-            &format!("{},{}", old.grpc_addr(), new.grpc_addr()),
-            &old.token(&[]).unwrap(),
-        )
-        .unwrap();
-    agent.start().unwrap();
-    old.wait_agent_state(&agent_id, "ready", T).unwrap();
+    let Some((_pg, sim, replicas)) = cluster(2, "poll_interval = \"1s\"") else {
+        return;
+    };
+    let (agent, agent_id) = join(&replicas);
+    let [mut old, new] = <[Coordinator; 2]>::try_from(replicas).ok().unwrap();
 
     let paused = old.proc.as_ref().expect("running");
     paused.signal(nix::sys::signal::Signal::SIGSTOP);
@@ -262,16 +261,14 @@ fn a_paused_leader_that_wakes_up_after_a_takeover_stops_without_acting() {
         || new.logs().contains("agent session opened").then_some(()),
     )
     .unwrap_or_else(|e| panic!("{e}\n{}\n{}", new.logs(), agent.logs()));
-    let job = sim.handle.create_job(NewJob {
-        project_id: 7,
-        tags: vec!["amd64".into()],
-        duration_ms: Some(200),
-        ..Default::default()
-    });
-    wait_for(T, "the job, served by the new leader", || {
-        (sim.handle.job(job.id)?.status == "success").then_some(())
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", new.logs()));
+    let job = job(&sim, 200);
+    wait_job(
+        &sim,
+        job,
+        "success",
+        "the job, served by the new leader",
+        || new.logs(),
+    );
     let log_before_wake = old.logs().len();
 
     paused.signal(nix::sys::signal::Signal::SIGCONT);
@@ -302,7 +299,7 @@ fn a_paused_leader_that_wakes_up_after_a_takeover_stops_without_acting() {
         .collect();
     assert_eq!(epochs, [2, 1]);
     assert_one_leader_at_a_time(&status(&new));
-    assert_eq!(sim.handle.job(job.id).unwrap().assignment_count, 1);
+    assert_eq!(sim.handle.job(job).unwrap().assignment_count, 1);
     assert_nothing_left(&sim, &new, &agent_id);
 }
 
@@ -312,28 +309,14 @@ fn a_paused_leader_that_wakes_up_after_a_takeover_stops_without_acting() {
 /// poll would find the job too; the log shows the kept webhook was taken.)
 #[test]
 fn a_webhook_sent_to_a_follower_while_there_is_no_leader_is_served_after_failover() {
-    let Some(pg) = Postgres::start() else { return };
-    let url = pg.create_db("autogit");
-    let sim = Sim::start().unwrap();
-    let cfg = format!(
-        "{}\n[demand]\npoll_interval = \"300s\"\nwebhook_secret = \"hook-secret\"\n[scheduler]\ngc_interval = \"2s\"\n[cluster]\nlease_ttl = \"6s\"\n{}",
-        sim.gitlab_config(),
-        test_pool("amd64", &["amd64"], "x86_64", "")
-    );
-    let mut leader = Coordinator::init(&cfg).unwrap();
-    leader.env.push(("AUTOGIT_DATABASE__URL".into(), url));
-    leader.start().unwrap();
-    let mut follower = leader.replica();
-    follower.start().unwrap();
-    let mut agent = Agent::new("").unwrap();
-    let agent_id = agent
-        .join_ok(
-            &format!("{},{}", leader.grpc_addr(), follower.grpc_addr()),
-            &leader.token(&[]).unwrap(),
-        )
-        .unwrap();
-    agent.start().unwrap();
-    leader.wait_agent_state(&agent_id, "ready", T).unwrap();
+    let Some((_pg, sim, replicas)) = cluster(
+        2,
+        "poll_interval = \"300s\"\nwebhook_secret = \"hook-secret\"",
+    ) else {
+        return;
+    };
+    let (_agent, agent_id) = join(&replicas);
+    let [mut leader, follower] = <[Coordinator; 2]>::try_from(replicas).ok().unwrap();
     sim.handle
         .add_hook(autogit_tests::gitlab_sim::NewHook {
             url: follower.http_url("/webhooks/gitlab"),
@@ -343,12 +326,7 @@ fn a_webhook_sent_to_a_follower_while_there_is_no_leader_is_served_after_failove
         .unwrap();
 
     leader.kill();
-    let job = sim.handle.create_job(NewJob {
-        project_id: 7,
-        tags: vec!["amd64".into()],
-        duration_ms: Some(200),
-        ..Default::default()
-    });
+    let job = job(&sim, 200);
     wait_for(
         Duration::from_secs(10),
         "the follower accepts the webhook",
@@ -367,10 +345,13 @@ fn a_webhook_sent_to_a_follower_while_there_is_no_leader_is_served_after_failove
         },
     )
     .unwrap_or_else(|e| panic!("{e}: {:#?}\n{}", sim.handle.deliveries(), follower.logs()));
-    wait_for(T, "the job, served after failover", || {
-        (sim.handle.job(job.id)?.status == "success").then_some(())
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", follower.logs()));
+    wait_job(
+        &sim,
+        job,
+        "success",
+        "the job, served after failover",
+        || follower.logs(),
+    );
     assert!(
         follower
             .logs()
@@ -378,7 +359,7 @@ fn a_webhook_sent_to_a_follower_while_there_is_no_leader_is_served_after_failove
         "{}",
         follower.logs()
     );
-    assert_eq!(sim.handle.job(job.id).unwrap().assignment_count, 1);
+    assert_eq!(sim.handle.job(job).unwrap().assignment_count, 1);
     assert_nothing_left(&sim, &follower, &agent_id);
 }
 
@@ -388,39 +369,14 @@ fn a_webhook_sent_to_a_follower_while_there_is_no_leader_is_served_after_failove
 /// log shows one leader at a time.
 #[test]
 fn a_postgres_restart_mid_job_loses_nothing_and_leaves_one_leader() {
-    let Some(pg) = Postgres::start() else { return };
-    let url = pg.create_db("autogit");
-    let sim = Sim::start().unwrap();
-    let cfg = format!(
-        "{}\n[demand]\npoll_interval = \"1s\"\n[scheduler]\ngc_interval = \"2s\"\n[cluster]\nlease_ttl = \"6s\"\n{}",
-        sim.gitlab_config(),
-        test_pool("amd64", &["amd64"], "x86_64", "")
-    );
-    let mut a = Coordinator::init(&cfg).unwrap();
-    a.env.push(("AUTOGIT_DATABASE__URL".into(), url));
-    a.start().unwrap();
-    let mut b = a.replica();
-    b.start().unwrap();
-    let mut agent = Agent::new("").unwrap();
-    let agent_id = agent
-        .join_ok(
-            &format!("{},{}", a.grpc_addr(), b.grpc_addr()),
-            &a.token(&[]).unwrap(),
-        )
-        .unwrap();
-    agent.start().unwrap();
-    a.wait_agent_state(&agent_id, "ready", T).unwrap();
-    let job = sim.handle.create_job(NewJob {
-        project_id: 7,
-        tags: vec!["amd64".into()],
-        duration_ms: Some(6_000),
-        ..Default::default()
-    });
+    let Some((pg, sim, replicas)) = cluster(2, "poll_interval = \"1s\"") else {
+        return;
+    };
+    let (_agent, agent_id) = join(&replicas);
+    let [mut a, b] = <[Coordinator; 2]>::try_from(replicas).ok().unwrap();
+    let job = job(&sim, 6_000);
     let busy = wait_for(T, "the runner taking the job", || {
-        a.runners()
-            .ok()?
-            .into_iter()
-            .find(|r| r["job_id"] == job.id)
+        a.runners().ok()?.into_iter().find(|r| r["job_id"] == job)
     })
     .unwrap();
 
@@ -428,20 +384,16 @@ fn a_postgres_restart_mid_job_loses_nothing_and_leaves_one_leader() {
     std::thread::sleep(Duration::from_secs(3));
     pg.start_server();
 
-    wait_for(T, "the job finishes", || {
-        (sim.handle.job(job.id)?.status == "success").then_some(())
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", a.logs(), b.logs()));
-    let second = sim.handle.create_job(NewJob {
-        project_id: 7,
-        tags: vec!["amd64".into()],
-        duration_ms: Some(200),
-        ..Default::default()
-    });
-    wait_for(T, "a new job after the restart", || {
-        (sim.handle.job(second.id)?.status == "success").then_some(())
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", a.logs(), b.logs()));
+    let both_logs = || format!("{}\n{}", a.logs(), b.logs());
+    wait_job(&sim, job, "success", "the job finishes", both_logs);
+    let second = self::job(&sim, 200);
+    wait_job(
+        &sim,
+        second,
+        "success",
+        "a new job after the restart",
+        both_logs,
+    );
     // Whichever replica leads now (a leader that could not renew in time
     // stopped itself; nothing restarts it in this test).
     let leader = if a.proc.as_mut().and_then(|p| p.try_exit()).is_none() {
@@ -450,7 +402,7 @@ fn a_postgres_restart_mid_job_loses_nothing_and_leaves_one_leader() {
         &b
     };
     assert_nothing_left(&sim, leader, &agent_id);
-    for j in [job.id, second.id] {
+    for j in [job, second] {
         assert_eq!(
             sim.handle.job(j).unwrap().assignment_count,
             1,
