@@ -398,20 +398,29 @@ fn compose_runs_the_coordinator_image_and_a_real_agent_enrolls() {
     assert!(left.trim().is_empty(), "container survived down -v");
 }
 
-/// The Traefik overlay composes with the shipped file, and the coordinator
-/// trusts exactly the address Traefik gets (`docs/operations.md`, "Behind a
-/// reverse proxy"). Only `docker-compose config`: no Traefik image offline.
-#[test]
-fn the_traefik_overlay_composes_and_trusts_only_traefiks_address() {
+/// `deploy/`, for the tests that only run `docker-compose config`; `None`
+/// (skipped, said on stderr) without docker-compose, unless
+/// `AUTOGIT_REQUIRE_DOCKER` makes that a failure.
+fn compose_only() -> Option<PathBuf> {
     if !has("docker-compose") {
         assert!(
             std::env::var_os("AUTOGIT_REQUIRE_DOCKER").is_none(),
             "AUTOGIT_REQUIRE_DOCKER is set but docker-compose is missing"
         );
         skipped("SKIPPED: needs docker-compose".into());
-        return;
+        return None;
     }
-    let deploy = repo().join("deploy");
+    Some(repo().join("deploy"))
+}
+
+/// The Traefik overlay composes with the shipped file, and the coordinator
+/// trusts exactly the address Traefik gets (`docs/operations.md`, "Behind a
+/// reverse proxy"). Only `docker-compose config`: no Traefik image offline.
+#[test]
+fn the_traefik_overlay_composes_and_trusts_only_traefiks_address() {
+    let Some(deploy) = compose_only() else {
+        return;
+    };
     let config = ok(Command::new("docker-compose")
         .current_dir(&deploy)
         .env_remove("TRAEFIK_IP")
@@ -433,15 +442,9 @@ fn the_traefik_overlay_composes_and_trusts_only_traefiks_address() {
 /// runs the replicas themselves against a real PostgreSQL).
 #[test]
 fn the_ha_compose_file_runs_two_replicas_on_one_database_and_needs_a_password() {
-    if !has("docker-compose") {
-        assert!(
-            std::env::var_os("AUTOGIT_REQUIRE_DOCKER").is_none(),
-            "AUTOGIT_REQUIRE_DOCKER is set but docker-compose is missing"
-        );
-        skipped("SKIPPED: needs docker-compose".into());
+    let Some(deploy) = compose_only() else {
         return;
-    }
-    let deploy = repo().join("deploy");
+    };
     let config = ok(Command::new("docker-compose")
         .current_dir(&deploy)
         .env("AUTOGIT_DB_PASSWORD", "s3cret")
