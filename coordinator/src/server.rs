@@ -106,7 +106,6 @@ pub async fn run(
     };
     let store = lease::DbLease {
         db: lease_db.clone(),
-        force: db.backend() == Backend::Sqlite,
     };
     let reporting = CancellationToken::new();
     let reporter = tokio::spawn(cluster::report_loop(
@@ -377,8 +376,8 @@ pub async fn run(
     let _ = reporter.await;
     if why.is_none() {
         // A clean stop hands the lease on at once.
-        if let Ok(now) = unfenced.now_ms().await {
-            let _ = unfenced.release_lease(&replica.id, won.epoch, now).await;
+        if let Ok(now) = lease_db.now_ms().await {
+            let _ = lease_db.release_lease(&replica.id, won.epoch, now).await;
         }
     }
     lease_db.close().await;

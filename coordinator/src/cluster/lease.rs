@@ -68,7 +68,6 @@ pub trait LeaseStore: Send + Sync {
 #[derive(Clone, Debug)]
 pub struct DbLease {
     pub db: Db,
-    pub force: bool,
 }
 
 impl LeaseStore for DbLease {
@@ -76,7 +75,8 @@ impl LeaseStore for DbLease {
         self.db.now_ms().await
     }
     async fn take(&self, holder: &str, now: i64, ttl_ms: i64) -> Result<Option<i64>, DbError> {
-        self.db.take_lease(holder, now, ttl_ms, self.force).await
+        let force = self.db.backend() == crate::db::Backend::Sqlite;
+        self.db.take_lease(holder, now, ttl_ms, force).await
     }
     async fn renew(
         &self,
