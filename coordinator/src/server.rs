@@ -114,16 +114,47 @@ pub async fn run(
         timing.renew_every(),
         reporting.clone(),
     ));
+    // The HTTP edge's state; the leader replaces the live parts. A
+    // follower's is this, read-only, from the database.
+    let pools = crate::pools::LivePools::new(cfg.effective_pools());
+    let timings = Timings {
+        heartbeat_interval: cfg.agents.heartbeat_interval,
+        unreachable_after: cfg.agents.unreachable_after,
+        lost_after: cfg.agents.lost_after,
+    };
+    let edge = {
+        let audit = Audit::new(db.clone());
+        http::HttpState {
+            db: db.clone(),
+            fleet: Fleet::new(&[], &[], timings),
+            reconciler: ReconcilerHandle::default(),
+            demand: None,
+            pools: pools.clone(),
+            reloader: Reloader::new(None, cfg.clone(), pools.clone(), audit.clone()),
+            audit,
+            ca_fingerprint: ca.fingerprint(),
+            metrics: Some(metrics.clone()),
+            metrics_access: cfg.metrics,
+            sessions: http::SessionSettings {
+                ttl: cfg.session_ttl,
+                secure: cfg.http_tls,
+            },
+            proxy: Arc::new(http::proxy::ProxyTrust::new(&cfg.proxy, &cfg.roles)),
+            oidc: oidc(&cfg)?,
+            serving: http::Serving::Leader,
+        }
+    };
     let won = match lease::try_once(&store, &replica.id, timing).await {
         Some(won) => Some(won),
         None => {
             tracing::info!(replica = %replica.id, "following: another replica leads; waiting for the lease");
-            let routes = follower::router(
-                db.clone(),
-                timing.ttl,
-                (cfg.metrics == crate::config::MetricsAccess::Anonymous).then(|| metrics.clone()),
-                cfg.demand.webhook_secret.clone(),
-            );
+            let routes = http::router(http::HttpState {
+                serving: http::Serving::Follower {
+                    lease_ttl: timing.ttl,
+                    webhook_secret: cfg.demand.webhook_secret.clone(),
+                },
+                ..edge.clone()
+            });
             let listeners = follower::Listeners {
                 http: http_listener.clone(),
                 http_tls: http_tls.clone(),
@@ -167,11 +198,6 @@ pub async fn run(
     };
 
     let audit = Audit::new(db.clone());
-    let timings = Timings {
-        heartbeat_interval: cfg.agents.heartbeat_interval,
-        unreachable_after: cfg.agents.unreachable_after,
-        lost_after: cfg.agents.lost_after,
-    };
     let fleet = Fleet::new(
         &db.list_agents().await?,
         &db.revoked_agent_ids().await?,
@@ -197,7 +223,6 @@ pub async fn run(
     let tasks = CancellationToken::new();
 
     // Demand and runners exist only when a GitLab instance is configured.
-    let pools = crate::pools::LivePools::new(cfg.effective_pools());
     let mut background = Vec::new();
     let mut reconciler_handle = ReconcilerHandle::default();
     let mut demand_handle = None;
@@ -285,38 +310,14 @@ pub async fn run(
         reloader.clone(),
         tasks.clone(),
     )));
-    // Single sign-on (`[oidc]`): the client secret is read now, so a
-    // missing one stops startup with the key named.
-    let oidc =
-        match &cfg.oidc {
-            Some(o) => {
-                let secret = o.client_secret(|name| std::env::var(name).ok()).map_err(
-                    |(key, problem)| anyhow::anyhow!("invalid configuration: {key}: {problem}"),
-                )?;
-                Some(Arc::new(
-                    crate::admin::oidc::Oidc::new(o.clone(), secret, cfg.roles.clone())
-                        .map_err(anyhow::Error::msg)?,
-                ))
-            }
-            None => None,
-        };
     let router = http::router(http::HttpState {
         db: db.clone(),
         fleet: fleet.clone(),
         audit: audit.clone(),
         reconciler: reconciler_handle,
         demand: demand_handle,
-        pools,
         reloader,
-        ca_fingerprint: ca.fingerprint(),
-        metrics: Some(metrics),
-        metrics_access: cfg.metrics,
-        sessions: http::SessionSettings {
-            ttl: cfg.session_ttl,
-            secure: cfg.http_tls,
-        },
-        proxy: Arc::new(http::proxy::ProxyTrust::new(&cfg.proxy, &cfg.roles)),
-        oidc,
+        ..edge
     });
     let grpc_task = tokio::spawn(grpc::serve(
         grpc_listener.clone(),
@@ -389,6 +390,19 @@ pub async fn run(
         ),
         None => Ok(()),
     }
+}
+
+/// Single sign-on (`[oidc]`): the client secret is read at start, so a
+/// missing one stops startup with the key named.
+fn oidc(cfg: &Config) -> anyhow::Result<Option<Arc<crate::admin::oidc::Oidc>>> {
+    let Some(o) = &cfg.oidc else { return Ok(None) };
+    let secret = o
+        .client_secret(|name| std::env::var(name).ok())
+        .map_err(|(key, problem)| anyhow::anyhow!("invalid configuration: {key}: {problem}"))?;
+    Ok(Some(Arc::new(
+        crate::admin::oidc::Oidc::new(o.clone(), secret, cfg.roles.clone())
+            .map_err(anyhow::Error::msg)?,
+    )))
 }
 
 /// SIGHUP reloads the config (see [`crate::reload`]); the outcome is logged

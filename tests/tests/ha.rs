@@ -69,6 +69,9 @@ fn cluster(n: usize, demand: &str) -> Option<(Postgres, Sim, Vec<Coordinator>)> 
     let mut first = Coordinator::init(&cfg).unwrap();
     first.env.push(("AUTOGIT_DATABASE__URL".into(), url));
     first.start().unwrap();
+    // It listens before it takes the lease: the first leads before the others start.
+    wait_for(T, "the first replica leads", || (readyz(&first).0 == 200).then_some(()))
+        .unwrap_or_else(|e| panic!("{e}\n{}", first.logs()));
     let mut replicas = vec![first];
     for _ in 1..n {
         let mut r = replicas[0].replica();
@@ -361,6 +364,101 @@ fn a_webhook_sent_to_a_follower_while_there_is_no_leader_is_served_after_failove
     );
     assert_eq!(sim.handle.job(job).unwrap().assignment_count, 1);
     assert_nothing_left(&sim, &follower, &agent_id);
+}
+
+/// One admin API request with a bearer token, redirects not followed:
+/// status, `Location`, JSON body (`null` if none).
+fn api(method: &str, url: &str, token: &str) -> (u16, Option<String>, Value) {
+    let http = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .new_agent();
+    let auth = format!("Bearer {token}");
+    let mut r = match method {
+        "GET" => http.get(url).header("Authorization", &auth).call(),
+        _ => http
+            .post(url)
+            .header("Authorization", &auth)
+            .header("X-AutoGit-Request", "1")
+            .send_empty(),
+    }
+    .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .map(str::to_string);
+    let body = r.body_mut().read_json().unwrap_or(Value::Null);
+    (r.status().as_u16(), location, body)
+}
+
+/// The HA issue: followers serve the read-only admin API and the dashboard
+/// from PostgreSQL, and send every change to the leader.
+#[test]
+fn a_follower_serves_the_read_only_api_from_postgres_and_sends_changes_to_the_leader() {
+    let Some((_pg, sim, replicas)) = cluster(2, "poll_interval = \"1s\"") else {
+        return;
+    };
+    let (_agent, agent_id) = join(&replicas);
+    let [leader, follower] = <[Coordinator; 2]>::try_from(replicas).ok().unwrap();
+    let job = job(&sim, 200);
+    wait_job(&sim, job, "success", "a job on the leader", || leader.logs());
+    let token = leader.admin_token("ops", &[]).unwrap();
+    let (on_leader, on_follower) = (
+        |p: &str| leader.http_url(p),
+        |p: &str| follower.http_url(p),
+    );
+
+    // Runners: the follower's list is the leader's, from the database.
+    let (code, _, leader_runners) = api("GET", &on_leader("/api/v1/runners"), &token);
+    assert_eq!(code, 200);
+    assert_eq!(leader_runners.as_array().map(Vec::len), Some(1), "{leader_runners:#}");
+    let (code, _, runners) = api("GET", &on_follower("/api/v1/runners"), &token);
+    assert_eq!((code, &runners), (200, &leader_runners));
+    // Agents: as the leader last wrote them (liveness is flushed in batches).
+    let agent = wait_for(T, "the agent, ready, on the follower", || {
+        let (code, _, agents) = api("GET", &on_follower("/api/v1/agents"), &token);
+        assert_eq!(code, 200, "{agents}");
+        agents
+            .as_array()?
+            .iter()
+            .find(|a| a["id"] == agent_id.as_str() && a["state"] == "ready")
+            .cloned()
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", follower.logs()));
+    assert_eq!(agent["connected"], true);
+    assert_eq!(agent["cordoned"], false);
+    assert_eq!(agent["arch"], "x86_64");
+    let (code, _, pools) = api("GET", &on_follower("/api/v1/pools"), &token);
+    assert_eq!(code, 200);
+    assert_eq!(pools[0]["name"], "amd64", "{pools:#}");
+    let (code, _, events) = api("GET", &on_follower("/api/v1/events"), &token);
+    assert_eq!(code, 200);
+    assert!(events.to_string().contains("agent.enrolled"), "{events:#}");
+    // The dashboard page, and no admin API without credentials.
+    let (code, _, _) = api("GET", &on_follower("/"), &token);
+    assert_eq!(code, 200);
+    let (code, _, _) = api("GET", &on_follower("/api/v1/agents"), "not-a-token");
+    assert_eq!(code, 401);
+
+    // A change is a 307 to the same path on the leader, which does it.
+    let cordon = format!("/api/v1/agents/{agent_id}/cordon");
+    let (code, location, body) = api("POST", &on_follower(&cordon), &token);
+    assert_eq!(code, 307, "{body}");
+    assert_eq!(location.as_deref(), Some(on_leader(&cordon).as_str()));
+    assert_eq!(body["leader"], leader.http.unwrap().to_string());
+    let (code, _, body) = api("POST", &location.unwrap(), &token);
+    assert_eq!(code, 200, "{body}");
+    let (_, _, agent) = api("GET", &on_follower(&format!("/api/v1/agents/{agent_id}")), &token);
+    assert_eq!(agent["cordoned"], true, "the follower reads the leader's change");
+    // Pending jobs live in the leader's memory: that read goes there too.
+    let (code, location, _) = api("GET", &on_follower("/api/v1/jobs?x=1"), &token);
+    assert_eq!(code, 307);
+    assert_eq!(location.as_deref(), Some(on_leader("/api/v1/jobs?x=1").as_str()));
+    // The leader itself answers everything.
+    let (code, _, _) = api("GET", &on_leader("/api/v1/jobs"), &token);
+    assert_eq!(code, 200);
 }
 
 /// Acceptance 3 of the HA issue: PostgreSQL restarts (immediate shutdown,

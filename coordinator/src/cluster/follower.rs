@@ -1,74 +1,71 @@
-//! A replica without the lease: it serves what a load balancer and an
-//! operator need, turns agents away, and waits for the lease.
+//! A replica without the lease: it serves the read-only admin API and the
+//! dashboard from the database, what a load balancer needs, and GitLab's
+//! webhooks (kept for the leader, `inbox.rs`); it sends everything else to
+//! the leader, turns agents away, and waits for the lease.
+//!
+//! The routes are the leader's (`http::router` with
+//! [`Serving::Follower`](crate::http::Serving)); here are the parts that
+//! differ: `/readyz` (503 naming the leader, so a load balancer routes
+//! there), the webhook, and [`to_leader`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::http::{StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use secrecy::SecretString;
+use axum::routing::post;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::Db;
-use crate::metrics::Metrics;
+use crate::http::{HttpState, Serving};
 
-#[derive(Clone)]
-struct FollowerState {
-    db: Db,
-    lease_ttl: Duration,
-    metrics: Option<Arc<Metrics>>,
-    webhook_secret: Option<SecretString>,
+/// Reads a follower cannot answer from the database: pending jobs live in
+/// the leader's memory, and a sign-in's state in the memory of the replica
+/// that began it.
+const LEADER_ONLY_READS: [&str; 2] = ["/api/v1/jobs", "/oidc/"];
+
+fn lease_ttl(s: &HttpState) -> Duration {
+    match s.serving {
+        Serving::Follower { lease_ttl, .. } => lease_ttl,
+        Serving::Leader => Duration::ZERO,
+    }
 }
 
-/// The follower's HTTP routes: `/healthz` 200, `/readyz` 503 naming the
-/// leader (so a load balancer routes to the leader), `/metrics` when they
-/// are anonymous, GitLab's webhooks kept for the leader (`inbox.rs`), and
-/// 503 with the leader's address for everything else.
-pub fn router(
-    db: Db,
-    lease_ttl: Duration,
-    metrics: Option<Arc<Metrics>>,
-    webhook_secret: Option<SecretString>,
-) -> Router {
+/// The leader's HTTP address, from the replicas it reported.
+async fn leader(s: &HttpState) -> Option<String> {
+    super::leader_http_addr(&s.db, lease_ttl(s)).await
+}
+
+/// `POST /webhooks/gitlab` on a follower: checked and kept for the leader.
+pub fn webhook_router(state: HttpState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(scrape))
         .route(
             crate::demand::WEBHOOK_PATH,
             post(webhook).layer(axum::extract::DefaultBodyLimit::max(
                 crate::demand::MAX_WEBHOOK_BODY,
             )),
         )
-        .fallback(elsewhere)
-        .with_state(FollowerState {
-            db,
-            lease_ttl,
-            metrics,
-            webhook_secret,
-        })
+        .with_state(state)
 }
 
-async fn webhook(State(s): State<FollowerState>, headers: HeaderMap, body: Bytes) -> Response {
-    let (status, message) =
-        super::inbox::accept(&s.db, s.webhook_secret.as_ref(), &headers, &body).await;
+async fn webhook(State(s): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+    let secret = match &s.serving {
+        Serving::Follower { webhook_secret, .. } => webhook_secret.as_ref(),
+        Serving::Leader => None,
+    };
+    let (status, message) = super::inbox::accept(&s.db, secret, &headers, &body).await;
     (status, format!("{message}\n")).into_response()
 }
 
-async fn leader(s: &FollowerState) -> String {
-    super::leader_http_addr(&s.db, s.lease_ttl)
+/// `/readyz` on a follower: 503, with the leader's address.
+pub async fn readyz(State(s): State<HttpState>) -> Response {
+    let leader = leader(&s)
         .await
-        .unwrap_or_else(|| "none (an election is under way)".into())
-}
-
-async fn readyz(State(s): State<FollowerState>) -> Response {
-    let leader = leader(&s).await;
+        .unwrap_or_else(|| "none (an election is under way)".into());
     (
         StatusCode::SERVICE_UNAVAILABLE,
         [("x-autogit-role", "follower")],
@@ -77,32 +74,54 @@ async fn readyz(State(s): State<FollowerState>) -> Response {
         .into_response()
 }
 
-async fn scrape(State(s): State<FollowerState>) -> Response {
-    match s.metrics.as_ref().map(|m| m.encode()) {
-        Some(Ok(body)) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
-        )
-            .into_response(),
-        Some(Err(_)) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-        None => elsewhere(State(s)).await,
-    }
+/// Whether a follower answers `method path` itself.
+fn answers_itself(method: &Method, path: &str) -> bool {
+    let read = *method == Method::GET || *method == Method::HEAD;
+    let webhook = *method == Method::POST && path == crate::demand::WEBHOOK_PATH;
+    webhook || (read && !LEADER_ONLY_READS.iter().any(|p| path.starts_with(p)))
 }
 
-async fn elsewhere(State(s): State<FollowerState>) -> Response {
-    let leader = leader(&s).await;
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        [("x-autogit-role", "follower")],
-        axum::Json(serde_json::json!({
-            "error": format!("this coordinator is a follower; the leader is at {leader}"),
-            "leader": leader,
-        })),
-    )
-        .into_response()
+/// Middleware on a follower: reads and webhooks go on; anything that would
+/// change state (and the leader-only reads) is a `307 Temporary Redirect`
+/// to the same path on the leader, which keeps the method and body; `503`
+/// while no replica leads.
+pub async fn to_leader(State(s): State<HttpState>, req: Request, next: Next) -> Response {
+    if answers_itself(req.method(), req.uri().path()) {
+        let mut res = next.run(req).await;
+        res.headers_mut()
+            .insert("x-autogit-role", header::HeaderValue::from_static("follower"));
+        return res;
+    }
+    let role = [("x-autogit-role", "follower")];
+    let Some(leader) = leader(&s).await else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            role,
+            axum::Json(serde_json::json!({
+                "error": "this coordinator is a follower and no replica leads now (an election is under way); try again",
+            })),
+        )
+            .into_response();
+    };
+    let scheme = if s.sessions.secure { "https" } else { "http" };
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str());
+    let location = format!("{scheme}://{leader}{target}");
+    match header::HeaderValue::from_str(&location) {
+        Ok(location) => (
+            StatusCode::TEMPORARY_REDIRECT,
+            role,
+            [(header::LOCATION, location)],
+            axum::Json(serde_json::json!({
+                "error": format!("this coordinator is a follower; the leader is at {leader}"),
+                "leader": leader,
+            })),
+        )
+            .into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, role, "the leader's address is not valid in a URL\n").into_response(),
+    }
 }
 
 /// The listeners a follower serves on, and hands back to the leader it

@@ -1,5 +1,6 @@
 //! The admin REST API under `/api/v1`: thin adapters over the fleet, the
-//! reconciler, demand and the database. Every mutating call is written to the
+//! reconciler, demand and the database (on a follower, the database alone:
+//! `cluster/follower.rs`). Every mutating call is written to the
 //! audit log with the caller ([`Actor`]). Errors are `{"error": "..."}`.
 //!
 //! [`routes`] lists every route; the router is built from it and a test
@@ -15,13 +16,13 @@ use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::HttpState;
+use super::{HttpState, Serving};
 use crate::admin::actions::{ActionError, Actions};
 use crate::admin::{Actor, Role, sessions};
 use crate::bounds;
 use crate::db::{self, EventFilter};
-use crate::fleet::AgentView;
-use crate::runners::RunnerView;
+use crate::fleet::{AgentState, AgentView};
+use crate::runners::{ReconcilerStatus, RunnerView};
 use crate::runners::wait_objective::WaitShares;
 use crate::tokens;
 
@@ -154,16 +155,39 @@ pub struct AgentOut {
     pub runners: u32,
 }
 
-fn agents_out(s: &HttpState) -> Vec<AgentOut> {
-    let per_agent = s.reconciler.status().per_agent;
-    s.fleet
-        .snapshot()
+/// The reconciler's status: the leader's last pass, or on a follower what
+/// the database holds of it.
+async fn reconciler_status(s: &HttpState) -> Result<ReconcilerStatus, ApiError> {
+    Ok(match s.serving {
+        Serving::Leader => s.reconciler.status(),
+        Serving::Follower { .. } => ReconcilerStatus::stored(&s.db.active_runners().await?),
+    })
+}
+
+/// Every agent: the leader's live fleet, or on a follower the agents as
+/// the leader last wrote them (state and last seen are flushed every
+/// `agents.persist_interval`; `connected` is "ready" then).
+async fn agents_out(s: &HttpState) -> Result<Vec<AgentOut>, ApiError> {
+    let per_agent = reconciler_status(s).await?.per_agent;
+    let agents = match s.serving {
+        Serving::Leader => s.fleet.snapshot(),
+        Serving::Follower { .. } => {
+            let mut views = Vec::new();
+            for row in s.db.list_agents().await? {
+                let mut v = AgentView::from_row(&row)?;
+                v.connected = v.state == AgentState::Ready;
+                views.push(v);
+            }
+            views
+        }
+    };
+    Ok(agents
         .into_iter()
         .map(|a| AgentOut {
             runners: per_agent.get(&a.id).copied().unwrap_or(0),
             agent: a,
         })
-        .collect()
+        .collect())
 }
 
 fn parse_agent(id: &str) -> Result<autogit_certs::AgentId, ApiError> {
@@ -172,12 +196,13 @@ fn parse_agent(id: &str) -> Result<autogit_certs::AgentId, ApiError> {
 }
 
 async fn list_agents(State(s): State<HttpState>) -> ApiResult<Vec<AgentOut>> {
-    Ok(Json(agents_out(&s)))
+    Ok(Json(agents_out(&s).await?))
 }
 
 async fn get_agent(State(s): State<HttpState>, Path(id): Path<String>) -> ApiResult<AgentOut> {
     parse_agent(&id)?;
     agents_out(&s)
+        .await?
         .into_iter()
         .find(|a| a.agent.id == id)
         .map(Json)
@@ -406,7 +431,7 @@ pub struct WindowOut {
 
 async fn list_pools(State(s): State<HttpState>) -> ApiResult<Vec<PoolOut>> {
     let now = time::OffsetDateTime::now_utc();
-    let status = s.reconciler.status();
+    let status = reconciler_status(&s).await?;
     let demand = s
         .demand
         .as_ref()

@@ -53,6 +53,22 @@ pub struct HttpState {
     pub proxy: Arc<proxy::ProxyTrust>,
     /// Single sign-on (`[oidc]`); `None`: off.
     pub oidc: Option<Arc<crate::admin::oidc::Oidc>>,
+    /// The leader serves from its memory; a follower from the database.
+    pub serving: Serving,
+}
+
+/// Which replica serves the HTTP edge (ADR 0018).
+#[derive(Clone, Debug)]
+pub enum Serving {
+    /// The leader (or the one SQLite coordinator): every route, live views.
+    Leader,
+    /// A follower (`cluster/follower.rs`): the read-only API and dashboard
+    /// from the database, GitLab's webhooks kept for the leader, and a
+    /// redirect to the leader for everything else.
+    Follower {
+        lease_ttl: std::time::Duration,
+        webhook_secret: Option<secrecy::SecretString>,
+    },
 }
 
 /// Dashboard session cookie settings.
@@ -71,7 +87,10 @@ pub fn router(state: HttpState) -> Router {
         .route("/dashboard.js", get(dashboard::script));
     let mut public = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
+        .route("/readyz", match state.serving {
+            Serving::Leader => get(readyz),
+            Serving::Follower { .. } => get(crate::cluster::follower::readyz),
+        })
         .route("/login", post(auth::login))
         .route("/logout", post(auth::logout))
         .route("/oidc/login", get(oidc::login))
@@ -88,8 +107,17 @@ pub fn router(state: HttpState) -> Router {
         auth::require_admin,
     ));
     let mut app = protected.merge(public).with_state(state.clone());
-    if let Some(d) = &state.demand {
-        app = app.merge(crate::demand::webhook_router(d.clone()));
+    match (&state.demand, &state.serving) {
+        (Some(d), Serving::Leader) => app = app.merge(crate::demand::webhook_router(d.clone())),
+        (_, Serving::Follower { .. }) => {
+            app = app
+                .merge(crate::cluster::follower::webhook_router(state.clone()))
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    crate::cluster::follower::to_leader,
+                ))
+        }
+        (None, Serving::Leader) => {}
     }
     app
 }

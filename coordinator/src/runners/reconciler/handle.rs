@@ -34,6 +34,24 @@ pub struct ReconcilerStatus {
     pub cold_starts: BTreeMap<String, String>,
 }
 
+impl ReconcilerStatus {
+    /// What the database holds of it (a follower's view, `cluster/follower.rs`):
+    /// active runners by pool and phase, and per agent. Why demand is unmet,
+    /// creation errors and cold starts live in the leader's memory only.
+    pub fn stored(active: &[crate::db::RunnerRow]) -> Self {
+        let mut st = ReconcilerStatus::default();
+        for r in active {
+            *st.per_agent.entry(r.agent_id.clone()).or_default() += 1;
+            *st.runners
+                .entry(r.pool.clone())
+                .or_default()
+                .entry(r.state.clone())
+                .or_default() += 1;
+        }
+        st
+    }
+}
+
 /// Requests from operators.
 #[derive(Debug)]
 pub enum Command {
