@@ -155,6 +155,18 @@ impl Postgres {
         );
     }
 
+    /// The server's (postmaster's) pid, from `postmaster.pid`; its
+    /// workers are its children.
+    pub fn server_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.data_dir().join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }

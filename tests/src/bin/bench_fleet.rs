@@ -72,6 +72,17 @@ struct Args {
     /// Measure the coordinator with no agents for this long first (0 skips it).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     idle_window: Duration,
+    /// The coordinator's state store: a SQLite file in its data dir, or a
+    /// private PostgreSQL cluster (`tests/src/postgres.rs`) whose CPU is
+    /// measured too.
+    #[arg(long, value_enum, default_value = "sqlite")]
+    database: Store,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Store {
+    Sqlite,
+    Postgres,
 }
 
 fn main() -> ExitCode {
@@ -143,6 +154,22 @@ fn run(args: &Args) -> anyhow::Result<report::Report> {
         coordinator_config(args.heartbeat, args.agents),
     )
     .context("write coordinator config")?;
+    let pg = match args.database {
+        Store::Sqlite => None,
+        Store::Postgres => {
+            let pg = autogit_tests::postgres::Postgres::start()
+                .context("no PostgreSQL server is installed (apt-get install postgresql)")?;
+            let url = pg.create_db("autogit");
+            coordinator
+                .env
+                .push(("AUTOGIT_DATABASE__URL".into(), url));
+            Some(pg)
+        }
+    };
+    let db_pid = match &pg {
+        Some(pg) => Some(pg.server_pid().context("PostgreSQL's server pid")?),
+        None => None,
+    };
     coordinator.start().context("start coordinator")?;
     let pid = coordinator
         .proc
@@ -165,7 +192,20 @@ fn run(args: &Args) -> anyhow::Result<report::Report> {
         .enable_all()
         .build()
         .context("start tokio runtime")?;
-    let mut report = rt.block_on(bench::run(args, &coordinator, pid, &addr, Arc::new(token)))?;
+    let mut report = rt.block_on(bench::run(
+        args,
+        &coordinator,
+        (pid, db_pid),
+        &addr,
+        Arc::new(token),
+    ))?;
+    report.database = match args.database {
+        Store::Sqlite => "SQLite (WAL), a file in the data dir".into(),
+        Store::Postgres => format!(
+            "PostgreSQL, a private cluster on loopback (fsync off), server pid {}",
+            db_pid.unwrap_or(0)
+        ),
+    };
     report.machine = machine;
     report.load_start = load_start;
     report.load_end = report::loadavg();
@@ -252,6 +292,35 @@ mod procfs {
         let hz = clock_ticks();
         Ok(Duration::from_secs(ticks / hz)
             + Duration::from_nanos((ticks % hz) * 1_000_000_000 / hz))
+    }
+
+    /// The utime + stime fields of `/proc/<pid>/stat` (and cutime +
+    /// cstime: what its reaped children used), and its parent's pid.
+    fn stat_times(pid: u32) -> Option<(u32, u64, u64)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let n = |i: usize| fields.get(i).and_then(|s| s.parse::<u64>().ok());
+        Some((n(1)? as u32, n(11)? + n(12)?, n(13)? + n(14)?))
+    }
+
+    /// CPU of a server and its workers: `root` (with what its exited
+    /// children used) and every live child of it. PostgreSQL runs one
+    /// process per connection under its postmaster.
+    pub fn tree_cpu_time(root: u32) -> anyhow::Result<Duration> {
+        let (_, own, reaped) = stat_times(root).with_context(|| format!("read /proc/{root}/stat"))?;
+        let mut ticks = own + reaped;
+        for entry in std::fs::read_dir("/proc").context("read /proc")?.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some((parent, t, _)) = stat_times(pid).filter(|_| pid != root)
+                && parent == root
+            {
+                ticks += t;
+            }
+        }
+        let hz = clock_ticks();
+        Ok(Duration::from_secs(ticks / hz) + Duration::from_nanos((ticks % hz) * 1_000_000_000 / hz))
     }
 
     /// Memory and resource counts at one instant.
@@ -379,6 +448,9 @@ mod bench {
 
     struct Sampler {
         pid: u32,
+        /// PostgreSQL's server process, when it is the store.
+        db: Option<u32>,
+        db_cpu: Duration,
         at: Instant,
         cpu: Duration,
         me: Duration,
@@ -386,9 +458,14 @@ mod bench {
     }
 
     impl Sampler {
-        fn start(pid: u32) -> anyhow::Result<Self> {
+        fn start((pid, db): (u32, Option<u32>)) -> anyhow::Result<Self> {
             Ok(Sampler {
                 pid,
+                db,
+                db_cpu: match db {
+                    Some(root) => procfs::tree_cpu_time(root)?,
+                    None => Duration::ZERO,
+                },
                 at: Instant::now(),
                 cpu: procfs::cpu_time(Target::Pid(pid))?,
                 me: procfs::cpu_time(Target::SelfProcess)?,
@@ -400,6 +477,10 @@ mod bench {
             let wall = self.at.elapsed();
             let cpu = procfs::cpu_time(Target::Pid(self.pid))?.saturating_sub(self.cpu);
             let me = procfs::cpu_time(Target::SelfProcess)?.saturating_sub(self.me);
+            let db_cpu = match self.db {
+                Some(root) => Some(procfs::tree_cpu_time(root)?.saturating_sub(self.db_cpu)),
+                None => None,
+            };
             let mem = procfs::memory(Target::Pid(self.pid))?;
             let (busy, total) = procfs::machine_jiffies();
             let (busy, total) = (
@@ -416,6 +497,7 @@ mod bench {
                 wall,
                 coordinator_cpu: cpu,
                 bench_cpu: me,
+                db_cpu,
                 machine_busy_pct,
                 items,
                 rss_end_kib: mem.rss_kib,
@@ -442,7 +524,7 @@ mod bench {
     pub async fn run(
         args: &Args,
         c: &Coordinator,
-        pid: u32,
+        (pid, db): (u32, Option<u32>),
         addr: &str,
         token: Arc<JoinToken>,
     ) -> anyhow::Result<Report> {
@@ -452,7 +534,7 @@ mod bench {
             "measuring the idle coordinator for {:?}",
             args.idle_window
         ));
-        let sampler = Sampler::start(pid)?;
+        let sampler = Sampler::start((pid, db))?;
         tokio::time::sleep(args.idle_window).await;
         let idle_phase = sampler.finish("idle (no agents)", 0)?;
         let idle = procfs::memory(Target::Pid(pid))?;
@@ -465,7 +547,7 @@ mod bench {
             "enrolling {n} agents ({} at a time)",
             args.enroll_concurrency
         ));
-        let sampler = Sampler::start(pid)?;
+        let sampler = Sampler::start((pid, db))?;
         let sem = Arc::new(Semaphore::new(args.enroll_concurrency));
         let mut set = JoinSet::new();
         let deadline = tokio::time::Instant::now() + args.phase_timeout;
@@ -526,7 +608,7 @@ mod bench {
         ));
         let shared = Arc::new(Shared::default());
         let (stop_tx, stop_rx) = watch::channel(false);
-        let sampler = Sampler::start(pid)?;
+        let sampler = Sampler::start((pid, db))?;
         let phase_start = Instant::now();
         let sem = Arc::new(Semaphore::new(args.connect_concurrency));
         let mut sessions = JoinSet::new();
@@ -590,7 +672,7 @@ mod bench {
             args.heartbeat, args.duration
         ));
         tokio::time::sleep(args.heartbeat).await;
-        let sampler = Sampler::start(pid)?;
+        let sampler = Sampler::start((pid, db))?;
         let hb0 = shared.heartbeats.load(Ordering::Relaxed);
         let ended0 = shared.ended_early.load(Ordering::Relaxed);
         let window_end = tokio::time::Instant::now() + args.duration;
@@ -676,6 +758,7 @@ mod bench {
             nofile: (0, 0),
             coordinator_nofile: String::new(),
             coordinator_log,
+            database: String::new(),
         })
     }
 
@@ -808,6 +891,8 @@ mod report {
         pub wall: Duration,
         pub coordinator_cpu: Duration,
         pub bench_cpu: Duration,
+        /// PostgreSQL's, all its processes; `None` on SQLite (in the coordinator).
+        pub db_cpu: Option<Duration>,
         /// Busy share of all the machine's cores (everything running on it).
         pub machine_busy_pct: f64,
         /// Agents that completed the phase.
@@ -828,6 +913,9 @@ mod report {
         }
         pub fn bench_pct(&self) -> f64 {
             Self::pct(self.bench_cpu, self.wall)
+        }
+        pub fn db_pct(&self) -> Option<f64> {
+            self.db_cpu.map(|c| Self::pct(c, self.wall))
         }
     }
 
@@ -912,6 +1000,8 @@ mod report {
         pub nofile: (u64, u64),
         pub coordinator_nofile: String,
         pub coordinator_log: LogCounts,
+        /// The state store, in words.
+        pub database: String,
     }
 
     fn mib(kib: u64) -> String {
@@ -964,21 +1054,24 @@ mod report {
                 self.nofile.1,
                 self.coordinator_nofile
             );
+            let _ = writeln!(s, "state store: {}", self.database);
             let _ = writeln!(s);
             let _ = writeln!(
                 s,
-                "| phase | agents | wall | coordinator CPU | coordinator CPU (% of one core) | bench CPU (% of one core) | machine busy (% of all cores) | coordinator RSS at end |"
+                "| phase | agents | wall | coordinator CPU | coordinator CPU (% of one core) | PostgreSQL CPU (% of one core) | bench CPU (% of one core) | machine busy (% of all cores) | coordinator RSS at end |"
             );
-            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
+            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
             for p in [&self.idle, &self.enroll, &self.open, &self.steady.phase] {
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {:.2} s | {:.2} s | {:.1} % | {:.1} % | {:.1} % | {} |",
+                    "| {} | {} | {:.2} s | {:.2} s | {:.1} % | {} | {:.1} % | {:.1} % | {} |",
                     p.name,
                     p.items,
                     p.wall.as_secs_f64(),
                     p.coordinator_cpu.as_secs_f64(),
                     p.coordinator_pct(),
+                    p.db_pct()
+                        .map_or_else(|| "n/a".into(), |v| format!("{v:.1} %")),
                     p.bench_pct(),
                     p.machine_busy_pct,
                     mib(p.rss_end_kib)
