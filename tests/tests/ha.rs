@@ -70,8 +70,10 @@ fn cluster(n: usize, demand: &str) -> Option<(Postgres, Sim, Vec<Coordinator>)> 
     first.env.push(("AUTOGIT_DATABASE__URL".into(), url));
     first.start().unwrap();
     // It listens before it takes the lease: the first leads before the others start.
-    wait_for(T, "the first replica leads", || (readyz(&first).0 == 200).then_some(()))
-        .unwrap_or_else(|e| panic!("{e}\n{}", first.logs()));
+    wait_for(T, "the first replica leads", || {
+        (readyz(&first).0 == 200).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", first.logs()));
     let mut replicas = vec![first];
     for _ in 1..n {
         let mut r = replicas[0].replica();
@@ -403,17 +405,20 @@ fn a_follower_serves_the_read_only_api_from_postgres_and_sends_changes_to_the_le
     let (_agent, agent_id) = join(&replicas);
     let [leader, follower] = <[Coordinator; 2]>::try_from(replicas).ok().unwrap();
     let job = job(&sim, 200);
-    wait_job(&sim, job, "success", "a job on the leader", || leader.logs());
+    wait_job(&sim, job, "success", "a job on the leader", || {
+        leader.logs()
+    });
     let token = leader.admin_token("ops", &[]).unwrap();
-    let (on_leader, on_follower) = (
-        |p: &str| leader.http_url(p),
-        |p: &str| follower.http_url(p),
-    );
+    let (on_leader, on_follower) = (|p: &str| leader.http_url(p), |p: &str| follower.http_url(p));
 
     // Runners: the follower's list is the leader's, from the database.
     let (code, _, leader_runners) = api("GET", &on_leader("/api/v1/runners"), &token);
     assert_eq!(code, 200);
-    assert_eq!(leader_runners.as_array().map(Vec::len), Some(1), "{leader_runners:#}");
+    assert_eq!(
+        leader_runners.as_array().map(Vec::len),
+        Some(1),
+        "{leader_runners:#}"
+    );
     let (code, _, runners) = api("GET", &on_follower("/api/v1/runners"), &token);
     assert_eq!((code, &runners), (200, &leader_runners));
     // Agents: as the leader last wrote them (liveness is flushed in batches).
@@ -450,12 +455,22 @@ fn a_follower_serves_the_read_only_api_from_postgres_and_sends_changes_to_the_le
     assert_eq!(body["leader"], leader.http.unwrap().to_string());
     let (code, _, body) = api("POST", &location.unwrap(), &token);
     assert_eq!(code, 200, "{body}");
-    let (_, _, agent) = api("GET", &on_follower(&format!("/api/v1/agents/{agent_id}")), &token);
-    assert_eq!(agent["cordoned"], true, "the follower reads the leader's change");
+    let (_, _, agent) = api(
+        "GET",
+        &on_follower(&format!("/api/v1/agents/{agent_id}")),
+        &token,
+    );
+    assert_eq!(
+        agent["cordoned"], true,
+        "the follower reads the leader's change"
+    );
     // Pending jobs live in the leader's memory: that read goes there too.
     let (code, location, _) = api("GET", &on_follower("/api/v1/jobs?x=1"), &token);
     assert_eq!(code, 307);
-    assert_eq!(location.as_deref(), Some(on_leader("/api/v1/jobs?x=1").as_str()));
+    assert_eq!(
+        location.as_deref(),
+        Some(on_leader("/api/v1/jobs?x=1").as_str())
+    );
     // The leader itself answers everything.
     let (code, _, _) = api("GET", &on_leader("/api/v1/jobs"), &token);
     assert_eq!(code, 200);

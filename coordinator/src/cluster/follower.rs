@@ -88,8 +88,10 @@ fn answers_itself(method: &Method, path: &str) -> bool {
 pub async fn to_leader(State(s): State<HttpState>, req: Request, next: Next) -> Response {
     if answers_itself(req.method(), req.uri().path()) {
         let mut res = next.run(req).await;
-        res.headers_mut()
-            .insert("x-autogit-role", header::HeaderValue::from_static("follower"));
+        res.headers_mut().insert(
+            "x-autogit-role",
+            header::HeaderValue::from_static("follower"),
+        );
         return res;
     }
     let role = [("x-autogit-role", "follower")];
@@ -104,10 +106,7 @@ pub async fn to_leader(State(s): State<HttpState>, req: Request, next: Next) -> 
             .into_response();
     };
     let scheme = if s.sessions.secure { "https" } else { "http" };
-    let target = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str());
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let location = format!("{scheme}://{leader}{target}");
     match header::HeaderValue::from_str(&location) {
         Ok(location) => (
@@ -120,7 +119,12 @@ pub async fn to_leader(State(s): State<HttpState>, req: Request, next: Next) -> 
             })),
         )
             .into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, role, "the leader's address is not valid in a URL\n").into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            role,
+            "the leader's address is not valid in a URL\n",
+        )
+            .into_response(),
     }
 }
 

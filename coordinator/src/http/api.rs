@@ -22,8 +22,8 @@ use crate::admin::{Actor, Role, sessions};
 use crate::bounds;
 use crate::db::{self, EventFilter};
 use crate::fleet::{AgentState, AgentView};
-use crate::runners::{ReconcilerStatus, RunnerView};
 use crate::runners::wait_objective::WaitShares;
+use crate::runners::{ReconcilerStatus, RunnerView};
 use crate::tokens;
 
 /// An API error: status + message.

@@ -87,10 +87,13 @@ pub fn router(state: HttpState) -> Router {
         .route("/dashboard.js", get(dashboard::script));
     let mut public = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", match state.serving {
-            Serving::Leader => get(readyz),
-            Serving::Follower { .. } => get(crate::cluster::follower::readyz),
-        })
+        .route(
+            "/readyz",
+            match state.serving {
+                Serving::Leader => get(readyz),
+                Serving::Follower { .. } => get(crate::cluster::follower::readyz),
+            },
+        )
         .route("/login", post(auth::login))
         .route("/logout", post(auth::logout))
         .route("/oidc/login", get(oidc::login))
