@@ -164,6 +164,15 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
     std::fs::write(&a.config, config(args)).context("write config")?;
     a.env.push(("AUTOGIT_DATABASE__URL".into(), url));
     a.start().context("start replica a")?;
+    // A replica listens before it takes the lease: a leads before b starts.
+    let a_http = a.http.context("a's address")?.to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while leader_http(&a).as_deref() != Some(a_http.as_str()) {
+        if Instant::now() > deadline {
+            bail!("replica a did not take the lease within 30 s:\n{}", a.logs());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let mut b = a.replica();
     b.start().context("start replica b")?;
     let b_http = b.http.context("b's address")?.to_string();
