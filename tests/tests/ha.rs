@@ -411,16 +411,25 @@ fn a_follower_serves_the_read_only_api_from_postgres_and_sends_changes_to_the_le
     let token = leader.admin_token("ops", &[]).unwrap();
     let (on_leader, on_follower) = (|p: &str| leader.http_url(p), |p: &str| follower.http_url(p));
 
-    // Runners: the follower's list is the leader's, from the database.
-    let (code, _, leader_runners) = api("GET", &on_leader("/api/v1/runners"), &token);
-    assert_eq!(code, 200);
-    assert_eq!(
-        leader_runners.as_array().map(Vec::len),
-        Some(1),
-        "{leader_runners:#}"
-    );
-    let (code, _, runners) = api("GET", &on_follower("/api/v1/runners"), &token);
-    assert_eq!((code, &runners), (200, &leader_runners));
+    // Runners: the follower's list is the leader's, from the database (the
+    // runner may still be winding down between the two reads: read again).
+    wait_for(
+        T,
+        "the same runners on the follower as on the leader",
+        || {
+            let (code, _, leader_runners) = api("GET", &on_leader("/api/v1/runners"), &token);
+            assert_eq!(code, 200);
+            assert_eq!(
+                leader_runners.as_array().map(Vec::len),
+                Some(1),
+                "{leader_runners:#}"
+            );
+            let (code, _, runners) = api("GET", &on_follower("/api/v1/runners"), &token);
+            assert_eq!(code, 200, "{runners}");
+            (runners == leader_runners).then_some(())
+        },
+    )
+    .unwrap();
     // Agents: as the leader last wrote them (liveness is flushed in batches).
     let agent = wait_for(T, "the agent, ready, on the follower", || {
         let (code, _, agents) = api("GET", &on_follower("/api/v1/agents"), &token);
