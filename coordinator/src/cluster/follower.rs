@@ -189,3 +189,35 @@ pub async fn turn_agents_away(listener: Arc<TcpListener>, stop: CancellationToke
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_follower_answers_reads_and_webhooks_and_sends_the_rest_to_the_leader() {
+        let (get, head, post) = (Method::GET, Method::HEAD, Method::POST);
+        for (method, path) in [
+            (&get, "/api/v1/agents"),
+            (&head, "/api/v1/runners"),
+            (&get, "/"),
+            (&get, "/readyz"),
+            (&get, "/metrics"),
+            (&post, crate::demand::WEBHOOK_PATH),
+        ] {
+            assert!(answers_itself(method, path), "{method} {path}");
+        }
+        for (method, path) in [
+            (&post, "/api/v1/agents/x/cordon"),
+            (&post, "/api/v1/tokens"),
+            (&Method::DELETE, "/api/v1/agents"),
+            (&Method::PUT, "/api/v1/agents"),
+            (&post, "/login"),
+            (&get, "/api/v1/jobs"),
+            (&get, "/oidc/login"),
+            (&get, "/oidc/callback"),
+        ] {
+            assert!(!answers_itself(method, path), "{method} {path}");
+        }
+    }
+}
