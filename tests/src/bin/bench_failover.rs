@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use autogit_certs::JoinToken;
 use autogit_tests::fleet_sim::{self as sim, Enrolled};
-use autogit_tests::harness::Coordinator;
+use autogit_tests::harness::{Coordinator, wait_for};
 use autogit_tests::postgres::Postgres;
 use clap::Parser;
 use rand::Rng;
@@ -166,13 +166,10 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
     a.start().context("start replica a")?;
     // A replica listens before it takes the lease: a leads before b starts.
     let a_http = a.http.context("a's address")?.to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while leader_http(&a).as_deref() != Some(a_http.as_str()) {
-        if Instant::now() > deadline {
-            bail!("replica a did not take the lease within 30 s:\n{}", a.logs());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for(Duration::from_secs(30), "replica a to take the lease", || {
+        (leader_http(&a).as_deref() == Some(a_http.as_str())).then_some(())
+    })
+    .with_context(|| a.logs())?;
     let mut b = a.replica();
     b.start().context("start replica b")?;
     let b_http = b.http.context("b's address")?.to_string();
