@@ -439,14 +439,11 @@ impl Tracker {
         self.tasks.insert(task.id(), TaskKey::Job(job_id));
     }
 
+    /// Publishes the new snapshot first, then the runner activity, so a
+    /// reconciler that hears a runner took a job already sees the job gone
+    /// (it also discounts jobs its runners hold; see
+    /// `runners/reconciler/view.rs::effective_pending`).
     fn apply(&mut self, fx: Effects) {
-        for activity in fx.activity {
-            tracing::debug!(?activity, "runner activity");
-            if self.activity.send(activity).is_err() && !self.reconciler_gone_logged {
-                self.reconciler_gone_logged = true;
-                tracing::warn!("runner activity receiver dropped; activity is discarded");
-            }
-        }
         if fx.changed {
             self.generation += 1;
             let snap = Arc::new(self.state.snapshot(self.generation));
@@ -459,6 +456,13 @@ impl Tracker {
             );
             self.publisher.snapshot.send_replace(snap);
             self.publisher.ticks.send_replace(self.generation);
+        }
+        for activity in fx.activity {
+            tracing::debug!(?activity, "runner activity");
+            if self.activity.send(activity).is_err() && !self.reconciler_gone_logged {
+                self.reconciler_gone_logged = true;
+                tracing::warn!("runner activity receiver dropped; activity is discarded");
+            }
         }
     }
 }

@@ -25,7 +25,8 @@ impl Reconciler {
             .values()
             .map(|a| to_sched_runner(a, now))
             .collect();
-        let pending = effective_pending(&demand, &mut self.credits);
+        let taken = self.active.values().filter_map(|a| a.rec.job_id).collect();
+        let pending = effective_pending(&demand, &taken, &mut self.credits);
         for j in &demand.jobs {
             if j.pool.is_some() {
                 self.job_seen.entry(j.job_id).or_insert(j.seen_at);

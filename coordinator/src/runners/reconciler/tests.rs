@@ -327,14 +327,16 @@ impl Harness {
         (id, rec.gitlab_runner_id.expect("a GitLab runner"))
     }
 
-    /// An idle runner that GitLab says took job 1.
+    /// An idle runner that GitLab says took a job of its own: job
+    /// 1000 + its GitLab id, apart from the ids [`Harness::pending`] lists
+    /// (a job a runner holds is not demand).
     async fn busy_runner(&self, rx: &mut SessionRx) -> (Uuid, u64) {
         let (id, gitlab_id) = self.idle_runner(rx).await;
         self.activity
             .send(RunnerActivity::Busy {
                 gitlab_runner_id: gitlab_id,
                 project_id: 1,
-                job_id: 1,
+                job_id: 1000 + gitlab_id,
             })
             .unwrap();
         self.settle().await;
@@ -375,6 +377,48 @@ fn quiet(rx: &mut SessionRx) {
     if let Ok(m) = rx.try_recv() {
         panic!("unexpected message to the agent: {m:?}");
     }
+}
+
+/// GitLab's word that a runner took a job can reach the reconciler before
+/// the demand snapshot that drops the job. The job is the runner's, not
+/// demand for a second runner.
+#[tokio::test(start_paused = true)]
+async fn a_job_heard_taken_before_the_snapshot_drops_it_starts_no_second_runner() {
+    let mut h = Harness::start().await;
+    let mut rx = h.connect(vec![]);
+    h.pending(1);
+    let AgentCommand::StartRunner(start) = next_msg(&mut rx).await else {
+        panic!("expected StartRunner");
+    };
+    let id = start.runner_id;
+    h.agent_reports(report(id, ContainerState::Running, 0));
+    h.settle().await;
+    let gitlab_id = h
+        .record(id)
+        .await
+        .gitlab_runner_id
+        .expect("a GitLab runner");
+
+    // Job 1 is still in the snapshot when the runner is heard taking it.
+    h.activity
+        .send(RunnerActivity::Busy {
+            gitlab_runner_id: gitlab_id,
+            project_id: 1,
+            job_id: 1,
+        })
+        .unwrap();
+    h.settle().await;
+    h.run_for(Duration::from_secs(5), TICK).await;
+    assert_eq!(h.record(id).await.phase, Phase::Busy);
+    quiet(&mut rx);
+    assert_eq!(h.gitlab.live(), vec![gitlab_id], "one GitLab runner");
+
+    // A second job is demand again.
+    h.pending_ids([1, 2]);
+    assert!(matches!(
+        next_msg(&mut rx).await,
+        AgentCommand::StartRunner(_)
+    ));
 }
 
 #[tokio::test(start_paused = true)]

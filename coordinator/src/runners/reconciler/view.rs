@@ -2,7 +2,7 @@
 //! have consumed a job, and the conversion of runners to the scheduler's
 //! view (agents come typed from `Fleet::scheduler_view`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Instant as StdInstant;
 
 use time::OffsetDateTime;
@@ -12,8 +12,13 @@ use crate::demand::DemandSnapshot;
 use crate::runners::Phase;
 use crate::scheduler;
 
-/// Pending jobs per pool, less the jobs that runners which ended without
-/// saying which job they took may have consumed.
+/// Pending jobs per pool, less the jobs an active runner is known to hold
+/// and the jobs that runners which ended without saying which job they took
+/// may have consumed.
+///
+/// A job in `taken` is not demand even if the snapshot still lists it: the
+/// reconciler may hear that a runner took a job before the demand snapshot
+/// that drops it, and counting it twice would start a runner nobody needs.
 ///
 /// A runner that ran and ended at time `c` without a known job (its Job Hook
 /// `running` was lost and no poll saw it running) probably took one of its
@@ -24,13 +29,14 @@ use crate::scheduler;
 /// briefly still count finished jobs and start runners nobody needs.
 pub fn effective_pending(
     snap: &DemandSnapshot,
+    taken: &HashSet<u64>,
     credits: &mut Vec<(String, StdInstant)>,
 ) -> BTreeMap<String, u32> {
     if let Some(polled) = snap.last_poll_started {
         credits.retain(|(_, c)| *c > polled);
     }
     let mut confirmed: BTreeMap<&str, Vec<StdInstant>> = BTreeMap::new();
-    for j in &snap.jobs {
+    for j in snap.jobs.iter().filter(|j| !taken.contains(&j.job_id)) {
         if let Some(p) = &j.pool {
             confirmed.entry(p.as_str()).or_default().push(j.confirmed);
         }
@@ -110,12 +116,15 @@ mod tests {
         // Ended at 5 s: job 1 (confirmed at 0) may be the one it took; job 2
         // was confirmed pending after it ended, so it is real demand.
         let mut credits = vec![("a".to_string(), at(5))];
-        let p = effective_pending(&snap, &mut credits);
+        let p = effective_pending(&snap, &HashSet::new(), &mut credits);
         assert_eq!(p["a"], 1);
         assert_eq!(p["b"], 1, "another pool's demand is untouched");
         // Two credits, but only one job older than either.
         let mut credits = vec![("a".to_string(), at(5)), ("a".to_string(), at(6))];
-        assert_eq!(effective_pending(&snap, &mut credits)["a"], 1);
+        assert_eq!(
+            effective_pending(&snap, &HashSet::new(), &mut credits)["a"],
+            1
+        );
     }
 
     #[test]
@@ -124,7 +133,20 @@ mod tests {
         let mut snap = DemandSnapshot::new(1, vec![job(1, "a", t0)]);
         snap.last_poll_started = Some(t0 + Duration::from_secs(10));
         let mut credits = vec![("a".to_string(), t0 + Duration::from_secs(5))];
-        assert_eq!(effective_pending(&snap, &mut credits)["a"], 1);
+        assert_eq!(
+            effective_pending(&snap, &HashSet::new(), &mut credits)["a"],
+            1
+        );
         assert!(credits.is_empty(), "the poll re-checked every job");
+    }
+
+    #[test]
+    fn a_job_a_runner_holds_is_not_demand_even_while_the_snapshot_lists_it() {
+        let t0 = StdInstant::now();
+        let snap = DemandSnapshot::new(1, vec![job(1, "a", t0), job(2, "a", t0)]);
+        let p = effective_pending(&snap, &HashSet::from([1]), &mut Vec::new());
+        assert_eq!(p["a"], 1, "only job 2 still needs a runner");
+        let p = effective_pending(&snap, &HashSet::from([1, 2]), &mut Vec::new());
+        assert_eq!(p.get("a").copied().unwrap_or(0), 0);
     }
 }
