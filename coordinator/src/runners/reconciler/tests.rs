@@ -21,6 +21,7 @@ use super::fake_gitlab::FakeGitLab;
 use super::{DemandSource, Reconciler, ReconcilerConfig, ReconcilerHandle};
 use crate::db::{AgentRow, Db, EventFilter};
 use crate::demand::{DemandSnapshot, PendingJob, RunnerActivity, Source};
+use crate::fleet::command::StartRunner;
 use crate::fleet::session::{AgentEvent, ContainerState, RunnerReport};
 use crate::fleet::{AgentCommand, Fleet, Inventory, SessionId, Timings};
 use crate::pools::LivePools;
@@ -312,12 +313,18 @@ impl Harness {
         kinds
     }
 
-    /// One pending job → a runner started on the agent and running (idle).
-    async fn idle_runner(&self, rx: &mut SessionRx) -> (Uuid, u64) {
+    /// One pending job (job 1) → the runner start sent to the agent.
+    async fn start_for_one_job(&self, rx: &mut SessionRx) -> Box<StartRunner> {
         self.pending(1);
         let AgentCommand::StartRunner(start) = next_msg(rx).await else {
             panic!("expected StartRunner");
         };
+        start
+    }
+
+    /// One pending job → a runner started on the agent and running (idle).
+    async fn idle_runner(&self, rx: &mut SessionRx) -> (Uuid, u64) {
+        let start = self.start_for_one_job(rx).await;
         self.pending(0);
         let id = start.runner_id;
         self.agent_reports(report(id, ContainerState::Running, 0));
@@ -386,10 +393,7 @@ fn quiet(rx: &mut SessionRx) {
 async fn a_job_heard_taken_before_the_snapshot_drops_it_starts_no_second_runner() {
     let mut h = Harness::start().await;
     let mut rx = h.connect(vec![]);
-    h.pending(1);
-    let AgentCommand::StartRunner(start) = next_msg(&mut rx).await else {
-        panic!("expected StartRunner");
-    };
+    let start = h.start_for_one_job(&mut rx).await;
     let id = start.runner_id;
     h.agent_reports(report(id, ContainerState::Running, 0));
     h.settle().await;
@@ -555,10 +559,7 @@ async fn a_lost_agent_releases_its_stopping_runner_and_gitlab_runner() {
 async fn a_runner_that_never_runs_is_stopped_and_cleaned_up_only_after_the_agent_answers() {
     let mut h = Harness::start().await;
     let mut rx = h.connect(vec![]);
-    h.pending(1);
-    let AgentCommand::StartRunner(start) = next_msg(&mut rx).await else {
-        panic!("expected StartRunner");
-    };
+    let start = h.start_for_one_job(&mut rx).await;
     h.pending(0);
     let id = start.runner_id;
     h.run_for(Duration::from_secs(301), Duration::from_secs(1))
@@ -719,10 +720,7 @@ fn starts(rx: &mut SessionRx) -> Vec<Uuid> {
 async fn a_host_policy_refusal_is_recorded_and_not_retried_on_that_agent() {
     let mut h = Harness::start().await;
     let mut rx = h.connect(vec![]);
-    h.pending(1);
-    let AgentCommand::StartRunner(start) = next_msg(&mut rx).await else {
-        panic!("expected StartRunner");
-    };
+    let start = h.start_for_one_job(&mut rx).await;
     let id = start.runner_id;
     let rule = "mount source \"/\" is not in policy.allowed_mount_sources";
     h.agent_reports(RunnerReport {
@@ -764,10 +762,7 @@ async fn a_host_policy_refusal_is_recorded_and_not_retried_on_that_agent() {
 async fn an_ordinary_start_failure_is_not_taken_for_a_policy_refusal() {
     let mut h = Harness::start().await;
     let mut rx = h.connect(vec![]);
-    h.pending(1);
-    let AgentCommand::StartRunner(start) = next_msg(&mut rx).await else {
-        panic!("expected StartRunner");
-    };
+    let start = h.start_for_one_job(&mut rx).await;
     h.agent_reports(RunnerReport {
         container_id: None,
         reason: Some("pull image: not found".into()),
@@ -1032,10 +1027,7 @@ async fn each_job_a_runner_takes_counts_its_wait_against_the_pools_objective() {
 async fn a_runner_on_an_agent_without_its_image_says_so_until_it_runs_and_records_the_pull() {
     let mut h = Harness::start().await;
     let mut rx = h.connect(vec![]);
-    h.pending(1);
-    let AgentCommand::StartRunner(start) = next_msg(&mut rx).await else {
-        panic!("expected StartRunner");
-    };
+    let start = h.start_for_one_job(&mut rx).await;
     h.settle().await;
     let id = start.runner_id;
     let why = h.handle.status().cold_starts.get("amd64").cloned();
@@ -1080,10 +1072,7 @@ async fn a_runner_on_an_agent_holding_its_image_is_warm() {
             containers: vec![],
         })
         .unwrap();
-    h.pending(1);
-    let AgentCommand::StartRunner(start) = next_msg(&mut rx).await else {
-        panic!("expected StartRunner");
-    };
+    let start = h.start_for_one_job(&mut rx).await;
     h.settle().await;
     assert!(
         h.handle.status().cold_starts.is_empty(),
