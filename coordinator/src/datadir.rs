@@ -138,6 +138,28 @@ mod tests {
         assert!(make_private(&dir).unwrap().is_empty());
     }
 
+    /// A fresh install (`init`, then `serve`) has nothing to tighten, so
+    /// its first start logs no warning. Under the usual umask 022 SQLite
+    /// alone would create the database 0644.
+    #[tokio::test]
+    async fn a_new_store_is_private_from_its_first_byte() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path();
+        // As `init` makes it.
+        fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE)).unwrap();
+        let db = crate::db::Db::open(dir).await.unwrap();
+        assert_eq!(mode(&dir.join(DB_FILE)), 0o600);
+        for f in ["autogit.db-wal", "autogit.db-shm"] {
+            if dir.join(f).exists() {
+                assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+            }
+        }
+        assert_eq!(make_private(dir).unwrap(), vec![], "nothing to tighten");
+        drop(db);
+        // An existing store opens as before.
+        crate::db::Db::open(dir).await.unwrap();
+    }
+
     #[test]
     fn a_mode_that_cannot_be_set_names_the_path() {
         let t = tempfile::tempdir().unwrap();

@@ -55,6 +55,25 @@ fn an_open_data_dir_and_database_are_private_after_start() {
     );
 }
 
+/// A fresh install is private from the start, so its first `serve` has
+/// nothing to tighten and no warning about it (before, SQLite created the
+/// database 0644 under umask 022 and every new install began with that WARN).
+#[test]
+fn a_fresh_install_is_private_from_init_and_starts_without_a_warning() {
+    let mut c = Coordinator::init("").unwrap();
+    assert_eq!(mode(&c.dir), 0o700, "data dir after init");
+    assert_eq!(
+        mode(&c.dir.join("autogit.db")),
+        0o600,
+        "database after init"
+    );
+    assert_eq!(mode(&c.dir.join("ca-key.pem")), 0o600, "CA key after init");
+    c.start().unwrap();
+    c.token(&[]).unwrap();
+    let logs = c.logs();
+    assert!(!logs.contains("tightened permissions"), "{logs}");
+}
+
 #[test]
 fn an_open_agent_state_dir_and_identity_are_private_after_start() {
     let mut c = Coordinator::init("").unwrap();

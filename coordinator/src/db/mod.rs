@@ -132,6 +132,27 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
+/// Creates a missing SQLite file empty and owner-only (0600) before SQLite
+/// opens it, so a new store is private from its first byte whatever the
+/// umask, and SQLite gives its `-wal` and `-shm` files the same mode. An
+/// empty file is an empty database to SQLite. An existing file is left to
+/// `datadir.rs::make_private`, which `serve` runs first.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.exists() {
+        return Ok(());
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(crate::datadir::FILE_MODE)
+        .open(path)
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        r => r.map(drop),
+    }
+}
+
 /// The database file inside a data dir.
 pub const DB_FILE: &str = "autogit.db";
 
@@ -159,6 +180,7 @@ impl Db {
         };
         let pool = match url {
             DatabaseUrl::Sqlite(path) => {
+                create_private(path).map_err(|e| open(sqlx::Error::Io(e)))?;
                 let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
                     .map_err(open)?
                     .create_if_missing(true)
