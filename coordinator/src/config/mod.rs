@@ -985,6 +985,46 @@ mod tests {
     }
 
     #[test]
+    fn stock_loads_round_trips_defaults_to_none_and_refuses_too_many() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("c.toml");
+        let pool = |extra: &str| {
+            format!("[[pools]]\nname = \"p\"\ntags = [\"p\"]\narch = \"x86_64\"\n{extra}")
+        };
+        std::fs::write(&f, pool("stock = 3\n")).unwrap();
+        let c = Config::load(Some(&f), &[], &Overrides::default()).unwrap();
+        assert_eq!(c.pools[0].stock, 3);
+        let shown = serde_json::to_string(&c.pools[0]).unwrap();
+        assert!(shown.contains("\"stock\":3"), "{shown}");
+        let back: crate::scheduler::Pool = serde_json::from_str(&shown).unwrap();
+        assert_eq!(back, c.pools[0], "{shown}");
+
+        std::fs::write(&f, pool("")).unwrap();
+        let c = Config::load(Some(&f), &[], &Overrides::default()).unwrap();
+        assert_eq!(c.pools[0].stock, 0, "absent: no stock");
+        let shown = serde_json::to_string(&c.pools[0]).unwrap();
+        assert!(
+            !shown.contains("stock"),
+            "the default is not written: {shown}"
+        );
+
+        for (value, problem) in [
+            (
+                "65",
+                "pool 'p': stock must be at most 64 (each is a GitLab runner kept unused), got 65",
+            ),
+            ("-1", "stock"),
+            ("\"2\"", "stock"),
+        ] {
+            std::fs::write(&f, pool(&format!("stock = {value}\n"))).unwrap();
+            let err = Config::load(Some(&f), &[], &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(problem), "{value}: {err}");
+        }
+    }
+
+    #[test]
     fn runner_token_on_the_command_line_is_refused_at_load() {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("c.toml");

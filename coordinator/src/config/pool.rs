@@ -27,6 +27,7 @@
 //! arch = "x86_64"
 //! agent_selector = { trust = "deploy" }   # only agents an operator labelled so
 //! wait_objective = "30s"    # track the share of jobs whose runner took them within 30 s
+//! stock = 2                 # two GitLab runners created ahead: a start skips POST /user/runners
 //! image = "registry.example:5000/ci/runner:v18"
 //! registry = { username = "ci", password_file = "/etc/autogit/registry-password" }
 //! ```
@@ -97,6 +98,9 @@ const DEFAULT_MAX_RUNNERS: u32 = 4;
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Docker refuses memory limits below 6 MB.
 const MIN_MEM_LIMIT: ByteSize = ByteSize(6 * MIB);
+/// The most GitLab runners a pool may keep in stock (`stock`).
+pub const MAX_STOCK: u32 = 64;
+
 /// The longest `wait_objective`: it is measured over at most 24 hours.
 pub const MAX_WAIT_OBJECTIVE: Duration = Duration::from_secs(24 * 3600);
 
@@ -188,6 +192,7 @@ impl Pool {
             docker_cache: false,
             schedule: Vec::new(),
             wait_objective: None,
+            stock: 0,
             registry: None,
         }
     }
@@ -369,6 +374,15 @@ impl Pool {
         }
         if self.idle_timeout.is_zero() {
             return err("idle_timeout", "must be longer than zero".into());
+        }
+        if self.stock > MAX_STOCK {
+            return err(
+                "stock",
+                format!(
+                    "must be at most {MAX_STOCK} (each is a GitLab runner kept unused), got {}",
+                    self.stock
+                ),
+            );
         }
         for (i, w) in self.schedule.iter().enumerate() {
             if w.idle_min.is_none() && w.max_runners.is_none() {
@@ -601,6 +615,8 @@ struct PoolToml {
         with = "humantime_serde"
     )]
     wait_objective: Option<Duration>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    stock: u32,
     /// `registry = { username, password_file | password_env }` (`config/registry.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     registry: Option<super::registry::RegistryToml>,
@@ -716,6 +732,9 @@ fn default_idle_timeout() -> Duration {
 }
 fn default_true() -> bool {
     true
+}
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl TryFrom<PoolToml> for Pool {
@@ -836,6 +855,7 @@ impl TryFrom<PoolToml> for Pool {
             docker_cache: t.docker_cache,
             schedule,
             wait_objective: t.wait_objective,
+            stock: t.stock,
             registry,
         })
     }
@@ -891,6 +911,7 @@ impl From<Pool> for PoolToml {
                 })
                 .collect(),
             wait_objective: p.wait_objective,
+            stock: p.stock,
             registry: p.registry.map(Into::into),
         }
     }

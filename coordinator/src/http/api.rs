@@ -389,6 +389,10 @@ pub struct PoolOut {
     pub unmet_reason: Option<String>,
     /// The pool's `wait_objective` and how it was met; `None` without one.
     pub wait_objective: Option<WaitObjectiveOut>,
+    /// GitLab runners the pool keeps created ahead of demand (`stock`).
+    pub stock: u32,
+    /// Of those, in stock now (the leader's memory; 0 on a follower).
+    pub stocked: u32,
 }
 
 /// A pool's `wait_objective` and the share of its jobs that met it.
@@ -480,6 +484,8 @@ async fn list_pools(State(s): State<HttpState>) -> ApiResult<Vec<PoolOut>> {
                     runners,
                     unmet_reason: status.unmet.get(&p.name).cloned(),
                     wait_objective: s.reconciler.wait_shares(p).map(WaitObjectiveOut::from),
+                    stock: p.stock,
+                    stocked: status.stock.get(&p.name).copied().unwrap_or(0),
                 }
             })
             .collect(),
@@ -712,6 +718,8 @@ mod tests {
             idle: 0,
             unmet_reason: None,
             wait_objective: Some(out),
+            stock: 2,
+            stocked: 1,
         };
         let pool = serde_json::to_value(&pool).unwrap();
         let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();

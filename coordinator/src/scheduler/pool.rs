@@ -90,6 +90,11 @@ pub struct Pool {
     /// tracks the share of jobs that met it ([`crate::runners::wait_objective`]).
     /// Like sizing, it changes nothing in the runners.
     pub wait_objective: Option<Duration>,
+    /// GitLab runners created ahead of demand and kept, token in memory
+    /// only, so a start skips `POST /user/runners` on its critical path
+    /// (`runners/reconciler/stock.rs`); 0 (the default) keeps none. Like
+    /// sizing, it changes nothing in the runners.
+    pub stock: u32,
     /// Credentials for pulling `image` (`registry = { username, password_file }`);
     /// `None` pulls anonymously.
     pub registry: Option<super::registry::RegistryAuth>,
@@ -148,6 +153,7 @@ impl Pool {
             idle_timeout: Duration::ZERO,
             schedule: Vec::new(),
             wait_objective: None,
+            stock: 0,
             registry: None,
             ..self.clone()
         }
@@ -183,6 +189,7 @@ impl Pool {
             docker_cache,
             schedule: _,
             wait_objective: _,
+            stock: _,
             registry: _,
         } = self;
         *name == other.name

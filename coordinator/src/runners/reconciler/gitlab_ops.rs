@@ -14,9 +14,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{Active, CreateBackoff, Reconciler};
+use super::{Active, CreateBackoff, Reconciler, stock};
 use crate::fleet::command::{AgentCommand, StartRunner};
-use crate::gitlab::{CreateRunner, RunnerType as GlRunnerType, SharedGitLab};
+use crate::gitlab::{CreateRunner, CreatedRunner, SharedGitLab};
 use crate::runners::record::RunnerRecord;
 use crate::runners::{Phase, ownership, spec};
 use crate::scheduler::{self, Placement};
@@ -46,6 +46,12 @@ pub enum Op {
     },
     /// AutoGit-marked GitLab runners found by the collector: (GitLab id, our runner id).
     GcCandidates(Vec<(u64, Option<Uuid>)>),
+    /// A GitLab runner created for a pool's stock (`stock.rs`), or why not.
+    Stocked {
+        runner: Uuid,
+        spec: Arc<scheduler::Pool>,
+        result: Result<CreatedRunner, String>,
+    },
 }
 
 /// `POST /user/runners` off the loop; the answer comes back as an [`Op`].
@@ -88,7 +94,8 @@ impl Reconciler {
             .cloned()
     }
 
-    /// Record a new runner and create its GitLab runner off the loop.
+    /// Record a new runner and create its GitLab runner off the loop, or
+    /// take one from the pool's stock (`stock.rs`).
     pub(super) async fn start_runner(
         &mut self,
         pool_name: &str,
@@ -99,9 +106,10 @@ impl Reconciler {
         let Some(pool) = self.pool(pool_name) else {
             return;
         };
-        let id = Uuid::new_v4();
+        let stocked = self.stock.take(&pool);
+        let id = stocked.as_ref().map_or_else(Uuid::new_v4, |s| s.id);
         let agent = AgentId(placement.agent_id);
-        let rec = RunnerRecord::provisioning(
+        let mut rec = RunnerRecord::provisioning(
             id,
             &pool.name,
             agent,
@@ -110,6 +118,7 @@ impl Reconciler {
             pool.mem_limit.bytes(),
             self.clock.now_utc(),
         );
+        rec.gitlab_runner_id = stocked.as_ref().map(|s| s.gitlab_id);
         self.persist(&rec);
         self.event(
             "runner.created",
@@ -120,9 +129,10 @@ impl Reconciler {
                 "gpus": placement.gpus,
                 "image": pool.image_for(placement.arch),
                 "image_warm": cold_image.is_none(),
+                "from_stock": stocked.is_some(),
             }),
         );
-        tracing::info!(runner = %id, pool = %pool.name, agent = %wire(hostname), "provisioning runner");
+        tracing::info!(runner = %id, pool = %pool.name, agent = %wire(hostname), from_stock = stocked.is_some(), "provisioning runner");
         self.active.insert(
             id,
             Active {
@@ -139,25 +149,41 @@ impl Reconciler {
                 }),
             },
         );
-        let mut req = CreateRunner::new(match pool.runner_type {
-            scheduler::RunnerType::Instance => GlRunnerType::InstanceType,
-            scheduler::RunnerType::Group { group_id } => GlRunnerType::GroupType { id: group_id },
-            scheduler::RunnerType::Project { project_id } => {
-                GlRunnerType::ProjectType { id: project_id }
+        // Either way the agent hears of the runner once its record is
+        // committed (see `flush`).
+        match stocked {
+            Some(s) => {
+                self.by_gitlab.insert(s.gitlab_id, id);
+                self.taken.push(Op::Created {
+                    runner: id,
+                    gitlab_id: s.gitlab_id,
+                    token: s.token,
+                });
             }
-        });
-        req.description = Some(ownership::description(
-            &self.cfg.cluster,
-            &pool.name,
-            hostname,
-            &id,
-        ));
-        req.tag_list = pool.tags.clone();
-        req.run_untagged = Some(pool.run_untagged);
-        req.locked = Some(false);
-        req.paused = Some(false);
-        // Created once the record is committed (see `flush`).
-        self.creates.push((id, req));
+            None => {
+                let description =
+                    ownership::description(&self.cfg.cluster, &pool.name, hostname, &id);
+                self.creates
+                    .push((id, stock::create_request(&pool, description)));
+            }
+        }
+    }
+
+    /// Pause `pool`'s runner creation after a failed `POST /user/runners`,
+    /// twice as long as the last time (at most [`MAX_CREATE_BACKOFF`]).
+    pub(super) fn back_off(&mut self, pool: &str, error: &str) {
+        let b = self
+            .create_backoff
+            .entry(pool.to_owned())
+            .or_insert(CreateBackoff {
+                until: Instant::now(),
+                delay: Duration::from_secs(1),
+                error: String::new(),
+            });
+        b.delay = (b.delay * 2).min(MAX_CREATE_BACKOFF);
+        b.until = Instant::now() + b.delay;
+        b.error = error.to_owned();
+        tracing::warn!(%pool, %error, retry_in = ?b.delay, "create GitLab runner failed");
     }
 
     pub(super) fn delete_gitlab_runner(&self, runner: Option<Uuid>, gitlab_id: u64) {
@@ -218,18 +244,7 @@ impl Reconciler {
                     .get(&runner)
                     .map(|a| a.rec.pool.clone())
                     .unwrap_or_default();
-                let b = self
-                    .create_backoff
-                    .entry(pool.clone())
-                    .or_insert(CreateBackoff {
-                        until: Instant::now(),
-                        delay: Duration::from_secs(1),
-                        error: String::new(),
-                    });
-                b.delay = (b.delay * 2).min(MAX_CREATE_BACKOFF);
-                b.until = Instant::now() + b.delay;
-                b.error = error.clone();
-                tracing::warn!(%pool, %error, retry_in = ?b.delay, "create GitLab runner failed");
+                self.back_off(&pool, &error);
                 self.finish(
                     runner,
                     Phase::Failed,
@@ -239,6 +254,11 @@ impl Reconciler {
                 )
                 .await;
             }
+            Op::Stocked {
+                runner,
+                spec,
+                result,
+            } => self.on_stocked(runner, spec, result),
             Op::Deleted { runner, gitlab_id } => {
                 self.by_gitlab.remove(&gitlab_id);
                 let Some(id) = runner else { return };
@@ -271,7 +291,8 @@ impl Reconciler {
             Op::GcCandidates(found) => {
                 for (gitlab_id, runner) in found {
                     let wanted = runner.is_some_and(|r| self.active.contains_key(&r))
-                        || self.by_gitlab.contains_key(&gitlab_id);
+                        || self.by_gitlab.contains_key(&gitlab_id)
+                        || self.stock.holds(runner, gitlab_id);
                     if !wanted {
                         tracing::warn!(
                             gitlab_runner = gitlab_id,

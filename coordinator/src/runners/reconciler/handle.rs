@@ -32,6 +32,8 @@ pub struct ReconcilerStatus {
     /// Per pool: a runner still starting on an agent that must pull the
     /// runner image first, said for "why pending".
     pub cold_starts: BTreeMap<String, String>,
+    /// Per pool: GitLab runners in stock, created ahead of demand.
+    pub stock: BTreeMap<String, u32>,
 }
 
 impl ReconcilerStatus {

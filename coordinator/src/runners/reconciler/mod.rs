@@ -16,6 +16,9 @@
 //! * [`reports`]: what agents report: `on_connected` (the containers present
 //!   at each reconnect), `on_status` (container state changes), and GitLab's
 //!   job activity.
+//! * [`stock`]: GitLab runners created ahead of demand (a pool's `stock`),
+//!   taken by starts so they skip `POST /user/runners`; bounded, tokens in
+//!   memory only, deleted at shutdown and collected after a crash.
 //! * [`stops`]: acknowledged stops. A stop stays wanted until the agent
 //!   confirms the container gone; it is resent on every reconnect and made
 //!   forceful at its deadline. Timeouts of runners that never ran.
@@ -24,7 +27,8 @@
 //! * [`view`]: the pure pieces (`effective_pending`, runners in the
 //!   scheduler's view; agents come typed from `Fleet::scheduler_view`).
 //!
-//! A runner's GitLab runner is deleted only when the runner is finished:
+//! A runner's GitLab runner (one it took from the stock included) is
+//! deleted only when the runner is finished:
 //! its container is confirmed gone (an `Exited`/`Failed`/`Removed` report,
 //! or absent from the agent's list at reconnect), no container can exist
 //! (GitLab creation failed, the template did not render), or its agent is
@@ -48,6 +52,7 @@ mod handle;
 mod planning;
 mod refusals;
 mod reports;
+mod stock;
 mod stops;
 mod view;
 mod writer;
@@ -203,6 +208,11 @@ pub struct Reconciler {
     journal: std::sync::Mutex<Vec<RunnerWrite>>,
     /// GitLab runners to create once their records are committed.
     creates: Vec<(Uuid, CreateRunner)>,
+    /// Runners that took a stocked GitLab runner: their `Created`, handed
+    /// back to the loop once their records are committed.
+    taken: Vec<Op>,
+    /// Each pool's GitLab runners created ahead of demand.
+    stock: stock::Stock,
     writes_tx: mpsc::UnboundedSender<writer::Batch>,
     /// Taken by `run`, which starts the writer.
     writes_rx: Option<mpsc::UnboundedReceiver<writer::Batch>>,
@@ -245,6 +255,8 @@ impl Reconciler {
             },
             journal: Default::default(),
             creates: Vec::new(),
+            taken: Vec::new(),
+            stock: stock::Stock::default(),
             writes_tx,
             writes_rx: Some(writes_rx),
         }
@@ -291,6 +303,7 @@ impl Reconciler {
                 biased;
                 _ = shutdown.cancelled() => {
                     self.flush_and_wait().await;
+                    self.empty_stock().await;
                     break;
                 }
                 Some(ev) = events.recv() => self.on_agent_event(ev).await,
@@ -392,12 +405,14 @@ impl Reconciler {
     fn send_batch(&mut self, done: Option<oneshot::Sender<()>>) {
         let writes = std::mem::take(&mut *self.journal());
         let creates = std::mem::take(&mut self.creates);
-        if writes.is_empty() && creates.is_empty() && done.is_none() {
+        let taken = std::mem::take(&mut self.taken);
+        if writes.is_empty() && creates.is_empty() && taken.is_empty() && done.is_none() {
             return;
         }
         let _ = self.writes_tx.send(writer::Batch {
             writes,
             creates,
+            taken,
             done,
         });
     }

@@ -103,6 +103,7 @@ impl Reconciler {
             }
             self.logged_unmet = unmet.clone();
         }
+        self.tend_stock(&pools);
         self.publish_status(unmet);
     }
 
@@ -162,6 +163,7 @@ impl Reconciler {
                 .entry(a.rec.phase.to_string())
                 .or_default() += 1;
         }
+        st.stock = self.stock.counts();
         st.create_errors = self
             .create_backoff
             .iter()

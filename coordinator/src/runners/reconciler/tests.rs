@@ -1093,3 +1093,5 @@ async fn a_runner_on_an_agent_holding_its_image_is_warm() {
         (Some(0), Some("warm image"))
     );
 }
+
+mod stock;

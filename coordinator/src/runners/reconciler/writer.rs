@@ -4,7 +4,8 @@
 //! ([`Reconciler::flush`](super::Reconciler)); batches that queue up while
 //! one commits are committed together, in order, in one transaction. The
 //! GitLab runners of a batch are created only after it is committed, so a
-//! record always exists before its GitLab runner. A batch can carry an
+//! record always exists before its GitLab runner; a runner given a stocked
+//! GitLab runner reaches its agent only after that, too. A batch can carry an
 //! acknowledgement for the actor's few read-after-write needs (reading a
 //! runner back, answering an operator or a `Settle`).
 
@@ -21,6 +22,9 @@ pub(super) struct Batch {
     pub writes: Vec<RunnerWrite>,
     /// GitLab runners to create once `writes` are committed.
     pub creates: Vec<(Uuid, CreateRunner)>,
+    /// Runners given a stocked GitLab runner: handed back to the loop once
+    /// `writes` are committed.
+    pub taken: Vec<Op>,
     /// Told once `writes` are committed.
     pub done: Option<oneshot::Sender<()>>,
 }
@@ -49,6 +53,9 @@ pub(super) async fn run(
         for b in taken {
             for (id, req) in b.creates {
                 spawn_create(&gitlab, &ops, id, req);
+            }
+            for op in b.taken {
+                let _ = ops.send(op);
             }
             if let Some(done) = b.done {
                 let _ = done.send(());
