@@ -320,6 +320,16 @@ impl Coordinator {
         format!("http://{}{}", self.http.expect("coordinator started"), path)
     }
 
+    /// SIGTERM the running coordinator and wait for it to exit: a clean stop.
+    pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let mut p = self
+            .proc
+            .take()
+            .ok_or_else(|| anyhow!("the coordinator is not running"))?;
+        p.signal(nix::sys::signal::Signal::SIGTERM);
+        p.wait_exit(timeout)
+    }
+
     /// SIGKILL the running coordinator.
     pub fn kill(&mut self) {
         if let Some(mut p) = self.proc.take() {

@@ -42,6 +42,11 @@ fn coordinator_sigkill_after_start_runner() {
 }
 
 #[test]
+fn coordinator_sigkill_with_gitlab_runners_in_stock() {
+    row("coordinator SIGKILL with GitLab runners in stock");
+}
+
+#[test]
 fn coordinator_sigkill_before_delete_runner() {
     row("coordinator SIGKILL after exit, before DELETE /runners/:id");
 }
@@ -81,6 +86,7 @@ fn every_quick_row_has_a_test() {
     let names = [
         "coordinator SIGKILL after POST /user/runners",
         "coordinator SIGKILL after StartRunner was sent",
+        "coordinator SIGKILL with GitLab runners in stock",
         "coordinator SIGKILL after exit, before DELETE /runners/:id",
         "agent SIGKILL mid-job",
         "GitLab 5xx then 429, then recovering",

@@ -10,6 +10,11 @@ use serde_json::Value;
 use crate::gitlab_sim::{NewHook, NewJob, SimJob};
 use crate::harness::{Agent, Coordinator, Sim, docker_containers, test_pool, wait_for};
 
+/// Whether a GitLab runner's description marks it as created for a stock.
+fn is_stock(description: &str) -> bool {
+    description.split_whitespace().any(|w| w == "agent=stock")
+}
+
 /// The webhook secret every scenario uses.
 pub const SECRET: &str = "fault-suite-secret";
 
@@ -57,6 +62,9 @@ pub struct Fixture {
     pub admin_token: String,
     /// Jobs this scenario created and expects to finish.
     pub jobs: Vec<u64>,
+    /// The pool's `stock`: GitLab runners the live coordinator may hold
+    /// unrecorded, created ahead of demand (see [`Fixture::in_stock`]).
+    pub stock: u32,
 }
 
 /// Settings of a scenario's coordinator.
@@ -71,6 +79,8 @@ pub struct Setup<'a> {
     pub webhook: bool,
     /// The runner's `--wait-timeout` in seconds (how long an idle runner waits for a job).
     pub wait_timeout: u32,
+    /// The pool's `stock` (GitLab runners created ahead of demand).
+    pub stock: u32,
 }
 
 impl Default for Setup<'_> {
@@ -81,6 +91,7 @@ impl Default for Setup<'_> {
             extra: "",
             webhook: true,
             wait_timeout: 60,
+            stock: 0,
         }
     }
 }
@@ -89,7 +100,12 @@ impl Fixture {
     /// Start the simulator and a coordinator with one `amd64` pool.
     pub fn start(s: Setup<'_>) -> anyhow::Result<Self> {
         let sim = Sim::start()?;
-        let pool = test_pool("amd64", &["amd64"], "x86_64", s.pool_extra);
+        let pool = test_pool(
+            "amd64",
+            &["amd64"],
+            "x86_64",
+            &format!("{}\nstock = {}\n", s.pool_extra, s.stock),
+        );
         if !pool.contains(r#""--wait-timeout", "60""#) {
             bail!("the test pool's command no longer has --wait-timeout 60: update Setup::wait_timeout");
         }
@@ -127,6 +143,7 @@ impl Fixture {
             agents: Vec::new(),
             admin_token,
             jobs: Vec::new(),
+            stock: s.stock,
         })
     }
 
@@ -265,7 +282,14 @@ impl Fixture {
                 && !active
                 && self.containers().is_empty()
                 && self.executor_leftovers() == 0
-                && self.sim.handle.runners().iter().all(|r| r.deleted)
+                && {
+                    let stock = self.in_stock(&self.runners());
+                    self.sim
+                        .handle
+                        .runners()
+                        .iter()
+                        .all(|r| r.deleted || stock.contains(&r.id))
+                }
         };
         let deadline = Instant::now() + timeout;
         while !quiet() && Instant::now() < deadline {
@@ -274,9 +298,29 @@ impl Fixture {
         self.count()
     }
 
+    /// GitLab runners that are the live coordinator's stock, not leaks:
+    /// undeleted, marked `agent=stock`, without a record, and at most
+    /// `stock` of them (the oldest; any beyond the bound count as leaked).
+    pub fn in_stock(&self, records: &[Value]) -> BTreeSet<u64> {
+        let recorded: BTreeSet<u64> = records
+            .iter()
+            .filter_map(|r| r["gitlab_runner_id"].as_u64())
+            .collect();
+        self.sim
+            .handle
+            .runners()
+            .iter()
+            .filter(|r| !r.deleted && !recorded.contains(&r.id))
+            .filter(|r| is_stock(&r.description))
+            .map(|r| r.id)
+            .take(self.stock as usize)
+            .collect()
+    }
+
     /// The four counters as things stand now.
     pub fn count(&self) -> Counters {
         let records = self.runners();
+        let stock = self.in_stock(&records);
         let active_records = records.iter().filter(|r| is_active(r)).count() as u32;
         let containers = self.containers().len() as u32;
         let gl = self.sim.handle.runners();
@@ -291,7 +335,7 @@ impl Fixture {
             .collect();
         let orphan_gitlab = gl
             .iter()
-            .filter(|r| !r.deleted && !held.contains(&r.id))
+            .filter(|r| !r.deleted && !held.contains(&r.id) && !stock.contains(&r.id))
             .count() as u32;
         // A GitLab runner we created is known to the coordinator by its id, or
         // (when the coordinator died before learning the id) by the runner
@@ -303,7 +347,11 @@ impl Fixture {
         let unrecorded = gl
             .iter()
             .filter(|r| {
+                // A stocked runner deleted unused never needed a record.
+                let unused_stock = r.deleted && is_stock(&r.description);
                 !recorded.contains(&r.id)
+                    && !stock.contains(&r.id)
+                    && !unused_stock
                     && !ids.iter().any(|id| r.description.contains(id.as_str()))
             })
             .count() as u32;

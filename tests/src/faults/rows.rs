@@ -1,6 +1,7 @@
 //! The fault scenarios. Each builds its own world, breaks it at one chosen
 //! moment, lets it recover, and counts what is left wrong.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -49,6 +50,11 @@ pub fn all() -> Vec<Row> {
             name: "coordinator SIGKILL after StartRunner was sent",
             in_quick: true,
             run: kill_after_start,
+        },
+        Row {
+            name: "coordinator SIGKILL with GitLab runners in stock",
+            in_quick: true,
+            run: kill_with_stock,
         },
         Row {
             name: "coordinator SIGKILL after exit, before DELETE /runners/:id",
@@ -154,6 +160,64 @@ fn kill_after_start(_: Scale) -> anyhow::Result<Outcome> {
     fx.restart_coordinator(Duration::from_millis(500))?;
     fx.wait_job(job.id, "success", T)?;
     Ok(outcome(&fx, String::new()))
+}
+
+/// The pool keeps two GitLab runners in stock (`stock = 2`). The coordinator
+/// dies once a job's runner, taken from the stock, has its container, with
+/// the rest of the stock (and maybe a refill) in GitLab and its tokens gone
+/// with the process. The next coordinator serves the job, its collector
+/// deletes the dead one's stock, its own stays within the bound (the
+/// counters allow at most `stock` unrecorded stocked runners), and a clean
+/// stop (SIGTERM) deletes that too.
+fn kill_with_stock(_: Scale) -> anyhow::Result<Outcome> {
+    let mut fx = Fixture::start(Setup {
+        stock: 2,
+        ..Default::default()
+    })?;
+    let agent = fx.add_agent(None, "")?;
+    let live = |fx: &Fixture| -> BTreeSet<u64> {
+        fx.sim
+            .handle
+            .runners()
+            .iter()
+            .filter(|r| !r.deleted)
+            .map(|r| r.id)
+            .collect()
+    };
+    wait_for(T, "two GitLab runners in stock", || {
+        (live(&fx).len() == 2).then_some(())
+    })?;
+    let stocked = live(&fx);
+    let job = fx.job(14, 3_000);
+    let scope = format!("autogit.scope={}", fx.agents[agent].1);
+    wait_for(T, "runner container created", || {
+        (!docker_containers(&scope).is_empty()).then_some(())
+    })?;
+    let taken: Vec<u64> = fx
+        .runners()
+        .iter()
+        .filter_map(|r| r["gitlab_runner_id"].as_u64())
+        .collect();
+    expect(
+        taken.len() == 1 && stocked.contains(&taken[0]),
+        "the job's runner took a stocked GitLab runner",
+    )?;
+    let before = live(&fx);
+    fx.restart_coordinator(Duration::from_millis(500))?;
+    fx.wait_job(job.id, "success", T)?;
+    wait_for(T, "the killed coordinator's GitLab runners deleted", || {
+        let now = live(&fx);
+        before.iter().all(|id| !now.contains(id)).then_some(())
+    })?;
+    let mut o = outcome(&fx, String::new());
+    fx.c.terminate(T)?;
+    let left = live(&fx).len() as u32;
+    if left > 0 {
+        o.counters.orphan_gitlab_runners += left;
+        o.notes
+            .push_str(&format!("\n{left} GitLab runners left after a clean stop"));
+    }
+    Ok(o)
 }
 
 /// The container exited; the coordinator died before GitLab deleted its runner.
