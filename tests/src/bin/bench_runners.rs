@@ -129,6 +129,15 @@ struct Args {
     /// coordinator's next project re-listing.
     #[arg(long)]
     new_projects: bool,
+    /// The pool's `stock`: GitLab runners created ahead of demand, so a
+    /// start skips `POST /user/runners`.
+    #[arg(long, default_value_t = 0)]
+    stock: u32,
+    /// Make the simulator take this long for every `POST /user/runners`,
+    /// as a real GitLab's Rails request does (the simulator alone answers in
+    /// about a millisecond).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    gitlab_create_latency: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -836,8 +845,10 @@ docker_socket = false
 cpu_limit = 0.1
 mem_limit = "128MiB"
 max_runners = {max_runners}
+stock = {stock}
 "#,
             max_runners = args.concurrency.max(16),
+            stock = args.stock,
             gitlab = sim.gitlab_config(),
             poll = humantime::format_duration(poll),
         )
@@ -958,6 +969,13 @@ max_runners = {max_runners}
         if path == DemandPath::Poll {
             sim.handle.set_faults(FaultSpec {
                 drop_webhooks: Some(true),
+                ..Default::default()
+            });
+        }
+        if let Some(latency) = args.gitlab_create_latency {
+            sim.handle.set_faults(FaultSpec {
+                latency_ms: Some(latency.as_millis() as u64),
+                path_prefix: Some("/api/v4/user/runners".into()),
                 ..Default::default()
             });
         }
@@ -1396,6 +1414,14 @@ mod report {
                 String::new()
             }
         );
+        if args.stock > 0 || args.gitlab_create_latency.is_some() {
+            let _ = writeln!(
+                out,
+                "   pool stock {}, POST /user/runners latency {:?}",
+                args.stock,
+                args.gitlab_create_latency.unwrap_or_default()
+            );
+        }
         let _ = writeln!(
             out,
             "   docker {}; load avg before {} / after {}; host CPU busy {:.0}% over {:.0} s",
