@@ -390,6 +390,22 @@ impl Collector for StateCollector {
             &pending,
         )?;
 
+        let stocked = Family::<PoolLabel, Gauge>::default();
+        for pool in src.pools.current().iter().filter(|p| p.stock > 0) {
+            let n = status.stock.get(&pool.name).copied().unwrap_or(0);
+            stocked
+                .get_or_create(&PoolLabel {
+                    pool: pool.name.clone(),
+                })
+                .set(i64::from(n));
+        }
+        emit(
+            &mut encoder,
+            "pool_stocked_runners",
+            "GitLab runners in a pool's stock, created ahead of demand (pools with a stock only)",
+            &stocked,
+        )?;
+
         let objective = Family::<PoolLabel, FloatGauge>::default();
         let met_ratio = Family::<PoolWindowLabels, FloatGauge>::default();
         let measured = Family::<PoolWindowLabels, Gauge>::default();
@@ -537,5 +553,38 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("autogit_pool_wait_objective") && l.contains("\"plain\""));
         assert_eq!(plain.count(), 0, "no objective, no series: {text}");
+    }
+
+    #[test]
+    fn a_pool_with_a_stock_has_a_stocked_runners_gauge_from_zero() {
+        let mut stocked = Pool::new("stocked", &["s"], Arch::X86_64);
+        stocked.stock = 2;
+        let plain = Pool::new("plain", &["plain"], Arch::X86_64);
+        let metrics = Metrics::new();
+        metrics.attach(Sources {
+            fleet: Fleet::new(
+                &[],
+                &[],
+                crate::fleet::Timings {
+                    heartbeat_interval: Duration::from_secs(1),
+                    unreachable_after: Duration::from_secs(3),
+                    lost_after: Duration::from_secs(10),
+                },
+            ),
+            reconciler: ReconcilerHandle::default(),
+            demand: None,
+            server_cert_expiry: 0,
+            pools: crate::pools::LivePools::new(vec![stocked, plain]),
+        });
+        let text = metrics.encode().unwrap();
+        assert_eq!(
+            value(&text, "autogit_pool_stocked_runners{pool=\"stocked\"}"),
+            Some(0.0),
+            "nothing stocked yet: {text}"
+        );
+        assert!(
+            !text.contains("autogit_pool_stocked_runners{pool=\"plain\"}"),
+            "no stock, no series: {text}"
+        );
     }
 }

@@ -237,6 +237,7 @@ pub fn pools(out: Output, rows: &[Value]) -> anyhow::Result<()> {
             "IDLE",
             "MAX",
             "WARM",
+            "STOCK",
             "WINDOW",
             "NEXT CHANGE",
             "OBJECTIVE",
@@ -256,6 +257,7 @@ pub fn pools(out: Output, rows: &[Value]) -> anyhow::Result<()> {
                 s(&p["idle"]),
                 s(&p["max_runners"]),
                 s(&p["idle_min"]),
+                stock(p),
                 active_windows(p),
                 s(&p["next_change"]),
                 wait_objective(&p["wait_objective"]),
@@ -263,6 +265,15 @@ pub fn pools(out: Output, rows: &[Value]) -> anyhow::Result<()> {
             ]
         },
     )
+}
+
+/// A pool's GitLab runners in stock against its `stock`, e.g. `1/2`; `-`
+/// for a pool that keeps none.
+fn stock(p: &Value) -> String {
+    match p["stock"].as_u64() {
+        None | Some(0) => "-".into(),
+        Some(n) => format!("{}/{n}", p["stocked"].as_u64().unwrap_or(0)),
+    }
 }
 
 /// A pool's wait objective and the share of jobs that met it, e.g.
@@ -444,5 +455,9 @@ mod tests {
         let exact = json!({"target": "5s", "met_1h": 0.29, "met_24h": 0.57});
         assert_eq!(super::wait_objective(&exact), "5s: 29% 1h / 57% 24h");
         assert_eq!(super::wait_objective(&serde_json::Value::Null), "-");
+        let pool = |stock: u64, stocked: u64| json!({"stock": stock, "stocked": stocked});
+        assert_eq!(super::stock(&pool(2, 1)), "1/2");
+        assert_eq!(super::stock(&pool(0, 0)), "-");
+        assert_eq!(super::stock(&serde_json::Value::Null), "-");
     }
 }
