@@ -34,8 +34,9 @@
 //!
 //! Jobs go in batches of `--concurrency`, one batch at a time: a batch is
 //! enqueued, every job must succeed, every container must be removed and
-//! every GitLab runner deleted before the next batch, so each batch meets a
-//! cold, quiet fleet (no warm runners: `idle_min = 0`). The first
+//! every GitLab runner deleted (with `--stock N`: all but the pool's N
+//! stocked ones, and those N there) before the next batch, so each batch
+//! meets a cold, quiet fleet (no warm runners: `idle_min = 0`). The first
 //! `--warmup` batches are run but left out of the statistics.
 //!
 //! `--burst N` is `--concurrency N` with the pool's `max_runners` raised to
@@ -924,6 +925,15 @@ stock = {stock}
             .unwrap_or_default()
     }
 
+    /// A GitLab runner of the pool's stock that no runner has used yet
+    /// (created ahead of demand, never contacted, no job): not over-provisioning.
+    fn unused_stock(r: &SimRunner) -> bool {
+        !r.deleted
+            && r.jobs.is_empty()
+            && r.contacted_at.is_none()
+            && r.description.split_whitespace().any(|w| w == "agent=stock")
+    }
+
     /// The AutoGit runner id in a GitLab runner's description (`runner=<uuid>`).
     fn autogit_id(r: &SimRunner) -> Option<String> {
         r.description
@@ -1064,14 +1074,18 @@ stock = {stock}
                     }
                 }
             }
-            // A cold, quiet fleet for the next batch.
+            // A cold, quiet fleet for the next batch: with `--stock`, the
+            // pool's stock whole again.
             wait(
                 args.job_timeout,
-                "containers removed and GitLab runners deleted",
+                "containers removed, GitLab runners deleted, the stock whole",
                 || {
+                    let runners = sim.handle.runners();
+                    let stocked = runners.iter().filter(|r| unused_stock(r)).count();
                     (docker_events::all_destroyed(&events.snapshot())
-                        && sim.handle.runners().iter().all(|r| r.deleted))
-                    .then_some(())
+                        && runners.iter().all(|r| r.deleted || unused_stock(r))
+                        && stocked == args.stock as usize)
+                        .then_some(())
                 },
             )
             .with_context(|| format!("after batch {batch}"))?;
@@ -1137,7 +1151,10 @@ stock = {stock}
             .into_iter()
             .map(|r| (r.id, r))
             .collect();
-        let idle_runners = sim_runners.values().filter(|r| r.jobs.is_empty()).count();
+        let idle_runners = sim_runners
+            .values()
+            .filter(|r| r.jobs.is_empty() && !unused_stock(r))
+            .count();
         let deliveries = sim.handle.deliveries();
         let evs = events.snapshot();
         let coordinator_log = fleet
