@@ -485,6 +485,29 @@ mod tests {
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
+    /// The exposition of a coordinator with no agents, this reconciler and
+    /// these pools.
+    fn exposition(reconciler: ReconcilerHandle, pools: Vec<Pool>) -> String {
+        let secs = Duration::from_secs;
+        let metrics = Metrics::new();
+        metrics.attach(Sources {
+            fleet: Fleet::new(
+                &[],
+                &[],
+                crate::fleet::Timings {
+                    heartbeat_interval: secs(1),
+                    unreachable_after: secs(3),
+                    lost_after: secs(10),
+                },
+            ),
+            reconciler,
+            demand: None,
+            server_cert_expiry: 0,
+            pools: crate::pools::LivePools::new(pools),
+        });
+        metrics.encode().unwrap()
+    }
+
     #[test]
     fn wait_objective_gauges_report_the_share_met_per_window() {
         let mut fast = Pool::new("fast", &["fast"], Arch::X86_64);
@@ -504,23 +527,7 @@ mod tests {
         // A pool without an objective records nothing.
         reconciler.record_wait(&pools, "plain", secs(1), now);
 
-        let metrics = Metrics::new();
-        metrics.attach(Sources {
-            fleet: Fleet::new(
-                &[],
-                &[],
-                crate::fleet::Timings {
-                    heartbeat_interval: secs(1),
-                    unreachable_after: secs(3),
-                    lost_after: secs(10),
-                },
-            ),
-            reconciler,
-            demand: None,
-            server_cert_expiry: 0,
-            pools: crate::pools::LivePools::new(pools),
-        });
-        let text = metrics.encode().unwrap();
+        let text = exposition(reconciler, pools);
         let v = |series: &str| value(&text, series);
 
         assert_eq!(
@@ -560,23 +567,7 @@ mod tests {
         let mut stocked = Pool::new("stocked", &["s"], Arch::X86_64);
         stocked.stock = 2;
         let plain = Pool::new("plain", &["plain"], Arch::X86_64);
-        let metrics = Metrics::new();
-        metrics.attach(Sources {
-            fleet: Fleet::new(
-                &[],
-                &[],
-                crate::fleet::Timings {
-                    heartbeat_interval: Duration::from_secs(1),
-                    unreachable_after: Duration::from_secs(3),
-                    lost_after: Duration::from_secs(10),
-                },
-            ),
-            reconciler: ReconcilerHandle::default(),
-            demand: None,
-            server_cert_expiry: 0,
-            pools: crate::pools::LivePools::new(vec![stocked, plain]),
-        });
-        let text = metrics.encode().unwrap();
+        let text = exposition(ReconcilerHandle::default(), vec![stocked, plain]);
         assert_eq!(
             value(&text, "autogit_pool_stocked_runners{pool=\"stocked\"}"),
             Some(0.0),
