@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use crate::gitlab_sim::{NewHook, NewJob, SimJob};
+use crate::gitlab_sim::{NewHook, NewJob, SimJob, SimRunner};
 use crate::harness::{Agent, Coordinator, Sim, docker_containers, test_pool, wait_for};
 
 /// Whether a GitLab runner's description marks it as created for a stock.
@@ -277,18 +277,16 @@ impl Fixture {
                 .jobs
                 .iter()
                 .all(|j| ["success", "failed", "canceled"].contains(&self.job_status(*j).as_str()));
-            let active = self.runners().iter().any(is_active);
+            let records = self.runners();
+            let active = records.iter().any(is_active);
             jobs_done
                 && !active
                 && self.containers().is_empty()
                 && self.executor_leftovers() == 0
                 && {
-                    let stock = self.in_stock(&self.runners());
-                    self.sim
-                        .handle
-                        .runners()
-                        .iter()
-                        .all(|r| r.deleted || stock.contains(&r.id))
+                    let gl = self.sim.handle.runners();
+                    let stock = self.in_stock(&records, &gl);
+                    gl.iter().all(|r| r.deleted || stock.contains(&r.id))
                 }
         };
         let deadline = Instant::now() + timeout;
@@ -301,15 +299,12 @@ impl Fixture {
     /// GitLab runners that are the live coordinator's stock, not leaks:
     /// undeleted, marked `agent=stock`, without a record, and at most
     /// `stock` of them (the oldest; any beyond the bound count as leaked).
-    pub fn in_stock(&self, records: &[Value]) -> BTreeSet<u64> {
+    pub fn in_stock(&self, records: &[Value], gl: &[SimRunner]) -> BTreeSet<u64> {
         let recorded: BTreeSet<u64> = records
             .iter()
             .filter_map(|r| r["gitlab_runner_id"].as_u64())
             .collect();
-        self.sim
-            .handle
-            .runners()
-            .iter()
+        gl.iter()
             .filter(|r| !r.deleted && !recorded.contains(&r.id))
             .filter(|r| is_stock(&r.description))
             .map(|r| r.id)
@@ -320,10 +315,10 @@ impl Fixture {
     /// The four counters as things stand now.
     pub fn count(&self) -> Counters {
         let records = self.runners();
-        let stock = self.in_stock(&records);
         let active_records = records.iter().filter(|r| is_active(r)).count() as u32;
         let containers = self.containers().len() as u32;
         let gl = self.sim.handle.runners();
+        let stock = self.in_stock(&records, &gl);
         let recorded: BTreeSet<u64> = records
             .iter()
             .filter_map(|r| r["gitlab_runner_id"].as_u64())
